@@ -1,0 +1,25 @@
+"""`alexnet bench`: `numpy` (NumPy vs torch CPU), `layers` (Triton vs cuDNN vs torch.compile per layer),
+`train` (training-step throughput per backend). Each lives in its own module with configure/run."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHES: dict[str, tuple[str, str]] = {
+    "numpy": ("torch_model.bench.numpy_bench", "fast NumPy path vs torch CPU, per layer and whole network"),
+    "layers": ("torch_model.bench.layers", "each conv+ReLU and pool: Triton vs cuDNN vs torch.compile"),
+    "train": ("torch_model.bench.train", "training-step images/s per backend, and the full seed run"),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name, (module_name, help_) in BENCHES.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        module = importlib.import_module(module_name)
+        module.configure(p)
+        p.set_defaults(_bench_run=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._bench_run(args)

@@ -1,0 +1,76 @@
+"""d2l's AlexNet (chapter "Deep Convolutional Neural Networks"), exactly the seed's nn.Sequential.
+
+Shapes for one 1x224x224 Fashion-MNIST image (the seed's comment column, `alexnet summary` prints it):
+
+    idx module                                   output
+     0  Conv2d(1, 96, k=11, s=4, p=1)            [1, 96, 54, 54]
+     1  ReLU
+     2  MaxPool2d(k=3, s=2)                      [1, 96, 26, 26]
+     3  Conv2d(96, 256, k=5, p=2)                [1, 256, 26, 26]
+     4  ReLU
+     5  MaxPool2d(k=3, s=2)                      [1, 256, 12, 12]
+     6  Conv2d(256, 384, k=3, p=1)               [1, 384, 12, 12]
+     7  ReLU
+     8  Conv2d(384, 384, k=3, p=1)               [1, 384, 12, 12]
+     9  ReLU
+    10  Conv2d(384, 256, k=3, p=1)               [1, 256, 12, 12]
+    11  ReLU
+    12  MaxPool2d(k=3, s=2)                      [1, 256, 5, 5]
+    13  Flatten                                  [1, 6400]
+    14  Linear(6400, 4096)  15 ReLU  16 Dropout(0.5)
+    17  Linear(4096, 4096)  18 ReLU  19 Dropout(0.5)
+    20  Linear(4096, 10)                         [1, 10]
+
+46,764,746 parameters; state_dict keys 0.*, 3.*, 6.*, 8.*, 10.*, 14.*, 17.*, 20.*.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BACKENDS = ("torch", "triton")
+
+
+def init_weights(module: nn.Module) -> None:
+    """d2l's init: xavier_uniform_ on every Conv2d/Linear weight, biases keep PyTorch's default."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.xavier_uniform_(module.weight)
+
+
+def alexnet(num_classes: int = 10, backend: str = "torch", init: bool = True) -> nn.Sequential:
+    """The seed's AlexNet. backend="triton" runs each conv+ReLU as one fused Triton op and each
+    max pool through the Triton pool; parameters and state_dict keys are the same either way."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    net = nn.Sequential(
+        # A larger 11x11 window to capture objects; stride 4 to cut the height and width a lot.
+        nn.Conv2d(1, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        # A smaller window, padding 2 keeps height and width; more output channels.
+        nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        # Three successive convolutions with a smaller window.
+        nn.Conv2d(256, 384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 384, kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Flatten(),
+        # Fully connected layers with dropout against overfitting.
+        nn.Linear(6400, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(p=0.5),
+        # Output layer: Fashion-MNIST has 10 classes.
+        nn.Linear(4096, num_classes),
+    )
+    if init:
+        net.apply(init_weights)
+    if backend == "triton":
+        from triton_kernels.modules import tritonize  # imported late: triton is optional for the torch path
+
+        tritonize(net)  # swaps modules in place; parameters (and so state_dict keys) are untouched
+    return net
+
+
+def num_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
