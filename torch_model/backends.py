@@ -83,7 +83,7 @@ class TorchLearner:
 
 
 def make_learner(backend: str, lr: float, device: torch.device, num_classes: int = 10,
-                 amp: str = "none") -> Learner:
+                 amp: str = "none", seed: int = 0) -> Learner:
     """Build the model for `backend` with d2l's init (torch's RNG must be seeded by the caller)."""
     if backend not in LEARNER_BACKENDS:
         raise ValueError(f"--backend must be one of {LEARNER_BACKENDS}, got {backend!r}")
@@ -95,5 +95,5 @@ def make_learner(backend: str, lr: float, device: torch.device, num_classes: int
         from torch_model.numpy_backend import NumpyLearner
 
         # Same initial weights as the torch model for the same seed: draw them with torch's init.
-        return NumpyLearner(alexnet(num_classes).state_dict(), lr=lr, num_classes=num_classes)
+        return NumpyLearner(alexnet(num_classes).state_dict(), lr=lr, num_classes=num_classes, seed=seed)
     return TorchLearner(alexnet(num_classes, backend=backend), lr=lr, device=device, amp=amp)

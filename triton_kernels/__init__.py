@@ -1,0 +1,23 @@
+"""triton_kernels: Triton kernels for AlexNet's hot path, registered as PyTorch ops with autograd.
+
+    conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False)
+    conv2d_relu(...)            # the same with the ReLU fused into the epilogue
+    max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+
+On a machine without CUDA every kernel runs in the Triton interpreter on CPU tensors: TRITON_INTERPRET=1 is set
+here, before any @triton.jit runs (the decorator picks the interpreted function at definition time), so a learner
+can step through a kernel in pdb. Set TRITON_INTERPRET=0 yourself to opt out.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+from triton_kernels.conv import conv2d, conv2d_relu  # noqa: E402
+from triton_kernels.pool import max_pool2d  # noqa: E402
+
+__all__ = ["conv2d", "conv2d_relu", "max_pool2d", "INTERPRET"]
