@@ -1,0 +1,455 @@
+"""Max pooling in Triton: forward with argmax indices, gather-style backward, registered as a torch op.
+
+Legend: N batch, C channels, H/W input height/width, OH/OW output height/width, KH/KW window,
+SH/SW stride, PH/PW padding, DH/DW dilation.
+
+    max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+
+Same semantics as torch.nn.functional.max_pool2d: padding counts as -inf, NaN wins, the first maximum of a window
+wins ties, indices are flat positions ih*W + iw inside each (H, W) plane (int64), input (N, C, H, W) or (C, H, W),
+NCHW or channels_last, float16/bfloat16/float32 (float64 too, for gradient checks).
+
+    OH = (H + 2*PH - DH*(KH-1) - 1 + (SH-1 if ceil_mode else 0)) // SH + 1
+    (with ceil_mode, a last window that would start past H + PH is dropped: OH -= 1 if (OH-1)*SH >= H + PH)
+
+Both kernels walk the tensor they write in its own memory order, one element per lane: the forward over the
+output (NCHW: ow fastest; channels_last: c fastest, so the window loads are contiguous along c too), the backward
+over the input. Pooling moves bytes and does no arithmetic to speak of, so the aim is memory bandwidth: every
+byte read once from HBM (the window overlap is served by L1/L2), every byte written once, no atomics.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# (BLOCK, num_warps). On the GPU the autotuner picks per (size, layout); the interpreter runs program instances
+# one by one in Python and benchmarks every config without caching, so it gets a single one.
+_GPU_CONFIGS = [(512, 4), (1024, 4), (1024, 8), (2048, 8)]
+_INTERPRET_CONFIGS = [(256, 4)]
+_CONFIGS = _INTERPRET_CONFIGS if _INTERPRET else _GPU_CONFIGS
+
+
+def _triton_configs() -> list[triton.Config]:
+    return [triton.Config({"BLOCK": block}, num_warps=warps, num_stages=1) for block, warps in _CONFIGS]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------------------------
+
+# Forward: out[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]
+#          (taps outside the image are -inf), idx[n, c, oh, ow] = ih*W + iw of the first maximum (NaN wins).
+@triton.jit
+def _max_pool2d_fwd_kernel(
+    x_ptr,
+    out_ptr,
+    idx_ptr,
+    C,
+    H,
+    W,
+    OH,
+    OW,
+    TOTAL,
+    stride_xn,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PH: tl.constexpr,
+    PW: tl.constexpr,
+    DH: tl.constexpr,
+    DW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    INDEX_64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat output positions, in out's memory order
+    mask = offs < TOTAL
+    if CHANNELS_LAST:  # memory order n, oh, ow, c
+        c = offs % C
+        t = offs // C
+        ow = t % OW
+        t = t // OW
+        oh = t % OH
+        n = t // OH
+    else:  # memory order n, c, oh, ow
+        ow = offs % OW
+        t = offs // OW
+        oh = t % OH
+        t = t // OH
+        c = t % C
+        n = t // C
+    x_plane = x_ptr + n * stride_xn + c * stride_xc  # (BLOCK,) pointers to each lane's (H, W) plane
+    best = tl.full([BLOCK], float("-inf"), x_ptr.dtype.element_ty)  # (BLOCK,)
+    best_idx = tl.full([BLOCK], -1, tl.int32)  # (BLOCK,) -1: nothing taken yet
+    for kh in tl.static_range(KH):
+        ih = oh * SH - PH + kh * DH  # (BLOCK,)
+        row_ok = (ih >= 0) & (ih < H)
+        for kw in tl.static_range(KW):
+            iw = ow * SW - PW + kw * DW  # (BLOCK,)
+            ok = mask & row_ok & (iw >= 0) & (iw < W)
+            v = tl.load(x_plane + ih * stride_xh + iw * stride_xw, mask=ok, other=float("-inf"))  # (BLOCK,)
+            # torch's rule: take v if it is larger or NaN; the first tap inside the image is taken regardless,
+            # so an all -inf window points at its first real element, as torch's does.
+            take = ok & ((v > best) | (v != v) | (best_idx < 0))
+            best = tl.where(take, v, best)
+            best_idx = tl.where(take, (ih * W + iw).to(tl.int32), best_idx)
+    tl.store(out_ptr + offs, best, mask=mask)
+    tl.store(idx_ptr + offs, best_idx.to(tl.int64), mask=mask)
+
+
+# Backward (gather): grad_x[n, c, ih, iw] = sum over the windows (oh, ow) that contain (ih, iw) and chose it,
+#                    idx[n, c, oh, ow] == ih*W + iw, of grad_out[n, c, oh, ow].
+# Window (oh, ow) reaches ih through tap kh iff ih + PH - kh*DH = oh*SH, so each input element checks at most
+# KH*KW candidate windows and writes its own sum: no atomics, deterministic. The taps run from the last to the
+# first so the windows are summed in increasing (oh, ow), the order torch's CPU backward adds them in.
+@triton.jit
+def _max_pool2d_bwd_kernel(
+    grad_out_ptr,
+    idx_ptr,
+    grad_x_ptr,
+    C,
+    H,
+    W,
+    OH,
+    OW,
+    TOTAL,
+    stride_gn,
+    stride_gc,
+    stride_gh,
+    stride_gw,
+    stride_in,
+    stride_ic,
+    stride_ih,
+    stride_iw,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PH: tl.constexpr,
+    PW: tl.constexpr,
+    DH: tl.constexpr,
+    DW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    INDEX_64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INDEX_64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat input positions, in grad_x's memory order
+    mask = offs < TOTAL
+    if CHANNELS_LAST:  # memory order n, ih, iw, c
+        c = offs % C
+        t = offs // C
+        iw = t % W
+        t = t // W
+        ih = t % H
+        n = t // H
+    else:  # memory order n, c, ih, iw
+        iw = offs % W
+        t = offs // W
+        ih = t % H
+        t = t // H
+        c = t % C
+        n = t // C
+    me = (ih * W + iw).to(tl.int64)  # (BLOCK,) the index a window stores when it chose this element
+    g_plane = grad_out_ptr + n * stride_gn + c * stride_gc  # (BLOCK,)
+    i_plane = idx_ptr + n * stride_in + c * stride_ic  # (BLOCK,)
+    acc = tl.zeros([BLOCK], dtype=ACC_DTYPE)  # (BLOCK,)
+    for rkh in tl.static_range(KH):
+        kh = KH - 1 - rkh
+        oh_s = ih + PH - kh * DH  # (BLOCK,) = oh*SH when tap kh of window oh lands on ih
+        oh = oh_s // SH
+        oh_ok = (oh_s >= 0) & (oh_s % SH == 0) & (oh < OH)
+        for rkw in tl.static_range(KW):
+            kw = KW - 1 - rkw
+            ow_s = iw + PW - kw * DW  # (BLOCK,)
+            ow = ow_s // SW
+            ok = mask & oh_ok & (ow_s >= 0) & (ow_s % SW == 0) & (ow < OW)
+            chosen = tl.load(i_plane + oh * stride_ih + ow * stride_iw, mask=ok, other=-1)  # (BLOCK,)
+            hit = ok & (chosen == me)
+            g = tl.load(g_plane + oh * stride_gh + ow * stride_gw, mask=hit, other=0.0)  # (BLOCK,)
+            acc += g.to(ACC_DTYPE)
+    tl.store(grad_x_ptr + offs, acc.to(grad_x_ptr.dtype.element_ty), mask=mask)
+
+
+_max_pool2d_fwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", "OW", "CHANNELS_LAST"])(
+    _max_pool2d_fwd_kernel
+)
+_max_pool2d_bwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", "W", "CHANNELS_LAST"])(
+    _max_pool2d_bwd_kernel
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the GPU compiles: every kernel x config x dtype x layout at AlexNet's pool (3x3, stride 2, no padding).
+# `python -m triton_kernels.inspect` compiles each for sm_90 on any machine and reports registers, spills, smem.
+# ----------------------------------------------------------------------------------------------------------------
+
+_TL_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
+_ALEXNET_POOL = {"KH": 3, "KW": 3, "SH": 2, "SW": 2, "PH": 0, "PW": 0, "DH": 1, "DW": 1}
+
+
+def _sm90_specs() -> list[dict]:
+    specs = []
+    ints = ["C", "H", "W", "OH", "OW", "TOTAL"]
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        ty = _TL_NAMES[dtype]
+        for channels_last in (False, True):
+            for block, warps in _GPU_CONFIGS:
+                layout = "nhwc" if channels_last else "nchw"
+                common = dict(_ALEXNET_POOL, CHANNELS_LAST=channels_last, INDEX_64=False, BLOCK=block)
+                fwd_sig = {"x_ptr": f"*{ty}", "out_ptr": f"*{ty}", "idx_ptr": "*i64"}
+                fwd_sig.update({k: "i32" for k in ints + ["stride_xn", "stride_xc", "stride_xh", "stride_xw"]})
+                fwd_sig.update({k: "constexpr" for k in common})
+                specs.append({
+                    "name": f"max_pool2d_fwd[{ty},{layout},BLOCK={block},w{warps}]",
+                    "fn": _max_pool2d_fwd_kernel,
+                    "signature": fwd_sig,
+                    "constexprs": common,
+                    "num_warps": warps,
+                    "num_stages": 1,
+                })
+                bwd_const = dict(common, ACC_DTYPE=tl.float32)
+                bwd_sig = {"grad_out_ptr": f"*{ty}", "idx_ptr": "*i64", "grad_x_ptr": f"*{ty}"}
+                strides = [f"stride_{t}{d}" for t in "gi" for d in "nchw"]
+                bwd_sig.update({k: "i32" for k in ints + strides})
+                bwd_sig.update({k: "constexpr" for k in bwd_const})
+                specs.append({
+                    "name": f"max_pool2d_bwd[{ty},{layout},BLOCK={block},w{warps}]",
+                    "fn": _max_pool2d_bwd_kernel,
+                    "signature": bwd_sig,
+                    "constexprs": bwd_const,
+                    "num_warps": warps,
+                    "num_stages": 1,
+                })
+    return specs
+
+
+SM90_COMPILE_SPECS = _sm90_specs()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------------------------
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    """channels_last in memory and not also plain-contiguous (C == 1 or H == W == 1 are both: take NCHW)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _needs_int64(*tensors: torch.Tensor) -> bool:
+    """True when some element offset of these tensors does not fit in int32."""
+    for t in tensors:
+        extent = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
+        if t.numel() >= 2**31 or extent >= 2**31:
+            return True
+    return False
+
+
+def _pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's pooling_output_shape: OH = (H + 2P - D(K-1) - 1 [+ S-1 if ceil]) // S + 1, then drop a last
+    window that would start inside the right padding."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _window_args(kernel_size, stride, padding, dilation) -> dict:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    return {"KH": kh, "KW": kw, "SH": sh, "SW": sw, "PH": ph, "PW": pw, "DH": dh, "DW": dw}
+
+
+@triton_op("triton_kernels::max_pool2d", mutates_args=())
+def _max_pool2d_op(
+    x: torch.Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    ceil_mode: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, C, H, W), already checked by max_pool2d -> (out, indices), both (N, C, OH, OW) in x's layout."""
+    N, C, H, W = x.shape
+    OH = _pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
+    OW = _pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
+    channels_last = _is_channels_last(x)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)  # (N, C, OH, OW)
+    indices = torch.empty((N, C, OH, OW), dtype=torch.int64, device=x.device, memory_format=fmt)  # (N, C, OH, OW)
+    total = out.numel()
+    if total == 0:
+        return out, indices
+
+    def grid(meta):
+        return (triton.cdiv(total, meta["BLOCK"]),)
+
+    wrap_triton(_max_pool2d_fwd)[grid](
+        x, out, indices,
+        C, H, W, OH, OW, total,
+        x.stride(0), x.stride(1), x.stride(2), x.stride(3),
+        **_window_args(kernel_size, stride, padding, dilation),
+        CHANNELS_LAST=channels_last,
+        INDEX_64=_needs_int64(x, out),
+    )
+    return out, indices
+
+
+@triton_op("triton_kernels::max_pool2d_backward", mutates_args=())
+def _max_pool2d_backward_op(
+    grad_out: torch.Tensor,
+    indices: torch.Tensor,
+    input_size: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    channels_last: bool,
+) -> torch.Tensor:
+    """grad_out, indices (N, C, OH, OW) -> grad_x (N, C, H, W) = input_size, channels_last like the input was."""
+    N, C, H, W = input_size
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    grad_x = torch.empty((N, C, H, W), dtype=grad_out.dtype, device=grad_out.device, memory_format=fmt)  # (N,C,H,W)
+    total = grad_x.numel()
+    if total == 0:
+        return grad_x
+
+    def grid(meta):
+        return (triton.cdiv(total, meta["BLOCK"]),)
+
+    wrap_triton(_max_pool2d_bwd)[grid](
+        grad_out, indices, grad_x,
+        C, H, W, OH, OW, total,
+        grad_out.stride(0), grad_out.stride(1), grad_out.stride(2), grad_out.stride(3),
+        indices.stride(0), indices.stride(1), indices.stride(2), indices.stride(3),
+        **_window_args(kernel_size, stride, padding, dilation),
+        CHANNELS_LAST=channels_last,
+        INDEX_64=_needs_int64(grad_out, indices, grad_x),
+        ACC_DTYPE=tl.float64 if grad_out.dtype == torch.float64 else tl.float32,
+    )
+    return grad_x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Autograd
+# ----------------------------------------------------------------------------------------------------------------
+
+def _setup_context(ctx, inputs, output):
+    x, kernel_size, stride, padding, dilation, _ceil_mode = inputs
+    _out, indices = output
+    ctx.mark_non_differentiable(indices)
+    ctx.save_for_backward(indices)
+    ctx.input_size = list(x.shape)
+    ctx.window = (kernel_size, stride, padding, dilation)
+    ctx.channels_last = _is_channels_last(x)
+
+
+def _backward(ctx, grad_out, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    grad_x = torch.ops.triton_kernels.max_pool2d_backward(
+        grad_out, indices, ctx.input_size, *ctx.window, ctx.channels_last
+    )
+    return grad_x, None, None, None, None, None
+
+
+_max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public function: checks before anything is launched or allocated
+# ----------------------------------------------------------------------------------------------------------------
+
+def _as_pair(name: str, value, *, allow_empty: bool = False) -> tuple[int, int] | None:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if allow_empty and len(value) == 0:
+            return None
+        if len(value) in (1, 2) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return (value[0], value[0]) if len(value) == 1 else (value[0], value[1])
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def max_pool2d(
+    x: torch.Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """torch.nn.functional.max_pool2d in Triton (forward and backward).
+
+    x (N, C, H, W) or (C, H, W) -> out (N, C, OH, OW) or (C, OH, OW), plus int64 indices (flat ih*W + iw in each
+    plane) when return_indices. stride defaults to kernel_size.
+
+        OH = (H + 2*padding - dilation*(kernel_size-1) - 1 [+ stride-1 if ceil_mode]) // stride + 1
+        (ceil_mode drops a last window that would start in the right padding; the same for OW)
+
+    Raises ValueError naming the argument and the shapes it got, before anything runs.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"x must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
+    if x.dtype not in _DTYPES:
+        raise ValueError(f"x must be one of {[str(d) for d in _DTYPES]}, got {x.dtype} (shape {tuple(x.shape)})")
+    if x.device.type != "cuda" and not (_INTERPRET and x.device.type == "cpu"):
+        raise ValueError(
+            f"x is on {x.device} (shape {tuple(x.shape)}): Triton kernels need a CUDA tensor"
+            " (or a CPU tensor with TRITON_INTERPRET=1, set automatically by `import triton_kernels` without CUDA)"
+        )
+    k = _as_pair("kernel_size", kernel_size)
+    s = None if stride is None else _as_pair("stride", stride, allow_empty=True)
+    s = k if s is None else s
+    p = _as_pair("padding", padding)
+    d = _as_pair("dilation", dilation)
+    if min(k) < 1:
+        raise ValueError(f"kernel_size must be positive, got {k}")
+    if min(s) < 1:
+        raise ValueError(f"stride must be positive, got {s}")
+    if min(d) < 1:
+        raise ValueError(f"dilation must be positive, got {d}")
+    if min(p) < 0 or p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(f"padding must be between 0 and half the kernel_size {k}, got {p}")
+    plane = tuple(x.shape[-3:])
+    if min(plane) < 1:
+        raise ValueError(f"x must have non-empty C, H, W, got shape {tuple(x.shape)}")
+    H, W = plane[1], plane[2]
+    OH = _pool_output_size(H, k[0], s[0], p[0], d[0], bool(ceil_mode))
+    OW = _pool_output_size(W, k[1], s[1], p[1], d[1], bool(ceil_mode))
+    if OH < 1 or OW < 1:
+        raise ValueError(
+            f"output size ({OH}, {OW}) is too small: x shape {tuple(x.shape)}, kernel_size {k}, stride {s},"
+            f" padding {p}, dilation {d}, ceil_mode {bool(ceil_mode)}"
+        )
+
+    unbatched = x.dim() == 3
+    x4 = x.unsqueeze(0) if unbatched else x  # (N, C, H, W)
+    out, indices = torch.ops.triton_kernels.max_pool2d(x4, list(k), list(s), list(p), list(d), bool(ceil_mode))
+    if unbatched:
+        out, indices = out.squeeze(0), indices.squeeze(0)  # (C, OH, OW)
+    return (out, indices) if return_indices else out
