@@ -1,0 +1,210 @@
+"""Fashion-MNIST from its four IDX files, parsed and validated here (no torchvision), batched the seed's way.
+
+The seed (d2l `load_data_fashion_mnist(batch_size=128, resize=224)`) turns each 28x28 uint8 image into a float
+in [0, 1] and resizes it to 224x224 with bilinear interpolation. Here the images stay uint8 in memory (47 MB for
+the training set, on the training device) and each batch is converted and resized when it is drawn:
+
+    images (60000, 28, 28) uint8 --index--> (B, 28, 28) --/255--> (B, 1, 28, 28) float32 --bilinear--> (B, 1, 224, 224)
+
+Where the files are looked for, in order: --data-dir (or FASHION_MNIST_DIR), ./data/fashion-mnist,
+/usr/share/datasets/fashion-mnist (Debian's `dataset-fashion-mnist` package); each of the four files may be
+gzipped (`.gz`) or raw. If none is found the official download into ./data/fashion-mnist is tried once.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat",
+               "sandal", "shirt", "sneaker", "bag", "ankle boot")
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049   # 0x00000803: ubyte, 3 dims; 0x00000801: ubyte, 1 dim
+DEFAULT_DIRS = (Path("data/fashion-mnist"), Path("/usr/share/datasets/fashion-mnist"))
+DOWNLOAD_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+HOW_TO_GET = ("get the four Fashion-MNIST IDX files with `apt-get install dataset-fashion-mnist` (Debian: "
+              "/usr/share/datasets/fashion-mnist) or put them in ./data/fashion-mnist, or pass --data-dir / "
+              "set FASHION_MNIST_DIR")
+
+
+class DatasetError(ValueError):
+    """A data file is missing, unreadable or not what Fashion-MNIST's IDX format says it should be."""
+
+
+# ----------------------------------------------------------------------------------------------- IDX parsing
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip raises BadGzipFile (an OSError) or EOFError when cut
+        raise DatasetError(f"{path}: cannot read: {exc}") from exc
+
+
+def read_idx(path: str | os.PathLike, expected_magic: int) -> np.ndarray:
+    """Parse one IDX file: a big-endian int32 magic (0x0000 08 NDIM for unsigned bytes), NDIM big-endian int32
+    sizes, then prod(sizes) bytes. Every mismatch raises DatasetError naming the file."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise DatasetError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected_magic:
+        raise DatasetError(f"{path}: magic number {magic}, expected {expected_magic} "
+                           f"({'images' if expected_magic == IMAGES_MAGIC else 'labels'} file)")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{path}: truncated header ({len(raw)} bytes, need {header})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "has trailing bytes"
+        raise DatasetError(f"{path}: {what}: {len(raw)} bytes, dims {dims} need {expected}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+# ----------------------------------------------------------------------------------------------- the dataset
+
+@dataclass
+class FashionMNIST:
+    """One split: uint8 images (N, 28, 28) and int64 labels (N,), both torch tensors on one device."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int | None) -> "FashionMNIST":
+        """The first n examples (the files are already in random order); None keeps all."""
+        if n is None:
+            return self
+        if n < 1:
+            raise ValueError(f"limit for the {self.split} set must be >= 1, got {n}")
+        return FashionMNIST(self.images[:n], self.labels[:n], self.split)
+
+    def to(self, device: torch.device | str) -> "FashionMNIST":
+        return FashionMNIST(self.images.to(device), self.labels.to(device), self.split)
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(CLASS_NAMES)).tolist()
+
+
+def _find_file(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / f"{name}.gz", directory / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing(directory: Path) -> list[str]:
+    return [name for names in FILES.values() for name in names if _find_file(directory, name) is None]
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None, download: bool | None = None) -> Path:
+    """The first folder holding all four files. An explicit data_dir (or FASHION_MNIST_DIR) must hold them."""
+    explicit = data_dir if data_dir is not None else os.environ.get("FASHION_MNIST_DIR") or None
+    if explicit is not None:
+        directory = Path(explicit)
+        source = "--data-dir" if data_dir is not None else "FASHION_MNIST_DIR"
+        if not directory.is_dir():
+            raise DatasetError(f"{source} {directory}: no such directory; {HOW_TO_GET}")
+        missing = _missing(directory)
+        if missing:
+            raise DatasetError(f"{source} {directory}: missing {', '.join(missing)} (.gz or raw); {HOW_TO_GET}")
+        return directory
+    for directory in DEFAULT_DIRS:
+        if directory.is_dir() and not _missing(directory):
+            return directory
+    if download is None:
+        download = os.environ.get("ALEXNET_NO_DOWNLOAD", "0") != "1"
+    if download:
+        return _download(DEFAULT_DIRS[0])
+    raise DatasetError(f"Fashion-MNIST not found in {', '.join(map(str, DEFAULT_DIRS))}; {HOW_TO_GET}")
+
+
+def _download(dest: Path) -> Path:
+    """Try the official download once (30 MB), each file written atomically; a clear error when it fails."""
+    dest.mkdir(parents=True, exist_ok=True)
+    print(f"Fashion-MNIST not found; trying the official download into {dest} ...")
+    try:
+        for name in (n for names in FILES.values() for n in names):
+            if _find_file(dest, name):
+                continue
+            with urllib.request.urlopen(DOWNLOAD_URL + name + ".gz", timeout=15) as response, \
+                    tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
+                shutil.copyfileobj(response, tmp)
+            os.replace(tmp.name, dest / f"{name}.gz")
+    except OSError as exc:
+        raise DatasetError(f"Fashion-MNIST not found and the download failed ({exc}); {HOW_TO_GET}") from exc
+    return dest
+
+
+def load_split(directory: str | os.PathLike, split: str) -> FashionMNIST:
+    if split not in FILES:
+        raise ValueError(f"split must be one of {tuple(FILES)}, got {split!r}")
+    directory = Path(directory)
+    image_name, label_name = FILES[split]
+    image_path, label_path = _find_file(directory, image_name), _find_file(directory, label_name)
+    if image_path is None or label_path is None:
+        raise DatasetError(f"{directory}: missing {image_name if image_path is None else label_name} (.gz or raw)")
+    images = read_idx(image_path, IMAGES_MAGIC)                  # (N, 28, 28) uint8
+    labels = read_idx(label_path, LABELS_MAGIC)                  # (N,) uint8
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DatasetError(f"{image_path}: images of shape {images.shape[1:]}, expected (28, 28)")
+    if labels.shape[0] != images.shape[0]:
+        raise DatasetError(f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images in {image_path}")
+    if labels.size and labels.max() >= len(CLASS_NAMES):
+        bad = int(np.argmax(labels >= len(CLASS_NAMES)))
+        raise DatasetError(f"{label_path}: label {labels[bad]} at index {bad} is outside 0..{len(CLASS_NAMES) - 1}")
+    return FashionMNIST(torch.from_numpy(images.copy()),         # (N, 28, 28) uint8
+                        torch.from_numpy(labels.astype(np.int64)),  # (N,) int64
+                        split)
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> tuple[FashionMNIST, FashionMNIST]:
+    """(train, test) with 60000 and 10000 examples, found as find_data_dir says."""
+    directory = find_data_dir(data_dir)
+    return load_split(directory, "train"), load_split(directory, "test")
+
+
+# ----------------------------------------------------------------------------------------------- batches
+
+def to_input(images: torch.Tensor, resize: int | None = 224) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float32 (B, 1, R, R) in [0, 1], bilinear like the seed's Resize (upsampling)."""
+    x = images.unsqueeze(1).to(torch.float32).div_(255)          # (B, 1, 28, 28)
+    if resize is not None and resize != x.shape[-1]:
+        x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False)  # (B, 1, R, R)
+    return x
+
+
+def batches(ds: FashionMNIST, batch_size: int, resize: int | None = 224, shuffle: bool = False,
+            seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (X (B, 1, R, R) float32, y (B,) int64) on the dataset's device; the last batch may be smaller.
+    Shuffling uses its own generator seeded by `seed` (pass seed+epoch), so an epoch's order is reproducible."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(ds)
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(ds.labels.device)  # (n,)
+    else:
+        order = torch.arange(n, device=ds.labels.device)          # (n,)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]                     # (B,)
+        yield to_input(ds.images[idx], resize), ds.labels[idx]
