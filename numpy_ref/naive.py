@@ -1,0 +1,111 @@
+"""conv2d and max_pool2d as plain loops that read like their formulas: the algorithmic reference.
+
+    N batch, C channels in, F filters out, G groups, H/W height/width, K kernel (KH x KW), OH/OW output size
+
+Same signatures, checks, caches' meaning and results as the vectorised ops in numpy_ref.functional (the tests
+hold them equal); only the speed differs (seconds for a few pixels, so: small shapes only).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from numpy_ref.functional import _check_dout, conv2d_geometry, max_pool2d_geometry
+
+__all__ = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward"]
+
+
+def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0,
+                   dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
+    """out[n, f, oh, ow] = bias[f] + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]"""
+    g = conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
+    x4 = x[None] if g.unbatched else x                                   # (N, C, H, W)
+    xp = np.pad(x4, ((0, 0), (0, 0), g.pad_h, g.pad_w))                  # (N, C, Hp, Wp), zeros around
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    out = np.zeros((g.N, g.F, g.OH, g.OW), dtype=x.dtype)                # (N, F, OH, OW)
+    for n in range(g.N):
+        for f in range(g.F):
+            c0 = (f // g.Fg) * g.Cg                                      # first channel of the filter's group
+            for oh in range(g.OH):
+                for ow in range(g.OW):
+                    acc = bias[f] if bias is not None else x.dtype.type(0)
+                    for c in range(g.Cg):
+                        for kh in range(g.KH):
+                            for kw in range(g.KW):
+                                acc += xp[n, c0 + c, oh * sh + kh * dh, ow * sw + kw * dw] * weight[f, c, kh, kw]
+                    out[n, f, oh, ow] = acc
+    cache = (xp, weight, bias is not None, g)
+    return (out[0] if g.unbatched else out), cache
+
+
+def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The forward's loop run again, each multiply-add sending dout back to both of its factors:
+        dx_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] += dout[n, f, oh, ow] * weight[f, c, kh, kw]
+        dweight[f, c, kh, kw] += dout[n, f, oh, ow] * x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw]
+        dbias[f] += dout[n, f, oh, ow]"""
+    xp, weight, has_bias, g = cache
+    _check_dout(dout, (g.F, g.OH, g.OW) if g.unbatched else (g.N, g.F, g.OH, g.OW), xp.dtype, "conv2d")
+    d4 = dout[None] if g.unbatched else dout                             # (N, F, OH, OW)
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    dxp = np.zeros_like(xp)                                              # (N, C, Hp, Wp)
+    dweight = np.zeros_like(weight)                                      # (F, Cg, KH, KW)
+    dbias = np.zeros(g.F, dtype=xp.dtype)                                # (F,)
+    for n in range(g.N):
+        for f in range(g.F):
+            c0 = (f // g.Fg) * g.Cg
+            for oh in range(g.OH):
+                for ow in range(g.OW):
+                    d = d4[n, f, oh, ow]
+                    dbias[f] += d
+                    for c in range(g.Cg):
+                        for kh in range(g.KH):
+                            for kw in range(g.KW):
+                                h, w = oh * sh + kh * dh, ow * sw + kw * dw
+                                dxp[n, c0 + c, h, w] += d * weight[f, c, kh, kw]
+                                dweight[f, c, kh, kw] += d * xp[n, c0 + c, h, w]
+    dx = dxp[:, :, g.pad_h[0]:g.pad_h[0] + g.H, g.pad_w[0]:g.pad_w[0] + g.W]  # (N, C, H, W), padding dropped
+    dx = np.ascontiguousarray(dx[0] if g.unbatched else dx)
+    return dx, dweight, (dbias if has_bias else None)
+
+
+def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+                       return_indices: bool = False):
+    """out[n, c, oh, ow] = max over the window's pixels that lie inside the input (padding counts as -inf);
+    the index kept is the first maximum in scan order (kh, then kw), as torch keeps it: h*W + w."""
+    g = max_pool2d_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    x4 = x[None] if g.unbatched else x                                   # (N, C, H, W)
+    (sh, sw), (ph, pw), (dh, dw) = g.stride, g.padding, g.dilation
+    out = np.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)                # (N, C, OH, OW)
+    indices = np.empty((g.N, g.C, g.OH, g.OW), dtype=np.int64)           # (N, C, OH, OW)
+    for n in range(g.N):
+        for c in range(g.C):
+            for oh in range(g.OH):
+                for ow in range(g.OW):
+                    best, best_index = -np.inf, -1
+                    for kh in range(g.KH):
+                        for kw in range(g.KW):
+                            h, w = oh * sh - ph + kh * dh, ow * sw - pw + kw * dw
+                            if 0 <= h < g.H and 0 <= w < g.W:
+                                v = x4[n, c, h, w]
+                                if v > best or best_index < 0 or np.isnan(v) and not np.isnan(best):
+                                    best, best_index = v, h * g.W + w
+                    out[n, c, oh, ow], indices[n, c, oh, ow] = best, best_index
+    cache = (indices, g, x.dtype)
+    if g.unbatched:
+        out, indices = out[0], indices[0]
+    return ((out, indices) if return_indices else out), cache
+
+
+def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    """dx[n, c].flat[indices[n, c, oh, ow]] += dout[n, c, oh, ow], one output at a time."""
+    indices, g, dtype = cache
+    _check_dout(dout, (g.C, g.OH, g.OW) if g.unbatched else (g.N, g.C, g.OH, g.OW), dtype, "max_pool2d")
+    d4 = dout[None] if g.unbatched else dout                             # (N, C, OH, OW)
+    i4 = indices[None] if g.unbatched else indices                       # (N, C, OH, OW)
+    dx = np.zeros((g.N, g.C, g.H * g.W), dtype=dtype)                    # (N, C, H*W)
+    for n in range(g.N):
+        for c in range(g.C):
+            for oh in range(g.OH):
+                for ow in range(g.OW):
+                    dx[n, c, i4[n, c, oh, ow]] += d4[n, c, oh, ow]
+    dx = dx.reshape(g.N, g.C, g.H, g.W)                                  # (N, C, H, W)
+    return dx[0] if g.unbatched else dx
