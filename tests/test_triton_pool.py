@@ -1,0 +1,272 @@
+"""triton_kernels.max_pool2d against torch.nn.functional.max_pool2d: values, indices, gradients, layouts, errors.
+
+On a CPU machine the kernels run in the Triton interpreter (tiny odd shapes); the `gpu` tests run the AlexNet
+pool shapes at batch 128 on CUDA.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import triton_kernels
+from triton_kernels import max_pool2d
+from triton_kernels import pool as pool_mod
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (kernels are checked in the interpreter otherwise)")
+
+# Max pooling only copies values, so the forward is exact in every dtype; the backward sums at most
+# ceil(K/S)^2 gradients in fp32 (in torch's order), so fp32/fp64 are exact too and fp16/bf16 differ from torch
+# by at most the final rounding. On the CPU the reference is torch's CPU backward, which adds in the same order:
+# bitwise equal. cuda's kernels are not promised to keep that order, so there fp32 gets one rounding of room.
+TOL = {  # dtype -> (atol, rtol) for the gradient
+    torch.float64: (0.0, 0.0),
+    torch.float32: (1e-6, 1e-6) if CUDA else (0.0, 0.0),
+    torch.float16: (1e-3, 1e-3),
+    torch.bfloat16: (1e-2, 1e-2),
+}
+
+
+def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str):
+    """torch.testing-style check whose message names the worst element, its index and both values."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))  # equal infinities and NaN on both sides agree
+    err = torch.where(same, torch.zeros_like(a), (a - e).abs())
+    err = torch.where(torch.isnan(err), torch.full_like(err, float("inf")), err)  # NaN on one side only
+    excess = err - (atol + rtol * e.abs().nan_to_num(0.0))
+    if a.numel() and excess.max() > 0:
+        flat = int(excess.argmax())
+        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape))
+        raise AssertionError(
+            f"{what}: {int((excess > 0).sum())}/{a.numel()} elements off; worst at {idx}: got {a[idx].item()!r},"
+            f" expected {e[idx].item()!r} (|diff| {err[idx].item():.3g}, atol {atol}, rtol {rtol})"
+        )
+
+
+def assert_indices_equal(actual: torch.Tensor, expected: torch.Tensor, what: str):
+    assert actual.dtype == torch.int64, f"{what}: indices dtype {actual.dtype}, want int64"
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    bad = actual.cpu() != expected.cpu()
+    if bad.any():
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        raise AssertionError(f"{what}: {int(bad.sum())}/{bad.numel()} indices differ; first at {idx}:"
+                             f" got {actual[idx].item()}, expected {expected[idx].item()}")
+
+
+def check_against_torch(x: torch.Tensor, what: str, **kwargs):
+    """Forward values, indices, output layout and the input gradient of ours vs torch's on the same x."""
+    x_ours = x.detach().clone().requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, idx = max_pool2d(x_ours, **kwargs, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x_ref, **kwargs, return_indices=True)
+    assert_close_verbose(out, ref, 0.0, 0.0, f"{what} forward")
+    assert_indices_equal(idx, ref_idx, f"{what} indices")
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last), f"{what}: output lost channels_last"
+    grad = torch.randn(ref.shape, dtype=x.dtype, device=x.device)  # (N, C, OH, OW) random, never zeros
+    (gx,) = torch.autograd.grad(out, x_ours, grad)
+    (gx_ref,) = torch.autograd.grad(ref, x_ref, grad)
+    assert_close_verbose(gx, gx_ref, *TOL[x.dtype], f"{what} grad x")
+    assert gx.stride() == x_ours.stride() or not x.is_contiguous(), f"{what}: grad layout {gx.stride()}"
+
+
+# (shape, kwargs): odd sizes, every argument form; AlexNet's own pool (3, stride 2) on a 13x13 map first.
+CASES = [
+    ((2, 3, 13, 13), dict(kernel_size=3, stride=2)),
+    ((2, 5, 7, 9), dict(kernel_size=2)),
+    ((1, 3, 7, 7), dict(kernel_size=3, stride=1, padding=1)),
+    ((2, 3, 9, 11), dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0))),
+    ((1, 2, 11, 8), dict(kernel_size=3, stride=2, dilation=2)),
+    ((1, 3, 13, 10), dict(kernel_size=(2, 3), stride=(3, 2), padding=(1, 1), dilation=(3, 2))),
+    ((2, 3, 8, 8), dict(kernel_size=3, stride=2, ceil_mode=True)),
+    ((1, 3, 9, 6), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ((1, 2, 10, 7), dict(kernel_size=2, stride=3, ceil_mode=True)),  # last window would start in the padding
+    ((1, 3, 7, 13), dict(kernel_size=(1, 3), stride=(1, 2), dilation=(1, 2), ceil_mode=True)),
+    ((3, 1, 5, 5), dict(kernel_size=5)),  # one window covers the whole image
+    ((2, 3, 1, 9), dict(kernel_size=(1, 2), stride=(1, 2))),
+    ((1, 4, 6, 6), dict(kernel_size=4, stride=1, padding=2)),  # padding = kernel/2, the largest allowed
+    ((1, 3, 6, 7), dict(kernel_size=[3], stride=[], padding=[1])),  # one-element lists, empty stride
+]
+
+
+def _case_id(case):
+    shape, kw = case
+    return "x".join(map(str, shape)) + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_matches_torch_fp32(case):
+    shape, kwargs = case
+    torch.manual_seed(0)
+    check_against_torch(torch.randn(shape, device=DEVICE), _case_id(case), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_matches_torch_other_dtypes(dtype):
+    # bfloat16 is wrong in the Triton interpreter (TRITON.md): it is checked in the gpu tests.
+    torch.manual_seed(1)
+    check_against_torch(torch.randn(2, 3, 9, 8, device=DEVICE, dtype=dtype), str(dtype), kernel_size=3, stride=2,
+                        padding=1)
+
+
+def test_unbatched():
+    torch.manual_seed(2)
+    check_against_torch(torch.randn(3, 9, 7, device=DEVICE), "unbatched", kernel_size=3, stride=2, ceil_mode=True)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, stride=2), dict(kernel_size=2, padding=1, dilation=2)])
+def test_channels_last(kwargs):
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, 9, 7, device=DEVICE).to(memory_format=torch.channels_last)  # (N, C, H, W), C fastest
+    check_against_torch(x, "channels_last", **kwargs)
+
+
+def test_strided_input_and_grad():
+    """A view that is neither NCHW- nor channels_last-contiguous, and a non-contiguous incoming gradient."""
+    torch.manual_seed(4)
+    base = torch.randn(2, 6, 11, 9, device=DEVICE)
+    x = base[:, ::2, 1:, :].transpose(2, 3).requires_grad_(True)  # (2, 3, 9, 10), odd strides
+    x_ref = x.detach().clone().requires_grad_(True)
+    out = max_pool2d(x, 3, 2)
+    ref = F.max_pool2d(x_ref, 3, 2)
+    assert_close_verbose(out, ref, 0.0, 0.0, "strided forward")
+    grad = torch.randn(ref.shape[::-1], device=DEVICE).permute(3, 2, 1, 0)  # (N, C, OH, OW), reversed strides
+    (gx,) = torch.autograd.grad(out, x, grad)
+    (gx_ref,) = torch.autograd.grad(ref, x_ref, grad)
+    assert_close_verbose(gx, gx_ref, 0.0, 0.0, "strided grad x")
+
+
+def test_ties_nan_and_inf_follow_torch():
+    """Ties: the first maximum in the window wins. NaN wins over anything. An all -inf window points at its first
+    element inside the image, as torch's does."""
+    torch.manual_seed(5)
+    x = torch.randint(0, 3, (2, 3, 9, 9), device=DEVICE).float()  # (N, C, H, W), many ties
+    x[0, 0, 2, 3] = float("nan")
+    x[1, 2, 4:7, 4:7] = float("-inf")
+    x[1, 1, 0, 0] = float("inf")
+    check_against_torch(x, "ties/nan/inf", kernel_size=3, stride=2, padding=1)
+
+
+def test_return_indices_false_returns_tensor_and_grad_accumulates():
+    torch.manual_seed(6)
+    x = torch.randn(1, 2, 6, 5, device=DEVICE, requires_grad=True)
+    out = max_pool2d(x, 2)
+    assert isinstance(out, torch.Tensor)
+    (2 * out).sum().backward()
+    (out.detach() * 0 + max_pool2d(x, 2)).sum().backward()  # a second backward adds to x.grad
+    x_ref = x.detach().clone().requires_grad_(True)
+    (3 * F.max_pool2d(x_ref, 2)).sum().backward()
+    assert_close_verbose(x.grad, x_ref.grad, 0.0, 0.0, "accumulated grad")
+
+
+def test_batch_of_zero():
+    out, idx = max_pool2d(torch.randn(0, 3, 6, 6, device=DEVICE), 2, return_indices=True)
+    assert out.shape == idx.shape == (0, 3, 3, 3)
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(7)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: max_pool2d(t, 2, 1, padding=1), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("x_shape, kwargs, match", [
+    ((5, 5), dict(kernel_size=2), r"x must be \(N, C, H, W\) or \(C, H, W\), got shape \(5, 5\)"),
+    ((1, 1, 2, 3, 4), dict(kernel_size=2), r"got shape \(1, 1, 2, 3, 4\)"),
+    ((1, 2, 6, 6), dict(kernel_size=2, padding=2), r"padding must be between 0 and half the kernel_size"),
+    ((1, 2, 6, 6), dict(kernel_size=0), r"kernel_size must be positive"),
+    ((1, 2, 6, 6), dict(kernel_size=2, stride=0), r"stride must be positive"),
+    ((1, 2, 6, 6), dict(kernel_size=2, dilation=0), r"dilation must be positive"),
+    ((1, 2, 6, 6), dict(kernel_size=(2, 2, 2)), r"kernel_size must be an int or a pair of ints"),
+    ((1, 2, 6, 6), dict(kernel_size=2.0), r"kernel_size must be an int or a pair of ints"),
+    ((1, 2, 6, 6), dict(kernel_size=2, stride="2"), r"stride must be an int or a pair of ints"),
+    ((1, 2, 2, 6), dict(kernel_size=3), r"output size \(0, 2\) is too small: x shape \(1, 2, 2, 6\)"),
+    ((1, 0, 6, 6), dict(kernel_size=2), r"non-empty C, H, W, got shape \(1, 0, 6, 6\)"),
+])
+def test_bad_arguments_raise_value_error(x_shape, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        max_pool2d(torch.randn(x_shape, device=DEVICE), **kwargs)
+
+
+def test_bad_tensor_arguments():
+    with pytest.raises(ValueError, match="x must be a torch.Tensor, got list"):
+        max_pool2d([[1.0]], 2)
+    with pytest.raises(ValueError, match=r"x must be one of .* got torch.int64 \(shape \(1, 2, 4, 4\)\)"):
+        max_pool2d(torch.ones(1, 2, 4, 4, dtype=torch.int64, device=DEVICE), 2)
+
+
+def test_cpu_tensor_refused_without_interpreter(monkeypatch):
+    monkeypatch.setattr(pool_mod, "_INTERPRET", False)
+    with pytest.raises(ValueError, match=r"x is on cpu \(shape \(1, 2, 4, 4\)\): Triton kernels need a CUDA"):
+        max_pool2d(torch.randn(1, 2, 4, 4), 2)
+
+
+def test_sm90_specs_cover_every_kernel_dtype_and_layout():
+    specs = pool_mod.SM90_COMPILE_SPECS
+    kinds = {(s["fn"].__name__ if hasattr(s["fn"], "__name__") else s["fn"].fn.__name__, s["signature"][next(iter(
+        s["signature"]))], s["constexprs"]["CHANNELS_LAST"], s["constexprs"]["BLOCK"], s["num_warps"]) for s in specs}
+    assert len(kinds) == len(specs), "duplicate specs"
+    assert len(specs) == 2 * 3 * 2 * len(pool_mod._GPU_CONFIGS)
+    for s in specs:
+        assert set(s) == {"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}
+        assert set(s["constexprs"]) <= set(s["signature"]), s["name"]
+        assert all(s["signature"][k] == "constexpr" for k in s["constexprs"]), s["name"]
+
+
+def test_interpreter_runs_on_this_machine():
+    """The CPU tests above ran in the interpreter, not some fallback (the premise of this file on a CPU box)."""
+    if CUDA:
+        pytest.skip("CUDA machine: the kernels ran compiled")
+    assert triton_kernels.INTERPRET
+    x = torch.randn(1, 1, 4, 4)
+    # a @triton.jit kernel called directly with CPU tensors only works in the interpreter
+    out = torch.full((1, 1, 2, 2), float("nan"))
+    idx = torch.full((1, 1, 2, 2), -7, dtype=torch.int64)
+    pool_mod._max_pool2d_fwd_kernel[(1,)](x, out, idx, 1, 4, 4, 2, 2, 4, *x.stride(), KH=2, KW=2, SH=2, SW=2, PH=0,
+                                          PW=0, DH=1, DW=1, CHANNELS_LAST=False, INDEX_64=False, BLOCK=4)
+    assert_close_verbose(out, F.max_pool2d(x, 2), 0.0, 0.0, "direct kernel call")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# GPU: AlexNet's three pools at batch 128, fp32 and bf16, forward and backward; opcheck.
+# ------------------------------------------------------------------------------------------------------------
+
+ALEXNET_POOLS = [(128, 96, 54, 54), (128, 256, 26, 26), (128, 256, 12, 12)]  # inputs of pools 2, 5, 12
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("shape", ALEXNET_POOLS, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_gpu_alexnet_shapes(shape, dtype, channels_last):
+    torch.manual_seed(8)
+    x = torch.randn(shape, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    check_against_torch(x, f"{shape} {dtype} {'nhwc' if channels_last else 'nchw'}", kernel_size=3, stride=2)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_opcheck():
+    torch.manual_seed(9)
+    x = torch.randn(4, 6, 13, 11, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.triton_kernels.max_pool2d.default, (x, [3, 3], [2, 2], [1, 1], [1, 1], True))
+    xc = x.detach().to(memory_format=torch.channels_last).requires_grad_(True)
+    torch.library.opcheck(torch.ops.triton_kernels.max_pool2d.default, (xc, [2, 3], [2, 1], [0, 1], [2, 1], False))
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_torch_compile():
+    torch.manual_seed(10)
+    x = torch.randn(8, 16, 27, 27, device="cuda", requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    fn = torch.compile(lambda t: max_pool2d(t, 3, 2).square().sum(), fullgraph=True)
+    fn(x).backward()
+    F.max_pool2d(x_ref, 3, 2).square().sum().backward()
+    assert_close_verbose(x.grad, x_ref.grad, 1e-6, 1e-6, "compiled grad")
