@@ -176,12 +176,13 @@ def _pad(x4: np.ndarray, g: ConvGeometry, value: float = 0.0) -> np.ndarray:
     return np.pad(x4, ((0, 0), (0, 0), g.pad_h, g.pad_w), constant_values=value)  # (N, C, Hp, Wp)
 
 
-def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0,
+def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0,
                    dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
     """out[n, f, oh, ow] = bias[f] + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
     where g = f // (F/G) is the filter's group.  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1.
 
     x (N, C, H, W) or (C, H, W); weight (F, C/G, KH, KW); bias (F,) or None -> out (N, F, OH, OW) or (F, OH, OW)."""
+    x = input  # torch.nn.functional's name for the first argument
     g = conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
     xp = _pad(x[None] if g.unbatched else x, g)                  # (N, C, Hp, Wp)
     cols = _im2col(xp, g)                                        # (C*KH*KW, N*OH*OW)
@@ -308,12 +309,13 @@ def _pool_windows(x4: np.ndarray, g: PoolGeometry) -> np.ndarray:
                       strides=(sN, sC, sH * sh, sW * sw, sH * dh, sW * dw), writeable=False)  # (N, C, OH, OW, KH, KW)
 
 
-def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                        return_indices: bool = False):
     """out[n, c, oh, ow] = max_{kh, kw} x_pad[n, c, oh*sh + kh*dh, ow*sw + kw*dw], padding is -inf.
 
     Returns (out, cache), or ((out, indices), cache) with return_indices, where indices are torch's: the flat
     h*W + w position of the first maximum in the unpadded (H, W) plane, int64."""
+    x = input  # torch.nn.functional's name for the first argument
     g = max_pool2d_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
     x4 = x[None] if g.unbatched else x                           # (N, C, H, W)
     windows = _pool_windows(x4, g).reshape(g.N, g.C, g.OH, g.OW, g.KH * g.KW)  # (N, C, OH, OW, KH*KW), a copy
@@ -348,8 +350,9 @@ def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # relu, linear, dropout, flatten
 
-def relu_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
+def relu_forward(input: np.ndarray) -> tuple[np.ndarray, tuple]:
     """out = max(x, 0)."""
+    x = input  # torch.nn.functional's name for the first argument
     _check_float(x, "input", "relu")
     out = np.maximum(x, 0)                                       # like x
     return out, (out,)
@@ -362,8 +365,9 @@ def relu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     return np.where(out > 0, dout, 0).astype(out.dtype, copy=False)  # like x
 
 
-def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
+def linear_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
     """out = x @ weight.T + bias.  x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    x = input  # torch.nn.functional's name for the first argument
     _check_same_dtype("linear", input=x, weight=weight, bias=bias)
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out, in), got shape {weight.shape}")
@@ -390,11 +394,12 @@ def linear_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndar
     return dx, dweight, dbias
 
 
-def dropout_forward(x: np.ndarray, p: float = 0.5, training: bool = True,
+def dropout_forward(input: np.ndarray, p: float = 0.5, training: bool = True,
                     rng: np.random.Generator | None = None) -> tuple[np.ndarray, tuple]:
     """Inverted dropout: each element is zeroed with probability p (torch's meaning: p is the DROP
     probability) and the survivors are scaled by 1/(1-p), so eval mode is the identity.
     Training needs an explicit np.random.Generator: the mask is rng.random(x.shape) >= p."""
+    x = input  # torch.nn.functional's name for the first argument
     _check_float(x, "input", "dropout")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p!r}")
@@ -417,8 +422,9 @@ def dropout_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     return dout.copy() if mask is None else dout * mask         # like x
 
 
-def flatten_forward(x: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> tuple[np.ndarray, tuple]:
+def flatten_forward(input: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> tuple[np.ndarray, tuple]:
     """torch.flatten(x, start_dim, end_dim); the defaults are nn.Flatten's: (N, C, H, W) -> (N, C*H*W)."""
+    x = input  # torch.nn.functional's name for the first argument
     _check_float(x, "input", "flatten")
     nd = max(x.ndim, 1)
     s, e = start_dim % nd if -nd <= start_dim < nd else None, end_dim % nd if -nd <= end_dim < nd else None
@@ -440,9 +446,10 @@ def flatten_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # cross-entropy (log-softmax + negative log-likelihood, mean over the batch)
 
-def cross_entropy_forward(logits: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, tuple]:
+def cross_entropy_forward(input: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, tuple]:
     """loss = mean_n ( logsumexp(logits[n]) - logits[n, target[n]] ).  logits (N, classes), target (N,) ints
     in [0, classes) -> a 0-d array of the logits' dtype."""
+    logits = input  # torch.nn.functional's name for the first argument
     op = "cross_entropy"
     _check_float(logits, "input", op)
     if logits.ndim != 2:

@@ -1,0 +1,186 @@
+"""Finite-difference gradient checks (CS231n's gradient_check.py, grown up) and `alexnet gradcheck`.
+
+For an op out = f(x) and a random upstream gradient dout, the gradient of the scalar L = sum(f(x) * dout) is
+exactly what <op>_backward(dout, cache) returns, and it can be estimated without any calculus:
+
+    dL/dx[i] ~ (L(x + h e_i) - L(x - h e_i)) / (2h)        centred differences, float64, error O(h^2)
+
+compared element by element with the relative error |a - b| / max(1e-8, |a| + |b|) (the max over elements is
+reported). In float64 with h = 1e-5 a correct backward agrees to ~1e-9 on most elements and ~1e-7 on the worst
+(those whose gradient nearly cancels); a wrong one (a missing transpose, a factor of 2, a gradient routed to the
+wrong pixel) is off by ~1e-1. Every op here is piecewise linear in its input except cross-entropy, so a larger
+h costs little truncation error and buys less round-off.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from numpy_ref import functional as Fn
+from numpy_ref.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential
+
+__all__ = ["rel_error", "numerical_gradient", "CheckResult", "check_ops", "check_network", "configure", "run"]
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max over elements of |a - b| / max(1e-8, |a| + |b|)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"rel_error: shapes differ, {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+def numerical_gradient(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dout: np.ndarray | float = 1.0,
+                       h: float = 1e-5) -> np.ndarray:
+    """Centred differences of sum(f(x) * dout) with respect to x, one element at a time.
+
+    x is perturbed IN PLACE (and restored), so f may also read x through a closure; f must be deterministic
+    (for dropout: a fresh generator with the same seed on every call). x float64. Costs 2 * x.size calls."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float64:
+        raise ValueError(f"numerical_gradient: x must be a float64 array, got {getattr(x, 'dtype', type(x))}")
+    if not x.flags.c_contiguous:
+        raise ValueError("numerical_gradient: x must be C-contiguous (it is perturbed in place through a view)")
+    grad = np.zeros_like(x)                                      # like x
+    flat, gflat = x.reshape(-1), grad.reshape(-1)                # views
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        plus = np.sum(f(x) * dout)
+        flat[i] = old - h
+        minus = np.sum(f(x) * dout)
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+@dataclass
+class CheckResult:
+    op: str
+    argument: str
+    error: float
+
+    def passed(self, tol: float) -> bool:
+        return bool(np.isfinite(self.error) and self.error <= tol)
+
+
+def _check(op: str, forward: Callable, backward: Callable, inputs: dict[str, np.ndarray],
+           rng: np.random.Generator, h: float) -> list[CheckResult]:
+    """forward(**inputs) -> (out, cache); backward(dout, cache) -> gradients in the order of `inputs`."""
+    out, cache = forward(**inputs)
+    dout = rng.standard_normal(np.shape(out))                    # like out, random: never zeros
+    grads = backward(dout, cache)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    results = []
+    for (name, value), analytic in zip(inputs.items(), grads):
+        numeric = numerical_gradient(lambda _: forward(**inputs)[0], value, dout, h)
+        results.append(CheckResult(op, name, rel_error(analytic, numeric)))
+    return results
+
+
+def check_ops(seed: int = 0, h: float = 1e-5) -> list[CheckResult]:
+    """Every op's backward against finite differences on small random float64 inputs with odd sizes."""
+    rng = np.random.default_rng(seed)
+    r = lambda *shape: rng.standard_normal(shape)                # noqa: E731  (float64)
+    results: list[CheckResult] = []
+    # conv2d: stride 2, padding 1, two groups, odd sizes; then dilation 2 with padding='same'
+    results += _check("conv2d(s=2, p=1, groups=2)",
+                      lambda input, weight, bias: Fn.conv2d_forward(input, weight, bias, 2, 1, 1, 2),
+                      Fn.conv2d_backward, {"input": r(2, 4, 7, 6), "weight": r(6, 2, 3, 3), "bias": r(6)}, rng, h)
+    results += _check("conv2d(dil=2, p='same')",
+                      lambda input, weight, bias: Fn.conv2d_forward(input, weight, bias, 1, "same", 2),
+                      Fn.conv2d_backward, {"input": r(1, 3, 7, 5), "weight": r(5, 3, 2, 3), "bias": r(5)}, rng, h)
+    results += _check("max_pool2d(k=3, s=2, p=1, ceil)",
+                      lambda input: Fn.max_pool2d_forward(input, 3, 2, 1, 1, True),
+                      Fn.max_pool2d_backward, {"input": r(2, 3, 8, 7)}, rng, h)
+    results += _check("relu", Fn.relu_forward, Fn.relu_backward, {"input": r(3, 5, 4)}, rng, h)
+    results += _check("linear", lambda input, weight, bias: Fn.linear_forward(input, weight, bias),
+                      Fn.linear_backward, {"input": r(2, 3, 7), "weight": r(5, 7), "bias": r(5)}, rng, h)
+    drop_seed = int(rng.integers(2**31))
+    results += _check("dropout(p=0.3)",
+                      lambda input: Fn.dropout_forward(input, 0.3, True, np.random.default_rng(drop_seed)),
+                      Fn.dropout_backward, {"input": r(4, 9)}, rng, h)
+    results += _check("flatten", Fn.flatten_forward, Fn.flatten_backward, {"input": r(2, 3, 2, 5)}, rng, h)
+    target = rng.integers(0, 7, size=5)
+    results += _check("cross_entropy", lambda input: Fn.cross_entropy_forward(input, target),
+                      Fn.cross_entropy_backward, {"input": r(5, 7)}, rng, h)
+    return results
+
+
+def small_net(rng: np.random.Generator) -> Sequential:
+    """AlexNet's layer kinds in miniature (float64): every parameter of it is checked."""
+    kw = dict(dtype=np.float64, rng=rng)
+    return Sequential(
+        Conv2d(2, 4, kernel_size=3, stride=2, padding=1, **kw), ReLU(),   # (N, 4, 5, 5)
+        MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),               # (N, 4, 2, 2)
+        Conv2d(4, 6, kernel_size=3, padding=1, groups=2, **kw), ReLU(),   # (N, 6, 2, 2)
+        Flatten(),                                                        # (N, 24)
+        Linear(24, 8, **kw), ReLU(), Dropout(p=0.5, rng=rng),             # (N, 8)
+        Linear(8, 3, **kw),                                               # (N, 3)
+    )
+
+
+def check_network(seed: int = 0, h: float = 1e-5) -> list[CheckResult]:
+    """Every parameter of small_net: the loss is cross-entropy of its logits on a random 9x9 batch; dropout
+    is in training mode with the same mask on every call (the generator is re-seeded)."""
+    rng = np.random.default_rng(seed)
+    net = small_net(rng)
+    x = rng.standard_normal((3, 2, 9, 9))                        # (N, C, H, W)
+    target = rng.integers(0, 3, size=3)                          # (N,)
+    drop_seed = int(rng.integers(2**31))
+
+    dropouts = [layer for layer in net if isinstance(layer, Dropout)]
+
+    def loss() -> tuple[float, tuple]:
+        for layer in dropouts:
+            layer.rng = np.random.default_rng(drop_seed)         # the same mask on every call
+        value, cache = Fn.cross_entropy_forward(net.forward(x), target)
+        return float(value), cache
+
+    net.zero_grad()
+    _, cache = loss()
+    net.backward(Fn.cross_entropy_backward(1.0, cache))
+    results = []
+    for name, p in net.named_parameters():
+        numeric = numerical_gradient(lambda _: loss()[0], p.data, 1.0, h)
+        results.append(CheckResult("small net", name, rel_error(p.grad, numeric)))
+    return results
+
+
+def format_table(results: list[CheckResult], tol: float) -> str:
+    rows = [("op", "argument", "max rel error", "result")]
+    rows += [(r.op, r.argument, f"{r.error:.2e}", "pass" if r.passed(tol) else "FAIL") for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    parser.add_argument("--tol", type=float, default=1e-5,
+                        help="largest max relative error that passes (default 1e-5)")
+    parser.add_argument("--h", type=float, default=1e-5, help="finite-difference step (default 1e-5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.tol > 0 or not args.h > 0:
+        raise ValueError(f"--tol and --h must be positive, got --tol {args.tol} --h {args.h}")
+    results = check_ops(args.seed, args.h) + check_network(args.seed, args.h)
+    print(format_table(results, args.tol))
+    failed = [r for r in results if not r.passed(args.tol)]
+    print(f"\n{len(results) - len(failed)}/{len(results)} checks pass (float64, centred differences, "
+          f"h={args.h:g}, tol={args.tol:g}, seed={args.seed})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m numpy_ref.gradcheck")
+    configure(p)
+    sys.exit(run(p.parse_args()))
