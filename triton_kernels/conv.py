@@ -1,0 +1,825 @@
+"""conv2d (+ fused bias and ReLU) in Triton: forward, grad input, grad weight, grad bias, all implicit GEMMs.
+
+Legend: N batch, C channels in, F filters out, H/W input height/width, OH/OW output height/width,
+KH/KW kernel, G groups, CG = C/G and FG = F/G channels per group, s stride, p padding, d dilation.
+
+    conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False, input_precision=None)
+    conv2d_relu(...)   # the same with relu=True: the ReLU runs in the GEMM's epilogue, no separate pass
+
+Output size (per spatial dim):  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1
+
+The three GEMMs of a convolution, per group, without ever building an im2col matrix in memory
+(each kernel computes the addresses of its operand tiles from the GEMM indices):
+
+    forward  out[m, f] = sum_k A[m, k] W[k, f]     M = N*OH*OW   N = FG          K = CG*KH*KW
+    dgrad    dx[m, c]  = sum_k dY[m, k] W[k, c]    M = N*H*W     N = CG          K = FG*KH*KW
+    wgrad    dW[f, j]  = sum_k dY[f, k] A[k, j]    M = FG        N = CG*KH*KW    K = N*OH*OW
+    bias     db[f]     = sum_m dY[m, f]            a column sum (Triton reduction)
+
+The K index of the forward (and the column index of wgrad) runs over (kh, kw, c) with c fastest: with a
+channels_last input, consecutive k are consecutive addresses, so a tile's loads coalesce.
+When the forward fused a ReLU, the backward kernels read the saved output and use dY * (out > 0) in place
+of dY while loading it (no extra elementwise pass, no mask tensor in memory).
+
+Registered as torch.library.triton_op "triton_kernels::conv2d_fwd" (+ conv2d_dgrad, conv2d_wgrad,
+conv2d_bias_grad) with register_autograd: eager autograd runs in the Triton interpreter on CPU tensors,
+torch.compile works on the GPU. No torch.nn.functional.conv* / cuDNN anywhere on this path.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from triton_kernels._common import (
+    _pair,
+    check_device,
+    check_same_dtype,
+    check_tensor,
+    interpret_mode,
+    tl_dtype_name,
+)
+
+INTERPRET = interpret_mode()
+PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cores or exact IEEE fp32
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------------------
+
+# out[n, g*FG + f, oh, ow] = act(bias[g*FG + f]
+#     + sum_{kh, kw, c} x[n, g*CG + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w] * w[g*FG + f, c, kh, kw])
+# Implicit GEMM per group g (grid axis 1): rows m = (n, oh, ow) of M = N*OH*OW, columns f of FG,
+# reduction k = (kh, kw, c) of K = KH*KW*CG (c fastest); taps that fall in the padding load 0.
+@triton.jit
+def _conv2d_fwd_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    M,
+    FG,
+    K,
+    CG,
+    H,
+    W,
+    OH,
+    OW,
+    KW,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    swf,
+    swc,
+    swh,
+    sww,
+    son,
+    soc,
+    soh,
+    sow,
+    HAS_BIAS: tl.constexpr,
+    RELU: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    num_pid_n = tl.cdiv(FG, BLOCK_N)
+    pid_m = pid // num_pid_n  # neighbouring programs share one x tile (the big operand), w stays in L2
+    pid_n = pid % num_pid_n
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows m = (n, oh, ow)
+    offs_f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) filters within the group
+    m_mask = offs_m < M  # (BLOCK_M,)
+    f_mask = offs_f < FG  # (BLOCK_N,)
+    n = offs_m // (OH * OW)  # (BLOCK_M,)
+    oh = (offs_m // OW) % OH  # (BLOCK_M,)
+    ow = offs_m % OW  # (BLOCK_M,)
+    ih0 = oh * stride_h - pad_h  # (BLOCK_M,) input row of tap kh = 0
+    iw0 = ow * stride_w - pad_w  # (BLOCK_M,)
+    x_row = n * sxn + g * CG * sxc + ih0 * sxh + iw0 * sxw  # (BLOCK_M,) address of tap (0, 0, c=0)
+    f = g * FG + offs_f  # (BLOCK_N,) filter index in weight / out
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,) k = (kh, kw, c)
+        k_mask = offs_k < K  # (BLOCK_K,)
+        c = offs_k % CG  # (BLOCK_K,)
+        kw = (offs_k // CG) % KW  # (BLOCK_K,)
+        kh = offs_k // (CG * KW)  # (BLOCK_K,)
+        dh = kh * dil_h  # (BLOCK_K,)
+        dw = kw * dil_w  # (BLOCK_K,)
+        ih = ih0[:, None] + dh[None, :]  # (BLOCK_M, BLOCK_K)
+        iw = iw0[:, None] + dw[None, :]  # (BLOCK_M, BLOCK_K)
+        a_mask = (m_mask[:, None] & k_mask[None, :]
+                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # (BLOCK_M, BLOCK_K)
+        x_col = c * sxc + dh * sxh + dw * sxw  # (BLOCK_K,)
+        a = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
+        w_off = (c * swc + kh * swh + kw * sww)[:, None] + (f * swf)[None, :]  # (BLOCK_K, BLOCK_N)
+        b = tl.load(w_ptr + w_off, mask=k_mask[:, None] & f_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+
+    # Epilogue: bias and ReLU on the fp32 accumulator, then one cast and one store.
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + f, mask=f_mask, other=0.0).to(tl.float32)  # (BLOCK_N,)
+        acc = acc + bias[None, :]  # (BLOCK_M, BLOCK_N)
+    if RELU:
+        acc = tl.maximum(acc, 0.0)  # (BLOCK_M, BLOCK_N)
+    out_off = (n * son + oh * soh + ow * sow)[:, None] + (f * soc)[None, :]  # (BLOCK_M, BLOCK_N)
+    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & f_mask[None, :])
+
+
+# dx[n, g*CG + c, ih, iw] = sum_{kh, kw, f} gy[n, g*FG + f, oh, ow] * w[g*FG + f, c, kh, kw]
+#     with oh = (ih + p_h - kh*d_h) / s_h taken only where it divides exactly and 0 <= oh < OH (same for ow),
+#     and gy = dy * (out > 0) when the forward fused a ReLU (the mask is applied as dy is loaded).
+# Implicit GEMM per group: rows m = (n, ih, iw) of M = N*H*W, columns c of CG, k = (kh, kw, f) of K = KH*KW*FG.
+@triton.jit
+def _conv2d_dgrad_kernel(
+    dy_ptr,
+    out_ptr,
+    w_ptr,
+    dx_ptr,
+    M,
+    CG,
+    K,
+    FG,
+    H,
+    W,
+    OH,
+    OW,
+    KW,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    sgn,
+    sgc,
+    sgh,
+    sgw,
+    son,
+    soc,
+    soh,
+    sow,
+    swf,
+    swc,
+    swh,
+    sww,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    RELU: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    num_pid_n = tl.cdiv(CG, BLOCK_N)
+    pid_m = pid // num_pid_n
+    pid_n = pid % num_pid_n
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows m = (n, ih, iw)
+    offs_c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) input channels within the group
+    m_mask = offs_m < M  # (BLOCK_M,)
+    c_mask = offs_c < CG  # (BLOCK_N,)
+    n = offs_m // (H * W)  # (BLOCK_M,)
+    ih = (offs_m // W) % H  # (BLOCK_M,)
+    iw = offs_m % W  # (BLOCK_M,)
+    c = g * CG + offs_c  # (BLOCK_N,) channel index in x / w's dim 1 is offs_c
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,) k = (kh, kw, f)
+        k_mask = offs_k < K  # (BLOCK_K,)
+        f = g * FG + offs_k % FG  # (BLOCK_K,) filter index in dy / w
+        kw = (offs_k // FG) % KW  # (BLOCK_K,)
+        kh = offs_k // (FG * KW)  # (BLOCK_K,)
+        th = (ih + pad_h)[:, None] - (kh * dil_h)[None, :]  # (BLOCK_M, BLOCK_K) = oh * s_h when valid
+        tw = (iw + pad_w)[:, None] - (kw * dil_w)[None, :]  # (BLOCK_M, BLOCK_K)
+        oh = th // stride_h  # (BLOCK_M, BLOCK_K)
+        ow = tw // stride_w  # (BLOCK_M, BLOCK_K)
+        valid = (m_mask[:, None] & k_mask[None, :] & (th >= 0) & (tw >= 0)
+                 & (th % stride_h == 0) & (tw % stride_w == 0) & (oh < OH) & (ow < OW))  # (BLOCK_M, BLOCK_K)
+        gy_off = (n * sgn)[:, None] + (f * sgc)[None, :] + oh * sgh + ow * sgw  # (BLOCK_M, BLOCK_K)
+        a = tl.load(dy_ptr + gy_off, mask=valid, other=0.0)  # (BLOCK_M, BLOCK_K)
+        if RELU:
+            o_off = (n * son)[:, None] + (f * soc)[None, :] + oh * soh + ow * sow  # (BLOCK_M, BLOCK_K)
+            o = tl.load(out_ptr + o_off, mask=valid, other=0.0)  # (BLOCK_M, BLOCK_K)
+            a = tl.where(o > 0, a, tl.zeros_like(a))  # (BLOCK_M, BLOCK_K) dy * relu'(z)
+        w_off = (f * swf + kh * swh + kw * sww)[:, None] + (offs_c * swc)[None, :]  # (BLOCK_K, BLOCK_N)
+        b = tl.load(w_ptr + w_off, mask=k_mask[:, None] & c_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+
+    dx_off = (n * sxn + ih * sxh + iw * sxw)[:, None] + (c * sxc)[None, :]  # (BLOCK_M, BLOCK_N)
+    tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
+
+
+# dw[g*FG + f, c, kh, kw] = sum_{n, oh, ow} gy[n, g*FG + f, oh, ow] * x[n, g*CG + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w]
+# Implicit GEMM per group: rows f of FG, columns j = (kh, kw, c) of KH*KW*CG, k = (n, oh, ow) of K = N*OH*OW.
+# K is long and M, N short (AlexNet's first layer: 96 x 121 x 373248), so the K range is split over grid axis 2
+# (split-K): program k_split writes its partial sum to dw_ptr + k_split*sdk (an fp32 workspace when split > 1).
+@triton.jit
+def _conv2d_wgrad_kernel(
+    dy_ptr,
+    out_ptr,
+    x_ptr,
+    dw_ptr,
+    FG,
+    NCOL,
+    K,
+    CG,
+    K_PER_SPLIT,
+    H,
+    W,
+    OH,
+    OW,
+    KW,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    sgn,
+    sgc,
+    sgh,
+    sgw,
+    son,
+    soc,
+    soh,
+    sow,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    sdk,
+    sdf,
+    sdc,
+    sdh,
+    sdw,
+    RELU: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    k_split = tl.program_id(2)
+    num_pid_n = tl.cdiv(NCOL, BLOCK_N)
+    pid_m = pid // num_pid_n
+    pid_n = pid % num_pid_n
+
+    offs_f = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) filters within the group
+    offs_j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) columns j = (kh, kw, c)
+    f_mask = offs_f < FG  # (BLOCK_M,)
+    j_mask = offs_j < NCOL  # (BLOCK_N,)
+    f = g * FG + offs_f  # (BLOCK_M,) filter index in dy / dw
+    c = offs_j % CG  # (BLOCK_N,)
+    kw = (offs_j // CG) % KW  # (BLOCK_N,)
+    kh = offs_j // (CG * KW)  # (BLOCK_N,)
+    dh = kh * dil_h  # (BLOCK_N,)
+    dw = kw * dil_w  # (BLOCK_N,)
+    x_col = (g * CG + c) * sxc + dh * sxh + dw * sxw  # (BLOCK_N,)
+
+    k_start = k_split * K_PER_SPLIT
+    k_end = tl.minimum(K, k_start + K_PER_SPLIT)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,) k = (n, oh, ow)
+        k_mask = offs_k < k_end  # (BLOCK_K,)
+        n = offs_k // (OH * OW)  # (BLOCK_K,)
+        oh = (offs_k // OW) % OH  # (BLOCK_K,)
+        ow = offs_k % OW  # (BLOCK_K,)
+        a_mask = f_mask[:, None] & k_mask[None, :]  # (BLOCK_M, BLOCK_K)
+        gy_off = (f * sgc)[:, None] + (n * sgn + oh * sgh + ow * sgw)[None, :]  # (BLOCK_M, BLOCK_K)
+        a = tl.load(dy_ptr + gy_off, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
+        if RELU:
+            o_off = (f * soc)[:, None] + (n * son + oh * soh + ow * sow)[None, :]  # (BLOCK_M, BLOCK_K)
+            o = tl.load(out_ptr + o_off, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
+            a = tl.where(o > 0, a, tl.zeros_like(a))  # (BLOCK_M, BLOCK_K) dy * relu'(z)
+        ih0 = oh * stride_h - pad_h  # (BLOCK_K,)
+        iw0 = ow * stride_w - pad_w  # (BLOCK_K,)
+        ih = ih0[:, None] + dh[None, :]  # (BLOCK_K, BLOCK_N)
+        iw = iw0[:, None] + dw[None, :]  # (BLOCK_K, BLOCK_N)
+        b_mask = (k_mask[:, None] & j_mask[None, :]
+                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # (BLOCK_K, BLOCK_N)
+        x_row = n * sxn + ih0 * sxh + iw0 * sxw  # (BLOCK_K,)
+        b = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=b_mask, other=0.0)  # (BLOCK_K, BLOCK_N)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+
+    dw_off = k_split * sdk + (f * sdf)[:, None] + (c * sdc + kh * sdh + kw * sdw)[None, :]  # (BLOCK_M, BLOCK_N)
+    tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=f_mask[:, None] & j_mask[None, :])
+
+
+# db[f] = sum_{n, oh, ow} gy[n, f, oh, ow]: the column sums of gy seen as an (N*OH*OW, F) matrix,
+#     gy = dy * (out > 0) when the forward fused a ReLU. Rows are split over grid axis 1; program r_split writes
+#     its partial sums to db_ptr + r_split*sdk (an fp32 workspace when split > 1).
+@triton.jit
+def _conv2d_bias_grad_kernel(
+    dy_ptr,
+    out_ptr,
+    db_ptr,
+    M,
+    F,
+    OH,
+    OW,
+    ROWS_PER_SPLIT,
+    sgn,
+    sgc,
+    sgh,
+    sgw,
+    son,
+    soc,
+    soh,
+    sow,
+    sdk,
+    RELU: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_f = tl.program_id(0)
+    r_split = tl.program_id(1)
+    offs_f = pid_f * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+    f_mask = offs_f < F  # (BLOCK_N,)
+    m_start = r_split * ROWS_PER_SPLIT
+    m_end = tl.minimum(M, m_start + ROWS_PER_SPLIT)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N) summed over rows at the end
+    for m0 in range(m_start, m_end, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows m = (n, oh, ow)
+        mask = (offs_m < m_end)[:, None] & f_mask[None, :]  # (BLOCK_M, BLOCK_N)
+        n = offs_m // (OH * OW)  # (BLOCK_M,)
+        oh = (offs_m // OW) % OH  # (BLOCK_M,)
+        ow = offs_m % OW  # (BLOCK_M,)
+        gy_off = (n * sgn + oh * sgh + ow * sgw)[:, None] + (offs_f * sgc)[None, :]  # (BLOCK_M, BLOCK_N)
+        gy = tl.load(dy_ptr + gy_off, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_N)
+        if RELU:
+            o_off = (n * son + oh * soh + ow * sow)[:, None] + (offs_f * soc)[None, :]  # (BLOCK_M, BLOCK_N)
+            o = tl.load(out_ptr + o_off, mask=mask, other=0.0)  # (BLOCK_M, BLOCK_N)
+            gy = tl.where(o > 0, gy, 0.0)  # (BLOCK_M, BLOCK_N)
+        acc += gy
+    db = tl.sum(acc, axis=0)  # (BLOCK_N,)
+    tl.store(db_ptr + r_split * sdk + offs_f, db.to(db_ptr.dtype.element_ty), mask=f_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Autotuning: configurations for the AlexNet shapes on Hopper; one small config under the interpreter
+# (it would benchmark every config on every call and cache nothing).
+# ----------------------------------------------------------------------------------------------------------
+
+def _cfg(bm, bn, bk, warps, stages):
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "num_warps": warps, "num_stages": stages}
+
+
+# Forward and dgrad: M = N*OH*OW (or N*H*W) is huge, N = 96..384 filters (or channels); 32 columns fit conv1's
+# 96 filters exactly, 128x128 is the big-tile choice for conv2..conv5.
+SM90_FWD_CONFIGS = [
+    _cfg(128, 128, 32, 8, 3),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 128, 32, 4, 4),
+    _cfg(128, 32, 32, 4, 4),
+    _cfg(64, 64, 64, 4, 3),
+]
+SM90_DGRAD_CONFIGS = SM90_FWD_CONFIGS
+# wgrad: M = FG = 96..384 filters, N = CG*KH*KW = 121..3456, K = N*OH*OW long (split over programs).
+SM90_WGRAD_CONFIGS = [
+    _cfg(128, 128, 32, 8, 3),
+    _cfg(64, 128, 32, 4, 4),
+    _cfg(128, 64, 64, 4, 3),
+    _cfg(32, 128, 64, 4, 3),
+]
+INTERPRET_CONFIG = _cfg(32, 16, 16, 4, 1)
+# The bias-gradient reduction is memory bound and not autotuned.
+BIAS_GRAD_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
+# Split-K targets: wgrad programs K_PER_SPLIT rows at least, and split so the grid fills the GPU twice over.
+_MIN_ROWS_PER_SPLIT = 2048
+_SPLIT_ALIGN = 256  # K_PER_SPLIT is a multiple of every BLOCK_K / BLOCK_M used, so tiles never straddle splits
+
+
+def _triton_configs(configs):
+    if INTERPRET:
+        configs = [INTERPRET_CONFIG]
+    return [
+        triton.Config({k: v for k, v in c.items() if k.startswith("BLOCK")},
+                      num_warps=c["num_warps"], num_stages=c["num_stages"])
+        for c in configs
+    ]
+
+
+_conv2d_fwd = triton.autotune(configs=_triton_configs(SM90_FWD_CONFIGS),
+                              key=["M", "FG", "K", "CG"])(_conv2d_fwd_kernel)
+_conv2d_dgrad = triton.autotune(configs=_triton_configs(SM90_DGRAD_CONFIGS),
+                                key=["M", "CG", "K", "FG"])(_conv2d_dgrad_kernel)
+_conv2d_wgrad = triton.autotune(configs=_triton_configs(SM90_WGRAD_CONFIGS),
+                                key=["FG", "NCOL", "K", "K_PER_SPLIT"])(_conv2d_wgrad_kernel)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Argument checks (run before anything is allocated or launched) and launchers
+# ----------------------------------------------------------------------------------------------------------
+
+def _conv_padding(padding, kernel_hw, dilation, stride) -> tuple[int, int, int, int]:
+    """padding (int, pair, 'same', 'valid') -> (top, bottom, left, right). 'same' pads dil*(K-1) in total,
+    the odd one at the bottom/right, as torch does."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+            total = [d * (k - 1) for d, k in zip(dilation, kernel_hw)]  # [pad_h total, pad_w total]
+            return (total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2)
+        raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
+    ph, pw = _pair(padding, "padding", minimum=0)
+    return (ph, ph, pw, pw)
+
+
+def _check_int32(t: torch.Tensor, name: str) -> None:
+    """The kernels index with int32: the largest offset a tensor's strides reach must fit."""
+    reach = sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()))
+    if reach >= 2**31:
+        raise ValueError(f"{name} of shape {tuple(t.shape)} spans {reach + 1} elements, more than int32 indexing")
+
+
+def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, input_precision):
+    """Validate the public arguments (x already 4-D); return (stride, pad4, dilation) with
+    pad4 = (top, bottom, left, right). Raises ValueError naming the argument and shapes."""
+    check_tensor(weight, "weight", (4,))
+    if bias is not None:
+        check_tensor(bias, "bias", (1,))
+    check_device(x=x, weight=weight, bias=bias)
+    check_same_dtype(x=x, weight=weight, bias=bias)
+    stride = _pair(stride, "stride", minimum=1)
+    dilation = _pair(dilation, "dilation", minimum=1)
+    pad4 = _conv_padding(padding, tuple(weight.shape[2:]), dilation, stride)
+    _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_precision)
+    return stride, pad4, dilation
+
+
+def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_precision) -> tuple[int, int]:
+    """Channel/group/bias agreement, kernel vs padded input, index range. Returns (OH, OW)."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if len(stride) != 2 or len(dilation) != 2 or min(*stride, *dilation) < 1:
+        raise ValueError(f"stride and dilation must be pairs of ints >= 1, got stride={stride}, dilation={dilation}")
+    if len(pad4) != 4 or min(pad4) < 0:
+        raise ValueError(f"padding must be (top, bottom, left, right) ints >= 0, got {pad4}")
+    n, c, h, w = x.shape
+    f, cg, kh, kw = weight.shape
+    if c != cg * groups:
+        raise ValueError(f"x of shape {tuple(x.shape)} has {c} channels but weight of shape {tuple(weight.shape)} "
+                         f"with groups={groups} expects weight.shape[1]*groups = {cg * groups}")
+    if f % groups != 0:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} has {f} out channels, "
+                         f"not divisible by groups={groups}")
+    if bias is not None and tuple(bias.shape) != (f,):
+        raise ValueError(f"bias must have shape ({f},) to match weight {tuple(weight.shape)}, "
+                         f"got {tuple(bias.shape)}")
+    eff_kh, eff_kw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1  # kernel extent with dilation
+    padded_h, padded_w = h + pad4[0] + pad4[1], w + pad4[2] + pad4[3]
+    if eff_kh > padded_h or eff_kw > padded_w:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} with dilation={tuple(dilation)} spans "
+                         f"({eff_kh}, {eff_kw}), larger than the padded input ({padded_h}, {padded_w}) of x "
+                         f"{tuple(x.shape)}")
+    if input_precision not in PRECISIONS:
+        raise ValueError(f"input_precision must be one of {PRECISIONS} or None, got {input_precision!r}")
+    oh = (padded_h - eff_kh) // stride[0] + 1  # = (H + 2*pad - dil*(KH-1) - 1) // stride + 1
+    ow = (padded_w - eff_kw) // stride[1] + 1
+    _check_int32(x, "x")
+    _check_int32(weight, "weight")
+    _check_int32(torch.empty((n, f, oh, ow), device="meta"), "the output")
+    return oh, ow
+
+
+def _like_layout(x: torch.Tensor, shape) -> torch.Tensor:
+    """An empty tensor of `shape` in x's memory format (channels_last in -> channels_last out, as torch does)."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 132  # the H200's count; under the interpreter it only shapes the split heuristics
+
+
+def _split_rows(rows: int, tiles: int, device: torch.device) -> tuple[int, int]:
+    """Split a long reduction of `rows` rows over enough programs to fill the GPU about twice:
+    returns (splits, rows_per_split) with rows_per_split a multiple of _SPLIT_ALIGN."""
+    want = triton.cdiv(2 * _num_sms(device), max(tiles, 1))  # splits so that tiles * splits ~ 2 * SMs
+    splits = max(1, min(want, rows // _MIN_ROWS_PER_SPLIT))
+    per = triton.cdiv(triton.cdiv(rows, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN
+    return triton.cdiv(rows, per), per
+
+
+def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, input_precision):
+    n, c, h, w = x.shape
+    f, cg, kh, kw = weight.shape
+    oh, ow = out_hw
+    out = _like_layout(x, (n, f, oh, ow))  # (N, F, OH, OW)
+    fg = f // groups
+    m, k = n * oh * ow, cg * kh * kw
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(fg, meta["BLOCK_N"]), groups)
+
+    wrap_triton(_conv2d_fwd)[grid](
+        x, weight, bias if bias is not None else weight, out,
+        m, fg, k, cg,
+        h, w, oh, ow, kw,
+        stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
+        *x.stride(), *weight.stride(), *out.stride(),
+        HAS_BIAS=bias is not None, RELU=relu, DOT_PRECISION=input_precision,
+    )
+    return out
+
+
+def _launch_dgrad(grad_out, out, weight, x, stride, pad4, dilation, groups, relu, input_precision):
+    n, c, h, w = x.shape
+    f, cg, kh, kw = weight.shape
+    oh, ow = grad_out.shape[2:]
+    dx = _like_layout(x, tuple(x.shape))  # (N, C, H, W)
+    fg = f // groups
+    m, k = n * h * w, fg * kh * kw
+    mask_src = out if relu else grad_out  # never read when relu is False
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups)
+
+    wrap_triton(_conv2d_dgrad)[grid](
+        grad_out, mask_src, weight, dx,
+        m, cg, k, fg,
+        h, w, oh, ow, kw,
+        stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
+        *grad_out.stride(), *mask_src.stride(), *weight.stride(), *dx.stride(),
+        RELU=relu, DOT_PRECISION=input_precision,
+    )
+    return dx
+
+
+def _launch_wgrad(grad_out, out, x, weight, stride, pad4, dilation, groups, relu, input_precision,
+                  splits=None):
+    """dW; `splits` forces the split-K count (tests use it), default from _split_rows."""
+    n, c, h, w = x.shape
+    f, cg, kh, kw = weight.shape
+    oh, ow = grad_out.shape[2:]
+    fg = f // groups
+    ncol, k = cg * kh * kw, n * oh * ow
+    if splits is None:
+        splits, per = _split_rows(k, triton.cdiv(fg, 128) * triton.cdiv(ncol, 128) * groups, x.device)
+    else:
+        per = triton.cdiv(triton.cdiv(k, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN
+        splits = triton.cdiv(k, per)
+    if splits == 1:
+        dw = torch.empty_like(weight)  # (F, CG, KH, KW), weight's strides
+        dw_strides = (0, *dw.stride())
+    else:
+        dw = torch.empty((splits, f, cg, kh, kw), device=x.device, dtype=torch.float32)  # partial sums
+        dw_strides = dw.stride()
+    mask_src = out if relu else grad_out
+
+    def grid(meta):
+        return (triton.cdiv(fg, meta["BLOCK_M"]) * triton.cdiv(ncol, meta["BLOCK_N"]), groups, splits)
+
+    wrap_triton(_conv2d_wgrad)[grid](
+        grad_out, mask_src, x, dw,
+        fg, ncol, k, cg, per,
+        h, w, oh, ow, kw,
+        stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
+        *grad_out.stride(), *mask_src.stride(), *x.stride(), *dw_strides,
+        RELU=relu, DOT_PRECISION=input_precision,
+    )
+    if splits == 1:
+        return dw
+    return dw.sum(dim=0).to(weight.dtype)  # (F, CG, KH, KW): add the split-K partials (a plain reduction)
+
+
+def _launch_bias_grad(grad_out, out, relu, splits=None):
+    n, f, oh, ow = grad_out.shape
+    m = n * oh * ow
+    bm, bn = BIAS_GRAD_CONFIG["BLOCK_M"], BIAS_GRAD_CONFIG["BLOCK_N"]
+    if splits is None:
+        splits, per = _split_rows(m, triton.cdiv(f, bn), grad_out.device)
+    else:
+        per = triton.cdiv(triton.cdiv(m, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN
+        splits = triton.cdiv(m, per)
+    if splits == 1:
+        db = torch.empty((f,), device=grad_out.device, dtype=grad_out.dtype)  # (F,)
+    else:
+        db = torch.empty((splits, f), device=grad_out.device, dtype=torch.float32)  # (splits, F) partials
+    mask_src = out if relu else grad_out
+    wrap_triton(_conv2d_bias_grad_kernel)[(triton.cdiv(f, bn), splits)](
+        grad_out, mask_src, db,
+        m, f, oh, ow, per,
+        *grad_out.stride(), *mask_src.stride(), f,
+        RELU=relu, BLOCK_M=bm, BLOCK_N=bn,
+        num_warps=BIAS_GRAD_CONFIG["num_warps"], num_stages=BIAS_GRAD_CONFIG["num_stages"],
+    )
+    if splits == 1:
+        return db
+    return db.sum(dim=0).to(grad_out.dtype)  # (F,)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PyTorch ops and autograd
+# ----------------------------------------------------------------------------------------------------------
+
+@triton_op("triton_kernels::conv2d_fwd", mutates_args=())
+def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
+               padding: list[int], dilation: list[int], groups: int, relu: bool,
+               input_precision: str) -> torch.Tensor:
+    """The op behind conv2d: x (N, C, H, W), weight (F, C/groups, KH, KW), padding (top, bottom, left, right).
+    Returns act(conv(x, weight) + bias) of shape (N, F, OH, OW) in x's memory format."""
+    _check_op_tensors(x=x, weight=weight, bias=bias)
+    out_hw = _check_geometry(x, weight, bias, stride, padding, dilation, groups, input_precision)
+    return _launch_fwd(x, weight, bias, stride, padding, dilation, groups, out_hw, relu, input_precision)
+
+
+@triton_op("triton_kernels::conv2d_dgrad", mutates_args=())
+def conv2d_dgrad(grad_out: torch.Tensor, out: Optional[torch.Tensor], weight: torch.Tensor, x: torch.Tensor,
+                 stride: list[int], padding: list[int], dilation: list[int], groups: int,
+                 input_precision: str) -> torch.Tensor:
+    """dL/dx (x's shape and layout). `out` is the fused-ReLU forward's output (its > 0 mask gates grad_out),
+    None when the forward had no ReLU. x is read for its shape and strides only."""
+    _check_op_tensors(grad_out=grad_out, out=out, weight=weight, x=x)
+    _check_grad_out(grad_out, out, x, weight, stride, padding, dilation, groups, input_precision)
+    return _launch_dgrad(grad_out, out, weight, x, stride, padding, dilation, groups, out is not None,
+                         input_precision)
+
+
+@triton_op("triton_kernels::conv2d_wgrad", mutates_args=())
+def conv2d_wgrad(grad_out: torch.Tensor, out: Optional[torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
+                 stride: list[int], padding: list[int], dilation: list[int], groups: int,
+                 input_precision: str) -> torch.Tensor:
+    """dL/dweight (weight's shape and strides); weight is read for its shape and strides only."""
+    _check_op_tensors(grad_out=grad_out, out=out, x=x, weight=weight)
+    _check_grad_out(grad_out, out, x, weight, stride, padding, dilation, groups, input_precision)
+    return _launch_wgrad(grad_out, out, x, weight, stride, padding, dilation, groups, out is not None,
+                         input_precision)
+
+
+@triton_op("triton_kernels::conv2d_bias_grad", mutates_args=())
+def conv2d_bias_grad(grad_out: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+    """dL/dbias = grad_out (masked by out > 0 when out is given) summed over batch, height and width: (F,)."""
+    _check_op_tensors(grad_out=grad_out, out=out)
+    if out is not None and out.shape != grad_out.shape:
+        raise ValueError(f"out shape {tuple(out.shape)} differs from grad_out shape {tuple(grad_out.shape)}")
+    return _launch_bias_grad(grad_out, out, out is not None)
+
+
+def _check_op_tensors(**tensors) -> None:
+    for name, t in tensors.items():
+        if t is not None:
+            check_tensor(t, name, (1,) if name == "bias" else (4,))
+    check_device(**tensors)
+    check_same_dtype(**tensors)
+
+
+def _check_grad_out(grad_out, out, x, weight, stride, padding, dilation, groups, input_precision) -> None:
+    oh, ow = _check_geometry(x, weight, None, stride, padding, dilation, groups, input_precision)
+    want = (x.shape[0], weight.shape[0], oh, ow)
+    for name, t in (("grad_out", grad_out), ("out", out)):
+        if t is not None and tuple(t.shape) != want:
+            raise ValueError(f"{name} must have the forward output's shape {want}, got {tuple(t.shape)}")
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, relu, input_precision = inputs
+    # The ReLU's backward needs only out > 0, read from the output itself: no pre-activation is kept.
+    ctx.save_for_backward(x, weight, output if relu else None)
+    ctx.conv_args = (stride, padding, dilation, groups, input_precision)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_out):
+    x, weight, out = ctx.saved_tensors
+    stride, padding, dilation, groups, input_precision = ctx.conv_args
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    ops = torch.ops.triton_kernels
+    dx = dw = db = None
+    if need_x:
+        dx = ops.conv2d_dgrad(grad_out, out, weight, x, stride, padding, dilation, groups, input_precision)
+    if need_w:
+        dw = ops.conv2d_wgrad(grad_out, out, x, weight, stride, padding, dilation, groups, input_precision)
+    if need_b and ctx.has_bias:
+        db = ops.conv2d_bias_grad(grad_out, out)
+    return dx, dw, db, None, None, None, None, None, None
+
+
+conv2d_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1, padding=0,
+           dilation=1, groups: int = 1, relu: bool = False, input_precision: Optional[str] = None) -> torch.Tensor:
+    """torch.nn.functional.conv2d in Triton, with an optional fused ReLU; autograd-aware.
+
+    x: (N, C, H, W) or unbatched (C, H, W), NCHW or channels_last (any strides); weight: (F, C/groups, KH, KW);
+    bias: (F,) or None. stride, dilation: int or pair (>= 1); padding: int, pair, 'valid' or 'same' (stride 1).
+    dtypes fp32, fp16, bf16 (all the same), accumulated in fp32. input_precision ("tf32" or "ieee") sets the
+    fp32 dot; None follows torch.backends.cudnn.allow_tf32 like torch's own conv. Output (N, F, OH, OW), with
+
+        OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1      (and OW likewise)
+
+    in x's memory format. relu=True returns relu(conv2d(...)) computed in the GEMM epilogue.
+    """
+    check_tensor(x, "x", (3, 4))
+    if not isinstance(relu, bool):
+        raise ValueError(f"relu must be a bool, got {relu!r}")
+    if input_precision is None:
+        input_precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    unbatched = x.dim() == 3
+    xb = x.unsqueeze(0) if unbatched else x  # (N, C, H, W)
+    stride, pad4, dilation = _check_conv_args(xb, weight, bias, stride, padding, dilation, groups, input_precision)
+    out = torch.ops.triton_kernels.conv2d_fwd(xb, weight, bias, list(stride), list(pad4), list(dilation),
+                                              groups, relu, input_precision)  # (N, F, OH, OW)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1, padding=0,
+                dilation=1, groups: int = 1, input_precision: Optional[str] = None) -> torch.Tensor:
+    """relu(conv2d(x, weight, bias, ...)) as one fused op: the ReLU runs in the forward's epilogue and its mask
+    inside the backward kernels. Same arguments and output size as conv2d."""
+    return conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups, relu=True,
+                  input_precision=input_precision)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the H200 would compile: every kernel x config x dtype, for `python -m triton_kernels.inspect`
+# (triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32)) on any machine).
+# ----------------------------------------------------------------------------------------------------------
+
+# (pointer dtype, fp32 dot precision) pairs the GPU runs: fp32 with TF32 (torch's default for conv) and exact
+# IEEE (the tests), bf16 (--amp bf16) and fp16. Precision only matters for fp32.
+SM90_DTYPES = (("fp32", "tf32"), ("fp32", "ieee"), ("bf16", "ieee"), ("fp16", "ieee"))
+
+
+def _compile_spec(name, fn, pointers, constexprs, num_warps, num_stages):
+    arg_names = list(fn.arg_names)
+    signature = {a: "constexpr" if a in constexprs else pointers.get(a, "i32") for a in arg_names}
+    return {"name": name, "fn": fn, "signature": signature, "constexprs": dict(constexprs),
+            "num_warps": num_warps, "num_stages": num_stages}
+
+
+def _sm90_compile_specs():
+    specs = []
+    for dt, prec in SM90_DTYPES:
+        tag = f"{dt}-{prec}" if dt == "fp32" else dt
+        p = f"*{dt}"
+        for cfg in SM90_FWD_CONFIGS:
+            blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
+            cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
+            specs.append(_compile_spec(
+                f"conv2d_fwd[{tag}, {cfg_tag}]", _conv2d_fwd_kernel,
+                {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
+                {"HAS_BIAS": True, "RELU": True, "DOT_PRECISION": prec, **blocks},
+                cfg["num_warps"], cfg["num_stages"]))
+        for cfg in SM90_DGRAD_CONFIGS:
+            blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
+            cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
+            specs.append(_compile_spec(
+                f"conv2d_dgrad[{tag}, {cfg_tag}]", _conv2d_dgrad_kernel,
+                {"dy_ptr": p, "out_ptr": p, "w_ptr": p, "dx_ptr": p},
+                {"RELU": True, "DOT_PRECISION": prec, **blocks},
+                cfg["num_warps"], cfg["num_stages"]))
+        for cfg in SM90_WGRAD_CONFIGS:
+            blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
+            cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
+            # AlexNet's wgrads all split K (see _split_rows), so dW goes to the fp32 workspace.
+            specs.append(_compile_spec(
+                f"conv2d_wgrad[{tag}, {cfg_tag}]", _conv2d_wgrad_kernel,
+                {"dy_ptr": p, "out_ptr": p, "x_ptr": p, "dw_ptr": "*fp32"},
+                {"RELU": True, "DOT_PRECISION": prec, **blocks},
+                cfg["num_warps"], cfg["num_stages"]))
+    for dt in dict.fromkeys(dt for dt, _ in SM90_DTYPES):  # bias grad: no dot, one spec per dtype
+        blocks = {k: v for k, v in BIAS_GRAD_CONFIG.items() if k.startswith("BLOCK")}
+        specs.append(_compile_spec(
+            f"conv2d_bias_grad[{dt}, {blocks['BLOCK_M']}x{blocks['BLOCK_N']}]", _conv2d_bias_grad_kernel,
+            {"dy_ptr": f"*{dt}", "out_ptr": f"*{dt}", "db_ptr": "*fp32"},  # split rows: fp32 partial sums
+            {"RELU": True, **blocks},
+            BIAS_GRAD_CONFIG["num_warps"], BIAS_GRAD_CONFIG["num_stages"]))
+    return specs
+
+
+SM90_COMPILE_SPECS = _sm90_compile_specs()
