@@ -88,6 +88,13 @@ class Module:
                 raise ValueError(f"load_state_dict: {name} has shape {p.data.shape}, the state has {value.shape}")
             p.data[...] = value
 
+    def clear_cache(self) -> None:
+        """Forget what forward kept for backward (after an inference-only forward: frees the memory)."""
+        if hasattr(self, "_cache"):
+            self._cache = None
+        for child in self._children.values():
+            child.clear_cache()
+
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
