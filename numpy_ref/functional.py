@@ -309,6 +309,11 @@ def _pool_windows(x4: np.ndarray, g: PoolGeometry) -> np.ndarray:
                       strides=(sN, sC, sH * sh, sW * sw, sH * dh, sW * dw), writeable=False)  # (N, C, OH, OW, KH, KW)
 
 
+def _first_tap(start: np.ndarray, dilation: int) -> np.ndarray:
+    """The first tap start + k*dilation (k >= 0) that is not in the top/left padding, as torch finds it."""
+    return np.where(start < 0, start + (-start + dilation - 1) // dilation * dilation, start)
+
+
 def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                        return_indices: bool = False):
     """out[n, c, oh, ow] = max_{kh, kw} x_pad[n, c, oh*sh + kh*dh, ow*sw + kw*dw], padding is -inf.
@@ -321,12 +326,19 @@ def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, d
     windows = _pool_windows(x4, g).reshape(g.N, g.C, g.OH, g.OW, g.KH * g.KW)  # (N, C, OH, OW, KH*KW), a copy
     arg = windows.argmax(axis=-1)                                # (N, C, OH, OW), the first maximum, as torch
     out = np.take_along_axis(windows, arg[..., None], axis=-1)[..., 0]  # (N, C, OH, OW)
+    isnan = np.isnan(windows)                                    # (N, C, OH, OW, KH*KW)
+    if isnan.any():  # torch keeps the LAST NaN of a window (argmax found the first)
+        last_nan = g.KH * g.KW - 1 - isnan[..., ::-1].argmax(axis=-1)  # (N, C, OH, OW)
+        arg = np.where(isnan.any(axis=-1), last_nan, arg)
     (sh, sw), (ph, pw), (dh, dw) = g.stride, g.padding, g.dilation
     oh = np.arange(g.OH)[:, None]                                # (OH, 1)
     ow = np.arange(g.OW)[None, :]                                # (1, OW)
     h = oh * sh - ph + (arg // g.KW) * dh                        # (N, C, OH, OW), row in the unpadded input
     w = ow * sw - pw + (arg % g.KW) * dw                         # (N, C, OH, OW)
     indices = (h * g.W + w).astype(np.int64)                     # (N, C, OH, OW)
+    if (out == -np.inf).any():  # nothing beat -inf: torch reports the window's first tap inside the input
+        h0, w0 = _first_tap(oh * sh - ph, dh), _first_tap(ow * sw - pw, dw)  # (OH, 1), (1, OW)
+        indices = np.where(out == -np.inf, h0 * g.W + w0, indices)  # (N, C, OH, OW)
     cache = (indices, g, x.dtype)
     if g.unbatched:
         out, indices = out[0], indices[0]
@@ -341,8 +353,13 @@ def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     _check_dout(dout, out_shape, dtype, "max_pool2d")
     plane = g.H * g.W
     offsets = np.arange(g.N * g.C, dtype=np.int64).reshape(g.N, g.C, 1, 1) * plane  # (N, C, 1, 1)
-    flat = (indices.reshape(g.N, g.C, g.OH, g.OW) + offsets).ravel()  # (N*C*OH*OW,)
-    dx = np.bincount(flat, weights=dout.ravel(), minlength=g.N * g.C * plane)  # (N*C*H*W,) float64
+    i4 = indices.reshape(g.N, g.C, g.OH, g.OW)                   # (N, C, OH, OW)
+    weights = dout.reshape(i4.shape)                             # (N, C, OH, OW)
+    outside = (i4 < 0) | (i4 >= plane)  # only for a window with no tap inside the input (its output is -inf)
+    if outside.any():
+        i4, weights = np.where(outside, 0, i4), np.where(outside, 0, weights)
+    flat = (i4 + offsets).ravel()                                # (N*C*OH*OW,)
+    dx = np.bincount(flat, weights=weights.ravel(), minlength=g.N * g.C * plane)  # (N*C*H*W,) float64
     dx = dx.astype(dtype, copy=False).reshape((g.C, g.H, g.W) if g.unbatched else (g.N, g.C, g.H, g.W))
     return dx
 

@@ -70,8 +70,9 @@ def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndar
 
 def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                        return_indices: bool = False):
-    """out[n, c, oh, ow] = max over the window's pixels that lie inside the input (padding counts as -inf);
-    the index kept is the first maximum in scan order (kh, then kw), as torch keeps it: h*W + w."""
+    """out[n, c, oh, ow] = max over the window's pixels that lie inside the input (padding counts as -inf).
+    The index kept, h*W + w, is torch's: the first maximum in scan order (kh, then kw), the last NaN if any,
+    and the window's first tap inside the input when nothing beats -inf."""
     x = input  # torch.nn.functional's name for the first argument
     g = max_pool2d_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
     x4 = x[None] if g.unbatched else x                                   # (N, C, H, W)
@@ -82,14 +83,17 @@ def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, d
         for c in range(g.C):
             for oh in range(g.OH):
                 for ow in range(g.OW):
-                    best, best_index = -np.inf, -1
-                    for kh in range(g.KH):
-                        for kw in range(g.KW):
-                            h, w = oh * sh - ph + kh * dh, ow * sw - pw + kw * dw
-                            if 0 <= h < g.H and 0 <= w < g.W:
-                                v = x4[n, c, h, w]
-                                if v > best or best_index < 0 or np.isnan(v) and not np.isnan(best):
-                                    best, best_index = v, h * g.W + w
+                    h0, w0 = oh * sh - ph, ow * sw - pw                  # the window's top-left tap
+                    while h0 < 0:                                        # step out of the top/left padding
+                        h0 += dh
+                    while w0 < 0:
+                        w0 += dw
+                    best, best_index = -np.inf, h0 * g.W + w0
+                    for h in range(h0, min(oh * sh - ph + (g.KH - 1) * dh + 1, g.H), dh):
+                        for w in range(w0, min(ow * sw - pw + (g.KW - 1) * dw + 1, g.W), dw):
+                            v = x4[n, c, h, w]
+                            if v > best or np.isnan(v):
+                                best, best_index = v, h * g.W + w
                     out[n, c, oh, ow], indices[n, c, oh, ow] = best, best_index
     cache = (indices, g, x.dtype)
     if g.unbatched:
@@ -102,12 +106,13 @@ def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     indices, g, dtype = cache
     _check_dout(dout, (g.C, g.OH, g.OW) if g.unbatched else (g.N, g.C, g.OH, g.OW), dtype, "max_pool2d")
     d4 = dout[None] if g.unbatched else dout                             # (N, C, OH, OW)
-    i4 = indices[None] if g.unbatched else indices                       # (N, C, OH, OW)
+    i4 = indices.reshape(g.N, g.C, g.OH, g.OW)                           # (N, C, OH, OW)
     dx = np.zeros((g.N, g.C, g.H * g.W), dtype=dtype)                    # (N, C, H*W)
     for n in range(g.N):
         for c in range(g.C):
             for oh in range(g.OH):
                 for ow in range(g.OW):
-                    dx[n, c, i4[n, c, oh, ow]] += d4[n, c, oh, ow]
+                    if 0 <= i4[n, c, oh, ow] < g.H * g.W:  # else the window had no tap inside the input
+                        dx[n, c, i4[n, c, oh, ow]] += d4[n, c, oh, ow]
     dx = dx.reshape(g.N, g.C, g.H, g.W)                                  # (N, C, H, W)
     return dx[0] if g.unbatched else dx

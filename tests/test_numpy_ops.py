@@ -1,0 +1,353 @@
+"""numpy_ref's ops against torch.nn.functional (float64 and float32), naive == fast, and bad input.
+
+Every forward and backward is compared with torch on random shapes (odd sizes, channel counts that are not
+powers of two, every argument combination via hypothesis); max pooling also compares torch's indices.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numpy_ref import functional as Fn
+from numpy_ref import naive
+
+# dtype -> (atol, rtol). float64: sums of a few hundred products in another order agree to ~1e-15 relative.
+# float32: the same sums agree to a few ulps of the largest term.
+TOL = {np.float64: (1e-12, 1e-10), np.float32: (1e-5, 1e-4)}
+
+
+def assert_close(actual: np.ndarray, expected, what: str, dtype=np.float64):
+    """np.allclose with a message naming the worst element, its index and both values."""
+    expected = expected.detach().numpy() if isinstance(expected, torch.Tensor) else np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype}, want {np.dtype(dtype)}"
+    atol, rtol = TOL[dtype]
+    a, e = actual.astype(np.float64), expected.astype(np.float64)
+    same = (a == e) | (np.isnan(a) & np.isnan(e))  # equal infinities, NaN on both sides
+    with np.errstate(invalid="ignore"):  # inf - inf where only one side is infinite: caught as NaN below
+        err = np.where(same, 0.0, np.abs(a - e))
+    excess = np.where(np.isnan(err), np.inf, err) - (atol + rtol * np.nan_to_num(np.abs(e), posinf=0.0))
+    if a.size and excess.max() > 0:
+        idx = np.unravel_index(int(excess.argmax()), a.shape)
+        raise AssertionError(f"{what}: {int((excess > 0).sum())}/{a.size} elements off; worst at {idx}: got "
+                             f"{a[idx]!r}, expected {e[idx]!r} (|diff| {abs(a[idx] - e[idx]):.3g}, "
+                             f"atol {atol}, rtol {rtol})")
+
+
+def torch_grads(fn, arrays: dict, dout: np.ndarray):
+    """Run fn(**tensors) in torch with requires_grad on every array, backward dout; return (out, grads)."""
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items() if v is not None}
+    out = fn(**tensors, **{k: None for k, v in arrays.items() if v is None})
+    out0 = out[0] if isinstance(out, tuple) else out
+    out0.backward(torch.from_numpy(dout))
+    return out, {k: t.grad for k, t in tensors.items()}
+
+
+# ------------------------------------------------------------------------------------------------ conv2d
+
+conv_cases = st.fixed_dictionaries({
+    "N": st.integers(1, 3), "Cg": st.sampled_from([1, 2, 3]), "Fg": st.sampled_from([1, 2, 5]),
+    "groups": st.sampled_from([1, 2, 3]), "H": st.integers(1, 13), "W": st.integers(1, 13),
+    "KH": st.integers(1, 5), "KW": st.integers(1, 5), "stride": st.sampled_from([1, 2, 3, (1, 2), (3, 1)]),
+    "padding": st.sampled_from([0, 1, 2, (0, 2), (1, 0), "same", "valid"]),
+    "dilation": st.sampled_from([1, 2, (1, 3)]), "bias": st.booleans(), "batched": st.booleans(),
+    "seed": st.integers(0, 2**31 - 1),
+})
+
+
+def _conv_inputs(c, dtype=np.float64):
+    """Random inputs for one drawn case, or None when torch itself would refuse the case."""
+    rng = np.random.default_rng(c["seed"])
+    stride = c["stride"]
+    if c["padding"] == "same" and stride not in (1, (1, 1)):
+        return None
+    C, F_ = c["Cg"] * c["groups"], c["Fg"] * c["groups"]
+    shape = (c["N"], C, c["H"], c["W"]) if c["batched"] else (C, c["H"], c["W"])
+    x = rng.standard_normal(shape).astype(dtype)                                     # (N, C, H, W)
+    w = rng.standard_normal((F_, c["Cg"], c["KH"], c["KW"])).astype(dtype)            # (F, C/G, KH, KW)
+    b = rng.standard_normal(F_).astype(dtype) if c["bias"] else None                  # (F,)
+    try:
+        Fn.conv2d_geometry(x, w, b, stride, c["padding"], c["dilation"], c["groups"])
+    except ValueError:
+        return None  # kernel larger than the padded input: the error tests cover this
+    return x, w, b, rng
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases)
+def test_conv2d_matches_torch_float64(c):
+    inputs = _conv_inputs(c)
+    if inputs is None:
+        return
+    x, w, b, rng = inputs
+    args = (c["stride"], c["padding"], c["dilation"], c["groups"])
+    out, cache = Fn.conv2d_forward(x, w, b, *args)
+    dout = rng.standard_normal(out.shape)                                              # like out
+    ref, grads = torch_grads(lambda input, weight, bias: F.conv2d(input, weight, bias, *args),
+                             {"input": x, "weight": w, "bias": b}, dout)
+    what = f"conv2d {c}"
+    assert_close(out, ref, f"{what} out")
+    dx, dw, db = Fn.conv2d_backward(dout, cache)
+    assert_close(dx, grads["input"], f"{what} dx")
+    assert_close(dw, grads["weight"], f"{what} dweight")
+    if b is None:
+        assert db is None
+    else:
+        assert_close(db, grads["bias"], f"{what} dbias")
+
+
+@pytest.mark.parametrize("stride,padding,groups", [(4, 1, 1), (1, 2, 2), (1, "same", 3)])
+def test_conv2d_float32_follows_the_input(stride, padding, groups):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 6, 19, 17)).astype(np.float32)                        # (N, C, H, W)
+    w = rng.standard_normal((12, 6 // groups, 5, 3)).astype(np.float32)               # (F, C/G, KH, KW)
+    b = rng.standard_normal(12).astype(np.float32)                                    # (F,)
+    out, cache = Fn.conv2d_forward(x, w, b, stride, padding, 1, groups)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    ref, grads = torch_grads(lambda input, weight, bias: F.conv2d(input, weight, bias, stride, padding, 1, groups),
+                             {"input": x, "weight": w, "bias": b}, dout)
+    assert_close(out, ref, "conv2d f32 out", np.float32)
+    for got, name in zip(Fn.conv2d_backward(dout, cache), ("input", "weight", "bias")):
+        assert_close(got, grads[name], f"conv2d f32 d{name}", np.float32)
+
+
+# -------------------------------------------------------------------------------------------- max_pool2d
+
+pool_cases = st.fixed_dictionaries({
+    "N": st.integers(1, 3), "C": st.sampled_from([1, 3, 5]), "H": st.integers(1, 14), "W": st.integers(1, 14),
+    "kernel_size": st.sampled_from([1, 2, 3, (2, 3), (3, 1)]),
+    "stride": st.sampled_from([None, 1, 2, 3, (2, 1)]), "padding": st.sampled_from([0, 1, (1, 0)]),
+    "dilation": st.sampled_from([1, 2, (2, 1)]), "ceil_mode": st.booleans(), "batched": st.booleans(),
+    "ties": st.booleans(), "seed": st.integers(0, 2**31 - 1),
+})
+
+
+@settings(max_examples=80, deadline=None)
+@given(pool_cases)
+def test_max_pool2d_matches_torch_float64(c):
+    rng = np.random.default_rng(c["seed"])
+    shape = (c["N"], c["C"], c["H"], c["W"]) if c["batched"] else (c["C"], c["H"], c["W"])
+    # ties=True draws from a handful of values, so windows hold equal maxima: the first one must win, as in torch
+    x = (rng.integers(-2, 3, shape) if c["ties"] else rng.standard_normal(shape)).astype(np.float64)
+    args = (c["kernel_size"], c["stride"], c["padding"], c["dilation"], c["ceil_mode"])
+    try:
+        Fn.max_pool2d_geometry(x, *args)
+    except ValueError:
+        with pytest.raises(RuntimeError):  # then torch refuses it too
+            F.max_pool2d(torch.from_numpy(x), *args)
+        return
+    (out, idx), cache = Fn.max_pool2d_forward(x, *args, return_indices=True)
+    dout = rng.standard_normal(out.shape)                                              # like out
+    what = f"max_pool2d {c}"
+    if np.isneginf(out).any():
+        # A window with no tap inside the input (dilation > 1 lets that happen): its index is torch's
+        # placeholder, and torch's backward may scatter through it outside the plane and abort. Forward only.
+        ref, ref_idx = F.max_pool2d(torch.from_numpy(x), *args, return_indices=True)
+    else:
+        (ref, ref_idx), grads = torch_grads(lambda input: F.max_pool2d(input, *args, return_indices=True),
+                                            {"input": x}, dout)
+        assert_close(Fn.max_pool2d_backward(dout, cache), grads["input"], f"{what} dx")
+    assert_close(out, ref, f"{what} out")
+    assert idx.dtype == np.int64 and idx.shape == tuple(ref_idx.shape), f"{what}: indices {idx.dtype}{idx.shape}"
+    bad = np.argwhere(idx != ref_idx.numpy())
+    assert not len(bad), f"{what}: {len(bad)} indices differ, first at {tuple(bad[0])}: " \
+                         f"{idx[tuple(bad[0])]} vs torch {ref_idx.numpy()[tuple(bad[0])]}"
+
+
+def test_max_pool2d_alexnet_shape_float32():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 96, 54, 54)).astype(np.float32)                       # conv1's output
+    out, cache = Fn.max_pool2d_forward(x, 3, 2)
+    assert out.shape == (2, 96, 26, 26)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    ref, grads = torch_grads(lambda input: F.max_pool2d(input, 3, 2), {"input": x}, dout)
+    assert_close(out, ref, "pool f32 out", np.float32)
+    assert_close(Fn.max_pool2d_backward(dout, cache), grads["input"], "pool f32 dx", np.float32)
+
+
+# -------------------------------------------------------------------- relu, linear, flatten, cross-entropy
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_linear_flatten_cross_entropy_match_torch(dtype):
+    rng = np.random.default_rng(11)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    x = r(3, 5, 7)
+    x[0, 0, :3] = 0.0  # exactly zero: torch's relu gradient there is 0
+    out, cache = Fn.relu_forward(x)
+    dout = r(*out.shape)
+    ref, g = torch_grads(lambda input: F.relu(input), {"input": x}, dout)
+    assert_close(out, ref, "relu out", dtype)
+    assert_close(Fn.relu_backward(dout, cache), g["input"], "relu dx", dtype)
+
+    x, w, b = r(2, 3, 7), r(5, 7), r(5)  # a 3-D input: linear acts on the last axis
+    for bias in (b, None):
+        out, cache = Fn.linear_forward(x, w, bias)
+        dout = r(*out.shape)
+        ref, g = torch_grads(lambda input, weight, bias: F.linear(input, weight, bias),
+                             {"input": x, "weight": w, "bias": bias}, dout)
+        assert_close(out, ref, "linear out", dtype)
+        dx, dw, db = Fn.linear_backward(dout, cache)
+        assert_close(dx, g["input"], "linear dx", dtype)
+        assert_close(dw, g["weight"], "linear dweight", dtype)
+        if bias is None:
+            assert db is None
+        else:
+            assert_close(db, g["bias"], "linear dbias", dtype)
+
+    x = r(2, 3, 4, 5)
+    for start, end in ((1, -1), (0, -1), (1, 2), (2, 3)):
+        out, cache = Fn.flatten_forward(x, start, end)
+        assert out.shape == tuple(torch.flatten(torch.from_numpy(x), start, end).shape)
+        dout = r(*out.shape)
+        assert np.array_equal(Fn.flatten_backward(dout, cache), dout.reshape(x.shape))
+
+    logits, target = r(6, 7) * 5, rng.integers(0, 7, 6)
+    loss, cache = Fn.cross_entropy_forward(logits, target)
+    ref, g = torch_grads(lambda input: F.cross_entropy(input, torch.from_numpy(target)), {"input": logits},
+                         np.asarray(1.7, dtype=dtype))
+    assert_close(loss, ref, "cross_entropy loss", dtype)
+    assert_close(Fn.cross_entropy_backward(1.7, cache), g["input"], "cross_entropy dlogits", dtype)
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, -1000.0, 0.0], [-1e4, 1e4, 3.0]])
+    target = np.array([0, 2])
+    loss, cache = Fn.cross_entropy_forward(logits, target)
+    ref = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(target))
+    assert np.isfinite(loss) and np.isclose(loss, ref.item(), rtol=1e-12)
+    assert np.isfinite(Fn.cross_entropy_backward(1.0, cache)).all()
+
+
+# --------------------------------------------------------------------------------------------------- dropout
+
+def test_dropout_semantics():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 1000)) + 3.0                                           # never zero
+    out, cache = Fn.dropout_forward(x, p=0.3, training=True, rng=np.random.default_rng(5))
+    dropped = out == 0
+    assert abs(dropped.mean() - 0.3) < 0.01, f"drop rate {dropped.mean():.4f}, want 0.3 (p is the DROP probability)"
+    np.testing.assert_allclose(out[~dropped], x[~dropped] / 0.7, rtol=1e-15)            # inverted scaling
+    dout = rng.standard_normal(x.shape)
+    dx = Fn.dropout_backward(dout, cache)
+    assert np.array_equal(dx == 0, dropped) and np.allclose(dx[~dropped], dout[~dropped] / 0.7, rtol=1e-15)
+    again, _ = Fn.dropout_forward(x, p=0.3, training=True, rng=np.random.default_rng(5))
+    assert np.array_equal(again, out), "the same generator state must give the same mask"
+    ev, cache = Fn.dropout_forward(x, p=0.3, training=False)
+    assert np.array_equal(ev, x) and np.array_equal(Fn.dropout_backward(dout, cache), dout)
+    zero, _ = Fn.dropout_forward(x, p=1.0, training=True)
+    assert not zero.any()
+    assert Fn.dropout_forward(x.astype(np.float32), 0.5, True, rng)[0].dtype == np.float32
+
+
+# ------------------------------------------------------------------------------------------- naive == fast
+
+@settings(max_examples=12, deadline=None)
+@given(st.fixed_dictionaries({
+    "N": st.integers(1, 2), "Cg": st.integers(1, 3), "Fg": st.integers(1, 2), "groups": st.sampled_from([1, 2]),
+    "H": st.integers(3, 7), "W": st.integers(3, 7), "KH": st.integers(1, 3), "KW": st.integers(1, 3),
+    "stride": st.sampled_from([1, 2, (2, 1)]), "padding": st.sampled_from([0, 1, "same"]),
+    "dilation": st.sampled_from([1, 2]), "bias": st.booleans(), "batched": st.booleans(),
+    "seed": st.integers(0, 2**31 - 1),
+}))
+def test_conv2d_naive_equals_fast(c):
+    inputs = _conv_inputs(c)
+    if inputs is None:
+        return
+    x, w, b, rng = inputs
+    args = (c["stride"], c["padding"], c["dilation"], c["groups"])
+    fast, fcache = Fn.conv2d_forward(x, w, b, *args)
+    slow, scache = naive.conv2d_forward(x, w, b, *args)
+    assert_close(slow, fast, f"naive conv2d {c} out")
+    dout = rng.standard_normal(fast.shape)
+    for s, f, name in zip(naive.conv2d_backward(dout, scache), Fn.conv2d_backward(dout, fcache), "x w b".split()):
+        assert (s is None) == (f is None)
+        if s is not None:
+            assert_close(s, f, f"naive conv2d {c} d{name}")
+
+
+@settings(max_examples=20, deadline=None)
+@given(pool_cases)
+def test_max_pool2d_naive_equals_fast(c):
+    rng = np.random.default_rng(c["seed"])
+    shape = (c["N"], c["C"], c["H"], c["W"]) if c["batched"] else (c["C"], c["H"], c["W"])
+    x = (rng.integers(-2, 3, shape) if c["ties"] else rng.standard_normal(shape)).astype(np.float64)
+    args = (c["kernel_size"], c["stride"], c["padding"], c["dilation"], c["ceil_mode"])
+    try:
+        (fast, fidx), fcache = Fn.max_pool2d_forward(x, *args, return_indices=True)
+    except ValueError:
+        with pytest.raises(ValueError):
+            naive.max_pool2d_forward(x, *args)
+        return
+    (slow, sidx), scache = naive.max_pool2d_forward(x, *args, return_indices=True)
+    assert np.array_equal(slow, fast) and np.array_equal(sidx, fidx), f"naive max_pool2d {c}"
+    dout = rng.standard_normal(fast.shape)
+    assert_close(naive.max_pool2d_backward(dout, scache), Fn.max_pool2d_backward(dout, fcache),
+                 f"naive max_pool2d {c} dx")
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def _a(*shape, dtype=np.float64):
+    return np.random.default_rng(0).standard_normal(shape).astype(dtype)
+
+
+BAD = [
+    # (call, words the message must contain)
+    (lambda: Fn.conv2d_forward(_a(1, 1, 2, 3, 4), _a(2, 3, 3, 3)), ["input", "(1, 1, 2, 3, 4)"]),
+    (lambda: Fn.conv2d_forward(_a(1, 4, 8, 8), _a(2, 4, 3)), ["weight", "(2, 4, 3)"]),
+    (lambda: Fn.conv2d_forward(_a(1, 4, 8, 8), _a(6, 3, 3, 3)), ["channels", "(1, 4, 8, 8)", "(6, 3, 3, 3)"]),
+    (lambda: Fn.conv2d_forward(_a(1, 4, 8, 8), _a(6, 1, 3, 3), groups=2), ["groups=2", "(6, 1, 3, 3)"]),
+    (lambda: Fn.conv2d_forward(_a(1, 4, 8, 8), _a(5, 2, 3, 3), groups=2), ["groups=2", "(5, 2, 3, 3)"]),
+    (lambda: Fn.conv2d_forward(_a(1, 3, 8, 8), _a(3, 1, 3, 3), groups=0), ["groups"]),
+    (lambda: Fn.conv2d_forward(_a(1, 2, 4, 4), _a(3, 2, 7, 7), padding=1), ["kernel", "padded input", "6x6"]),
+    (lambda: Fn.conv2d_forward(_a(1, 2, 8, 8), _a(3, 2, 3, 3), padding=-1), ["padding", "-1"]),
+    (lambda: Fn.conv2d_forward(_a(1, 2, 8, 8), _a(3, 2, 3, 3), stride=2, padding="same"), ["same", "stride"]),
+    (lambda: Fn.conv2d_forward(_a(1, 2, 8, 8), _a(3, 2, 3, 3), padding="full"), ["padding", "full"]),
+    (lambda: Fn.conv2d_forward(_a(1, 2, 8, 8), _a(3, 2, 3, 3), stride=0), ["stride"]),
+    (lambda: Fn.conv2d_forward(_a(1, 2, 8, 8), _a(3, 2, 3, 3), _a(4)), ["bias", "(4,)"]),
+    (lambda: Fn.conv2d_forward(_a(1, 2, 8, 8), _a(3, 2, 3, 3, dtype=np.float32)), ["dtype", "float32"]),
+    (lambda: Fn.max_pool2d_forward(_a(8, 8), 2), ["input", "(8, 8)"]),
+    (lambda: Fn.max_pool2d_forward(_a(1, 1, 8, 8), 3, padding=2), ["padding", "half"]),
+    (lambda: Fn.max_pool2d_forward(_a(1, 1, 2, 2), 3), ["too small", "(1, 1, 2, 2)"]),
+    (lambda: Fn.max_pool2d_forward(_a(1, 1, 8, 8), 2, stride=0), ["stride"]),
+    (lambda: Fn.max_pool2d_forward(_a(1, 1, 8, 8), 2, padding=-1), ["padding"]),
+    (lambda: Fn.linear_forward(_a(2, 5), _a(3, 4)), ["in_features=4", "(2, 5)"]),
+    (lambda: Fn.linear_forward(_a(2, 4), _a(3, 4), _a(2)), ["bias", "(2,)"]),
+    (lambda: Fn.cross_entropy_forward(_a(3, 4), np.array([0.0, 1.0, 2.0])), ["target", "integer", "float64"]),
+    (lambda: Fn.cross_entropy_forward(_a(3, 4), np.array([0, 4, 1])), ["target", "[0, 4)", "max 4"]),
+    (lambda: Fn.cross_entropy_forward(_a(3, 4), np.array([0, -1, 1])), ["target", "min -1"]),
+    (lambda: Fn.cross_entropy_forward(_a(3, 4), np.array([0, 1])), ["target", "(3,)", "(2,)"]),
+    (lambda: Fn.cross_entropy_forward(_a(3, 4, 2), np.array([0, 1, 2])), ["input", "(3, 4, 2)"]),
+    (lambda: Fn.dropout_forward(_a(3, 4), p=1.5), ["p", "1.5"]),
+    (lambda: Fn.dropout_forward(_a(3, 4), p=0.5, training=True, rng=None), ["rng", "Generator"]),
+    (lambda: Fn.relu_forward(np.arange(4)), ["float32 or float64", "int64"]),
+    (lambda: Fn.flatten_forward(_a(2, 3), 1, 0), ["start_dim=1", "(2, 3)"]),
+    (lambda: Fn.conv2d_backward(_a(1, 3, 5, 5), Fn.conv2d_forward(_a(1, 2, 8, 8), _a(3, 2, 3, 3))[1]),
+     ["dout", "(1, 3, 6, 6)", "(1, 3, 5, 5)"]),
+    (lambda: Fn.max_pool2d_backward(_a(1, 1, 3, 3), Fn.max_pool2d_forward(_a(1, 1, 8, 8), 2)[1]), ["dout", "(1, 1, 4, 4)"]),
+]
+
+
+@pytest.mark.parametrize("call,words", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_input_raises_value_error_naming_argument_and_shapes(call, words):
+    with pytest.raises(ValueError) as info:
+        call()
+    missing = [w for w in words if w not in str(info.value)]
+    assert not missing, f"message {str(info.value)!r} lacks {missing}"
+
+
+def test_bad_conv_inputs_are_refused_by_torch_too():
+    """The refusals above are torch's: the same shapes make F.conv2d raise."""
+    t = lambda *s: torch.from_numpy(_a(*s))  # noqa: E731
+    for x, w, kw in [((1, 4, 8, 8), (6, 3, 3, 3), {}), ((1, 4, 8, 8), (5, 2, 3, 3), {"groups": 2}),
+                     ((1, 2, 4, 4), (3, 2, 7, 7), {"padding": 1}), ((1, 2, 8, 8), (3, 2, 3, 3), {"padding": -1})]:
+        with pytest.raises(RuntimeError):
+            F.conv2d(t(*x), t(*w), **kw)
+        with pytest.raises(ValueError):
+            Fn.conv2d_forward(_a(*x), _a(*w), **kw)
+    with pytest.raises(RuntimeError):
+        F.max_pool2d(t(1, 1, 8, 8), 3, padding=2)
