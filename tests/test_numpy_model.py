@@ -1,0 +1,173 @@
+"""numpy_ref's layers, SGD and AlexNet against torch: the whole network at 224x224 in float64, SGD steps,
+and the module bookkeeping (state_dict / grad_dict / load_state_dict / train / eval)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import numpy_ref
+from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
+from torch_model import alexnet as torch_alexnet
+
+
+def rel_max(actual: np.ndarray, expected: torch.Tensor | np.ndarray) -> float:
+    """max |a - b| / max |b|: the error relative to the array's scale (element-wise relative error is
+    meaningless for the many near-zero entries of a gradient)."""
+    e = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
+    assert actual.shape == e.shape, f"shape {actual.shape} != {e.shape}"
+    return float(np.abs(actual - e).max() / max(np.abs(e).max(), 1e-300))
+
+
+def assert_rel(actual, expected, tol: float, what: str):
+    err = rel_max(actual, expected)
+    if not err <= tol:
+        e = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
+        idx = np.unravel_index(int(np.abs(actual - e).argmax()), e.shape)
+        raise AssertionError(f"{what}: max|diff|/max|ref| = {err:.3g} > {tol}; worst at {idx}: got "
+                             f"{actual[idx]!r}, expected {e[idx]!r}")
+
+
+def test_alexnet_matches_torch_model_float64_224_batch2():
+    """Logits, loss and every parameter gradient within 1e-10 of torch_model.alexnet() from the same weights,
+    dropout in training mode with the same masks on both sides (numpy's masks are fed into torch's layers)."""
+    torch.manual_seed(0)
+    tnet = torch_alexnet().double().train()
+    net = numpy_ref.alexnet(dtype=np.float64, seed=1).train()
+    net.load_state_dict({k: v.numpy() for k, v in tnet.state_dict().items()})
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (2, 1, 224, 224))                                   # (N, 1, 224, 224), like images
+    y = np.array([3, 8])                                                      # (N,)
+
+    logits = net.forward(x)                                                   # (N, 10)
+    masks = {i: net[i]._cache[0] for i in (16, 19)}                           # the Dropout layers' masks
+    loss, cache = cross_entropy_forward(logits, y)
+    net.backward(cross_entropy_backward(1.0, cache))
+
+    hooks = [tnet[i].register_forward_hook(lambda m, inp, out, i=i: inp[0] * torch.from_numpy(masks[i]))
+             for i in masks]
+    tlogits = tnet(torch.from_numpy(x))
+    tloss = nn.functional.cross_entropy(tlogits, torch.from_numpy(y))
+    tloss.backward()
+    for h in hooks:
+        h.remove()
+    assert all(0.3 < (m == 0).mean() < 0.7 for m in masks.values()), "dropout masks should drop about half"
+
+    assert_rel(logits, tlogits, 1e-10, "logits")
+    assert abs(float(loss) - tloss.item()) <= 1e-10 * abs(tloss.item()), (float(loss), tloss.item())
+    grads = net.grad_dict()
+    assert list(grads) == [k for k, _ in tnet.named_parameters()]
+    for name, p in tnet.named_parameters():
+        assert_rel(grads[name], p.grad, 1e-10, f"d{name}")
+
+
+def test_alexnet_structure_matches_torch():
+    tnet = torch_alexnet(num_classes=7)
+    net = numpy_ref.alexnet(num_classes=7)
+    tstate = tnet.state_dict()
+    assert list(net.state_dict()) == list(tstate)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: tuple(v.shape) for k, v in tstate.items()}
+    assert numpy_ref.num_parameters(net) == sum(p.numel() for p in tnet.parameters())
+    assert all(v.dtype == np.float32 for v in net.state_dict().values())
+    # d2l's init: xavier-uniform weights, bounded by sqrt(6 / (fan_in + fan_out))
+    w = net.state_dict()["3.weight"]                                          # (256, 96, 5, 5)
+    bound = np.sqrt(6 / (96 * 25 + 256 * 25))
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound and abs(w.mean()) < 0.01 * bound
+    with pytest.raises(ValueError, match="num_classes"):
+        numpy_ref.alexnet(num_classes=0)
+
+
+def _small_pair(seed: int):
+    """The same small network in numpy_ref (float64) and in torch, same weights."""
+    torch.manual_seed(seed)
+    tnet = nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(6, 4, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(16, 5),
+    ).double()
+    net = numpy_ref.Sequential(
+        numpy_ref.Conv2d(3, 6, 3, stride=2, padding=1, dtype=np.float64), numpy_ref.ReLU(),
+        numpy_ref.MaxPool2d(3, 2, ceil_mode=True),
+        numpy_ref.Conv2d(6, 4, 3, padding=1, groups=2, dtype=np.float64), numpy_ref.ReLU(),
+        numpy_ref.Flatten(), numpy_ref.Linear(16, 5, dtype=np.float64),
+    )
+    net.load_state_dict({k: v.numpy() for k, v in tnet.state_dict().items()})
+    return net, tnet
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(momentum=0.9, weight_decay=1e-3),
+                                  dict(momentum=0.8, dampening=0.1), dict(momentum=0.9, nesterov=True)])
+def test_sgd_steps_match_torch_sgd(opts):
+    net, tnet = _small_pair(0)
+    opt = numpy_ref.SGD(net.parameters(), lr=0.05, **opts)
+    topt = torch.optim.SGD(tnet.parameters(), lr=0.05, **opts)
+    rng = np.random.default_rng(1)
+    for step in range(4):
+        x = rng.standard_normal((4, 3, 9, 9))                                 # (N, C, H, W)
+        y = rng.integers(0, 5, 4)                                             # (N,)
+        opt.zero_grad()
+        loss, cache = cross_entropy_forward(net.forward(x), y)
+        net.backward(cross_entropy_backward(1.0, cache))
+        opt.step()
+        topt.zero_grad()
+        tloss = nn.functional.cross_entropy(tnet(torch.from_numpy(x)), torch.from_numpy(y))
+        tloss.backward()
+        topt.step()
+        assert abs(float(loss) - tloss.item()) < 1e-12, f"step {step}: loss {float(loss)} vs {tloss.item()}"
+        state = net.state_dict()
+        for name, p in tnet.named_parameters():
+            assert_rel(state[name], p, 1e-12, f"step {step} {name} after SGD {opts}")
+
+
+def test_sgd_state_dict_round_trip_and_checks():
+    net, _ = _small_pair(1)
+    opt = numpy_ref.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x, y = np.random.default_rng(0).standard_normal((2, 3, 9, 9)), np.array([1, 2])
+    _, cache = cross_entropy_forward(net.forward(x), y)
+    net.backward(cross_entropy_backward(1.0, cache))
+    opt.step()
+    state = opt.state_dict()
+    assert all(b is not None and b.shape == p.shape for b, p in zip(state["momentum_buffer"], net.parameters()))
+    fresh = numpy_ref.SGD(net.parameters(), lr=0.5)
+    fresh.load_state_dict(state)
+    assert fresh.lr == 0.1 and fresh.momentum == 0.9
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.momentum_buffer, state["momentum_buffer"]))
+    with pytest.raises(ValueError, match="params"):
+        numpy_ref.SGD([np.zeros(3)], lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        numpy_ref.SGD(net.parameters(), lr=-1.0)
+
+
+def test_module_bookkeeping():
+    net, _ = _small_pair(2)
+    x, y = np.random.default_rng(3).standard_normal((2, 3, 9, 9)), np.array([0, 4])
+    assert all(g is None for g in net.grad_dict().values())
+    with pytest.raises(ValueError, match="before forward"):
+        net.backward(np.ones((2, 5)))
+
+    def grads_once():
+        _, cache = cross_entropy_forward(net.forward(x), y)
+        net.backward(cross_entropy_backward(1.0, cache))
+        return {k: v.copy() for k, v in net.grad_dict().items()}
+
+    first = grads_once()
+    second = grads_once()  # gradients accumulate, as in torch, until zero_grad
+    assert list(first) == list(net.state_dict())
+    assert all(np.allclose(second[k], 2 * first[k], rtol=1e-13) for k in first)
+    net.zero_grad()
+    assert all(g is None for g in net.grad_dict().values())
+
+    state = {k: v.copy() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="missing keys"):
+        net.load_state_dict({k: v for k, v in state.items() if k != "0.bias"})
+    with pytest.raises(ValueError, match="unexpected keys"):
+        net.load_state_dict({**state, "9.weight": np.ones(2)})
+    with pytest.raises(ValueError, match=r"0.weight has shape \(6, 3, 3, 3\)"):
+        net.load_state_dict({**state, "0.weight": np.ones((6, 3, 2, 2))})
+
+    drop = numpy_ref.Sequential(numpy_ref.Dropout(0.5, rng=np.random.default_rng(0)))
+    ones = np.ones((4, 50))
+    assert (drop.forward(ones) == 0).any()
+    drop.eval()
+    assert not drop[0].training and np.array_equal(drop.forward(ones), ones)
+    assert "Conv2d(3, 6" in repr(net)
