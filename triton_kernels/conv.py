@@ -55,7 +55,14 @@ PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cor
 #     + sum_{kh, kw, c} x[n, g*CG + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w] * w[g*FG + f, c, kh, kw])
 # Implicit GEMM per group g (grid axis 1): rows m = (n, oh, ow) of M = N*OH*OW, columns f of FG,
 # reduction k = (kh, kw, c) of K = KH*KW*CG (c fastest); taps that fall in the padding load 0.
-@triton.jit
+# Two ways to walk K (constexpr SMALL_C):
+#   SMALL_C=False  tap by tap, BLOCK_K channels at a time: for one tap (kh, kw) the input row/column and its
+#                  padding test are per-row (BLOCK_M,) vectors, cheap in registers. Needs CG >= BLOCK_K to waste
+#                  nothing (AlexNet's conv2..conv5: 96..384 channels).
+#   SMALL_C=True   k flattened over (kh, kw, c): no channel padding, but per-element (BLOCK_M, BLOCK_K) padding
+#                  tests, so it runs with a small BLOCK_K (AlexNet's conv1: C = 1, K = 121).
+@triton.jit(do_not_specialize=["M", "FG", "K", "CG", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h",
+                               "dil_w"])
 def _conv2d_fwd_kernel(
     x_ptr,
     w_ptr,
@@ -69,6 +76,7 @@ def _conv2d_fwd_kernel(
     W,
     OH,
     OW,
+    KH,
     KW,
     stride_h,
     stride_w,
@@ -90,6 +98,7 @@ def _conv2d_fwd_kernel(
     sow,
     HAS_BIAS: tl.constexpr,
     RELU: tl.constexpr,
+    SMALL_C: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -110,27 +119,45 @@ def _conv2d_fwd_kernel(
     ow = offs_m % OW  # (BLOCK_M,)
     ih0 = oh * stride_h - pad_h  # (BLOCK_M,) input row of tap kh = 0
     iw0 = ow * stride_w - pad_w  # (BLOCK_M,)
-    x_row = n * sxn + g * CG * sxc + ih0 * sxh + iw0 * sxw  # (BLOCK_M,) address of tap (0, 0, c=0)
+    x_row = n * sxn + g * CG * sxc + ih0 * sxh + iw0 * sxw  # (BLOCK_M,) address of tap (0, 0), channel 0
     f = g * FG + offs_f  # (BLOCK_N,) filter index in weight / out
+    offs_kk = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,) k = (kh, kw, c)
-        k_mask = offs_k < K  # (BLOCK_K,)
-        c = offs_k % CG  # (BLOCK_K,)
-        kw = (offs_k // CG) % KW  # (BLOCK_K,)
-        kh = offs_k // (CG * KW)  # (BLOCK_K,)
-        dh = kh * dil_h  # (BLOCK_K,)
-        dw = kw * dil_w  # (BLOCK_K,)
-        ih = ih0[:, None] + dh[None, :]  # (BLOCK_M, BLOCK_K)
-        iw = iw0[:, None] + dw[None, :]  # (BLOCK_M, BLOCK_K)
-        a_mask = (m_mask[:, None] & k_mask[None, :]
-                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # (BLOCK_M, BLOCK_K)
-        x_col = c * sxc + dh * sxh + dw * sxw  # (BLOCK_K,)
-        a = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-        w_off = (c * swc + kh * swh + kw * sww)[:, None] + (f * swf)[None, :]  # (BLOCK_K, BLOCK_N)
-        b = tl.load(w_ptr + w_off, mask=k_mask[:, None] & f_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+    if SMALL_C:
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + offs_kk  # (BLOCK_K,) k = (kh, kw, c)
+            k_mask = offs_k < K  # (BLOCK_K,)
+            c = offs_k % CG  # (BLOCK_K,)
+            kw = (offs_k // CG) % KW  # (BLOCK_K,)
+            kh = offs_k // (CG * KW)  # (BLOCK_K,)
+            ih = ih0[:, None] + (kh * dil_h)[None, :]  # (BLOCK_M, BLOCK_K)
+            iw = iw0[:, None] + (kw * dil_w)[None, :]  # (BLOCK_M, BLOCK_K)
+            a_mask = (m_mask[:, None] & k_mask[None, :]
+                      & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # (BLOCK_M, BLOCK_K)
+            x_col = c * sxc + kh * dil_h * sxh + kw * dil_w * sxw  # (BLOCK_K,)
+            a = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
+            w_off = (c * swc + kh * swh + kw * sww)[:, None] + (f * swf)[None, :]  # (BLOCK_K, BLOCK_N)
+            b = tl.load(w_ptr + w_off, mask=k_mask[:, None] & f_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+    else:
+        n_chunks = tl.cdiv(CG, BLOCK_K)
+        for t in range(0, KH * KW * n_chunks):  # one flat loop (software-pipelined) over (tap, channel chunk)
+            tap = t // n_chunks  # scalar: same for the whole tile
+            c0 = (t - tap * n_chunks) * BLOCK_K
+            kh = tap // KW
+            kw = tap - kh * KW
+            ih = ih0 + kh * dil_h  # (BLOCK_M,)
+            iw = iw0 + kw * dil_w  # (BLOCK_M,)
+            row_ok = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # (BLOCK_M,) tap inside the image
+            offs_c = c0 + offs_kk  # (BLOCK_K,) channels within the group
+            c_mask = offs_c < CG  # (BLOCK_K,)
+            x_tap = x_row + kh * dil_h * sxh + kw * dil_w * sxw  # (BLOCK_M,)
+            a = tl.load(x_ptr + x_tap[:, None] + (offs_c * sxc)[None, :],
+                        mask=row_ok[:, None] & c_mask[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
+            w_off = (offs_c * swc + kh * swh + kw * sww)[:, None] + (f * swf)[None, :]  # (BLOCK_K, BLOCK_N)
+            b = tl.load(w_ptr + w_off, mask=c_mask[:, None] & f_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
 
     # Epilogue: bias and ReLU on the fp32 accumulator, then one cast and one store.
     if HAS_BIAS:
@@ -145,8 +172,11 @@ def _conv2d_fwd_kernel(
 # dx[n, g*CG + c, ih, iw] = sum_{kh, kw, f} gy[n, g*FG + f, oh, ow] * w[g*FG + f, c, kh, kw]
 #     with oh = (ih + p_h - kh*d_h) / s_h taken only where it divides exactly and 0 <= oh < OH (same for ow),
 #     and gy = dy * (out > 0) when the forward fused a ReLU (the mask is applied as dy is loaded).
-# Implicit GEMM per group: rows m = (n, ih, iw) of M = N*H*W, columns c of CG, k = (kh, kw, f) of K = KH*KW*FG.
-@triton.jit
+# Implicit GEMM per group: rows m = (n, ih, iw) of M = N*H*W, columns c of CG, k = (kh, kw, f) of K = KH*KW*FG,
+# walked tap by tap, BLOCK_K filters at a time (the forward's SMALL_C=False order). With stride s > 1 only one
+# tap in s*s reaches a given pixel: the others are masked off (AlexNet's one strided conv, conv1, needs no dgrad).
+@triton.jit(do_not_specialize=["M", "CG", "FG", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h",
+                               "dil_w"])
 def _conv2d_dgrad_kernel(
     dy_ptr,
     out_ptr,
@@ -154,12 +184,12 @@ def _conv2d_dgrad_kernel(
     dx_ptr,
     M,
     CG,
-    K,
     FG,
     H,
     W,
     OH,
     OW,
+    KH,
     KW,
     stride_h,
     stride_w,
@@ -202,31 +232,36 @@ def _conv2d_dgrad_kernel(
     n = offs_m // (H * W)  # (BLOCK_M,)
     ih = (offs_m // W) % H  # (BLOCK_M,)
     iw = offs_m % W  # (BLOCK_M,)
-    c = g * CG + offs_c  # (BLOCK_N,) channel index in x / w's dim 1 is offs_c
+    offs_kk = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,) k = (kh, kw, f)
-        k_mask = offs_k < K  # (BLOCK_K,)
-        f = g * FG + offs_k % FG  # (BLOCK_K,) filter index in dy / w
-        kw = (offs_k // FG) % KW  # (BLOCK_K,)
-        kh = offs_k // (FG * KW)  # (BLOCK_K,)
-        th = (ih + pad_h)[:, None] - (kh * dil_h)[None, :]  # (BLOCK_M, BLOCK_K) = oh * s_h when valid
-        tw = (iw + pad_w)[:, None] - (kw * dil_w)[None, :]  # (BLOCK_M, BLOCK_K)
-        oh = th // stride_h  # (BLOCK_M, BLOCK_K)
-        ow = tw // stride_w  # (BLOCK_M, BLOCK_K)
-        valid = (m_mask[:, None] & k_mask[None, :] & (th >= 0) & (tw >= 0)
-                 & (th % stride_h == 0) & (tw % stride_w == 0) & (oh < OH) & (ow < OW))  # (BLOCK_M, BLOCK_K)
-        gy_off = (n * sgn)[:, None] + (f * sgc)[None, :] + oh * sgh + ow * sgw  # (BLOCK_M, BLOCK_K)
-        a = tl.load(dy_ptr + gy_off, mask=valid, other=0.0)  # (BLOCK_M, BLOCK_K)
+    n_chunks = tl.cdiv(FG, BLOCK_K)
+    for t in range(0, KH * KW * n_chunks):  # one flat loop over (tap, filter chunk)
+        tap = t // n_chunks  # scalar
+        f0 = (t - tap * n_chunks) * BLOCK_K
+        kh = tap // KW
+        kw = tap - kh * KW
+        th = ih + pad_h - kh * dil_h  # (BLOCK_M,) = oh * s_h when this tap reaches (ih, iw)
+        tw = iw + pad_w - kw * dil_w  # (BLOCK_M,)
+        oh = th // stride_h  # (BLOCK_M,)
+        ow = tw // stride_w  # (BLOCK_M,)
+        row_ok = (m_mask & (th >= 0) & (tw >= 0) & (th % stride_h == 0) & (tw % stride_w == 0)
+                  & (oh < OH) & (ow < OW))  # (BLOCK_M,)
+        offs_f = f0 + offs_kk  # (BLOCK_K,) filters within the group
+        f_ok = offs_f < FG  # (BLOCK_K,)
+        f = g * FG + offs_f  # (BLOCK_K,) filter index in dy / w
+        a_mask = row_ok[:, None] & f_ok[None, :]  # (BLOCK_M, BLOCK_K)
+        a = tl.load(dy_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + (f * sgc)[None, :],
+                    mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
         if RELU:
-            o_off = (n * son)[:, None] + (f * soc)[None, :] + oh * soh + ow * sow  # (BLOCK_M, BLOCK_K)
-            o = tl.load(out_ptr + o_off, mask=valid, other=0.0)  # (BLOCK_M, BLOCK_K)
+            o = tl.load(out_ptr + (n * son + oh * soh + ow * sow)[:, None] + (f * soc)[None, :],
+                        mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
             a = tl.where(o > 0, a, tl.zeros_like(a))  # (BLOCK_M, BLOCK_K) dy * relu'(z)
         w_off = (f * swf + kh * swh + kw * sww)[:, None] + (offs_c * swc)[None, :]  # (BLOCK_K, BLOCK_N)
-        b = tl.load(w_ptr + w_off, mask=k_mask[:, None] & c_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
+        b = tl.load(w_ptr + w_off, mask=f_ok[:, None] & c_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
 
+    c = g * CG + offs_c  # (BLOCK_N,) channel index in dx
     dx_off = (n * sxn + ih * sxh + iw * sxw)[:, None] + (c * sxc)[None, :]  # (BLOCK_M, BLOCK_N)
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
 
@@ -235,7 +270,8 @@ def _conv2d_dgrad_kernel(
 # Implicit GEMM per group: rows f of FG, columns j = (kh, kw, c) of KH*KW*CG, k = (n, oh, ow) of K = N*OH*OW.
 # K is long and M, N short (AlexNet's first layer: 96 x 121 x 373248), so the K range is split over grid axis 2
 # (split-K): program k_split writes its partial sum to dw_ptr + k_split*sdk (an fp32 workspace when split > 1).
-@triton.jit
+@triton.jit(do_not_specialize=["FG", "NCOL", "K", "CG", "K_PER_SPLIT", "H", "W", "OH", "OW", "KW", "pad_h", "pad_w",
+                                "dil_h", "dil_w"])
 def _conv2d_wgrad_kernel(
     dy_ptr,
     out_ptr,
@@ -332,7 +368,7 @@ def _conv2d_wgrad_kernel(
 # db[f] = sum_{n, oh, ow} gy[n, f, oh, ow]: the column sums of gy seen as an (N*OH*OW, F) matrix,
 #     gy = dy * (out > 0) when the forward fused a ReLU. Rows are split over grid axis 1; program r_split writes
 #     its partial sums to db_ptr + r_split*sdk (an fp32 workspace when split > 1).
-@triton.jit
+@triton.jit(do_not_specialize=["M", "F", "OH", "OW", "ROWS_PER_SPLIT"])
 def _conv2d_bias_grad_kernel(
     dy_ptr,
     out_ptr,
@@ -390,20 +426,30 @@ def _cfg(bm, bn, bk, warps, stages):
 
 # Forward and dgrad: M = N*OH*OW (or N*H*W) is huge, N = 96..384 filters (or channels); 32 columns fit conv1's
 # 96 filters exactly, 128x128 is the big-tile choice for conv2..conv5.
+# Every BLOCK_M is a multiple of 64 so tl.dot lowers to Hopper's warpgroup MMA (wgmma), TF32 or bf16.
 SM90_FWD_CONFIGS = [
     _cfg(128, 128, 32, 8, 3),
     _cfg(128, 64, 32, 4, 4),
-    _cfg(64, 128, 32, 4, 4),
-    _cfg(128, 32, 32, 4, 4),
-    _cfg(64, 64, 64, 4, 3),
+    _cfg(64, 128, 64, 4, 3),
 ]
-SM90_DGRAD_CONFIGS = SM90_FWD_CONFIGS
+# Forward with few input channels (SMALL_C, AlexNet's conv1: C = 1, K = 121, 96 filters): BLOCK_K = 16 keeps the
+# per-element padding tests in registers; 32 columns cover 96 filters in 3 tiles, 128 in 1 (with 25% idle).
+SM90_FWD_SMALL_C_CONFIGS = [
+    _cfg(128, 32, 16, 4, 3),
+    _cfg(128, 128, 16, 8, 3),
+]
+SMALL_C_BELOW = 32  # the forward walks K flat (SMALL_C) when C/groups < this: channel chunks would waste > half
+# dgrad: M = N*H*W, N = CG = 96..384 (conv1's dgrad is never needed: the images need no gradient).
+SM90_DGRAD_CONFIGS = [
+    _cfg(128, 128, 32, 8, 3),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 128, 32, 4, 4),
+]
 # wgrad: M = FG = 96..384 filters, N = CG*KH*KW = 121..3456, K = N*OH*OW long (split over programs).
 SM90_WGRAD_CONFIGS = [
     _cfg(128, 128, 32, 8, 3),
     _cfg(64, 128, 32, 4, 4),
     _cfg(128, 64, 64, 4, 3),
-    _cfg(32, 128, 64, 4, 3),
 ]
 INTERPRET_CONFIG = _cfg(32, 16, 16, 4, 1)
 # The bias-gradient reduction is memory bound and not autotuned.
@@ -425,8 +471,10 @@ def _triton_configs(configs):
 
 _conv2d_fwd = triton.autotune(configs=_triton_configs(SM90_FWD_CONFIGS),
                               key=["M", "FG", "K", "CG"])(_conv2d_fwd_kernel)
+_conv2d_fwd_small_c = triton.autotune(configs=_triton_configs(SM90_FWD_SMALL_C_CONFIGS),
+                                      key=["M", "FG", "K", "CG"])(_conv2d_fwd_kernel)
 _conv2d_dgrad = triton.autotune(configs=_triton_configs(SM90_DGRAD_CONFIGS),
-                                key=["M", "CG", "K", "FG"])(_conv2d_dgrad_kernel)
+                                key=["M", "CG", "FG", "KH", "KW"])(_conv2d_dgrad_kernel)
 _conv2d_wgrad = triton.autotune(configs=_triton_configs(SM90_WGRAD_CONFIGS),
                                 key=["FG", "NCOL", "K", "K_PER_SPLIT"])(_conv2d_wgrad_kernel)
 
@@ -541,13 +589,14 @@ def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, i
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(fg, meta["BLOCK_N"]), groups)
 
-    wrap_triton(_conv2d_fwd)[grid](
+    small_c = cg < SMALL_C_BELOW
+    wrap_triton(_conv2d_fwd_small_c if small_c else _conv2d_fwd)[grid](
         x, weight, bias if bias is not None else weight, out,
         m, fg, k, cg,
-        h, w, oh, ow, kw,
+        h, w, oh, ow, kh, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *x.stride(), *weight.stride(), *out.stride(),
-        HAS_BIAS=bias is not None, RELU=relu, DOT_PRECISION=input_precision,
+        HAS_BIAS=bias is not None, RELU=relu, SMALL_C=small_c, DOT_PRECISION=input_precision,
     )
     return out
 
@@ -558,7 +607,7 @@ def _launch_dgrad(grad_out, out, weight, x, stride, pad4, dilation, groups, relu
     oh, ow = grad_out.shape[2:]
     dx = _like_layout(x, tuple(x.shape))  # (N, C, H, W)
     fg = f // groups
-    m, k = n * h * w, fg * kh * kw
+    m = n * h * w
     mask_src = out if relu else grad_out  # never read when relu is False
 
     def grid(meta):
@@ -566,8 +615,8 @@ def _launch_dgrad(grad_out, out, weight, x, stride, pad4, dilation, groups, relu
 
     wrap_triton(_conv2d_dgrad)[grid](
         grad_out, mask_src, weight, dx,
-        m, cg, k, fg,
-        h, w, oh, ow, kw,
+        m, cg, fg,
+        h, w, oh, ow, kh, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *grad_out.stride(), *mask_src.stride(), *weight.stride(), *dx.stride(),
         RELU=relu, DOT_PRECISION=input_precision,
@@ -770,9 +819,11 @@ def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 # (triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32)) on any machine).
 # ----------------------------------------------------------------------------------------------------------
 
-# (pointer dtype, fp32 dot precision) pairs the GPU runs: fp32 with TF32 (torch's default for conv) and exact
-# IEEE (the tests), bf16 (--amp bf16) and fp16. Precision only matters for fp32.
-SM90_DTYPES = (("fp32", "tf32"), ("fp32", "ieee"), ("bf16", "ieee"), ("fp16", "ieee"))
+# (pointer dtype, fp32 dot precision) pairs that training on the H200 runs: fp32 with TF32 (torch's default for
+# conv, cudnn.allow_tf32) and bf16 (--amp bf16). fp32 with "ieee" (exact tests) and fp16 are the same kernels with
+# an FMA dot / another pointer type; they are left out to keep the CPU compile check short (each spec takes
+# seconds to compile).
+SM90_DTYPES = (("fp32", "tf32"), ("bf16", "ieee"))
 
 
 def _compile_spec(name, fn, pointers, constexprs, num_warps, num_stages):
@@ -787,14 +838,15 @@ def _sm90_compile_specs():
     for dt, prec in SM90_DTYPES:
         tag = f"{dt}-{prec}" if dt == "fp32" else dt
         p = f"*{dt}"
-        for cfg in SM90_FWD_CONFIGS:
-            blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
-            cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
-            specs.append(_compile_spec(
-                f"conv2d_fwd[{tag}, {cfg_tag}]", _conv2d_fwd_kernel,
-                {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
-                {"HAS_BIAS": True, "RELU": True, "DOT_PRECISION": prec, **blocks},
-                cfg["num_warps"], cfg["num_stages"]))
+        for small_c, configs in ((False, SM90_FWD_CONFIGS), (True, SM90_FWD_SMALL_C_CONFIGS)):
+            for cfg in configs:
+                blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
+                cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
+                specs.append(_compile_spec(
+                    f"conv2d_fwd{'_small_c' if small_c else ''}[{tag}, {cfg_tag}]", _conv2d_fwd_kernel,
+                    {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
+                    {"HAS_BIAS": True, "RELU": True, "SMALL_C": small_c, "DOT_PRECISION": prec, **blocks},
+                    cfg["num_warps"], cfg["num_stages"]))
         for cfg in SM90_DGRAD_CONFIGS:
             blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
             cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
