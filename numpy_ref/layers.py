@@ -124,6 +124,14 @@ class Module:
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
 
 
+def uniform(rng: np.random.Generator, bound: float, shape, dtype) -> np.ndarray:
+    """U(-bound, bound) drawn directly in `dtype` (float32 draws are twice as fast as float64 + a cast)."""
+    u = rng.random(shape, dtype=dtype)                           # shape, in [0, 1)
+    u *= 2 * bound
+    u -= bound
+    return u
+
+
 def _cached(layer: Module) -> tuple:
     if layer._cache is None:
         raise ValueError(f"{type(layer).__name__}.backward called before forward")
@@ -145,9 +153,9 @@ class Conv2d(Module):
         rng = np.random.default_rng() if rng is None else rng
         bound = 1.0 / np.sqrt(in_channels // groups * KH * KW)
         self._params["weight"] = Parameter(
-            rng.uniform(-bound, bound, (out_channels, in_channels // groups, KH, KW)).astype(dtype))  # (F, C/G, KH, KW)
+            uniform(rng, bound, (out_channels, in_channels // groups, KH, KW), dtype))  # (F, C/G, KH, KW)
         if bias:
-            self._params["bias"] = Parameter(rng.uniform(-bound, bound, out_channels).astype(dtype))  # (F,)
+            self._params["bias"] = Parameter(uniform(rng, bound, out_channels, dtype))  # (F,)
         self._cache = None
 
     @property
@@ -183,9 +191,9 @@ class Linear(Module):
         self.in_features, self.out_features = in_features, out_features
         rng = np.random.default_rng() if rng is None else rng
         bound = 1.0 / np.sqrt(in_features)  # torch's default init
-        self._params["weight"] = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
+        self._params["weight"] = Parameter(uniform(rng, bound, (out_features, in_features), dtype))  # (out, in)
         if bias:
-            self._params["bias"] = Parameter(rng.uniform(-bound, bound, out_features).astype(dtype))
+            self._params["bias"] = Parameter(uniform(rng, bound, out_features, dtype))  # (out,)
         self._cache = None
 
     @property

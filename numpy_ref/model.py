@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_ref.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
+from numpy_ref.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential, uniform
 
 __all__ = ["alexnet", "xavier_uniform_"]
 
@@ -26,13 +26,13 @@ def xavier_uniform_(weight: np.ndarray, rng: np.random.Generator) -> None:
     fan_in = in * KH * KW, fan_out = out * KH * KW. In place."""
     receptive = int(np.prod(weight.shape[2:])) if weight.ndim > 2 else 1
     fan_in, fan_out = weight.shape[1] * receptive, weight.shape[0] * receptive
-    a = np.sqrt(6.0 / (fan_in + fan_out))
-    weight[...] = rng.uniform(-a, a, weight.shape)
+    weight[...] = uniform(rng, np.sqrt(6.0 / (fan_in + fan_out)), weight.shape, weight.dtype)
 
 
-def alexnet(num_classes: int = 10, dtype=np.float32, seed: int | None = 0) -> Sequential:
+def alexnet(num_classes: int = 10, dtype=np.float32, seed: int | None = 0, init: bool = True) -> Sequential:
     """The seed's AlexNet with d2l's init (xavier-uniform weights, torch's default biases), all drawn from
-    np.random.default_rng(seed). The same generator, kept as `net.rng`, draws the dropout masks."""
+    np.random.default_rng(seed) in `dtype`. The same generator, kept as `net.rng`, draws the dropout masks.
+    init=False skips the xavier pass (torch's default init stays), for weights about to be loaded anyway."""
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if np.dtype(dtype) not in (np.float32, np.float64):
@@ -54,7 +54,7 @@ def alexnet(num_classes: int = 10, dtype=np.float32, seed: int | None = 0) -> Se
         Linear(4096, num_classes, **kw),                                     # (N, classes)
     )
     for name, p in net.named_parameters():
-        if name.endswith("weight"):
+        if init and name.endswith("weight"):
             xavier_uniform_(p.data, rng)
     net.rng = rng
     return net

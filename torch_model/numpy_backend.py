@@ -27,7 +27,7 @@ class NumpyLearner:
 
     def __init__(self, torch_state_dict: dict[str, torch.Tensor], lr: float, num_classes: int = 10, seed: int = 0):
         self.device = torch.device("cpu")
-        self.net = numpy_ref.alexnet(num_classes, dtype=np.float32, seed=seed)
+        self.net = numpy_ref.alexnet(num_classes, dtype=np.float32, seed=seed, init=False)  # weights: loaded next
         self.net.load_state_dict({k: v.detach().cpu().numpy() for k, v in torch_state_dict.items()})
         self.rng = np.random.default_rng(seed)  # the dropout masks' generator, shared by both Dropout layers
         for layer in self.net:
