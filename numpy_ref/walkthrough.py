@@ -1,0 +1,149 @@
+"""Follow one Fashion-MNIST image through the NumPy AlexNet, layer by layer, forward and backward.
+
+    python -m numpy_ref.walkthrough                  # test image 0 (real data when found, else a random image)
+    python -m numpy_ref.walkthrough --index 42       # another test image
+    python -m numpy_ref.walkthrough --break-at 3     # stop in pdb just before layer 3 (x, layer, net in scope)
+    python -m numpy_ref.walkthrough --random         # no dataset needed
+
+The image is read from the IDX files without torch (FASHION_MNIST_DIR, --data-dir, ./data/fashion-mnist or
+/usr/share/datasets/fashion-mnist), scaled to [0, 1] and resized 28 -> 224 with bilinear interpolation
+(torch's F.interpolate(mode="bilinear", align_corners=False), as the seed's transforms.Resize does).
+The network is untrained (d2l's init from --seed), so expect about 10% for every class.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
+from numpy_ref.model import alexnet
+
+CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
+DATA_DIRS = (Path("data/fashion-mnist"), Path("/usr/share/datasets/fashion-mnist"))
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+
+
+def _open_idx(directory: Path, name: str) -> bytes:
+    for path in (directory / f"{name}.gz", directory / name):
+        if path.is_file():
+            return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    raise FileNotFoundError(f"{name}(.gz) not in {directory}")
+
+
+def find_data_dir(data_dir: str | None = None) -> Path | None:
+    """--data-dir, else FASHION_MNIST_DIR, else the first default folder holding the test images."""
+    explicit = data_dir or os.environ.get("FASHION_MNIST_DIR")
+    candidates = [Path(explicit)] if explicit else list(DATA_DIRS)
+    for d in candidates:
+        if any((d / f"t10k-images-idx3-ubyte{s}").is_file() for s in (".gz", "")):
+            return d
+    if explicit:
+        raise ValueError(f"no t10k-images-idx3-ubyte(.gz) in {explicit}")
+    return None
+
+
+def read_test_image(directory: Path, index: int) -> tuple[np.ndarray, int]:
+    """Test image `index` as uint8 (28, 28) and its label. IDX: big-endian int32 magic, then the sizes, then bytes."""
+    images = _open_idx(directory, "t10k-images-idx3-ubyte")
+    labels = _open_idx(directory, "t10k-labels-idx1-ubyte")
+    magic, n, rows, cols = np.frombuffer(images[:16], dtype=">i4")
+    lmagic, ln = np.frombuffer(labels[:8], dtype=">i4")
+    if magic != IMAGES_MAGIC or lmagic != LABELS_MAGIC or n != ln or len(images) != 16 + n * rows * cols:
+        raise ValueError(f"{directory}: not Fashion-MNIST's IDX test files (magic {magic}/{lmagic}, {n}/{ln} items)")
+    if not 0 <= index < n:
+        raise ValueError(f"--index must be in [0, {n}), got {index}")
+    start = 16 + index * rows * cols
+    image = np.frombuffer(images[start:start + rows * cols], dtype=np.uint8).reshape(rows, cols)  # (28, 28)
+    return image, int(labels[8 + index])
+
+
+def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """The (n_out, n_in) matrix of 1-D linear interpolation with align_corners=False, torch's rule:
+    src = (dst + 0.5) * n_in / n_out - 0.5, clamped at 0; each row mixes pixels floor(src) and the next one."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)   # (n_out,)
+    i0 = np.floor(src).astype(np.int64)                                       # (n_out,)
+    i1 = np.minimum(i0 + 1, n_in - 1)                                         # (n_out,)
+    lam = src - i0                                                            # (n_out,)
+    m = np.zeros((n_out, n_in))                                               # (n_out, n_in)
+    np.add.at(m, (np.arange(n_out), i0), 1.0 - lam)
+    np.add.at(m, (np.arange(n_out), i1), lam)
+    return m
+
+
+def resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) -> (size, size): interpolate the rows, then the columns (bilinear is separable)."""
+    rows = bilinear_matrix(image.shape[0], size)                              # (size, H)
+    cols = bilinear_matrix(image.shape[1], size)                              # (size, W)
+    return rows @ image @ cols.T                                              # (size, size)
+
+
+def _stats(a: np.ndarray) -> str:
+    return (f"mean {a.mean():+.4f}  std {a.std():.4f}  min {a.min():+.4f}  max {a.max():+.4f}  "
+            f"zeros {np.mean(a == 0):5.1%}")
+
+
+def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, out=None) -> dict:
+    """Forward x (1, 1, 224, 224) layer by layer, the loss against `label`, then backward layer by layer.
+    Returns the logits, the loss and each layer's output and input-gradient shapes (for tests)."""
+    net = alexnet(dtype=np.float64, seed=seed).eval()                      # dropout off: one deterministic pass
+    p = lambda *a: print(*a, file=out or sys.stdout)                        # noqa: E731
+    p(f"input  {str(x.shape):<20} {_stats(x)}")
+    shapes = []
+    for i, layer in enumerate(net):
+        if break_at == i:
+            p(f"-- stopping before layer {i} ({layer!r}); `x` is its input, `layer.forward(x)` runs it")
+            breakpoint()
+        x = layer.forward(x)                                                # the layer's output
+        shapes.append(x.shape)
+        p(f"{i:>2} {type(layer).__name__:<9} {str(x.shape):<20} {_stats(x)}")
+    logits = x                                                              # (1, 10)
+    loss, cache = cross_entropy_forward(logits, np.array([label]))
+    probs = np.exp(logits[0] - logits[0].max())
+    probs /= probs.sum()                                                    # (10,)
+    top = np.argsort(probs)[::-1][:3]
+    p(f"\nlabel {label} ({CLASS_NAMES[label]}); cross-entropy {float(loss):.4f}; top 3: " +
+      ", ".join(f"{CLASS_NAMES[k]} {probs[k]:.1%}" for k in top))
+    p("\nbackward (gradient of the loss with respect to each layer's input, and its parameters):")
+    dout = cross_entropy_backward(1.0, cache)                               # (1, 10)
+    grad_shapes = []
+    for i in reversed(range(len(net))):
+        layer = net[i]
+        dout = layer.backward(dout)                                         # gradient w.r.t. the layer's input
+        grad_shapes.append(dout.shape)
+        params = "  ".join(f"|d{name}| {np.linalg.norm(q.grad):.3e}" for name, q in layer.named_parameters())
+        p(f"{i:>2} {type(layer).__name__:<9} d_input {str(dout.shape):<20} |d_input| {np.linalg.norm(dout):.3e}"
+          + (f"  {params}" if params else ""))
+    return {"logits": logits, "loss": float(loss), "shapes": shapes, "grad_shapes": grad_shapes[::-1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m numpy_ref.walkthrough", description=__doc__.split("\n")[0])
+    parser.add_argument("--index", type=int, default=0, help="which test image (default 0)")
+    parser.add_argument("--data-dir", help="folder with the IDX files (default: FASHION_MNIST_DIR or the usual places)")
+    parser.add_argument("--random", action="store_true", help="a random image instead of a real one")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights (and of --random's image)")
+    parser.add_argument("--break-at", type=int, metavar="IDX", help="enter pdb just before layer IDX (0..20)")
+    args = parser.parse_args(argv)
+    if args.break_at is not None and not 0 <= args.break_at <= 20:
+        parser.error(f"--break-at must be in 0..20, got {args.break_at}")
+    directory = None if args.random else find_data_dir(args.data_dir)
+    if directory is None:
+        if not args.random:
+            print("Fashion-MNIST not found (set FASHION_MNIST_DIR or pass --data-dir): using a random image")
+        image = np.random.default_rng(args.seed).integers(0, 256, (28, 28)).astype(np.uint8)  # (28, 28)
+        label = 0
+    else:
+        image, label = read_test_image(directory, args.index)
+        print(f"test image {args.index} from {directory}: {CLASS_NAMES[label]}")
+    x = resize_bilinear(image / 255.0, 224)[None, None]                     # (1, 1, 224, 224), in [0, 1]
+    walk(x, label, seed=args.seed, break_at=args.break_at)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
