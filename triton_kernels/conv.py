@@ -556,11 +556,15 @@ def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_preci
     return oh, ow
 
 
-def _like_layout(x: torch.Tensor, shape) -> torch.Tensor:
-    """An empty tensor of `shape` in x's memory format (channels_last in -> channels_last out, as torch does)."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
+def _new_output(like: torch.Tensor, shape, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """torch.empty of `shape` on like's device, in like's dtype (unless given) and, for 4-D shapes, like's memory
+    format (channels_last in -> channels_last out, as torch does). Every tensor this file's kernels write is
+    allocated here, so a test can poison them all (fill with NaN) by patching this one function."""
+    fmt = torch.contiguous_format
+    if len(shape) == 4 and like.dim() == 4:
+        if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+            fmt = torch.channels_last
+    return torch.empty(shape, device=like.device, dtype=like.dtype if dtype is None else dtype, memory_format=fmt)
 
 
 def _num_sms(device: torch.device) -> int:
@@ -582,7 +586,7 @@ def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, i
     n, c, h, w = x.shape
     f, cg, kh, kw = weight.shape
     oh, ow = out_hw
-    out = _like_layout(x, (n, f, oh, ow))  # (N, F, OH, OW)
+    out = _new_output(x, (n, f, oh, ow))  # (N, F, OH, OW)
     fg = f // groups
     m, k = n * oh * ow, cg * kh * kw
 
@@ -605,7 +609,7 @@ def _launch_dgrad(grad_out, out, weight, x, stride, pad4, dilation, groups, relu
     n, c, h, w = x.shape
     f, cg, kh, kw = weight.shape
     oh, ow = grad_out.shape[2:]
-    dx = _like_layout(x, tuple(x.shape))  # (N, C, H, W)
+    dx = _new_output(x, tuple(x.shape))  # (N, C, H, W)
     fg = f // groups
     m = n * h * w
     mask_src = out if relu else grad_out  # never read when relu is False
@@ -638,10 +642,10 @@ def _launch_wgrad(grad_out, out, x, weight, stride, pad4, dilation, groups, relu
         per = triton.cdiv(triton.cdiv(k, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN
         splits = triton.cdiv(k, per)
     if splits == 1:
-        dw = torch.empty_like(weight)  # (F, CG, KH, KW), weight's strides
+        dw = _new_output(weight, tuple(weight.shape))  # (F, CG, KH, KW) in weight's memory format
         dw_strides = (0, *dw.stride())
     else:
-        dw = torch.empty((splits, f, cg, kh, kw), device=x.device, dtype=torch.float32)  # partial sums
+        dw = _new_output(weight, (splits, f, cg, kh, kw), torch.float32)  # (splits, F, CG, KH, KW) partials
         dw_strides = dw.stride()
     mask_src = out if relu else grad_out
 
@@ -671,9 +675,9 @@ def _launch_bias_grad(grad_out, out, relu, splits=None):
         per = triton.cdiv(triton.cdiv(m, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN
         splits = triton.cdiv(m, per)
     if splits == 1:
-        db = torch.empty((f,), device=grad_out.device, dtype=grad_out.dtype)  # (F,)
+        db = _new_output(grad_out, (f,))  # (F,)
     else:
-        db = torch.empty((splits, f), device=grad_out.device, dtype=torch.float32)  # (splits, F) partials
+        db = _new_output(grad_out, (splits, f), torch.float32)  # (splits, F) partials
     mask_src = out if relu else grad_out
     wrap_triton(_conv2d_bias_grad_kernel)[(triton.cdiv(f, bn), splits)](
         grad_out, mask_src, db,
