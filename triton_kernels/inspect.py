@@ -2,7 +2,7 @@
 its resources: registers per thread, stack and spill traffic, shared memory, tensor-core instructions.
 
     python -m triton_kernels.inspect                    # every spec in conv.py and pool.py, a table per kernel
-    python -m triton_kernels.inspect --sample           # one config per (kernel, dtype): the CI subset
+    python -m triton_kernels.inspect --sample           # one spec per kernel (bf16 if it has one): the CI subset
     python -m triton_kernels.inspect --filter pool --json out.json --jobs 4
     python -m triton_kernels.inspect --list             # names only, nothing compiled
 
@@ -128,14 +128,13 @@ def _compile_one(job: tuple[str, int]) -> dict:
 
 def _select(specs, filters: list[str], sample: bool):
     chosen = [s for s in specs if not filters or any(f in s[2]["name"] for f in filters)]
-    if sample:  # the first config of each (kernel, dtype)
-        seen, picked = set(), []
+    if sample:  # one spec per kernel: its first bf16 one (the tensor-core path), else its first
+        by_kernel: dict[tuple[str, str], tuple] = {}
         for s in chosen:
-            key = (s[0], getattr(s[2]["fn"], "__name__", ""), _dtype_of(s[2]))
-            if key not in seen:
-                seen.add(key)
-                picked.append(s)
-        chosen = picked
+            key = (s[0], getattr(s[2]["fn"], "__name__", ""))
+            if key not in by_kernel or (_dtype_of(by_kernel[key][2]) != "bf16" and _dtype_of(s[2]) == "bf16"):
+                by_kernel[key] = s
+        chosen = list(by_kernel.values())
     return chosen
 
 
@@ -164,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m triton_kernels.inspect", description=__doc__.split("\n\n")[0])
     p.add_argument("--filter", action="append", default=[], metavar="NAME",
                    help="keep specs whose name contains NAME (repeatable: any of them)")
-    p.add_argument("--sample", action="store_true", help="only the first config of each (kernel, dtype)")
+    p.add_argument("--sample", action="store_true", help="one spec per kernel, its first bf16 one if any (the CI subset)")
     p.add_argument("--module", action="append", default=None, metavar="MOD",
                    help=f"module(s) holding SM90_COMPILE_SPECS (default: {', '.join(DEFAULT_MODULES)})")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")

@@ -1,0 +1,126 @@
+"""`python -m triton_kernels.inspect`: the sm_90 codegen check that runs without a GPU.
+
+CI compiles one spec per kernel (--sample, bf16 where there is one) so that a kernel that no longer compiles for
+the H200 fails the suite; scripts/gpu_check.sh compiles every spec. Each test starts a fresh interpreter: the
+kernels imported into this process were defined for the Triton interpreter and cannot be compiled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from triton_kernels import conv as conv_mod
+from triton_kernels import pool as pool_mod
+from triton_kernels.inspect import _occupancy, _select
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str], interpret: str | None, extra_path: Path | None = None, timeout: int = 240):
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    if interpret is not None:
+        env["TRITON_INTERPRET"] = interpret
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (extra_path, REPO) if p) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return subprocess.run([sys.executable, "-m", "triton_kernels.inspect", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _all_specs():
+    return [(m.__name__, s) for m in (conv_mod, pool_mod) for s in m.SM90_COMPILE_SPECS]
+
+
+def test_list_reexecs_out_of_the_interpreter():
+    """From an interpreter session (what `import triton_kernels` gives on a CPU box) --list still works: main()
+    starts itself again with TRITON_INTERPRET=0 and lists every spec of conv.py and pool.py."""
+    proc = _run(["--list"], interpret="1" if not _cuda() else None)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = proc.stdout.strip().splitlines()
+    expected = [f"{mod}: {s['name']}" for mod, s in _all_specs()]
+    assert listed == expected
+    assert len(set(expected)) == len(expected), "two specs share a name"
+
+
+def test_sample_compiles_for_sm90(tmp_path):
+    """One spec per kernel compiles for sm_90; the conv GEMMs use tensor cores in bf16; the pools do not spill."""
+    out = tmp_path / "inspect.json"
+    proc = _run(["--sample", "--jobs", "2", "--json", str(out)], interpret="0")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads(out.read_text())
+    rows = {r["kernel"]: r for r in doc["results"]}
+    kernels = {getattr(s["fn"], "__name__", None) or s["fn"].fn.__name__ for _, s in _all_specs()}
+    assert set(rows) == kernels, f"sampled {sorted(rows)}, specs have {sorted(kernels)}"
+    for name, r in rows.items():
+        assert r["ok"] and r["registers"] > 0, r
+        assert f"{r['name']}" in proc.stdout, f"{r['name']} missing from the printed table"
+    for name, r in rows.items():
+        if name.startswith("_conv2d_") and "bias" not in name:
+            assert r["dtype"] == "bf16" and r["tensor_cores"], f"{name}: no wgmma/mma in bf16: {r}"
+        if name.startswith("_max_pool2d"):
+            assert r["spill_stores"] == 0 and r["stack_bytes"] == 0, f"{name} spills: {r}"
+            assert r["tensor_cores"] == [], r
+    assert doc["target"] == "cuda sm_90" and doc["triton"]
+
+
+def test_a_kernel_that_does_not_compile_fails(tmp_path):
+    (tmp_path / "broken_specs.py").write_text(textwrap.dedent('''
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def good(x_ptr, BLOCK: tl.constexpr):
+            tl.store(x_ptr + tl.arange(0, BLOCK), 1.0)
+
+        @triton.jit
+        def bad(x_ptr, BLOCK: tl.constexpr):
+            tl.store(x_ptr + tl.arange(0, BLOCK), 1.0)  # BLOCK=3: arange needs a power of 2
+
+        SM90_COMPILE_SPECS = [
+            {"name": "good[fp32]", "fn": good, "signature": {"x_ptr": "*fp32", "BLOCK": "constexpr"},
+             "constexprs": {"BLOCK": 64}, "num_warps": 1, "num_stages": 1},
+            {"name": "bad[fp32]", "fn": bad, "signature": {"x_ptr": "*fp32", "BLOCK": "constexpr"},
+             "constexprs": {"BLOCK": 3}, "num_warps": 1, "num_stages": 1},
+        ]
+    '''))
+    proc = _run(["--module", "broken_specs", "--jobs", "1"], interpret="0", extra_path=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1/2 specs compiled" in proc.stdout
+    assert "FAILED broken_specs: bad[fp32]" in proc.stderr
+
+
+def test_select_and_occupancy():
+    specs = [(m, i, s) for i, (m, s) in enumerate(_all_specs())]
+    assert _select(specs, ["no such kernel"], sample=False) == []
+    pools = _select(specs, ["max_pool2d_fwd"], sample=False)
+    assert pools and all("max_pool2d_fwd" in s[2]["name"] for s in pools)
+    sampled = _select(specs, [], sample=True)
+    assert len({s[2]["fn"] for s in sampled}) == len(sampled)
+    # Hopper SM: 64K registers, 64 warps, 228 KB shared memory.
+    assert _occupancy(regs=32, smem=0, num_warps=4) == 16  # warp-limited: 64 warps / 4
+    assert _occupancy(regs=255, smem=0, num_warps=8) == 1  # 256 regs * 32 lanes * 8 warps = 64K
+    assert _occupancy(regs=64, smem=100 * 1024, num_warps=4) == 2  # shared-memory-limited
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("flag", ["--jobs", "--filter"])
+def test_bad_flags_exit_nonzero(flag):
+    from triton_kernels.inspect import main
+
+    if flag == "--jobs":
+        with pytest.raises(SystemExit, match="--jobs must be >= 1"):
+            main(["--jobs", "0"])
+    else:
+        with pytest.raises(SystemExit):
+            main(["--filter"])  # argparse: the flag needs a value
