@@ -326,8 +326,8 @@ def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, d
     windows = _pool_windows(x4, g).reshape(g.N, g.C, g.OH, g.OW, g.KH * g.KW)  # (N, C, OH, OW, KH*KW), a copy
     arg = windows.argmax(axis=-1)                                # (N, C, OH, OW), the first maximum, as torch
     out = np.take_along_axis(windows, arg[..., None], axis=-1)[..., 0]  # (N, C, OH, OW)
-    isnan = np.isnan(windows)                                    # (N, C, OH, OW, KH*KW)
-    if isnan.any():  # torch keeps the LAST NaN of a window (argmax found the first)
+    if np.isnan(out).any():  # torch keeps the LAST NaN of a window (argmax found the first)
+        isnan = np.isnan(windows)                                # (N, C, OH, OW, KH*KW)
         last_nan = g.KH * g.KW - 1 - isnan[..., ::-1].argmax(axis=-1)  # (N, C, OH, OW)
         arg = np.where(isnan.any(axis=-1), last_nan, arg)
     (sh, sw), (ph, pw), (dh, dw) = g.stride, g.padding, g.dilation

@@ -351,3 +351,21 @@ def test_bad_conv_inputs_are_refused_by_torch_too():
             Fn.conv2d_forward(_a(*x), _a(*w), **kw)
     with pytest.raises(RuntimeError):
         F.max_pool2d(t(1, 1, 8, 8), 3, padding=2)
+
+
+def test_max_pool2d_nan_and_inf_follow_torch():
+    """NaN propagates (torch keeps the last NaN of a window), -inf inputs keep the window's first tap."""
+    x = np.random.default_rng(4).standard_normal((2, 3, 7, 8))                        # (N, C, H, W)
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = np.nan                                            # two NaNs in one window
+    x[1, 2, :4, :4] = -np.inf                                                         # a window of -inf
+    x[0, 1, 3, 3] = np.inf
+    for args in [(3, 2, 1), (2, 2, 0, 1, True), (3, 1, 1, 2)]:
+        (out, idx), cache = Fn.max_pool2d_forward(x, *args, return_indices=True)
+        (slow, sidx), _ = naive.max_pool2d_forward(x, *args, return_indices=True)
+        dout = np.random.default_rng(5).standard_normal(out.shape)
+        (ref, ref_idx), grads = torch_grads(lambda input: F.max_pool2d(input, *args, return_indices=True),
+                                            {"input": x}, dout)
+        assert_close(out, ref, f"max_pool2d{args} out")
+        assert_close(slow, ref, f"naive max_pool2d{args} out")
+        assert np.array_equal(idx, ref_idx.numpy()) and np.array_equal(sidx, idx), f"max_pool2d{args} indices"
+        assert_close(Fn.max_pool2d_backward(dout, cache), grads["input"], f"max_pool2d{args} dx")
