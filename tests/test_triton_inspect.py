@@ -124,3 +124,100 @@ def test_bad_flags_exit_nonzero(flag):
     else:
         with pytest.raises(SystemExit):
             main(["--filter"])  # argparse: the flag needs a value
+
+
+# ------------------------------------------------------------------------------------------------------------
+# scripts/gpu_check.sh: it cannot run here (no GPU); its dry run, its flags and its bookkeeping can.
+# ------------------------------------------------------------------------------------------------------------
+
+GPU_CHECK = REPO / "scripts" / "gpu_check.sh"
+STEP_NAMES = ["info", "inspect", "gpu_tests", "bench_layers", "bench_train", "train"]
+
+
+def _gpu_check(args, env_extra=None, timeout=60):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run(["bash", str(GPU_CHECK), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _dry_run_steps(out_dir: Path, env_extra=None) -> dict[str, str]:
+    proc = _gpu_check(["--dry-run", str(out_dir)], env_extra)
+    assert proc.returncode == 0, proc.stderr
+    steps = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("step "):
+            name, rest = line[5:].split(" ", 1)
+            steps[name] = rest.split(": ", 1)[1].rsplit(" > ", 1)[0]
+    assert not out_dir.exists(), "a dry run must not create OUTDIR"
+    return steps
+
+
+def test_gpu_check_dry_run_lists_every_step(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "FASHION_MNIST_DIR"}
+    proc = subprocess.run(["bash", str(GPU_CHECK), "--dry-run", str(tmp_path / "o")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert f"FASHION_MNIST_DIR={REPO}/data/fashion-mnist" in proc.stdout  # the checkout's git-ignored copy
+    steps = _dry_run_steps(tmp_path / "o", {"FASHION_MNIST_DIR": "/some/where"})
+    assert list(steps) == STEP_NAMES
+    out = tmp_path / "o"
+    assert f"-m triton_kernels.inspect --jobs" in steps["inspect"] and f"{out}/results/inspect_sm90.json" in steps[
+        "inspect"]
+    assert "-m pytest -m gpu" in steps["gpu_tests"] and steps["gpu_tests"].rstrip().endswith("tests/")
+    assert "--backend triton --epochs 1" in steps["train"] and f"--out '{out}/train'" in steps["train"]
+    proc = _gpu_check(["--dry-run", str(out)], {"FASHION_MNIST_DIR": "/some/where"})
+    assert "FASHION_MNIST_DIR=/some/where" in proc.stdout
+
+
+def test_gpu_check_commands_parse_with_the_cli(tmp_path):
+    """The flags the script passes exist in the `alexnet` subcommands (a renamed flag fails here, not on the GPU)."""
+    import shlex
+
+    from torch_model.cli import build_parser
+
+    steps = _dry_run_steps(tmp_path / "o")
+    for name in ("bench_layers", "bench_train", "train"):
+        argv = shlex.split(steps[name])
+        argv = argv[argv.index("torch_model") + 1:]
+        args = build_parser(argv[0]).parse_args(argv[1:])  # argparse exits (SystemExit) on an unknown flag
+        assert args is not None, name
+
+
+def test_gpu_check_usage_and_no_gpu(tmp_path):
+    assert _gpu_check([]).returncode == 2
+    assert _gpu_check(["a", "b"]).returncode == 2
+    if _cuda():
+        pytest.skip("this machine has a GPU: the refusal cannot be shown")
+    proc = _gpu_check([str(tmp_path / "o")], {"PYTHON": sys.executable})
+    assert proc.returncode == 2 and "no CUDA GPU here" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_gpu_check_bookkeeping_with_fake_tools(tmp_path):
+    """With a fake nvidia-smi and a fake python: a failed step, a timed-out step and the steps skipped when the
+    budget is spent are all reported, the script goes on past failures and exits 1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'fake GPU'\n")
+    (bin_dir / "fakepy").write_text(textwrap.dedent("""\
+        #!/bin/bash
+        case "$*" in
+            *"-m pytest"*) echo "2 passed, 1 failed in 0.1s"; exit 1 ;;
+            *"bench layers"*) exec sleep 60 ;;
+            *) echo "fake python: $*"; exit 0 ;;
+        esac
+    """))
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    out = tmp_path / "o"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHON": str(bin_dir / "fakepy"),
+           "GPU_CHECK_BUDGET_S": "12"}
+    proc = _gpu_check([str(out)], env, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = (out / "summary.txt").read_text()
+    status = {line.split()[0]: line.split()[1] for line in summary.splitlines()[2:] if line.split()
+              and line.split()[0] in STEP_NAMES}
+    assert status == {"info": "ok", "inspect": "ok", "gpu_tests": "FAILED(rc=1)", "bench_layers": "TIMEOUT",
+                      "bench_train": "SKIPPED(no", "train": "SKIPPED(no"}, summary
+    assert "gpu tests: 2 passed, 1 failed" in summary
+    assert "fake GPU" in (out / "info.log").read_text()
+    assert "triton_kernels.inspect" in (out / "inspect.log").read_text()
