@@ -198,8 +198,9 @@ def evaluate(learner: Learner, ds, batch_size: int, resize: int, progress: bool,
 
 # ----------------------------------------------------------------------------------------------- the loop
 
-def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train as the config says; returns the per-epoch history. Raises ValueError on bad settings."""
+def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | None = None) -> TrainResult:
+    """Train as the config says; returns the per-epoch history. Raises ValueError on bad settings.
+    on_epoch_end(epoch, row, learner) runs after each epoch is saved (tests use it to interrupt or poison)."""
     t_start = time.perf_counter()
     _check_config(cfg)
     device = resolve_device(cfg.device)
@@ -276,7 +277,7 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = Non
             save_checkpoint(out / "last.pt", state)
             write_metrics(out, history)
             if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, row)
+                on_epoch_end(epoch + 1, row, learner)
     except KeyboardInterrupt:
         result.status = "interrupted"
     except NonFiniteLoss as exc:
