@@ -109,6 +109,14 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+def import_triton_kernels() -> None:
+    """Import triton_kernels before anything imports triton. On a machine without CUDA, triton_kernels sets
+    TRITON_INTERPRET=1, which only takes effect if triton itself is imported afterwards: creating any torch
+    optimizer imports torch._dynamo, which imports triton, and then the interpreted kernels fail with
+    "Cannot call @triton.jit'd outside of the scope of a kernel"."""
+    import triton_kernels  # noqa: F401
+
+
 def today() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
 

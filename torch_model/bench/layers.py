@@ -189,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     device = C.resolve_device(args.device)
+    if "triton" in (getattr(args, "impls", None) or getattr(args, "backends", None) or ()):
+        C.import_triton_kernels()
     gpu = device.type == "cuda"
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
     batch = args.batch or defaults["batch"]

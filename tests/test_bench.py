@@ -1,0 +1,299 @@
+"""The benchmark harness (`alexnet bench layers|train`) end to end on the CPU at tiny sizes: napkin math on known
+cases, the results file against the issue's schema, merging runs, charts, the README renderer, bad flags.
+
+These tests check the harness, never timings: on a CPU the Triton kernels run in the interpreter and every figure
+is labelled a CPU smoke result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import triton_kernels  # noqa: F401  (first: on a CPU it sets TRITON_INTERPRET before anything imports triton)
+from torch_model.bench import common as C
+from torch_model.bench import layers, train
+
+CPU = torch.device("cpu")
+# On a CUDA machine the same tests run the harness on the GPU (tiny sizes too); on a CPU, Triton is interpreted.
+GPU = torch.cuda.is_available()
+DEVICE = ["--device", "cuda" if GPU else "cpu", "--dtypes", "fp32"]
+TINY = ["--batch", "1", "--resize", "68", "--channel-div", "16", "--warmup-ms", "1", "--rep-ms", "3"]
+BASE = "cudnn" if GPU else "torch-cpu"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def parse(module, argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"alexnet bench {module.__name__.rsplit('.', 1)[1]}")
+    module.configure(parser)
+    return parser.parse_args(argv)
+
+
+def read(path: Path) -> dict:
+    return C.validate_results(json.loads(path.read_text()), str(path))
+
+
+# ----------------------------------------------------------------------------------------------- napkin math
+
+def test_conv1_flops_and_bytes_known_case():
+    conv1, pool1, conv2 = C.alexnet_specs(batch=1)[:3]
+    assert (conv1.name, conv1.OH, conv1.OW) == ("conv1", 54, 54)
+    assert conv1.flops("fwd") == 2 * 96 * 54 * 54 * 11 * 11 * 1
+    assert conv1.flops("fwd+bwd") == 2 * conv1.flops("fwd")          # input is the data: dW only, no dX
+    assert conv2.flops("fwd+bwd") == 3 * conv2.flops("fwd")          # dW and dX
+    assert C.alexnet_specs(batch=128)[0].flops() == 128 * conv1.flops()
+    # pool1 forward reads 96x54x54 and writes 96x26x26 (fp32); the backward reads dy and x, writes dx
+    assert pool1.bytes("fwd", 4) == 4 * (96 * 54 * 54 + 96 * 26 * 26)
+    assert pool1.bytes("fwd+bwd", 2) == 2 * (96 * 54 * 54 + 96 * 26 * 26 + 96 * 26 * 26 + 2 * 96 * 54 * 54)
+    assert pool1.flops() == 0
+    # conv1 forward bytes: x + w + b + y
+    assert conv1.bytes("fwd", 4) == 4 * (224 * 224 + 96 * 121 + 96 + 96 * 54 * 54)
+
+
+def test_train_step_flops_by_hand():
+    convs = [(1, 96, 54, 11), (96, 256, 26, 5), (256, 384, 12, 3), (384, 384, 12, 3), (384, 256, 12, 3)]
+    fwd = [2 * f * o * o * c * k * k for c, f, o, k in convs]
+    fcs = [2 * 6400 * 4096, 2 * 4096 * 4096, 2 * 4096 * 10]
+    by_hand = 2 * fwd[0] + 3 * sum(fwd[1:]) + 3 * sum(fcs)
+    assert C.train_step_flops(1) == by_hand
+    assert C.train_step_flops(128) == 128 * by_hand
+    assert 5.5e9 < by_hand < 5.6e9  # ~5.56 GFLOP per image, the figure the docs quote
+
+
+def test_specs_are_the_models_shapes():
+    """The shapes the benchmark times are the ones the seed model really produces."""
+    from torch_model.model import alexnet
+
+    net = alexnet(init=False).eval()
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((tuple(i[0].shape), tuple(o.shape))))
+             for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.Linear))]
+    with torch.no_grad():
+        net(torch.rand(1, 1, 224, 224))
+    for h in hooks:
+        h.remove()
+    specs = C.alexnet_specs(batch=1)
+    assert [s.name for s in specs] == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3",
+                                       "fc1", "fc2", "fc3"]
+    for spec, (x_shape, y_shape) in zip(specs, seen):
+        if spec.kind == "linear":
+            assert (spec.C, spec.F) == (x_shape[1], y_shape[1])
+        else:
+            assert (spec.N, spec.C, spec.H, spec.W) == x_shape
+            assert (spec.N, spec.F, spec.OH, spec.OW) == y_shape
+    small = C.alexnet_specs(batch=1, resize=68, channel_div=16)
+    assert all(s.OH >= 1 for s in small) and small[0].C == 1 and small[0].F == 6
+    with pytest.raises(ValueError, match="--resize 40"):
+        C.alexnet_specs(batch=1, resize=40)
+
+
+def test_cpu_timer_median_and_spread():
+    t = C.time_ms(lambda: torch.ones(64, 64) @ torch.ones(64, 64), CPU, repeat=7)
+    assert 0 < t["ms_p20"] <= t["ms"] <= t["ms_p80"]
+    assert "CPU" in t["timer"]
+
+
+# ----------------------------------------------------------------------------------------------- results file
+
+def _entry(layer="conv3", impl="triton", ms=1.0, **kw):
+    return {"layer": layer, "dtype": "bf16", "pass": "fwd", "impl": impl, "layout": "nchw", "batch": 128,
+            "ms": ms, "tflops": 2.0, **kw}
+
+
+def _gpu_file(**sections) -> dict:
+    return {"machine": "h200", "date": "2026-11-28", "torch": "2.11.0", "triton": "3.6.0", "cpu": False,
+            "device_name": "NVIDIA H200", "peak": {"bf16_matmul_tflops": 790.0, "copy_tb_per_s": 4.3},
+            "layers": [], "train": [], "seed_run": [], **sections}
+
+
+def test_merge_replaces_by_key_and_keeps_the_rest():
+    old = _gpu_file(layers=[_entry(impl="triton", ms=2.0), _entry(impl="cudnn", ms=1.5)],
+                    train=[{"backend": "torch", "dtype": "bf16", "batch": 128, "img_per_s": 9000.0}])
+    new = {k: v for k, v in _gpu_file(layers=[_entry(impl="triton", ms=1.0), _entry(layer="conv4")]).items()
+           if k != "train" and k != "seed_run"}
+    new["peak"] = {"bf16_matmul_tflops": 800.0, "copy_tb_per_s": 4.4}
+    merged = C.validate_results(C.merge_results(old, new))
+    by = {(e["layer"], e["impl"]): e["ms"] for e in merged["layers"]}
+    assert by == {("conv3", "triton"): 1.0, ("conv3", "cudnn"): 1.5, ("conv4", "triton"): 1.0}
+    assert merged["train"] == old["train"]                      # the train section is untouched by a layers run
+    assert merged["peak"]["bf16_matmul_tflops"] == 800.0       # metadata: the newest run's
+    with pytest.raises(ValueError, match="CPU and GPU"):
+        C.merge_results(old, {**new, "cpu": True})
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda d: d.pop("peak"), "'peak' missing"),
+    (lambda d: d["peak"].update(copy_tb_per_s=None), "copy_tb_per_s"),
+    (lambda d: d["layers"].append(_entry(impl="cublas")), "impl = 'cublas'"),
+    (lambda d: d["layers"].append({**_entry(), "pass": "bwd"}), "pass = 'bwd'"),
+    (lambda d: d["layers"].append({k: v for k, v in _entry().items() if k != "ms"}), "ms = '<missing>'"),
+    (lambda d: d["train"].append({"backend": "torch", "dtype": "fp16", "batch": 1, "img_per_s": 1.0}), "fp16"),
+    (lambda d: d["peak"].update(bf16_matmul_tflops=None), "bf16_matmul_tflops"),  # null only on a CPU
+])
+def test_validate_names_what_is_wrong(breakage, message):
+    data = _gpu_file(layers=[_entry()])
+    breakage(data)
+    with pytest.raises(ValueError, match="does not match the results schema") as info:
+        C.validate_results(data)
+    assert message in str(info.value)
+
+
+def test_corrupt_results_file_is_named(tmp_path):
+    bad = tmp_path / "2026-11-28-h200.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=str(bad)):
+        C.load_results(bad)
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
+    out = tmp_path / "results"
+    args = parse(layers, ["--layers", "conv3,pool3", "--layouts", "nchw", "--impls", "triton,cudnn",
+                          "--repeat", "1", "--out-dir", str(out), "--no-progress", *DEVICE, *TINY])
+    assert layers.run(args) == 0
+    text = capsys.readouterr().out
+    (path,) = out.glob("*.json")
+    data = read(path)
+    assert path.name == f"{data['date']}-{data['machine']}.json"
+    if not GPU:
+        assert "NOT GPU results" in text
+        assert data["cpu"] is True and data["machine"].startswith("cpu-")
+        assert data["peak"]["bf16_matmul_tflops"] is None and data["peak"]["fp32_matmul_tflops"] > 0
+        assert "CPU machine" in data["peak"]["how"]
+    got = {(e["layer"], e["pass"], e["impl"]) for e in data["layers"]}
+    assert got == {(l, p, i) for l in ("conv3", "pool3") for p in C.PASSES for i in ("triton", BASE)}
+    for e in data["layers"]:
+        assert e["dtype"] == "fp32" and e["layout"] == "nchw" and e["batch"] == 1 and e["ms"] > 0
+        assert e["err_ok"] is True, f"{e['layer']} {e['pass']} {e['impl']}: rel_err {e['rel_err']}"
+        assert e["interpreter"] is (not GPU and e["impl"] == "triton")
+        spec = {s.name: s for s in C.alexnet_specs(1, 68, 16)}[e["layer"]]
+        assert e["flops"] == spec.flops(e["pass"]) and e["bytes"] == spec.bytes(e["pass"], 4)
+        if e["layer"] == "conv3":
+            assert e["tflops"] == pytest.approx(e["flops"] / (e["ms"] * 1e9))
+            assert e["peak_fraction"] == pytest.approx(e["tflops"] / data["peak"]["fp32_matmul_tflops"])
+        else:
+            assert e["tflops"] is None
+            assert e["peak_fraction"] == pytest.approx(e["gb_per_s"] / (data["peak"]["copy_tb_per_s"] * 1e3))
+        base = min(b["ms"] for b in data["layers"] if (b["layer"], b["pass"], b["impl"]) ==
+                   (e["layer"], e["pass"], BASE))
+        assert e["vs_baseline"] == pytest.approx(base / e["ms"])
+    png = path.with_name(path.stem + "-layers.png")
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+
+
+def test_train_end_to_end_then_layers_merge_into_one_file(tmp_path, fake_data, capsys):
+    out = tmp_path / "results"
+    args = parse(train, ["--backends", "torch", "--steps", "2", "--batch", "1", "--seed-run",
+                         "--data-dir", str(fake_data), "--limit-train", "4", "--limit-test", "4",
+                         "--out-dir", str(out), "--no-progress", *DEVICE])
+    assert train.run(args) == 0
+    (path,) = out.glob("*.json")
+    data = read(path)
+    (step,) = data["train"]
+    assert (step["backend"], step["dtype"], step["batch"]) == ("torch", "fp32", 1)
+    assert step["img_per_s"] == pytest.approx(1e3 / step["step_ms"])
+    assert step["tflops"] == pytest.approx(C.train_step_flops(1) / step["step_ms"] / 1e9)
+    (seed,) = data["seed_run"]
+    assert (seed["backend"], seed["epochs"], seed["limit_train"]) == ("torch", 1, 4)
+    assert seed["seconds"] > 0 and 0 <= seed["test_acc"] <= 1 and seed["status"] == "completed"
+    assert path.with_name(path.stem + "-train.png").read_bytes()[:8] == PNG_MAGIC
+
+    # a layers run lands in the same file, next to the train section
+    assert layers.run(parse(layers, ["--layers", "pool1", "--impls", "cudnn", "--passes", "fwd", "--repeat", "1",
+                                     "--out-dir", str(out), "--no-progress", *DEVICE, *TINY])) == 0
+    # and a second one with another layer adds to it; the same key is replaced, not duplicated
+    assert layers.run(parse(layers, ["--layers", "pool1,pool2", "--impls", "cudnn", "--passes", "fwd",
+                                     "--layouts", "nchw", "--repeat", "1", "--out-dir", str(out),
+                                     "--no-progress", *DEVICE, *TINY])) == 0
+    merged = read(path)
+    keys = [(e["layer"], e["layout"]) for e in merged["layers"]]
+    assert sorted(keys) == [("pool1", "channels_last"), ("pool1", "nchw"), ("pool2", "nchw")]
+    assert merged["train"] == data["train"] and merged["seed_run"] == data["seed_run"]
+    assert set(merged["runs"]) == {"train", "seed_run", "layers"}
+    assert {p.name.rsplit("-", 1)[1] for p in out.glob("*.png")} == {"layers.png", "train.png"}
+
+
+def test_triton_train_backend_is_wired():
+    """The train bench's triton learner really runs our kernels (the step itself at 224x224 is minutes in the
+    interpreter; the layers test above times the same kernels at tiny sizes)."""
+    from triton_kernels.modules import TritonConv2d
+
+    learner = train.make_bench_learner("triton", "fp32", 0.01, CPU, "max-autotune")
+    assert sum(isinstance(m, TritonConv2d) for m in learner.net.modules()) == 5
+
+
+# ----------------------------------------------------------------------------------------------- the README
+
+def test_readme_renders_only_gpu_results(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\nintro\n\n{C.BEGIN}\nold\n{C.END}\n\nafter\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    cpu = {**_gpu_file(), "cpu": True, "machine": "cpu-x", "date": "2099-01-01",
+           "peak": {"bf16_matmul_tflops": None, "fp32_matmul_tflops": 0.05, "copy_tb_per_s": 0.01}}
+    C.write_json(results / "2099-01-01-cpu-x.json", cpu)
+    assert C.update_readme(readme, results) is None
+    assert "the H200 run is still owed" in readme.read_text()
+    with pytest.raises(ValueError, match="never rendered"):
+        C.render_markdown(cpu)
+
+    gpu = _gpu_file(layers=[_entry(impl="triton", ms=1.0, flops=2e9, kind="conv"),
+                            _entry(impl="cudnn", ms=1.2, flops=2e9, kind="conv")],
+                    train=[{"backend": "torch", "dtype": "bf16", "batch": 128, "img_per_s": 9000.0},
+                           {"backend": "triton", "dtype": "bf16", "batch": 128, "img_per_s": 10800.0}])
+    C.write_json(results / "2026-11-28-h200.json", gpu)
+    assert C.update_readme(readme, results) == results / "2026-11-28-h200.json"
+    text = readme.read_text()
+    assert text.startswith("# Benchmarks\n\nintro") and text.endswith(f"{C.END}\n\nafter\n")
+    assert "old" not in text and "owed" not in text
+    assert "| conv3 | bf16 | fwd | triton | nchw | 128 | 1.00 |" in text   # the triton row, 1.2x cuDNN
+    assert "| 1.20 |" in text and "| 1.20 |" in text.split("Training step")[1]  # 10800 / 9000 img/s
+
+
+# ----------------------------------------------------------------------------------------------- bad flags
+
+@pytest.mark.parametrize("module, argv, flag", [
+    (layers, ["--layers", "conv9"], "--layers"),
+    (layers, ["--dtypes", "fp16"], "--dtypes"),
+    (layers, ["--passes", "bwd"], "--passes"),
+    (layers, ["--impls", "cublas"], "--impls"),
+    (layers, ["--batch", "0"], "--batch"),
+    (layers, ["--compile-mode", "fast"], "--compile-mode"),
+    (train, ["--backends", "jax"], "--backends"),
+    (train, ["--steps", "-1"], "--steps"),
+])
+def test_bad_flag_is_named(module, argv, flag, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse(module, argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and argv[1] in err
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    (layers, ["--dtypes", "bf16"], "--dtypes bf16: on a CPU only fp32"),
+    (train, ["--dtypes", "tf32"], "--dtypes tf32: on a CPU only fp32"),
+    (train, ["--epochs", "3"], "--epochs is a --seed-run setting"),
+    (train, ["--backends", "compile"], "--backends: nothing left"),
+    pytest.param(layers, ["--device", "cuda"], "--device cuda: CUDA is not available",
+                 marks=pytest.mark.skipif(GPU, reason="this machine has CUDA")),
+    (layers, ["--resize", "40"], "--resize 40"),
+])
+def test_bad_settings_raise_value_error_naming_the_flag(module, argv, message, tmp_path):
+    device = [] if "--device" in argv else ["--device", "cpu"]
+    args = parse(module, argv + ["--out-dir", str(tmp_path), "--no-progress", *device])
+    with pytest.raises(ValueError, match=message.replace("+", r"\+")):
+        module.run(args)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_cli_prints_one_line_error(capsys):
+    from torch_model.cli import main
+
+    assert main(["bench", "layers", "--dtypes", "bf16", "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("alexnet bench: error: --dtypes bf16")
