@@ -57,7 +57,9 @@ def assert_indices_equal(actual: torch.Tensor, expected: torch.Tensor, what: str
 
 
 def check_against_torch(x: torch.Tensor, what: str, **kwargs):
-    """Forward values, indices, output layout and the input gradient of ours vs torch's on the same x."""
+    """Forward values, indices, output layout and the input gradient of ours vs torch's on the same x, through
+    both records the forward can keep for the backward: torch's flat indices (return_indices=True) and the
+    1-byte taps (return_indices=False, x requiring grad)."""
     x_ours = x.detach().clone().requires_grad_(True)
     x_ref = x.detach().clone().requires_grad_(True)
     out, idx = max_pool2d(x_ours, **kwargs, return_indices=True)
@@ -67,9 +69,13 @@ def check_against_torch(x: torch.Tensor, what: str, **kwargs):
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         assert out.is_contiguous(memory_format=torch.channels_last), f"{what}: output lost channels_last"
     grad = torch.randn(ref.shape, dtype=x.dtype, device=x.device)  # (N, C, OH, OW) random, never zeros
-    (gx,) = torch.autograd.grad(out, x_ours, grad)
     (gx_ref,) = torch.autograd.grad(ref, x_ref, grad)
-    assert_close_verbose(gx, gx_ref, *TOL[x.dtype], f"{what} grad x")
+    (gx_flat,) = torch.autograd.grad(out, x_ours, grad)
+    assert_close_verbose(gx_flat, gx_ref, *TOL[x.dtype], f"{what} grad x (flat indices)")
+    out_taps = max_pool2d(x_ours, **kwargs)
+    assert_close_verbose(out_taps, ref, 0.0, 0.0, f"{what} forward (taps)")
+    (gx,) = torch.autograd.grad(out_taps, x_ours, grad)
+    assert_close_verbose(gx, gx_ref, *TOL[x.dtype], f"{what} grad x (taps)")
     assert gx.stride() == x_ours.stride() or not x.is_contiguous(), f"{what}: grad layout {gx.stride()}"
 
 
@@ -162,6 +168,30 @@ def test_return_indices_false_returns_tensor_and_grad_accumulates():
     assert_close_verbose(x.grad, x_ref.grad, 0.0, 0.0, "accumulated grad")
 
 
+def test_what_the_forward_records():
+    """torch's int64 flat indices when asked for; 1-byte taps kh*KW + kw when only a backward needs them;
+    nothing under no_grad or for an input that needs no gradient."""
+    torch.manual_seed(11)
+    x = torch.randn(2, 3, 9, 8, device=DEVICE)  # (N, C, H, W)
+    args = ([3, 3], [2, 2], [1, 1], [1, 1], False)
+    out_t, taps = torch.ops.triton_kernels.max_pool2d(x, *args, "taps")
+    out_n, none = torch.ops.triton_kernels.max_pool2d(x, *args, "none")
+    ref, flat = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert taps.dtype == torch.int8 and taps.shape == ref.shape and none.numel() == 0
+    assert_close_verbose(out_t, ref, 0.0, 0.0, "taps forward")
+    assert_close_verbose(out_n, ref, 0.0, 0.0, "no-indices forward")
+    # the tap kh*KW + kw of the maximum, turned back into torch's flat index: ih*W + iw
+    oh = torch.arange(ref.shape[2], device=DEVICE).view(-1, 1)  # (OH, 1)
+    ow = torch.arange(ref.shape[3], device=DEVICE).view(1, -1)  # (1, OW)
+    kh, kw = taps.long() // 3, taps.long() % 3  # (N, C, OH, OW)
+    assert_indices_equal((oh * 2 - 1 + kh) * x.shape[3] + (ow * 2 - 1 + kw), flat, "taps as flat indices")
+    with torch.no_grad():
+        assert_close_verbose(max_pool2d(x.requires_grad_(True), 3, 2, 1), ref, 0.0, 0.0, "no_grad forward")
+    x5 = torch.randn(1, 1, 12, 12, device=DEVICE)
+    _, wide = torch.ops.triton_kernels.max_pool2d(x5, [12, 11], [1, 1], [0, 0], [1, 1], False, "taps")
+    assert wide.dtype == torch.int16  # 132 taps do not fit in int8
+
+
 def test_batch_of_zero():
     out, idx = max_pool2d(torch.randn(0, 3, 6, 6, device=DEVICE), 2, return_indices=True)
     assert out.shape == idx.shape == (0, 3, 3, 3)
@@ -169,7 +199,7 @@ def test_batch_of_zero():
 
 def test_gradcheck_float64():
     torch.manual_seed(7)
-    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    x = torch.randn(1, 2, 4, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: max_pool2d(t, 2, 1, padding=1), (x,), eps=1e-6, atol=1e-6)
 
 
@@ -206,10 +236,8 @@ def test_cpu_tensor_refused_without_interpreter(monkeypatch):
 
 def test_sm90_specs_cover_every_kernel_dtype_and_layout():
     specs = pool_mod.SM90_COMPILE_SPECS
-    kinds = {(s["fn"].__name__ if hasattr(s["fn"], "__name__") else s["fn"].fn.__name__, s["signature"][next(iter(
-        s["signature"]))], s["constexprs"]["CHANNELS_LAST"], s["constexprs"]["BLOCK"], s["num_warps"]) for s in specs}
-    assert len(kinds) == len(specs), "duplicate specs"
-    assert len(specs) == 2 * 3 * 2 * len(pool_mod._GPU_CONFIGS)
+    assert len({s["name"] for s in specs}) == len(specs), "duplicate spec names"
+    assert len(specs) == 3 * 3 * 2 * len(pool_mod._GPU_CONFIGS)  # (fwd taps, fwd none, bwd) x dtypes x layouts
     for s in specs:
         assert set(s) == {"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}
         assert set(s["constexprs"]) <= set(s["signature"]), s["name"]
@@ -226,7 +254,8 @@ def test_interpreter_runs_on_this_machine():
     out = torch.full((1, 1, 2, 2), float("nan"))
     idx = torch.full((1, 1, 2, 2), -7, dtype=torch.int64)
     pool_mod._max_pool2d_fwd_kernel[(1,)](x, out, idx, 1, 4, 4, 2, 2, 4, *x.stride(), KH=2, KW=2, SH=2, SW=2, PH=0,
-                                          PW=0, DH=1, DW=1, CHANNELS_LAST=False, INDEX_64=False, BLOCK=4)
+                                          PW=0, DH=1, DW=1, CHANNELS_LAST=False, INDEX_64=False, INDICES=2,
+                                          BLOCK=4)
     assert_close_verbose(out, F.max_pool2d(x, 2), 0.0, 0.0, "direct kernel call")
 
 
@@ -255,9 +284,11 @@ def test_gpu_alexnet_shapes(shape, dtype, channels_last):
 def test_gpu_opcheck():
     torch.manual_seed(9)
     x = torch.randn(4, 6, 13, 11, device="cuda", requires_grad=True)
-    torch.library.opcheck(torch.ops.triton_kernels.max_pool2d.default, (x, [3, 3], [2, 2], [1, 1], [1, 1], True))
+    op = torch.ops.triton_kernels.max_pool2d.default
+    torch.library.opcheck(op, (x, [3, 3], [2, 2], [1, 1], [1, 1], True, "taps"))
+    torch.library.opcheck(op, (x, [3, 3], [2, 2], [1, 1], [1, 1], False, "flat"))
     xc = x.detach().to(memory_format=torch.channels_last).requires_grad_(True)
-    torch.library.opcheck(torch.ops.triton_kernels.max_pool2d.default, (xc, [2, 3], [2, 1], [0, 1], [2, 1], False))
+    torch.library.opcheck(op, (xc, [2, 3], [2, 1], [0, 1], [2, 1], False, "taps"))
 
 
 @pytest.mark.gpu

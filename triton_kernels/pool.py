@@ -31,7 +31,7 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # (BLOCK, num_warps). On the GPU the autotuner picks per (size, layout); the interpreter runs program instances
 # one by one in Python and benchmarks every config without caching, so it gets a single one.
-_GPU_CONFIGS = [(512, 4), (1024, 4), (1024, 8), (2048, 8)]
+_GPU_CONFIGS = [(256, 4), (512, 4), (1024, 4), (1024, 8)]  # 2, 4, 8, 4 elements per thread
 _INTERPRET_CONFIGS = [(256, 4)]
 _CONFIGS = _INTERPRET_CONFIGS if _INTERPRET else _GPU_CONFIGS
 
@@ -45,7 +45,11 @@ def _triton_configs() -> list[triton.Config]:
 # ----------------------------------------------------------------------------------------------------------------
 
 # Forward: out[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]
-#          (taps outside the image are -inf), idx[n, c, oh, ow] = ih*W + iw of the first maximum (NaN wins).
+#          (taps outside the image are -inf), and for the first maximum (NaN wins) one of
+#          INDICES == FLAT:  idx[n, c, oh, ow] = ih*W + iw   (int64, torch's return_indices)
+#          INDICES == TAPS:  idx[n, c, oh, ow] = kh*KW + kw  (int8 for a window of <= 127 taps: what the backward
+#                            needs, 1 byte per output instead of 8)
+#          INDICES == NONE:  nothing (no gradient wanted)
 @triton.jit
 def _max_pool2d_fwd_kernel(
     x_ptr,
@@ -71,6 +75,7 @@ def _max_pool2d_fwd_kernel(
     DW: tl.constexpr,
     CHANNELS_LAST: tl.constexpr,
     INDEX_64: tl.constexpr,
+    INDICES: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -106,13 +111,17 @@ def _max_pool2d_fwd_kernel(
             # so an all -inf window points at its first real element, as torch's does.
             take = ok & ((v > best) | (v != v) | (best_idx < 0))
             best = tl.where(take, v, best)
-            best_idx = tl.where(take, (ih * W + iw).to(tl.int32), best_idx)
+            if INDICES == 2:  # FLAT
+                best_idx = tl.where(take, (ih * W + iw).to(tl.int32), best_idx)
+            else:  # TAPS (and NONE, where it only marks "taken")
+                best_idx = tl.where(take, kh * KW + kw, best_idx)
     tl.store(out_ptr + offs, best, mask=mask)
-    tl.store(idx_ptr + offs, best_idx.to(tl.int64), mask=mask)
+    if INDICES != 0:
+        tl.store(idx_ptr + offs, best_idx.to(idx_ptr.dtype.element_ty), mask=mask)
 
 
 # Backward (gather): grad_x[n, c, ih, iw] = sum over the windows (oh, ow) that contain (ih, iw) and chose it,
-#                    idx[n, c, oh, ow] == ih*W + iw, of grad_out[n, c, oh, ow].
+#                    idx[n, c, oh, ow] == ih*W + iw (FLAT) or == kh*KW + kw (TAPS), of grad_out[n, c, oh, ow].
 # Window (oh, ow) reaches ih through tap kh iff ih + PH - kh*DH = oh*SH, so each input element checks at most
 # KH*KW candidate windows and writes its own sum: no atomics, deterministic. The taps run from the last to the
 # first so the windows are summed in increasing (oh, ow), the order torch's CPU backward adds them in.
@@ -145,6 +154,7 @@ def _max_pool2d_bwd_kernel(
     DW: tl.constexpr,
     CHANNELS_LAST: tl.constexpr,
     INDEX_64: tl.constexpr,
+    FLAT_INDICES: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -182,7 +192,10 @@ def _max_pool2d_bwd_kernel(
             ow = ow_s // SW
             ok = mask & oh_ok & (ow_s >= 0) & (ow_s % SW == 0) & (ow < OW)
             chosen = tl.load(i_plane + oh * stride_ih + ow * stride_iw, mask=ok, other=-1)  # (BLOCK,)
-            hit = ok & (chosen == me)
+            if FLAT_INDICES:
+                hit = ok & (chosen == me)
+            else:
+                hit = ok & (chosen == kh * KW + kw)
             g = tl.load(g_plane + oh * stride_gh + ow * stride_gw, mask=hit, other=0.0)  # (BLOCK,)
             acc += g.to(ACC_DTYPE)
     tl.store(grad_x_ptr + offs, acc.to(grad_x_ptr.dtype.element_ty), mask=mask)
@@ -202,6 +215,9 @@ _max_pool2d_bwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", 
 # ----------------------------------------------------------------------------------------------------------------
 
 _TL_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
+# What the forward records for the backward (the kernels' INDICES constexpr): nothing, the tap kh*KW + kw of the
+# maximum (training: 1 byte), or torch's flat ih*W + iw (int64, for return_indices=True).
+_INDEX_KINDS = {"none": 0, "taps": 1, "flat": 2}
 _ALEXNET_POOL = {"KH": 3, "KW": 3, "SH": 2, "SW": 2, "PH": 0, "PW": 0, "DH": 1, "DW": 1}
 
 
@@ -211,27 +227,31 @@ def _sm90_specs() -> list[dict]:
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         ty = _TL_NAMES[dtype]
         for channels_last in (False, True):
+            layout = "nhwc" if channels_last else "nchw"
             for block, warps in _GPU_CONFIGS:
-                layout = "nhwc" if channels_last else "nchw"
-                common = dict(_ALEXNET_POOL, CHANNELS_LAST=channels_last, INDEX_64=False, BLOCK=block)
-                fwd_sig = {"x_ptr": f"*{ty}", "out_ptr": f"*{ty}", "idx_ptr": "*i64"}
-                fwd_sig.update({k: "i32" for k in ints + ["stride_xn", "stride_xc", "stride_xh", "stride_xw"]})
-                fwd_sig.update({k: "constexpr" for k in common})
-                specs.append({
-                    "name": f"max_pool2d_fwd[{ty},{layout},BLOCK={block},w{warps}]",
-                    "fn": _max_pool2d_fwd_kernel,
-                    "signature": fwd_sig,
-                    "constexprs": common,
-                    "num_warps": warps,
-                    "num_stages": 1,
-                })
-                bwd_const = dict(common, ACC_DTYPE=tl.float32)
-                bwd_sig = {"grad_out_ptr": f"*{ty}", "idx_ptr": "*i64", "grad_x_ptr": f"*{ty}"}
+                common = dict(_ALEXNET_POOL, CHANNELS_LAST=channels_last, INDEX_64=False)
+                # forward in training (int8 taps for the backward) and under no_grad (no indices)
+                for kind in ("taps", "none"):
+                    fwd_const = dict(common, INDICES=_INDEX_KINDS[kind], BLOCK=block)
+                    idx_ty = "*i8" if kind == "taps" else f"*{ty}"  # "none": out stands in, never written
+                    fwd_sig = {"x_ptr": f"*{ty}", "out_ptr": f"*{ty}", "idx_ptr": idx_ty}
+                    fwd_sig.update({k: "i32" for k in ints + ["stride_xn", "stride_xc", "stride_xh", "stride_xw"]})
+                    fwd_sig.update({k: "constexpr" for k in fwd_const})
+                    specs.append({
+                        "name": f"max_pool2d_fwd[{ty},{layout},{kind},BLOCK={block},w{warps}]",
+                        "fn": _max_pool2d_fwd_kernel,
+                        "signature": fwd_sig,
+                        "constexprs": fwd_const,
+                        "num_warps": warps,
+                        "num_stages": 1,
+                    })
+                bwd_const = dict(common, FLAT_INDICES=False, ACC_DTYPE=tl.float32, BLOCK=block)
+                bwd_sig = {"grad_out_ptr": f"*{ty}", "idx_ptr": "*i8", "grad_x_ptr": f"*{ty}"}
                 strides = [f"stride_{t}{d}" for t in "gi" for d in "nchw"]
                 bwd_sig.update({k: "i32" for k in ints + strides})
                 bwd_sig.update({k: "constexpr" for k in bwd_const})
                 specs.append({
-                    "name": f"max_pool2d_bwd[{ty},{layout},BLOCK={block},w{warps}]",
+                    "name": f"max_pool2d_bwd[{ty},{layout},taps,BLOCK={block},w{warps}]",
                     "fn": _max_pool2d_bwd_kernel,
                     "signature": bwd_sig,
                     "constexprs": bwd_const,
@@ -274,6 +294,12 @@ def _pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool
     return out
 
 
+def _tap_dtype(kernel_size) -> torch.dtype:
+    """The smallest int dtype that holds a tap number kh*KW + kw < KH*KW."""
+    taps = kernel_size[0] * kernel_size[1]
+    return torch.int8 if taps <= 127 else torch.int16 if taps <= 32767 else torch.int32
+
+
 def _window_args(kernel_size, stride, padding, dilation) -> dict:
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     return {"KH": kh, "KW": kw, "SH": sh, "SW": sw, "PH": ph, "PW": pw, "DH": dh, "DW": dw}
@@ -287,15 +313,22 @@ def _max_pool2d_op(
     padding: list[int],
     dilation: list[int],
     ceil_mode: bool,
+    indices_kind: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (N, C, H, W), already checked by max_pool2d -> (out, indices), both (N, C, OH, OW) in x's layout."""
+    """x (N, C, H, W), already checked by max_pool2d -> (out, indices): out (N, C, OH, OW) in x's layout;
+    indices_kind "flat": int64 ih*W + iw like out, "taps": kh*KW + kw (int8 up to 127 taps) like out,
+    "none": an empty int8 tensor."""
     N, C, H, W = x.shape
     OH = _pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
     OW = _pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
     channels_last = _is_channels_last(x)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)  # (N, C, OH, OW)
-    indices = torch.empty((N, C, OH, OW), dtype=torch.int64, device=x.device, memory_format=fmt)  # (N, C, OH, OW)
+    if indices_kind == "none":
+        indices = torch.empty((0,), dtype=torch.int8, device=x.device)  # (0,)
+    else:
+        idx_dtype = torch.int64 if indices_kind == "flat" else _tap_dtype(kernel_size)
+        indices = torch.empty((N, C, OH, OW), dtype=idx_dtype, device=x.device, memory_format=fmt)  # (N,C,OH,OW)
     total = out.numel()
     if total == 0:
         return out, indices
@@ -304,12 +337,13 @@ def _max_pool2d_op(
         return (triton.cdiv(total, meta["BLOCK"]),)
 
     wrap_triton(_max_pool2d_fwd)[grid](
-        x, out, indices,
+        x, out, indices if indices_kind != "none" else out,
         C, H, W, OH, OW, total,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         **_window_args(kernel_size, stride, padding, dilation),
         CHANNELS_LAST=channels_last,
         INDEX_64=_needs_int64(x, out),
+        INDICES=_INDEX_KINDS[indices_kind],
     )
     return out, indices
 
@@ -324,8 +358,10 @@ def _max_pool2d_backward_op(
     padding: list[int],
     dilation: list[int],
     channels_last: bool,
+    flat_indices: bool,
 ) -> torch.Tensor:
-    """grad_out, indices (N, C, OH, OW) -> grad_x (N, C, H, W) = input_size, channels_last like the input was."""
+    """grad_out, indices (N, C, OH, OW) -> grad_x (N, C, H, W) = input_size, channels_last like the input was.
+    indices are flat ih*W + iw when flat_indices, else taps kh*KW + kw."""
     N, C, H, W = input_size
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -345,6 +381,7 @@ def _max_pool2d_backward_op(
         **_window_args(kernel_size, stride, padding, dilation),
         CHANNELS_LAST=channels_last,
         INDEX_64=_needs_int64(grad_out, indices, grad_x),
+        FLAT_INDICES=flat_indices,
         ACC_DTYPE=tl.float64 if grad_out.dtype == torch.float64 else tl.float32,
     )
     return grad_x
@@ -355,21 +392,24 @@ def _max_pool2d_backward_op(
 # ----------------------------------------------------------------------------------------------------------------
 
 def _setup_context(ctx, inputs, output):
-    x, kernel_size, stride, padding, dilation, _ceil_mode = inputs
+    x, kernel_size, stride, padding, dilation, _ceil_mode, indices_kind = inputs
     _out, indices = output
     ctx.mark_non_differentiable(indices)
     ctx.save_for_backward(indices)
     ctx.input_size = list(x.shape)
     ctx.window = (kernel_size, stride, padding, dilation)
     ctx.channels_last = _is_channels_last(x)
+    ctx.indices_kind = indices_kind
 
 
 def _backward(ctx, grad_out, _grad_indices):
+    if ctx.indices_kind == "none":  # max_pool2d asks for "none" only when no gradient can be wanted
+        raise RuntimeError("triton_kernels::max_pool2d was called with indices_kind='none' but a gradient is needed")
     (indices,) = ctx.saved_tensors
     grad_x = torch.ops.triton_kernels.max_pool2d_backward(
-        grad_out, indices, ctx.input_size, *ctx.window, ctx.channels_last
+        grad_out, indices, ctx.input_size, *ctx.window, ctx.channels_last, ctx.indices_kind == "flat"
     )
-    return grad_x, None, None, None, None, None
+    return grad_x, None, None, None, None, None, None
 
 
 _max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
@@ -447,9 +487,16 @@ def max_pool2d(
             f" padding {p}, dilation {d}, ceil_mode {bool(ceil_mode)}"
         )
 
+    # What the forward must record: torch's indices if asked for, else the 1-byte taps if a backward can follow.
+    if return_indices:
+        kind = "flat"
+    elif torch.is_grad_enabled() and x.requires_grad:
+        kind = "taps"
+    else:
+        kind = "none"
     unbatched = x.dim() == 3
     x4 = x.unsqueeze(0) if unbatched else x  # (N, C, H, W)
-    out, indices = torch.ops.triton_kernels.max_pool2d(x4, list(k), list(s), list(p), list(d), bool(ceil_mode))
+    out, indices = torch.ops.triton_kernels.max_pool2d(x4, list(k), list(s), list(p), list(d), bool(ceil_mode), kind)
     if unbatched:
         out, indices = out.squeeze(0), indices.squeeze(0)  # (C, OH, OW)
     return (out, indices) if return_indices else out
