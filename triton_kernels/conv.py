@@ -40,7 +40,6 @@ from triton_kernels._common import (
     check_same_dtype,
     check_tensor,
     interpret_mode,
-    tl_dtype_name,
 )
 
 INTERPRET = interpret_mode()
@@ -424,32 +423,34 @@ def _cfg(bm, bn, bk, warps, stages):
     return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "num_warps": warps, "num_stages": stages}
 
 
-# Forward and dgrad: M = N*OH*OW (or N*H*W) is huge, N = 96..384 filters (or channels); 32 columns fit conv1's
-# 96 filters exactly, 128x128 is the big-tile choice for conv2..conv5.
+# Configurations chosen by compiling candidates for sm_90 on the CPU (python -m triton_kernels.inspect):
+# only those with no register spills (cuobjdump STACK 0) in both fp32/TF32 and bf16 are kept; 128x128 fp32
+# tiles spill in the epilogue (64 accumulators plus 128 registers of 64-bit store addresses per thread).
 # Every BLOCK_M is a multiple of 64 so tl.dot lowers to Hopper's warpgroup MMA (wgmma), TF32 or bf16.
+# Forward: M = N*OH*OW is huge (conv2: 86528), N = FG = 256/384 filters, K = CG*KH*KW = 2304..3456.
 SM90_FWD_CONFIGS = [
-    _cfg(128, 128, 32, 8, 3),
-    _cfg(128, 64, 32, 4, 4),
-    _cfg(64, 128, 64, 4, 3),
+    _cfg(128, 64, 32, 8, 4),
+    _cfg(64, 128, 64, 8, 3),
+    _cfg(64, 64, 32, 4, 4),
 ]
 # Forward with few input channels (SMALL_C, AlexNet's conv1: C = 1, K = 121, 96 filters): BLOCK_K = 16 keeps the
-# per-element padding tests in registers; 32 columns cover 96 filters in 3 tiles, 128 in 1 (with 25% idle).
+# per-element padding tests in registers; 32 columns cover 96 filters in 3 tiles.
 SM90_FWD_SMALL_C_CONFIGS = [
     _cfg(128, 32, 16, 4, 3),
-    _cfg(128, 128, 16, 8, 3),
+    _cfg(128, 64, 16, 8, 3),
+    _cfg(256, 32, 16, 8, 3),
 ]
 SMALL_C_BELOW = 32  # the forward walks K flat (SMALL_C) when C/groups < this: channel chunks would waste > half
-# dgrad: M = N*H*W, N = CG = 96..384 (conv1's dgrad is never needed: the images need no gradient).
+# dgrad: M = N*H*W, N = CG = 96..384, K = FG*KH*KW (conv1's dgrad is never needed: images need no gradient).
 SM90_DGRAD_CONFIGS = [
-    _cfg(128, 128, 32, 8, 3),
-    _cfg(128, 64, 32, 4, 4),
-    _cfg(64, 128, 32, 4, 4),
+    _cfg(128, 64, 16, 8, 3),
+    _cfg(64, 128, 32, 8, 3),
+    _cfg(64, 64, 32, 8, 3),
 ]
 # wgrad: M = FG = 96..384 filters, N = CG*KH*KW = 121..3456, K = N*OH*OW long (split over programs).
 SM90_WGRAD_CONFIGS = [
-    _cfg(128, 128, 32, 8, 3),
-    _cfg(64, 128, 32, 4, 4),
-    _cfg(128, 64, 64, 4, 3),
+    _cfg(128, 64, 32, 8, 3),
+    _cfg(64, 128, 32, 8, 3),
 ]
 INTERPRET_CONFIG = _cfg(32, 16, 16, 4, 1)
 # The bias-gradient reduction is memory bound and not autotuned.
@@ -831,10 +832,12 @@ SM90_DTYPES = (("fp32", "tf32"), ("bf16", "ieee"))
 
 
 def _compile_spec(name, fn, pointers, constexprs, num_warps, num_stages):
+    """One spec: every argument typed (pointers as given, other non-constexpr arguments i32)."""
     arg_names = list(fn.arg_names)
     signature = {a: "constexpr" if a in constexprs else pointers.get(a, "i32") for a in arg_names}
     return {"name": name, "fn": fn, "signature": signature, "constexprs": dict(constexprs),
-            "num_warps": num_warps, "num_stages": num_stages}
+            "num_warps": num_warps, "num_stages": num_stages,
+            "expect_tensor_cores": "DOT_PRECISION" in constexprs}  # the GEMMs must use wgmma / mma
 
 
 def _sm90_compile_specs():
