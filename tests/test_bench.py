@@ -187,8 +187,8 @@ def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
 
 def test_train_end_to_end_then_layers_merge_into_one_file(tmp_path, fake_data, capsys):
     out = tmp_path / "results"
-    args = parse(train, ["--backends", "torch", "--steps", "2", "--batch", "1", "--seed-run",
-                         "--data-dir", str(fake_data), "--limit-train", "4", "--limit-test", "4",
+    args = parse(train, ["--backends", "torch", "--steps", "1", "--batch", "1", "--seed-run",
+                         "--data-dir", str(fake_data), "--limit-train", "2", "--limit-test", "2",
                          "--out-dir", str(out), "--no-progress", *DEVICE])
     assert train.run(args) == 0
     (path,) = out.glob("*.json")
@@ -198,7 +198,7 @@ def test_train_end_to_end_then_layers_merge_into_one_file(tmp_path, fake_data, c
     assert step["img_per_s"] == pytest.approx(1e3 / step["step_ms"])
     assert step["tflops"] == pytest.approx(C.train_step_flops(1) / step["step_ms"] / 1e9)
     (seed,) = data["seed_run"]
-    assert (seed["backend"], seed["epochs"], seed["limit_train"]) == ("torch", 1, 4)
+    assert (seed["backend"], seed["epochs"], seed["limit_train"]) == ("torch", 1, 2)
     assert seed["seconds"] > 0 and 0 <= seed["test_acc"] <= 1 and seed["status"] == "completed"
     assert path.with_name(path.stem + "-train.png").read_bytes()[:8] == PNG_MAGIC
 

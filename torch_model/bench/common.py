@@ -210,7 +210,7 @@ def measure_peaks(device: torch.device, dtypes: Iterable[str] = ("bf16",), progr
 
     GPU: an 8192^3 matmul (bf16 always, plus TF32/fp32 when the run measures them) and a 1 GiB device copy.
     CPU: no bf16 or TF32 peak there, so an fp32 matmul (1024^3) and a 64 MiB copy, said so in "how"."""
-    gen = torch.Generator(device="cpu").manual_seed(1234)
+    gen = torch.Generator(device=device).manual_seed(1234)
     if device.type == "cuda":
         n, copy_elems = 8192, 2**28
     else:
@@ -218,8 +218,8 @@ def measure_peaks(device: torch.device, dtypes: Iterable[str] = ("bf16",), progr
     peak: dict = {"bf16_matmul_tflops": None}
     wanted = ["bf16", *[d for d in dtypes if d != "bf16"]] if device.type == "cuda" else ["fp32"]
     for dtype in wanted:
-        a = [torch.randn(n, n, generator=gen).to(device, torch_dtype(dtype)) for _ in range(2)]
-        b = [torch.randn(n, n, generator=gen).to(device, torch_dtype(dtype)) for _ in range(2)]
+        a = [torch.randn(n, n, generator=gen, device=device).to(torch_dtype(dtype)) for _ in range(2)]
+        b = [torch.randn(n, n, generator=gen, device=device).to(torch_dtype(dtype)) for _ in range(2)]
         rot = iter(range(10**12))
 
         def mm():
@@ -230,7 +230,7 @@ def measure_peaks(device: torch.device, dtypes: Iterable[str] = ("bf16",), progr
             t = time_ms(mm, device, repeat=5)
         peak[f"{dtype}_matmul_tflops"] = 2 * n**3 / (t["ms"] * 1e-3) / 1e12
         del a, b
-    src = torch.randn(copy_elems, generator=gen).to(device)
+    src = torch.randn(copy_elems, generator=gen, device=device)
     dst = torch.empty_like(src)
     t = time_ms(lambda: dst.copy_(src), device, repeat=5)
     peak["copy_tb_per_s"] = 2 * src.nbytes / (t["ms"] * 1e-3) / 1e12

@@ -3,8 +3,11 @@
     triton    triton_kernels.conv2d_relu / max_pool2d (ours: the ReLU fused into the conv's epilogue)
     cudnn     eager PyTorch, F.relu(F.conv2d(x, w, b, ...)) / F.max_pool2d, cudnn.benchmark on; measured in NCHW
               and channels_last, the faster one is the reference every ratio is taken against
-    compile   torch.compile(mode="max-autotune") of the same eager function (slow to compile: by default only
-              bf16 in NCHW, see --compile-dtypes / --compile-layouts)
+    compile   torch.compile of the same eager function, mode "max-autotune-no-cudagraphs" by default: the same
+              kernel search as "max-autotune" without CUDA graphs, whose static input buffers would add a copy of
+              every rotated input to each timed call. Compiles are slow, so by default only the bf16 forward in
+              NCHW (--compile-dtypes / --compile-passes / --compile-layouts): inductor lowers a conv's backward
+              to aten's convolution_backward, i.e. cuDNN, anyway.
 
 at the seed's shapes (224x224 input, batch 128), forward and forward+backward, bf16 and fp32-with-TF32. The forward
 runs under torch.no_grad() (no activations kept); forward+backward is out = f(x, w, b) then torch.autograd.grad
@@ -51,11 +54,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "compile is skipped on a CPU)")
     parser.add_argument("--layouts", type=C.csv_choices(LAYOUTS, "layout"), default=list(LAYOUTS),
                         help="memory layouts for triton and cudnn (default: both)")
-    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="max-autotune",
-                        help="torch.compile mode (default: %(default)s)")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="max-autotune-no-cudagraphs",
+                        help="torch.compile mode (default: %(default)s: max-autotune's kernel search, no CUDA "
+                             "graphs, which would copy each fresh input into a static buffer inside the timing)")
     parser.add_argument("--compile-dtypes", type=C.csv_choices(C.DTYPES, "dtype"), default=["bf16"],
                         help="dtypes that get a torch.compile figure (default: bf16; max-autotune compiles take "
                              "~10 s per layer and pass)")
+    parser.add_argument("--compile-passes", type=C.csv_choices(C.PASSES, "pass"), default=["fwd"],
+                        help="passes that get a torch.compile figure (default: fwd; inductor's conv backward is "
+                             "aten's, i.e. cuDNN's)")
     parser.add_argument("--compile-layouts", type=C.csv_choices(LAYOUTS, "layout"), default=["nchw"],
                         help="layouts that get a torch.compile figure (default: nchw)")
     parser.add_argument("--resize", type=C.positive_int, help="input height/width (default 224 on a GPU, 68 on a CPU)")
@@ -173,15 +180,18 @@ def plan(args: argparse.Namespace, device: torch.device) -> tuple[list[tuple], l
                 for impl in impls:
                     layouts = [l for l in args.layouts] if impl != "compile" else [
                         l for l in args.compile_layouts]
-                    if impl == "compile" and dtype not in args.compile_dtypes:
+                    if impl == "compile" and (dtype not in args.compile_dtypes or pss not in args.compile_passes):
                         continue
                     for layout in layouts:
                         todo.append((layer, dtype, pss, impl, layout))
     if "compile" in impls:
-        missing = [d for d in args.dtypes if d not in args.compile_dtypes]
-        if missing:
-            skipped.append(f"torch.compile not measured in {','.join(missing)} (--compile-dtypes "
-                           f"{','.join(args.compile_dtypes)})")
+        for what, asked, allowed in (("dtypes", args.dtypes, args.compile_dtypes),
+                                     ("passes", args.passes, args.compile_passes),
+                                     ("layouts", args.layouts, args.compile_layouts)):
+            missing = [d for d in asked if d not in allowed]
+            if missing:
+                skipped.append(f"torch.compile not measured in {','.join(missing)} (--compile-{what} "
+                               f"{','.join(allowed)})")
     return todo, skipped
 
 
@@ -216,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     for line in skipped:
         print(f"note: {line}", flush=True)
 
-    t_run = time.perf_counter()
+    t_run, started = time.perf_counter(), C.now_iso()
     saved_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True  # "the best cuDNN": let it pick its fastest algorithm per shape
     try:
@@ -228,8 +238,10 @@ def run(args: argparse.Namespace) -> int:
 
     add_ratios(entries, base)
     run_meta = {
-        "started": C.now_iso(), "seconds": round(time.perf_counter() - t_run, 1), "argv": sys.argv[1:],
+        "started": started, "seconds": round(time.perf_counter() - t_run, 1), "argv": sys.argv[1:],
         "batch": batch, "resize": resize, "channel_div": channel_div, "compile_mode": args.compile_mode,
+        "compile_for": {"dtypes": args.compile_dtypes, "passes": args.compile_passes,
+                        "layouts": args.compile_layouts},
         "peak": peak, "skipped": skipped, "failures": failures,
         "forward": "under torch.no_grad(); fwd+bwd = forward + torch.autograd.grad (no dX for conv1)",
         "cudnn_benchmark": True,
@@ -242,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     print(C.format_table(headers, rows))
     print(f"x {base}: the best {base} layout's time over this one's (> 1 = faster than {base}); % peak: of the "
           f"{'matmul' if gpu else 'fp32 matmul'} peak for convs, of the copy bandwidth for pools.")
+    print(f"{len(entries)} figures in {run_meta['seconds']:.0f} s")
     C.finish(args.out_dir, result, "layers", args.update_readme)
     if failures:
         print(f"{len(failures)} figure(s) FAILED:", file=sys.stderr)

@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     for line in skipped:
         print(f"note: {line}", flush=True)
 
-    t_run = time.perf_counter()
+    t_run, started = time.perf_counter(), C.now_iso()
     saved_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     failures: list[str] = []
@@ -223,13 +223,13 @@ def run(args: argparse.Namespace) -> int:
     for e in entries:
         r = ref.get((e["dtype"], e["batch"]))
         e["vs_torch"] = e["img_per_s"] / r if r else None
-    run_meta = {"started": C.now_iso(), "seconds": round(time.perf_counter() - t_run, 1), "argv": sys.argv[1:],
+    run_meta = {"started": started, "seconds": round(time.perf_counter() - t_run, 1), "argv": sys.argv[1:],
                 "batch": batch, "steps": steps, "warmup_steps": warmup_steps, "compile_mode": args.compile_mode,
                 "peak": peak, "skipped": skipped, "failures": failures, "cudnn_benchmark": True}
     result = {**info, "date": C.today(), "peak": peak, "train": entries, "runs": {"train": run_meta}}
     if args.seed_run:
         result["seed_run"] = seeds
-        result["runs"]["seed_run"] = {"started": run_meta["started"], "argv": sys.argv[1:]}
+        result["runs"]["seed_run"] = {"started": started, "argv": sys.argv[1:]}
     result = C.clean_json(result)
     print()
     print(C.describe(result))
@@ -241,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
         headers, rows = C.seed_rows(result)
         print()
         print(C.format_table(headers, rows))
+    print(f"done in {run_meta['seconds']:.0f} s")
     C.finish(args.out_dir, result, "train", args.update_readme)
     if failures:
         print(f"{len(failures)} figure(s) FAILED:", file=sys.stderr)
