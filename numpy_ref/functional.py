@@ -14,6 +14,7 @@ tests hold both equal to each other and to torch. The math of every backward is 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,9 +158,24 @@ def conv2d_geometry(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
 # ----------------------------------------------------------------------------------------------------------
 # conv2d: im2col through a strided view + one BLAS matmul per group
 
+_scratch = threading.local()
+
+
+def _workspace(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A scratch array that never leaves the function using it, reused from call to call (one per name and
+    thread, grown to the largest layer's size). Why: conv2's columns are 52 MB at batch 8; a fresh array that
+    big is fresh pages, which the kernel must zero on first touch, and that costs more than the copy itself."""
+    size = int(np.prod(shape))
+    buf = getattr(_scratch, name, None)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        setattr(_scratch, name, buf)
+    return buf[:size].reshape(shape)
+
+
 def _im2col(xp: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """The columns of the padded input: row (c, kh, kw), column (n, oh, ow) holds
-    xp[n, c, oh*stride + kh*dilation, ow*stride + kw*dilation]. One copy, no Python loop."""
+    xp[n, c, oh*stride + kh*dilation, ow*stride + kw*dilation]. One copy (into scratch space), no Python loop."""
     sN, sC, sH, sW = xp.strides
     windows = as_strided(  # a view, nothing copied yet
         xp,
@@ -167,7 +183,9 @@ def _im2col(xp: np.ndarray, g: ConvGeometry) -> np.ndarray:
         strides=(sN, sC, sH * g.stride[0], sW * g.stride[1], sH * g.dilation[0], sW * g.dilation[1]),
         writeable=False,
     )  # (N, C, OH, OW, KH, KW)
-    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(g.C * g.KH * g.KW, g.N * g.OH * g.OW)  # (C*KH*KW, N*OH*OW)
+    cols = _workspace("cols", (g.C, g.KH, g.KW, g.N, g.OH, g.OW), xp.dtype)  # (C, KH, KW, N, OH, OW)
+    np.copyto(cols, windows.transpose(1, 4, 5, 0, 2, 3))
+    return cols.reshape(g.C * g.KH * g.KW, g.N * g.OH * g.OW)  # (C*KH*KW, N*OH*OW)
 
 
 def _pad(x4: np.ndarray, g: ConvGeometry, value: float = 0.0) -> np.ndarray:
@@ -188,16 +206,14 @@ def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
     cols = _im2col(xp, g)                                        # (C*KH*KW, N*OH*OW)
     w2 = weight.reshape(g.F, g.Cg * g.KH * g.KW)                 # (F, Cg*KH*KW)
     Kg = g.Cg * g.KH * g.KW
-    if g.G == 1:
-        out2 = w2 @ cols                                         # (F, N*OH*OW)
-    else:
-        out2 = np.empty((g.F, cols.shape[1]), dtype=x.dtype)     # (F, N*OH*OW)
-        for k in range(g.G):  # group k: its Fg filters see only its Cg channels
-            out2[k * g.Fg:(k + 1) * g.Fg] = w2[k * g.Fg:(k + 1) * g.Fg] @ cols[k * Kg:(k + 1) * Kg]  # (Fg, N*OH*OW)
+    out2 = _workspace("out2", (g.F, cols.shape[1]), x.dtype)    # (F, N*OH*OW)
+    for k in range(g.G):  # group k: its Fg filters see only its Cg channels
+        fs, cs = slice(k * g.Fg, (k + 1) * g.Fg), slice(k * Kg, (k + 1) * Kg)
+        np.matmul(w2[fs], cols[cs], out=out2[fs])                # (Fg, N*OH*OW): the whole conv, one GEMM
     if bias is not None:
         out2 += bias[:, None]                                    # (F, N*OH*OW)
     out = out2.reshape(g.F, g.N, g.OH, g.OW).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
-    out = np.ascontiguousarray(out)                              # (N, F, OH, OW)
+    out = np.ascontiguousarray(out)                              # (N, F, OH, OW), a fresh array
     cache = (xp, weight, bias is not None, g)
     return (out[0] if g.unbatched else out), cache
 
@@ -217,11 +233,11 @@ def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndar
     w2 = weight.reshape(g.F, g.Cg * g.KH * g.KW)                 # (F, Cg*KH*KW)
     Kg = g.Cg * g.KH * g.KW
     dw2 = np.empty_like(w2)                                      # (F, Cg*KH*KW)
-    dcols = np.empty_like(cols)                                  # (C*KH*KW, N*OH*OW)
+    dcols = _workspace("dcols", cols.shape, cols.dtype)          # (C*KH*KW, N*OH*OW)
     for k in range(g.G):
         fs, cs = slice(k * g.Fg, (k + 1) * g.Fg), slice(k * Kg, (k + 1) * Kg)
-        dw2[fs] = dout2[fs] @ cols[cs].T                         # (Fg, Cg*KH*KW)
-        dcols[cs] = w2[fs].T @ dout2[fs]                         # (Cg*KH*KW, N*OH*OW)
+        np.matmul(dout2[fs], cols[cs].T, out=dw2[fs])            # (Fg, Cg*KH*KW)
+        np.matmul(w2[fs].T, dout2[fs], out=dcols[cs])            # (Cg*KH*KW, N*OH*OW)
     dbias = dout2.sum(axis=1) if has_bias else None              # (F,)
     # col2im: add each kernel tap's slab back where that tap read from (KH*KW strided adds, no Python pixel loop)
     dcols6 = dcols.reshape(g.C, g.KH, g.KW, g.N, g.OH, g.OW)      # (C, KH, KW, N, OH, OW)
