@@ -197,6 +197,7 @@ def test_train_end_to_end_then_layers_merge_into_one_file(tmp_path, fake_data, c
     assert (step["backend"], step["dtype"], step["batch"]) == ("torch", "fp32", 1)
     assert step["img_per_s"] == pytest.approx(1e3 / step["step_ms"])
     assert step["tflops"] == pytest.approx(C.train_step_flops(1) / step["step_ms"] / 1e9)
+    assert step["conv_dtypes"] == ["float32"] and step["first_loss"] > 0
     (seed,) = data["seed_run"]
     assert (seed["backend"], seed["epochs"], seed["limit_train"]) == ("torch", 1, 2)
     assert seed["seconds"] > 0 and 0 <= seed["test_acc"] <= 1 and seed["status"] == "completed"

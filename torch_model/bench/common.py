@@ -566,7 +566,7 @@ def layer_rows(data: dict) -> tuple[list[str], list[list]]:
 
 
 def train_rows(data: dict) -> tuple[list[str], list[list]]:
-    headers = ["backend", "dtype", "batch", "img/s", "step ms", "TFLOP/s", "% peak", "x torch"]
+    headers = ["backend", "dtype", "batch", "img/s", "step ms", "TFLOP/s", "% peak", "x torch", "convs ran in"]
     ref = {(e["dtype"], e["batch"]): e["img_per_s"] for e in data.get("train", []) if e["backend"] == "torch"}
     rows = []
     for e in sorted(data.get("train", []), key=lambda e: (e["dtype"], e["batch"], e["backend"])):
@@ -574,7 +574,7 @@ def train_rows(data: dict) -> tuple[list[str], list[list]]:
         frac = e.get("peak_fraction")
         rows.append([e["backend"], e["dtype"], e["batch"], _f(e["img_per_s"], ".0f"), _f(e.get("step_ms"), ".2f"),
                      _f(e.get("tflops"), ".1f"), _f(None if frac is None else 100 * frac, ".0f"),
-                     _f(r and e["img_per_s"] / r, ".2f")])
+                     _f(r and e["img_per_s"] / r, ".2f"), ",".join(e.get("conv_dtypes") or [])])
     return headers, rows
 
 
@@ -722,7 +722,7 @@ def plot_train(data: dict, path: Path) -> Path | None:
                     xs.append(i + (j - (len(backends) - 1) / 2) * width)
                     ys.append(e["img_per_s"])
         bars = ax.bar(xs, ys, width, label=backend)
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
     ax.set_xticks(range(len(groups)), [f"{d}, batch {b}" for d, b in groups])
     ax.set_ylabel("training images / s")
     ax.grid(axis="y", alpha=0.3)

@@ -86,11 +86,21 @@ def measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps:
     data = [(torch.rand(batch, 1, RESIZE, RESIZE, generator=g, device=device),
              torch.randint(0, 10, (batch,), generator=g, device=device)) for _ in range(4)]
     losses = []
+    # which dtype the convs really compute in (autocast casts only the ops it knows; a custom op gets fp32)
+    conv_dtypes: set[str] = set()
+    hooks = [] if backend == "compile" else [
+        m.register_forward_hook(lambda m, i, o: conv_dtypes.add(str(o.dtype).removeprefix("torch.")))
+        for m in learner.net.modules() if isinstance(m, torch.nn.Conv2d)]
     C.sync(device)
     t0 = time.perf_counter()
     losses.append(learner.step(*data[0])[0])  # compile / autotune / cuDNN search happen here
     C.sync(device)
     setup_s = time.perf_counter() - t0
+    for h in hooks:
+        h.remove()
+    if dtype == "bf16" and "float32" in conv_dtypes:
+        print(f"note: {backend} bf16: the convs ran in float32 under bf16 autocast (an op with no autocast rule "
+              f"gets fp32 inputs): this figure is not an all-bf16 step", flush=True)
     for i in range(1, warmup_steps):
         losses.append(learner.step(*data[i % 4])[0])
     times = []
@@ -116,7 +126,7 @@ def measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps:
         "setup_s": round(setup_s, 3), "flops": flops, "tflops": tflops,
         "peak_fraction": tflops / mm_peak if mm_peak else None, "resize": RESIZE,
         "first_loss": losses[0], "last_loss": losses[-1],
-        "amp": "bf16" if dtype == "bf16" else "none",
+        "amp": "bf16" if dtype == "bf16" else "none", "conv_dtypes": sorted(conv_dtypes) or None,
         "compile_mode": args.compile_mode if backend == "compile" else None,
         "timer": "perf_counter per step, synchronized, median",
         "interpreter": device.type != "cuda" and backend == "triton",
