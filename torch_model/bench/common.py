@@ -572,8 +572,8 @@ def train_rows(data: dict) -> tuple[list[str], list[list]]:
     for e in sorted(data.get("train", []), key=lambda e: (e["dtype"], e["batch"], e["backend"])):
         r = ref.get((e["dtype"], e["batch"]))
         frac = e.get("peak_fraction")
-        rows.append([e["backend"], e["dtype"], e["batch"], _f(e["img_per_s"], ".0f"), _f(e.get("step_ms"), ".2f"),
-                     _f(e.get("tflops"), ".1f"), _f(None if frac is None else 100 * frac, ".0f"),
+        rows.append([e["backend"], e["dtype"], e["batch"], _g(e["img_per_s"]), _g(e.get("step_ms")),
+                     _g(e.get("tflops")), _f(None if frac is None else 100 * frac, ".0f"),
                      _f(r and e["img_per_s"] / r, ".2f"), ",".join(e.get("conv_dtypes") or [])])
     return headers, rows
 
