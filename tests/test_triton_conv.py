@@ -348,7 +348,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton_kernels.conv import SM90_COMPILE_SPECS
 spec = next(s for s in SM90_COMPILE_SPECS if s["name"] == sys.argv[1])
-k = triton.compile(ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"]),
+k = triton.compile(ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"],
+                             attrs=spec.get("attrs")),
                    target=GPUTarget("cuda", 90, 32),
                    options={"num_warps": spec["num_warps"], "num_stages": spec["num_stages"]})
 print(json.dumps({"wgmma": "wgmma" in k.asm["ptx"], "shared": k.metadata.shared,

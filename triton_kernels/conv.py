@@ -60,8 +60,9 @@ PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cor
 #                  nothing (AlexNet's conv2..conv5: 96..384 channels).
 #   SMALL_C=True   k flattened over (kh, kw, c): no channel padding, but per-element (BLOCK_M, BLOCK_K) padding
 #                  tests, so it runs with a small BLOCK_K (AlexNet's conv1: C = 1, K = 121).
-@triton.jit(do_not_specialize=["M", "FG", "K", "CG", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h",
-                               "dil_w"])
+# (CG is left to specialize: "CG divisible by 16" lets the compiler prove a channel chunk's mask uniform and
+# issue 16-byte async copies on channels_last inputs; the other sizes would only multiply recompilations.)
+@triton.jit(do_not_specialize=["M", "FG", "K", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h", "dil_w"])
 def _conv2d_fwd_kernel(
     x_ptr,
     w_ptr,
@@ -174,8 +175,7 @@ def _conv2d_fwd_kernel(
 # Implicit GEMM per group: rows m = (n, ih, iw) of M = N*H*W, columns c of CG, k = (kh, kw, f) of K = KH*KW*FG,
 # walked tap by tap, BLOCK_K filters at a time (the forward's SMALL_C=False order). With stride s > 1 only one
 # tap in s*s reaches a given pixel: the others are masked off (AlexNet's one strided conv, conv1, needs no dgrad).
-@triton.jit(do_not_specialize=["M", "CG", "FG", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h",
-                               "dil_w"])
+@triton.jit(do_not_specialize=["M", "CG", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h", "dil_w"])
 def _conv2d_dgrad_kernel(
     dy_ptr,
     out_ptr,
@@ -265,7 +265,8 @@ def _conv2d_dgrad_kernel(
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
 
 
-# dw[g*FG + f, c, kh, kw] = sum_{n, oh, ow} gy[n, g*FG + f, oh, ow] * x[n, g*CG + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w]
+# dw[g*FG + f, c, kh, kw] = sum_{n, oh, ow} gy[n, g*FG + f, oh, ow]
+#                                          * x[n, g*CG + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w]
 # Implicit GEMM per group: rows f of FG, columns j = (kh, kw, c) of KH*KW*CG, k = (n, oh, ow) of K = N*OH*OW.
 # K is long and M, N short (AlexNet's first layer: 96 x 121 x 373248), so the K range is split over grid axis 2
 # (split-K): program k_split writes its partial sum to dw_ptr + k_split*sdk (an fp32 workspace when split > 1).
@@ -583,6 +584,12 @@ def _split_rows(rows: int, tiles: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(rows, per), per
 
 
+def _dot_precision(dtype: torch.dtype, input_precision: str) -> str:
+    """input_precision only means something for fp32 operands; fp16/bf16 dots are compiled as "ieee" (the same
+    code) so that one compiled variant, the one in SM90_COMPILE_SPECS, serves both settings."""
+    return input_precision if dtype == torch.float32 else "ieee"
+
+
 def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, input_precision):
     n, c, h, w = x.shape
     f, cg, kh, kw = weight.shape
@@ -601,7 +608,8 @@ def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, i
         h, w, oh, ow, kh, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *x.stride(), *weight.stride(), *out.stride(),
-        HAS_BIAS=bias is not None, RELU=relu, SMALL_C=small_c, DOT_PRECISION=input_precision,
+        HAS_BIAS=bias is not None, RELU=relu, SMALL_C=small_c,
+        DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
     )
     return out
 
@@ -624,7 +632,7 @@ def _launch_dgrad(grad_out, out, weight, x, stride, pad4, dilation, groups, relu
         h, w, oh, ow, kh, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *grad_out.stride(), *mask_src.stride(), *weight.stride(), *dx.stride(),
-        RELU=relu, DOT_PRECISION=input_precision,
+        RELU=relu, DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
     )
     return dx
 
@@ -659,7 +667,7 @@ def _launch_wgrad(grad_out, out, x, weight, stride, pad4, dilation, groups, relu
         h, w, oh, ow, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *grad_out.stride(), *mask_src.stride(), *x.stride(), *dw_strides,
-        RELU=relu, DOT_PRECISION=input_precision,
+        RELU=relu, DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
     )
     if splits == 1:
         return dw
@@ -831,13 +839,29 @@ def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 SM90_DTYPES = (("fp32", "tf32"), ("bf16", "ieee"))
 
 
-def _compile_spec(name, fn, pointers, constexprs, num_warps, num_stages):
-    """One spec: every argument typed (pointers as given, other non-constexpr arguments i32)."""
+# Layouts: "nchw" compiles every size and stride as a plain i32 (what any strides give); "cl" is what Triton's
+# launcher specializes for channels_last tensors with channel counts divisible by 16 (AlexNet's conv2..conv5):
+# unit channel strides become the constant 1, the other strides and the channel count are known multiples of 16,
+# so the channel-contiguous tiles load as 16-byte async copies (LDGSTS.128) and multi-buffer in shared memory.
+_CL_UNIT_STRIDES = {"fwd": ("sxc", "swc", "soc"), "dgrad": ("sgc", "soc", "swc", "sxc")}
+_CL_DIV16 = {"fwd": ("CG", "sxn", "sxh", "sxw", "swf", "swh", "sww", "son", "soh", "sow"),
+             "dgrad": ("FG", "sgn", "sgh", "sgw", "son", "soh", "sow", "swf", "swh", "sww", "sxn", "sxh", "sxw")}
+
+
+def _compile_spec(name, fn, pointers, constexprs, cfg, unit=(), div16=()):
+    """One spec: every argument typed (pointers as given, other non-constexpr arguments i32); `unit` arguments
+    compiled as the constant 1 and `div16` ones as known multiples of 16, as the launcher would specialize them."""
+    blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
+    constexprs = {**constexprs, **blocks, **{a: 1 for a in unit}}
     arg_names = list(fn.arg_names)
     signature = {a: "constexpr" if a in constexprs else pointers.get(a, "i32") for a in arg_names}
-    return {"name": name, "fn": fn, "signature": signature, "constexprs": dict(constexprs),
-            "num_warps": num_warps, "num_stages": num_stages,
+    spec = {"name": name + "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}]",
+            "fn": fn, "signature": signature, "constexprs": constexprs,
+            "num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"],
             "expect_tensor_cores": "DOT_PRECISION" in constexprs}  # the GEMMs must use wgmma / mma
+    if div16:
+        spec["attrs"] = {(arg_names.index(a),): [["tt.divisibility", 16]] for a in div16}
+    return spec
 
 
 def _sm90_compile_specs():
@@ -845,39 +869,36 @@ def _sm90_compile_specs():
     for dt, prec in SM90_DTYPES:
         tag = f"{dt}-{prec}" if dt == "fp32" else dt
         p = f"*{dt}"
-        for small_c, configs in ((False, SM90_FWD_CONFIGS), (True, SM90_FWD_SMALL_C_CONFIGS)):
-            for cfg in configs:
-                blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
-                cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
+        for layout in ("nchw", "cl"):
+            cl = layout == "cl"
+            for cfg in SM90_FWD_CONFIGS:
                 specs.append(_compile_spec(
-                    f"conv2d_fwd{'_small_c' if small_c else ''}[{tag}, {cfg_tag}]", _conv2d_fwd_kernel,
+                    f"conv2d_fwd[{tag}, {layout}, ", _conv2d_fwd_kernel,
                     {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
-                    {"HAS_BIAS": True, "RELU": True, "SMALL_C": small_c, "DOT_PRECISION": prec, **blocks},
-                    cfg["num_warps"], cfg["num_stages"]))
-        for cfg in SM90_DGRAD_CONFIGS:
-            blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
-            cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
+                    {"HAS_BIAS": True, "RELU": True, "SMALL_C": False, "DOT_PRECISION": prec}, cfg,
+                    _CL_UNIT_STRIDES["fwd"] if cl else (), _CL_DIV16["fwd"] if cl else ()))
+            for cfg in SM90_DGRAD_CONFIGS:
+                specs.append(_compile_spec(
+                    f"conv2d_dgrad[{tag}, {layout}, ", _conv2d_dgrad_kernel,
+                    {"dy_ptr": p, "out_ptr": p, "w_ptr": p, "dx_ptr": p},
+                    {"RELU": True, "DOT_PRECISION": prec}, cfg,
+                    _CL_UNIT_STRIDES["dgrad"] if cl else (), _CL_DIV16["dgrad"] if cl else ()))
+        for cfg in SM90_FWD_SMALL_C_CONFIGS:  # conv1: one input channel, both layouts are the same
             specs.append(_compile_spec(
-                f"conv2d_dgrad[{tag}, {cfg_tag}]", _conv2d_dgrad_kernel,
-                {"dy_ptr": p, "out_ptr": p, "w_ptr": p, "dx_ptr": p},
-                {"RELU": True, "DOT_PRECISION": prec, **blocks},
-                cfg["num_warps"], cfg["num_stages"]))
-        for cfg in SM90_WGRAD_CONFIGS:
-            blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
-            cfg_tag = "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}"
+                f"conv2d_fwd_small_c[{tag}, ", _conv2d_fwd_kernel,
+                {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
+                {"HAS_BIAS": True, "RELU": True, "SMALL_C": True, "DOT_PRECISION": prec}, cfg))
+        for cfg in SM90_WGRAD_CONFIGS:  # its K walk (n, oh, ow) and columns (kh, kw, c) gather in any layout
             # AlexNet's wgrads all split K (see _split_rows), so dW goes to the fp32 workspace.
             specs.append(_compile_spec(
-                f"conv2d_wgrad[{tag}, {cfg_tag}]", _conv2d_wgrad_kernel,
+                f"conv2d_wgrad[{tag}, ", _conv2d_wgrad_kernel,
                 {"dy_ptr": p, "out_ptr": p, "x_ptr": p, "dw_ptr": "*fp32"},
-                {"RELU": True, "DOT_PRECISION": prec, **blocks},
-                cfg["num_warps"], cfg["num_stages"]))
+                {"RELU": True, "DOT_PRECISION": prec}, cfg))
     for dt in dict.fromkeys(dt for dt, _ in SM90_DTYPES):  # bias grad: no dot, one spec per dtype
-        blocks = {k: v for k, v in BIAS_GRAD_CONFIG.items() if k.startswith("BLOCK")}
         specs.append(_compile_spec(
-            f"conv2d_bias_grad[{dt}, {blocks['BLOCK_M']}x{blocks['BLOCK_N']}]", _conv2d_bias_grad_kernel,
+            f"conv2d_bias_grad[{dt}, ", _conv2d_bias_grad_kernel,
             {"dy_ptr": f"*{dt}", "out_ptr": f"*{dt}", "db_ptr": "*fp32"},  # split rows: fp32 partial sums
-            {"RELU": True, **blocks},
-            BIAS_GRAD_CONFIG["num_warps"], BIAS_GRAD_CONFIG["num_stages"]))
+            {"RELU": True}, BIAS_GRAD_CONFIG))
     return specs
 
 
