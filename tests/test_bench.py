@@ -251,8 +251,9 @@ def test_readme_renders_only_gpu_results(tmp_path):
     text = readme.read_text()
     assert text.startswith("# Benchmarks\n\nintro") and text.endswith(f"{C.END}\n\nafter\n")
     assert "old" not in text and "owed" not in text
-    assert "| conv3 | bf16 | fwd | triton | nchw | 128 | 1.00 |" in text   # the triton row, 1.2x cuDNN
-    assert "| 1.20 |" in text and "| 1.20 |" in text.split("Training step")[1]  # 10800 / 9000 img/s
+    # conv3 bf16 forward: cuDNN 1.2 ms, triton 1.0 ms = 1.2x; goal 1.10x and 50% of peak (this one has no peak fraction)
+    assert "| conv3 | bf16 | fwd | 2.00 | 1.20 (nchw) | 1.00 (nchw) | 2.00 |  | 1.20 |  |  | >= 1.10x, >= 50% peak | no |" in text
+    assert "| triton | bf16 | 128 | 10800 |" in text and "| 1.20 |" in text.split("Training step")[1]  # 10800 / 9000
 
 
 # ----------------------------------------------------------------------------------------------- bad flags
@@ -298,3 +299,17 @@ def test_cli_prints_one_line_error(capsys):
     assert main(["bench", "layers", "--dtypes", "bf16", "--device", "cpu", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("alexnet bench: error: --dtypes bf16")
+
+
+def test_summary_marks_goals_met_or_not():
+    rows = C.summary_rows(_gpu_file(layers=[
+        {**_entry(layer="conv2", impl="triton", ms=1.0), "peak_fraction": 0.6},      # 1.15x cuDNN, 60% of peak
+        {**_entry(layer="conv2", impl="cudnn", ms=1.15, layout="channels_last")},
+        {**_entry(layer="conv2", impl="cudnn", ms=1.5)},                              # the slower layout: ignored
+        {**_entry(layer="pool1", impl="triton", ms=1.0, tflops=None), "pass": "fwd+bwd", "peak_fraction": 0.5},
+        {**_entry(layer="pool1", impl="cudnn", ms=1.3, tflops=None), "pass": "fwd+bwd"},
+    ]))[1]
+    by = {(r[0], r[2]): r for r in rows}
+    assert by[("conv2", "fwd")][4] == "1.15 (channels_last)"
+    assert by[("conv2", "fwd")][-2:] == [">= 1.10x, >= 50% peak", "yes"]
+    assert by[("pool1", "fwd+bwd")][-2:] == [">= 1.20x, >= 70% copy", "no"]  # 1.3x but only 50% of the copy rate

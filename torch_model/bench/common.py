@@ -565,6 +565,50 @@ def layer_rows(data: dict) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
+def goal(layer: str, dtype: str, pss: str) -> tuple[float, float | None] | None:
+    """Issue 5's goal for a Triton figure: (minimum speed-up over cuDNN, minimum fraction of peak or None)."""
+    if layer.startswith("pool"):
+        return (1.2, 0.70) if pss == "fwd+bwd" else None
+    if pss == "fwd+bwd":
+        return (1.0, None)
+    if dtype == "bf16":
+        return (1.10, None if layer == "conv1" else 0.50)
+    return (1.0, None) if dtype == "tf32" else None
+
+
+def summary_rows(data: dict) -> tuple[list[str], list[list]]:
+    """One row per (layer, dtype, pass): the best layout of each implementation side by side, and the goal."""
+    base = baseline_impl(data)
+    best = best_by_impl(data)
+    headers = ["layer", "dtype", "pass", "GFLOP | MB", f"{base} ms", "triton ms", "TFLOP/s | GB/s", "% peak",
+               f"triton x {base}", "compile ms", f"compile x {base}", "goal", "met"]
+    order = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3"]
+    groups = sorted({(e["layer"], e["dtype"], e["pass"]) for e in data.get("layers", [])},
+                    key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1], k[2]))
+    rows = []
+    for layer, dtype, pss in groups:
+        ref, tri, comp = (best.get((layer, dtype, pss, i)) for i in (base, "triton", "compile"))
+        any_e = ref or tri or comp
+        is_pool = layer.startswith("pool")
+        work = _g(any_e.get("bytes", 0) / 1e6) if is_pool else _g(any_e.get("flops", 0) / 1e9)
+        cell = lambda e: "" if e is None else f"{_g(e['ms'])} ({e['layout']})"  # noqa: E731
+        ratio = lambda e: _g(ref["ms"] / e["ms"]) if e and ref else ""  # noqa: E731
+        rate = frac = ""
+        met = ""
+        g = goal(layer, dtype, pss)
+        if tri is not None:
+            rate = _g(tri.get("gb_per_s") if is_pool else tri.get("tflops"))
+            frac = _f(None if tri.get("peak_fraction") is None else 100 * tri["peak_fraction"], ".0f")
+            if g and ref and not data.get("cpu"):
+                ok = ref["ms"] / tri["ms"] >= g[0] and (g[1] is None or (tri.get("peak_fraction") or 0) >= g[1])
+                met = "yes" if ok else "no"
+        goal_s = "" if g is None else f">= {g[0]:.2f}x" + ("" if g[1] is None else
+                                                             f", >= {100 * g[1]:.0f}% {'copy' if is_pool else 'peak'}")
+        rows.append([layer, dtype, pss, work, cell(ref), cell(tri), rate, frac, ratio(tri), cell(comp), ratio(comp),
+                     goal_s, met])
+    return headers, rows
+
+
 def train_rows(data: dict) -> tuple[list[str], list[list]]:
     headers = ["backend", "dtype", "batch", "img/s", "step ms", "TFLOP/s", "% peak", "x torch", "convs ran in"]
     ref = {(e["dtype"], e["batch"]): e["img_per_s"] for e in data.get("train", []) if e["backend"] == "torch"}
@@ -605,7 +649,8 @@ def render_markdown(data: dict) -> str:
     if data.get("cpu"):
         raise ValueError(f"{data.get('machine')}: a CPU (interpreter) results file is never rendered as results")
     out = [f"Measured on {describe(data)}.", ""]
-    for title, rows_of in (("Per layer", layer_rows), ("Training step", train_rows), ("Full seed run", seed_rows)):
+    for title, rows_of in (("Per layer (each implementation's best layout)", summary_rows),
+                           ("Training step", train_rows), ("Full seed run", seed_rows)):
         headers, rows = rows_of(data)
         out += [f"### {title}", "", format_table(headers, rows, markdown=True) if rows else "(not measured)", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -802,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
             if data is None:
                 raise ValueError(f"{args.show}: no such file")
             print(describe(data))
-            for rows_of in (layer_rows, train_rows, seed_rows):
+            for rows_of in (layer_rows, summary_rows, train_rows, seed_rows):
                 headers, rows = rows_of(data)
                 if rows:
                     print("\n" + format_table(headers, rows))

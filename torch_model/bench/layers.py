@@ -252,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(C.describe(result))
     print(C.format_table(headers, rows))
+    print()
+    print(C.format_table(*C.summary_rows({**result, "layers": entries})))
     print(f"x {base}: the best {base} layout's time over this one's (> 1 = faster than {base}); % peak: of the "
           f"{'matmul' if gpu else 'fp32 matmul'} peak for convs, of the copy bandwidth for pools.")
     print(f"{len(entries)} figures in {run_meta['seconds']:.0f} s")
