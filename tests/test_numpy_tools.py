@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from numpy_ref import walkthrough
 from torch_model.cli import main as alexnet_main
-from torch_model.data import load_fashion_mnist
+from torch_model.data import load_split
 
 SEED_SHAPES = [(1, 96, 54, 54), (1, 96, 54, 54), (1, 96, 26, 26), (1, 256, 26, 26), (1, 256, 26, 26),
                (1, 256, 12, 12), (1, 384, 12, 12), (1, 384, 12, 12), (1, 384, 12, 12), (1, 384, 12, 12),
@@ -32,7 +32,7 @@ def test_walkthrough_real_image_matches_torch_data_pipeline(real_data_dir, capsy
     """The torch-free IDX reader + resize give the same input as torch_model.data, and every layer's shape
     printed is the seed's."""
     image, label = walkthrough.read_test_image(real_data_dir, 5)
-    _, test = load_fashion_mnist(real_data_dir)
+    test = load_split(real_data_dir, "test")
     assert label == int(test.labels[5]) and np.array_equal(image, test.images[5].numpy())
     assert walkthrough.main(["--index", "5", "--data-dir", str(real_data_dir)]) == 0
     out = capsys.readouterr().out
