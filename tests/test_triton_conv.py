@@ -386,6 +386,13 @@ ALEXNET_CONVS = [  # (x shape, weight shape, stride, padding), from torch_model/
 ]
 
 
+# "2x torch's own error" needs a floor where torch's algorithm is far more exact than ours can be: cuDNN may
+# pick a non-TF32 algorithm under allow_tf32 (TF32 keeps 10 mantissa bits: 2^-10), or sum fp32 in a tree where
+# our wgrad adds up to ~4000 rows in a row per split (random walk: sqrt(4000) * 6e-8 ~ 4e-6, so 1e-5).
+# bf16 has no floor: both sides round the output to bf16 (2^-9), which dominates.
+RMS_FLOOR = {"fp32-ieee": 1e-5, "tf32": 2.0**-10, "bf16": 0.0}
+
+
 def _rms(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a.double() - ref).square().mean().sqrt() / ref.square().mean().sqrt()).item()
 
@@ -396,7 +403,7 @@ def _rms(a: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.mark.parametrize("layer", range(5), ids=[f"conv{i + 1}" for i in range(5)])
 def test_gpu_alexnet_shapes(layer, mode):
     """Ours vs torch (cuDNN) in the same precision, both against float64: relative RMS error of the output and
-    of every gradient at most 2x torch's own (fp32-ieee: within the fp32 tolerance)."""
+    of every gradient at most 2x torch's own (or RMS_FLOOR[mode])."""
     x_shape, w_shape, stride, padding = ALEXNET_CONVS[layer]
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     x64, w64 = _random(x_shape, torch.float64, 40), _random(w_shape, torch.float64, 41) * 0.05
@@ -424,15 +431,9 @@ def test_gpu_alexnet_shapes(layer, mode):
     names = [n for n, need in zip(("x", "weight", "bias"), needs) if need]
     for name, a, t, r in zip(["out", *names], [ours, *g_ours], [theirs, *g_theirs], [ref, *g_ref]):
         e_ours, e_torch = _rms(a, r), _rms(t, r)
-        if mode == "fp32-ieee":
-            assert e_ours < 1e-5, f"conv{layer + 1} {name} fp32-ieee: relative RMS error {e_ours:.2e}"
-        else:
-            # If cuDNN picks a non-TF32 algorithm its error is ~1e-7 and "2x torch" would demand exact fp32 of a
-            # TF32 kernel; TF32 keeps 10 mantissa bits, so 2^-10 relative RMS is the floor we allow then.
-            allowed = max(2 * e_torch, 2.0**-10) if mode == "tf32" else 2 * e_torch
-            assert e_ours <= allowed, (
-                f"conv{layer + 1} {name} {mode}: our relative RMS error {e_ours:.2e} > {allowed:.2e} "
-                f"(torch's own: {e_torch:.2e})")
+        allowed = max(2 * e_torch, RMS_FLOOR[mode])
+        assert e_ours <= allowed, (f"conv{layer + 1} {name} {mode}: our relative RMS error {e_ours:.2e} > "
+                                   f"{allowed:.2e} (torch's own: {e_torch:.2e})")
 
 
 @gpu

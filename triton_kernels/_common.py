@@ -26,7 +26,7 @@ def _pair(value, name: str, minimum: int = 0) -> tuple[int, int]:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
         pair = (value, value)
-    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
         pair = tuple(value)
     else:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")

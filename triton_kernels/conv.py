@@ -525,7 +525,7 @@ def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, input_p
 
 def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_precision) -> tuple[int, int]:
     """Channel/group/bias agreement, kernel vs padded input, index range. Returns (OH, OW)."""
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+    if isinstance(groups, bool) or not isinstance(groups, (int, torch.SymInt)) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     if len(stride) != 2 or len(dilation) != 2 or min(*stride, *dilation) < 1:
         raise ValueError(f"stride and dilation must be pairs of ints >= 1, got stride={stride}, dilation={dilation}")
@@ -554,7 +554,8 @@ def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_preci
     ow = (padded_w - eff_kw) // stride[1] + 1
     _check_int32(x, "x")
     _check_int32(weight, "weight")
-    _check_int32(torch.empty((n, f, oh, ow), device="meta"), "the output")
+    if n * f * oh * ow > 2**31:
+        raise ValueError(f"the output ({n}, {f}, {oh}, {ow}) has more elements than int32 indexing reaches")
     return oh, ow
 
 
