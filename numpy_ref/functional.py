@@ -194,9 +194,10 @@ def _pad(x4: np.ndarray, g: ConvGeometry, value: float = 0.0) -> np.ndarray:
     return np.pad(x4, ((0, 0), (0, 0), g.pad_h, g.pad_w), constant_values=value)  # (N, C, Hp, Wp)
 
 
-def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0,
-                   dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
-    """out[n, f, oh, ow] = bias[f] + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
+def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
+                   padding=0, dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
+    """out[n, f, oh, ow] = bias[f]
+                          + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
     where g = f // (F/G) is the filter's group.  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1.
 
     x (N, C, H, W) or (C, H, W); weight (F, C/G, KH, KW); bias (F,) or None -> out (N, F, OH, OW) or (F, OH, OW)."""
@@ -330,8 +331,8 @@ def _first_tap(start: np.ndarray, dilation: int) -> np.ndarray:
     return np.where(start < 0, start + (-start + dilation - 1) // dilation * dilation, start)
 
 
-def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
-                       return_indices: bool = False):
+def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
+                       ceil_mode: bool = False, return_indices: bool = False):
     """out[n, c, oh, ow] = max_{kh, kw} x_pad[n, c, oh*sh + kh*dh, ow*sw + kw*dw], padding is -inf.
 
     Returns (out, cache), or ((out, indices), cache) with return_indices, where indices are torch's: the flat
@@ -398,7 +399,8 @@ def relu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     return np.where(out > 0, dout, 0).astype(out.dtype, copy=False)  # like x
 
 
-def linear_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
+def linear_forward(input: np.ndarray, weight: np.ndarray,
+                   bias: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
     """out = x @ weight.T + bias.  x (..., in), weight (out, in), bias (out,) -> (..., out)."""
     x = input  # torch.nn.functional's name for the first argument
     _check_same_dtype("linear", input=x, weight=weight, bias=bias)

@@ -14,9 +14,10 @@ from numpy_ref.functional import _check_dout, conv2d_geometry, max_pool2d_geomet
 __all__ = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward"]
 
 
-def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1, padding=0,
-                   dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
-    """out[n, f, oh, ow] = bias[f] + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]"""
+def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
+                   padding=0, dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
+    """out[n, f, oh, ow] = bias[f]
+                          + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]"""
     x = input  # torch.nn.functional's name for the first argument
     g = conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
     x4 = x[None] if g.unbatched else x                                   # (N, C, H, W)
@@ -68,8 +69,8 @@ def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndar
     return dx, dweight, (dbias if has_bias else None)
 
 
-def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
-                       return_indices: bool = False):
+def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
+                       ceil_mode: bool = False, return_indices: bool = False):
     """out[n, c, oh, ow] = max over the window's pixels that lie inside the input (padding counts as -inf).
     The index kept, h*W + w, is torch's: the first maximum in scan order (kh, then kw), the last NaN if any,
     and the window's first tap inside the input when nothing beats -inf."""

@@ -328,7 +328,8 @@ BAD = [
     (lambda: Fn.flatten_forward(_a(2, 3), 1, 0), ["start_dim=1", "(2, 3)"]),
     (lambda: Fn.conv2d_backward(_a(1, 3, 5, 5), Fn.conv2d_forward(_a(1, 2, 8, 8), _a(3, 2, 3, 3))[1]),
      ["dout", "(1, 3, 6, 6)", "(1, 3, 5, 5)"]),
-    (lambda: Fn.max_pool2d_backward(_a(1, 1, 3, 3), Fn.max_pool2d_forward(_a(1, 1, 8, 8), 2)[1]), ["dout", "(1, 1, 4, 4)"]),
+    (lambda: Fn.max_pool2d_backward(_a(1, 1, 3, 3), Fn.max_pool2d_forward(_a(1, 1, 8, 8), 2)[1]),
+     ["dout", "(1, 1, 4, 4)"]),
 ]
 
 

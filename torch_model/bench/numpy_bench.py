@@ -9,7 +9,9 @@ input) and for the whole network (forward, cross-entropy, backward), at batch 8 
 
 GFLOP/s = FLOPs / time. The goal (issue 3) is the whole network within 1.5x of torch's time. NumPy's BLAS and
 torch's intra-op pool are both set to --threads (threadpoolctl sets the BLAS one; without it NumPy keeps its
-default and the report says so). Times are medians of --repeat runs after one warm-up.
+default and the report says so). Times are medians of --repeat rounds after one warm-up, numpy and torch
+alternating so both meet the same load; the CPU-time ratio (process_time, all threads) is the steadier figure
+on a machine shared with other jobs.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy_ref
     from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
-    from torch_model.bench.common import format_table, machine_info, now_iso, time_ms, write_json
+    from torch_model.bench.common import format_table, machine_info, now_iso, write_json
     from torch_model.model import alexnet
 
     for name in ("batch", "repeat"):
@@ -88,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     net.clear_cache()
     outputs = inputs[1:] + [h]
     total_flops = sum(_layer_flops(layer, inputs[i].shape, outputs[i].shape) or 0 for i, layer in enumerate(net))
-    picked = [] if args.whole_only else [i for i, layer in enumerate(net)
-                                         if isinstance(layer, (numpy_ref.Conv2d, numpy_ref.MaxPool2d, numpy_ref.Linear))]
+    compute = (numpy_ref.Conv2d, numpy_ref.MaxPool2d, numpy_ref.Linear)
+    picked = [] if args.whole_only else [i for i, layer in enumerate(net) if isinstance(layer, compute)]
     rows, records = [], []
     bar = tqdm(total=len(picked) + 1, desc="bench numpy", unit="row", disable=args.no_progress, leave=False)
     try:
@@ -110,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 xt.grad = None
 
             records.append(_measure(f"{i} {type(layer).__name__}", tuple(out.shape),
-                                    _layer_flops(layer, xi.shape, out.shape), numpy_fn, torch_fn, args.repeat,
-                                    time_ms))
+                                    _layer_flops(layer, xi.shape, out.shape), numpy_fn, torch_fn, args.repeat))
             bar.update()
 
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -125,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
             F.cross_entropy(tnet(xt), yt).backward()
             tnet.zero_grad(set_to_none=True)
 
-        whole = _measure("whole AlexNet", (args.batch, 10), total_flops, numpy_whole, torch_whole, args.repeat,
-                         time_ms)
+        whole = _measure("whole AlexNet", (args.batch, 10), total_flops, numpy_whole, torch_whole, args.repeat)
         records.append(whole)
         bar.update()
     finally:
@@ -135,19 +135,21 @@ def run(args: argparse.Namespace) -> int:
             limiter.restore_original_limits()
 
     headers = ["layer", "output", "GFLOP fwd+bwd", "numpy ms", "torch ms", "numpy/torch", "numpy GFLOP/s",
-               "torch GFLOP/s"]
+               "torch GFLOP/s", "CPU-time ratio"]
     for r in records:
         gf = r["flops_fwd_bwd"] / 1e9 if r["flops_fwd_bwd"] else None
         rows.append([r["name"], "x".join(map(str, r["shape"])), f"{gf:.2f}" if gf else "",
                      f"{r['numpy_ms']:.1f}", f"{r['torch_ms']:.1f}", f"{r['ratio']:.2f}",
-                     f"{gf / r['numpy_ms'] * 1e3:.1f}" if gf else "", f"{gf / r['torch_ms'] * 1e3:.1f}" if gf else ""])
+                     f"{gf / r['numpy_ms'] * 1e3:.1f}" if gf else "", f"{gf / r['torch_ms'] * 1e3:.1f}" if gf else "",
+                     f"{r['cpu_ratio']:.2f}" if r["cpu_ratio"] else ""])
     print(f"numpy_ref vs torch {torch.__version__} on the CPU: forward + backward, batch {args.batch}, {args.dtype}, "
           f"NCHW, {threads} thread(s); {blas_note}")
     print(format_table(headers, rows))
     verdict = "within" if whole["ratio"] <= GOAL_RATIO else "NOT within"
     print(f"\nwhole network: numpy {whole['numpy_ms']:.0f} ms vs torch {whole['torch_ms']:.0f} ms = "
           f"{whole['ratio']:.2f}x, {verdict} the {GOAL_RATIO}x goal "
-          f"({whole['flops_fwd_bwd'] / 1e9:.1f} GFLOP of multiply-adds per step)")
+          f"({whole['flops_fwd_bwd'] / 1e9:.1f} GFLOP of multiply-adds per step); in CPU time "
+          f"{whole['numpy_cpu_ms']:.0f} ms vs {whole['torch_cpu_ms']:.0f} ms = {whole['cpu_ratio']:.2f}x")
     if args.json:
         info = machine_info(torch.device("cpu"))
         write_json(args.json, {"bench": "numpy", "date": now_iso(), **info, "dtype": args.dtype, "layout": "NCHW",
@@ -157,11 +159,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(name, shape, flops_fwd, numpy_fn, torch_fn, repeat, time_ms) -> dict:
-    import torch
+def _measure(name, shape, flops_fwd, numpy_fn, torch_fn, repeat) -> dict:
+    """One warm-up each, then `repeat` rounds alternating numpy and torch, so both meet the same machine load.
+    Wall time (perf_counter) and process CPU time (process_time: all threads' CPU seconds, blind to time spent
+    waiting for a core, so steadier on a shared machine); medians of each."""
+    import statistics
+    import time
 
-    cpu = torch.device("cpu")
-    n = time_ms(numpy_fn, cpu, repeat=repeat)["ms"]
-    t = time_ms(torch_fn, cpu, repeat=repeat)["ms"]
+    numpy_fn()
+    torch_fn()
+    wall: dict[str, list[float]] = {"numpy": [], "torch": []}
+    cpu: dict[str, list[float]] = {"numpy": [], "torch": []}
+    for _ in range(repeat):
+        for key, fn in (("numpy", numpy_fn), ("torch", torch_fn)):
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[key].append((time.perf_counter() - w0) * 1e3)
+            cpu[key].append((time.process_time() - c0) * 1e3)
+    n, t = statistics.median(wall["numpy"]), statistics.median(wall["torch"])
+    nc, tc = statistics.median(cpu["numpy"]), statistics.median(cpu["torch"])
     return {"name": name, "shape": list(shape), "flops_fwd_bwd": 3 * flops_fwd if flops_fwd else None,
-            "numpy_ms": n, "torch_ms": t, "ratio": n / t}
+            "numpy_ms": n, "torch_ms": t, "ratio": n / t, "numpy_cpu_ms": nc, "torch_cpu_ms": tc,
+            "cpu_ratio": nc / tc if tc > 0 else None}
