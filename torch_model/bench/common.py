@@ -49,13 +49,10 @@ REL_ERR_TOL = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 5e-2}
 # ----------------------------------------------------------------------------------------------- the machine
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return torch.device(name)
+    """auto | cpu | cuda[:N], as `alexnet train` reads --device (a ValueError naming the flag otherwise)."""
+    from torch_model.train import resolve_device as resolve
+
+    return resolve(name)
 
 
 def _slug(text: str) -> str:
@@ -461,17 +458,11 @@ def merge_results(old: dict | None, new: dict) -> dict:
 
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> None:
     """Write through a temporary file in the same folder, then os.replace: never half a file."""
+    from torch_model.train import _atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, write, mode=mode)
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
@@ -601,7 +592,7 @@ def summary_rows(data: dict) -> tuple[list[str], list[list]]:
             frac = _f(None if tri.get("peak_fraction") is None else 100 * tri["peak_fraction"], ".0f")
             if g and ref and not data.get("cpu"):
                 ok = ref["ms"] / tri["ms"] >= g[0] and (g[1] is None or (tri.get("peak_fraction") or 0) >= g[1])
-                met = "yes" if ok else "no"
+                met = "WRONG" if tri.get("err_ok") is False else "yes" if ok else "no"
         goal_s = "" if g is None else f">= {g[0]:.2f}x" + ("" if g[1] is None else
                                                              f", >= {100 * g[1]:.0f}% {'copy' if is_pool else 'peak'}")
         rows.append([layer, dtype, pss, work, cell(ref), cell(tri), rate, frac, ratio(tri), cell(comp), ratio(comp),
@@ -710,6 +701,29 @@ def _banner(data: dict) -> str:
     return base + ("\nCPU smoke run, Triton in its interpreter: NOT GPU results" if data.get("cpu") else "")
 
 
+def _grouped_bars(ax, groups: list, series: list[str], value: Callable[[str, object], float | None]) -> None:
+    """One cluster of bars per group, one bar per series (value None: no bar), each bar labelled."""
+    width = 0.8 / max(1, len(series))
+    for j, name in enumerate(series):
+        xs, ys = [], []
+        for i, group in enumerate(groups):
+            y = value(name, group)
+            if y is not None:
+                xs.append(i + (j - (len(series) - 1) / 2) * width)
+                ys.append(y)
+        bars = ax.bar(xs, ys, width, label=name)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _finish_figure(fig, data: dict, path: Path) -> Path:
+    fig.suptitle(_banner(data), fontsize=8)
+    fig.tight_layout()
+    _save_png(fig, path)
+    _plt().close(fig)
+    return path
+
+
 def plot_layers(data: dict, path: Path) -> Path | None:
     """Per-layer speed-up over the best baseline layout (cuDNN, or torch on a CPU): one panel per dtype x pass,
     one bar per implementation (its best layout). Above 1 = faster than the baseline."""
@@ -725,28 +739,17 @@ def plot_layers(data: dict, path: Path) -> Path | None:
     impls = [i for i in ("triton", "compile") if any(e["impl"] == i for e in entries)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 1.1 * len(layers) + 2), 2.8 * len(panels) + 0.8),
                              dpi=110, squeeze=False)
-    width = 0.8 / max(1, len(impls))
     for ax, (dtype, pss) in zip(axes[:, 0], panels):
-        for j, impl in enumerate(impls):
-            xs, ys = [], []
-            for i, layer in enumerate(layers):
-                e, ref = best.get((layer, dtype, pss, impl)), best.get((layer, dtype, pss, base))
-                if e and ref:
-                    xs.append(i + (j - (len(impls) - 1) / 2) * width)
-                    ys.append(ref["ms"] / e["ms"])
-            bars = ax.bar(xs, ys, width, label=impl)
-            ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        def speedup(impl, layer):
+            e, ref = best.get((layer, dtype, pss, impl)), best.get((layer, dtype, pss, base))
+            return ref["ms"] / e["ms"] if e and ref else None
+        _grouped_bars(ax, layers, impls, speedup)
         ax.axhline(1.0, color="k", lw=0.8, label=f"{base} (its best layout) = 1")
         ax.set_xticks(range(len(layers)), layers)
         ax.set_ylabel(f"x {base} (higher = faster)")
         ax.set_title(f"{dtype}, {pss}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(_banner(data), fontsize=8)
-    fig.tight_layout()
-    _save_png(fig, path)
-    plt.close(fig)
-    return path
+    return _finish_figure(fig, data, path)
 
 
 def plot_train(data: dict, path: Path) -> Path | None:
@@ -757,26 +760,13 @@ def plot_train(data: dict, path: Path) -> Path | None:
     plt = _plt()
     groups = sorted({(e["dtype"], e["batch"]) for e in entries})
     backends = [b for b in ("torch", "compile", "triton") if any(e["backend"] == b for e in entries)]
+    img_per_s = {(e["backend"], e["dtype"], e["batch"]): e["img_per_s"] for e in entries}
     fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * len(groups) + 2), 3.8), dpi=110)
-    width = 0.8 / max(1, len(backends))
-    for j, backend in enumerate(backends):
-        xs, ys = [], []
-        for i, (dtype, batch) in enumerate(groups):
-            for e in entries:
-                if (e["backend"], e["dtype"], e["batch"]) == (backend, dtype, batch):
-                    xs.append(i + (j - (len(backends) - 1) / 2) * width)
-                    ys.append(e["img_per_s"])
-        bars = ax.bar(xs, ys, width, label=backend)
-        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    _grouped_bars(ax, groups, backends, lambda backend, group: img_per_s.get((backend, *group)))
     ax.set_xticks(range(len(groups)), [f"{d}, batch {b}" for d, b in groups])
     ax.set_ylabel("training images / s")
-    ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.suptitle(_banner(data), fontsize=8)
-    fig.tight_layout()
-    _save_png(fig, path)
-    plt.close(fig)
-    return path
+    return _finish_figure(fig, data, path)
 
 
 def finish(out_dir: str | os.PathLike, run: dict, section: str, readme: str | os.PathLike | None) -> Path:
@@ -795,6 +785,26 @@ def finish(out_dir: str | os.PathLike, run: dict, section: str, readme: str | os
         latest = update_readme(readme, out_dir)
         print(f"{readme}: results tables " + (f"rendered from {latest}" if latest else "say the GPU run is owed"))
     return path
+
+
+@contextmanager
+def cudnn_benchmark() -> Iterator[None]:
+    """cudnn.benchmark on ("the best cuDNN": its fastest algorithm per shape), restored on exit."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def report_failures(failures: list[str]) -> int:
+    """Print the figures that failed (each was recorded and the run went on); the exit status: 1 if any."""
+    if failures:
+        print(f"{len(failures)} figure(s) FAILED:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:

@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     device = C.resolve_device(args.device)
-    if "triton" in (getattr(args, "impls", None) or getattr(args, "backends", None) or ()):
+    if "triton" in args.impls:
         C.import_triton_kernels()
     gpu = device.type == "cuda"
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
@@ -227,14 +227,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {line}", flush=True)
 
     t_run, started = time.perf_counter(), C.now_iso()
-    saved_benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True  # "the best cuDNN": let it pick its fastest algorithm per shape
-    try:
+    with C.cudnn_benchmark():
         print("measuring the peaks (matmul, copy) ...", flush=True)
         peak = C.measure_peaks(device, args.dtypes)
         entries, failures = measure_all(todo, specs, args, device, peak, label, tqdm)
-    finally:
-        torch.backends.cudnn.benchmark = saved_benchmark
 
     add_ratios(entries, base)
     run_meta = {
@@ -258,12 +254,12 @@ def run(args: argparse.Namespace) -> int:
           f"{'matmul' if gpu else 'fp32 matmul'} peak for convs, of the copy bandwidth for pools.")
     print(f"{len(entries)} figures in {run_meta['seconds']:.0f} s")
     C.finish(args.out_dir, result, "layers", args.update_readme)
-    if failures:
-        print(f"{len(failures)} figure(s) FAILED:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f}", file=sys.stderr)
-        return 1
-    return 0
+    wrong = [e for e in entries if e["err_ok"] is False]
+    for e in wrong:
+        failures.append(f"{e['layer']} {e['dtype']} {e['pass']} {e['impl']} {e['layout']}: WRONG result, rel_err "
+                        f"{e['rel_err']:.2e} against float64 > {C.REL_ERR_TOL[e['dtype']]:.0e} (its time is kept, "
+                        f"marked err_ok false)")
+    return C.report_failures(failures)
 
 
 def measure_all(todo, specs, args, device, peak, label, tqdm):

@@ -157,11 +157,29 @@ def seed_run(backend: str, dtype: str, batch: int, epochs: int, limit_train, lim
 
 # ----------------------------------------------------------------------------------------------- the run
 
+def measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm):
+    entries, failures = [], []
+    todo = [(b, dt) for dt in dtypes for b in backends]
+    bar = tqdm(todo, desc="train step", unit="figure", disable=args.no_progress, dynamic_ncols=True)
+    for backend, dtype in bar:
+        bar.set_postfix_str(f"{backend} {dtype}")
+        try:
+            with C.precision(dtype):
+                entries.append(measure_step(backend, dtype, batch, steps, warmup_steps, args, device, peak))
+        except Exception as exc:  # record, go on, exit 1: one failure must not cost the whole GPU run
+            failures.append(f"train {backend} {dtype}: {type(exc).__name__}: {exc}")
+            bar.write(f"FAILED {failures[-1]}")
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return entries, failures
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     device = C.resolve_device(args.device)
-    if "triton" in (getattr(args, "impls", None) or getattr(args, "backends", None) or ()):
+    if "triton" in (args.backends or ()):
         C.import_triton_kernels()
     gpu = device.type == "cuda"
     d = GPU_DEFAULTS if gpu else CPU_DEFAULTS
@@ -199,26 +217,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {line}", flush=True)
 
     t_run, started = time.perf_counter(), C.now_iso()
-    saved_benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    failures: list[str] = []
-    entries, seeds = [], []
-    try:
+    with C.cudnn_benchmark():
         print("measuring the peaks (matmul, copy) ...", flush=True)
         peak = C.measure_peaks(device, dtypes)
-        todo = [(b, dt) for dt in dtypes for b in backends]
-        bar = tqdm(todo, desc="train step", unit="figure", disable=args.no_progress, dynamic_ncols=True)
-        for backend, dtype in bar:
-            bar.set_postfix_str(f"{backend} {dtype}")
-            try:
-                with C.precision(dtype):
-                    entries.append(measure_step(backend, dtype, batch, steps, warmup_steps, args, device, peak))
-            except Exception as exc:  # record, go on, exit 1: one failure must not cost the whole GPU run
-                failures.append(f"train {backend} {dtype}: {type(exc).__name__}: {exc}")
-                bar.write(f"FAILED {failures[-1]}")
-            finally:
-                if gpu:
-                    torch.cuda.empty_cache()
+        entries, failures = measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm)
+        seeds = []
         if args.seed_run:
             epochs = args.epochs or d["epochs"]
             limit_train = args.limit_train or (None if gpu else 4 * batch)
@@ -231,8 +234,6 @@ def run(args: argparse.Namespace) -> int:
                     except Exception as exc:  # no data too: the step figures above are kept and written
                         failures.append(f"seed run {backend} {dtype}: {type(exc).__name__}: {exc}")
                         print(f"FAILED {failures[-1]}", flush=True)
-    finally:
-        torch.backends.cudnn.benchmark = saved_benchmark
 
     ref = {(e["dtype"], e["batch"]): e["img_per_s"] for e in entries if e["backend"] == "torch"}
     for e in entries:
@@ -258,9 +259,4 @@ def run(args: argparse.Namespace) -> int:
         print(C.format_table(headers, rows))
     print(f"done in {run_meta['seconds']:.0f} s")
     C.finish(args.out_dir, result, "train", args.update_readme)
-    if failures:
-        print(f"{len(failures)} figure(s) FAILED:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f}", file=sys.stderr)
-        return 1
-    return 0
+    return C.report_failures(failures)
