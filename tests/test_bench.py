@@ -313,3 +313,32 @@ def test_summary_marks_goals_met_or_not():
     assert by[("conv2", "fwd")][4] == "1.15 (channels_last)"
     assert by[("conv2", "fwd")][-2:] == [">= 1.10x, >= 50% peak", "yes"]
     assert by[("pool1", "fwd+bwd")][-2:] == [">= 1.20x, >= 70% copy", "no"]  # 1.3x but only 50% of the copy rate
+
+
+def test_a_failing_or_wrong_figure_is_recorded_and_fails_the_run(tmp_path, monkeypatch, capsys):
+    """A kernel that raises costs only its own figure; one that computes a wrong result keeps its time but is
+    marked err_ok false and makes the exit status 1 (never a silent success)."""
+    real = layers.make_op
+
+    def broken(spec, impl, dtype, mode):
+        op = real(spec, "cudnn", dtype, mode)
+        if impl != "triton":
+            return op
+        if spec.kind == "conv":
+            def raises(*args):
+                raise RuntimeError("boom")
+            return raises
+        return lambda x: op(x) * 1.5  # wrong by 50%
+
+    monkeypatch.setattr(layers, "make_op", broken)
+    out = tmp_path / "results"
+    args = parse(layers, ["--layers", "conv3,pool3", "--passes", "fwd", "--impls", "triton,cudnn", "--layouts",
+                          "nchw", "--repeat", "1", "--out-dir", str(out), "--no-progress", *DEVICE, *TINY])
+    assert layers.run(args) == 1
+    err = capsys.readouterr().err
+    assert "conv3 fp32 fwd triton nchw: RuntimeError: boom" in err and "pool3 fp32 fwd triton nchw: WRONG" in err
+    (path,) = out.glob("*.json")
+    data = read(path)
+    got = {(e["layer"], e["impl"]): e["err_ok"] for e in data["layers"]}
+    assert got == {("conv3", BASE): True, ("pool3", "triton"): False, ("pool3", BASE): True}
+    assert data["runs"]["layers"]["failures"] == ["conv3 fp32 fwd triton nchw: RuntimeError: boom"]
