@@ -173,9 +173,12 @@ def test_conv2d_relu_is_the_fused_conv2d(poison):
     assert torch.equal(*(torch.autograd.grad(o, xi, grad)[0] for o, xi in zip((fused, flag), xs)))
 
 
-def test_split_k_wgrad_and_split_bias_grad(poison):
-    """The split-K partial sums (fp32 workspace, then summed) equal the single-program result and torch's."""
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_split_k_wgrad_and_split_bias_grad(layout, poison):
+    """The split-K partial sums (fp32 slabs, summed by the bias-grad kernel) equal torch's, in weight's layout."""
     x, w = _random((2, 3, 17, 17), seed=20), _random((4, 3, 3, 3), seed=21)  # K = 2*17*17 = 578 rows
+    if layout == "channels_last":
+        x, w = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
     out = conv2d(x, w, _random((4,), seed=22), padding=1, relu=True, input_precision="ieee")  # (2, 4, 17, 17)
     dy = _random(out.shape, seed=23)
     args = ((1, 1), (1, 1, 1, 1), (1, 1), 1, True, "ieee")
@@ -186,6 +189,7 @@ def test_split_k_wgrad_and_split_bias_grad(poison):
     for splits in (1, 3):
         dw = conv_mod._launch_wgrad(dy, out, x, w, *args, splits=splits)
         assert_close_verbose(dw, dw_ref, *TOL[torch.float32], f"wgrad, {splits} splits")
+        assert dw.stride() == w.stride(), f"wgrad, {splits} splits: strides {dw.stride()}, weight {w.stride()}"
         db = conv_mod._launch_bias_grad(dy, out, True, splits=splits)
         assert_close_verbose(db, db_ref, *TOL[torch.float32], f"bias grad, {splits} splits")
 

@@ -651,12 +651,12 @@ def _launch_wgrad(grad_out, out, x, weight, stride, pad4, dilation, groups, relu
     else:
         per = triton.cdiv(triton.cdiv(k, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN
         splits = triton.cdiv(k, per)
-    if splits == 1:
-        dw = _new_output(weight, tuple(weight.shape))  # (F, CG, KH, KW) in weight's memory format
-        dw_strides = (0, *dw.stride())
-    else:
-        dw = _new_output(weight, (splits, f, cg, kh, kw), torch.float32)  # (splits, F, CG, KH, KW) partials
-        dw_strides = dw.stride()
+    dw = _new_output(weight, tuple(weight.shape))  # (F, CG, KH, KW) in weight's memory format
+    dw_strides = (0, *dw.stride())
+    if splits > 1:  # each split writes an fp32 slab laid out like dw; the slabs are summed below
+        slab = f * cg * kh * kw
+        partials = _new_output(weight, (splits, slab), torch.float32)  # (splits, F*CG*KH*KW)
+        dw_layout, dw, dw_strides = dw.stride(), partials, (slab, *dw.stride())
     mask_src = out if relu else grad_out
 
     def grid(meta):
@@ -672,10 +672,11 @@ def _launch_wgrad(grad_out, out, x, weight, stride, pad4, dilation, groups, relu
     )
     if splits == 1:
         return dw
-    return dw.sum(dim=0).to(weight.dtype)  # (F, CG, KH, KW): add the split-K partials (a plain reduction)
+    return _sum_partials(partials, weight.dtype).as_strided(tuple(weight.shape), dw_layout)  # (F, CG, KH, KW)
 
 
-def _launch_bias_grad(grad_out, out, relu, splits=None):
+def _launch_bias_grad(grad_out, out, relu, splits=None, out_dtype=None):
+    """db (F,) in out_dtype (default grad_out's); `splits` forces the row-split count (tests use it)."""
     n, f, oh, ow = grad_out.shape
     m = n * oh * ow
     bm, bn = BIAS_GRAD_CONFIG["BLOCK_M"], BIAS_GRAD_CONFIG["BLOCK_N"]
@@ -685,7 +686,7 @@ def _launch_bias_grad(grad_out, out, relu, splits=None):
         per = triton.cdiv(triton.cdiv(m, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN
         splits = triton.cdiv(m, per)
     if splits == 1:
-        db = _new_output(grad_out, (f,))  # (F,)
+        db = _new_output(grad_out, (f,), out_dtype)  # (F,)
     else:
         db = _new_output(grad_out, (splits, f), torch.float32)  # (splits, F) partials
     mask_src = out if relu else grad_out
@@ -698,7 +699,14 @@ def _launch_bias_grad(grad_out, out, relu, splits=None):
     )
     if splits == 1:
         return db
-    return db.sum(dim=0).to(grad_out.dtype)  # (F,)
+    return _sum_partials(db, grad_out.dtype if out_dtype is None else out_dtype)  # (F,)
+
+
+def _sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(S, R) fp32 split partial sums -> (R,) in dtype, by the bias-gradient kernel itself: the partials are a
+    column sum away, seen as an (S, R, 1, 1) gradient without a ReLU mask (so the whole backward stays Triton)."""
+    s, r = partials.shape
+    return _launch_bias_grad(partials.view(s, r, 1, 1), None, False, splits=1, out_dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -900,6 +908,10 @@ def _sm90_compile_specs():
             f"conv2d_bias_grad[{dt}, ", _conv2d_bias_grad_kernel,
             {"dy_ptr": f"*{dt}", "out_ptr": f"*{dt}", "db_ptr": "*fp32"},  # split rows: fp32 partial sums
             {"RELU": True}, BIAS_GRAD_CONFIG))
+        specs.append(_compile_spec(  # the same kernel summing split partials (_sum_partials) into dtype
+            f"conv2d_bias_grad[sum fp32 partials to {dt}, ", _conv2d_bias_grad_kernel,
+            {"dy_ptr": "*fp32", "out_ptr": "*fp32", "db_ptr": f"*{dt}"},
+            {"RELU": False}, BIAS_GRAD_CONFIG))
     return specs
 
 
