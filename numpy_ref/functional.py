@@ -250,7 +250,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndar
             dxp[:, :, h0:h0 + sh * (g.OH - 1) + 1:sh, w0:w0 + sw * (g.OW - 1) + 1:sw] += \
                 dcols6[:, kh, kw].transpose(1, 0, 2, 3)          # (N, C, OH, OW)
     dx = dxp[:, :, g.pad_h[0]:g.pad_h[0] + g.H, g.pad_w[0]:g.pad_w[0] + g.W]  # (N, C, H, W)
-    dx = np.ascontiguousarray(dx[0] if g.unbatched else dx)
+    dx = np.ascontiguousarray(dx[0] if g.unbatched else dx)     # like x
     return dx, dw2.reshape(weight.shape), dbias
 
 
@@ -346,7 +346,7 @@ def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, d
     if np.isnan(out).any():  # torch keeps the LAST NaN of a window (argmax found the first)
         isnan = np.isnan(windows)                                # (N, C, OH, OW, KH*KW)
         last_nan = g.KH * g.KW - 1 - isnan[..., ::-1].argmax(axis=-1)  # (N, C, OH, OW)
-        arg = np.where(isnan.any(axis=-1), last_nan, arg)
+        arg = np.where(isnan.any(axis=-1), last_nan, arg)        # (N, C, OH, OW)
     (sh, sw), (ph, pw), (dh, dw) = g.stride, g.padding, g.dilation
     oh = np.arange(g.OH)[:, None]                                # (OH, 1)
     ow = np.arange(g.OW)[None, :]                                # (1, OW)
@@ -374,10 +374,10 @@ def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     weights = dout.reshape(i4.shape)                             # (N, C, OH, OW)
     outside = (i4 < 0) | (i4 >= plane)  # only for a window with no tap inside the input (its output is -inf)
     if outside.any():
-        i4, weights = np.where(outside, 0, i4), np.where(outside, 0, weights)
+        i4, weights = np.where(outside, 0, i4), np.where(outside, 0, weights)  # (N, C, OH, OW) each
     flat = (i4 + offsets).ravel()                                # (N*C*OH*OW,)
     dx = np.bincount(flat, weights=weights.ravel(), minlength=g.N * g.C * plane)  # (N*C*H*W,) float64
-    dx = dx.astype(dtype, copy=False).reshape((g.C, g.H, g.W) if g.unbatched else (g.N, g.C, g.H, g.W))
+    dx = dx.astype(dtype, copy=False).reshape((g.C, g.H, g.W) if g.unbatched else (g.N, g.C, g.H, g.W))  # like x
     return dx
 
 

@@ -27,7 +27,7 @@ __all__ = ["rel_error", "numerical_gradient", "CheckResult", "check_ops", "check
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     """max over elements of |a - b| / max(1e-8, |a| + |b|)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)  # same shape, checked below
     if a.shape != b.shape:
         raise ValueError(f"rel_error: shapes differ, {a.shape} vs {b.shape}")
     if a.size == 0:

@@ -65,7 +65,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndar
                                 dxp[n, c0 + c, h, w] += d * weight[f, c, kh, kw]
                                 dweight[f, c, kh, kw] += d * xp[n, c0 + c, h, w]
     dx = dxp[:, :, g.pad_h[0]:g.pad_h[0] + g.H, g.pad_w[0]:g.pad_w[0] + g.W]  # (N, C, H, W), padding dropped
-    dx = np.ascontiguousarray(dx[0] if g.unbatched else dx)
+    dx = np.ascontiguousarray(dx[0] if g.unbatched else dx)             # like x
     return dx, dweight, (dbias if has_bias else None)
 
 

@@ -51,7 +51,7 @@ def read_test_image(directory: Path, index: int) -> tuple[np.ndarray, int]:
     """Test image `index` as uint8 (28, 28) and its label. IDX: big-endian int32 magic, then the sizes, then bytes."""
     images = _open_idx(directory, "t10k-images-idx3-ubyte")
     labels = _open_idx(directory, "t10k-labels-idx1-ubyte")
-    magic, n, rows, cols = np.frombuffer(images[:16], dtype=">i4")
+    magic, n, rows, cols = np.frombuffer(images[:16], dtype=">i4")          # the header: 4 big-endian int32
     lmagic, ln = np.frombuffer(labels[:8], dtype=">i4")
     if magic != IMAGES_MAGIC or lmagic != LABELS_MAGIC or n != ln or len(images) != 16 + n * rows * cols:
         raise ValueError(f"{directory}: not Fashion-MNIST's IDX test files (magic {magic}/{lmagic}, {n}/{ln} items)")
@@ -103,9 +103,9 @@ def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, 
         p(f"{i:>2} {type(layer).__name__:<9} {str(x.shape):<20} {_stats(x)}")
     logits = x                                                              # (1, 10)
     loss, cache = cross_entropy_forward(logits, np.array([label]))
-    probs = np.exp(logits[0] - logits[0].max())
+    probs = np.exp(logits[0] - logits[0].max())                            # (10,)
     probs /= probs.sum()                                                    # (10,)
-    top = np.argsort(probs)[::-1][:3]
+    top = np.argsort(probs)[::-1][:3]                                       # (3,) class ids
     p(f"\nlabel {label} ({CLASS_NAMES[label]}); cross-entropy {float(loss):.4f}; top 3: " +
       ", ".join(f"{CLASS_NAMES[k]} {probs[k]:.1%}" for k in top))
     p("\nbackward (gradient of the loss with respect to each layer's input, and its parameters):")
