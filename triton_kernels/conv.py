@@ -17,7 +17,11 @@ The three GEMMs of a convolution, per group, without ever building an im2col mat
     bias     db[f]     = sum_m dY[m, f]            a column sum (Triton reduction)
 
 The K index of the forward (and the column index of wgrad) runs over (kh, kw, c) with c fastest: with a
-channels_last input, consecutive k are consecutive addresses, so a tile's loads coalesce.
+channels_last input, consecutive k are consecutive addresses, so a tile's loads coalesce (and, with channel
+counts divisible by 16, become 16-byte async copies). The forward and dgrad walk K tap by tap, BLOCK_K channels
+(filters) at a time, so the padding test is one per row; AlexNet's conv1 (C = 1) walks K = 121 flat instead.
+wgrad's K = N*OH*OW is long and its tile grid small, so K is split over programs (split-K) whose fp32 partial
+sums the bias-gradient kernel then adds up (it is a column sum too).
 When the forward fused a ReLU, the backward kernels read the saved output and use dY * (out > 0) in place
 of dY while loading it (no extra elementwise pass, no mask tensor in memory).
 
@@ -525,8 +529,8 @@ def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, input_p
 
 def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_precision) -> tuple[int, int]:
     """Channel/group/bias agreement, kernel vs padded input, index range. Returns (OH, OW)."""
-    if isinstance(groups, bool) or not isinstance(groups, (int, torch.SymInt)) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if isinstance(groups, bool) or not isinstance(groups, (int, torch.SymInt)) or not 1 <= groups <= 65535:
+        raise ValueError(f"groups must be a positive int (at most 65535, the grid's axis 1), got {groups!r}")
     if len(stride) != 2 or len(dilation) != 2 or min(*stride, *dilation) < 1:
         raise ValueError(f"stride and dilation must be pairs of ints >= 1, got stride={stride}, dilation={dilation}")
     if len(pad4) != 4 or min(pad4) < 0:
@@ -909,7 +913,7 @@ def _sm90_compile_specs():
             {"dy_ptr": f"*{dt}", "out_ptr": f"*{dt}", "db_ptr": "*fp32"},  # split rows: fp32 partial sums
             {"RELU": True}, BIAS_GRAD_CONFIG))
         specs.append(_compile_spec(  # the same kernel summing split partials (_sum_partials) into dtype
-            f"conv2d_bias_grad[sum fp32 partials to {dt}, ", _conv2d_bias_grad_kernel,
+            f"conv2d_bias_grad[partials->{dt}, ", _conv2d_bias_grad_kernel,
             {"dy_ptr": "*fp32", "out_ptr": "*fp32", "db_ptr": f"*{dt}"},
             {"RELU": False}, BIAS_GRAD_CONFIG))
     return specs
