@@ -342,3 +342,24 @@ def test_a_failing_or_wrong_figure_is_recorded_and_fails_the_run(tmp_path, monke
     got = {(e["layer"], e["impl"]): e["err_ok"] for e in data["layers"]}
     assert got == {("conv3", BASE): True, ("pool3", "triton"): False, ("pool3", BASE): True}
     assert data["runs"]["layers"]["failures"] == ["conv3 fp32 fwd triton nchw: RuntimeError: boom"]
+
+
+def test_a_run_cut_short_keeps_what_it_measured(tmp_path, monkeypatch):
+    """The results file is updated after every figure, so a GPU run killed by a timeout still leaves its figures."""
+    real, calls = layers.measure_one, []
+
+    def interrupted_after_one(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "measure_one", interrupted_after_one)
+    out = tmp_path / "results"
+    args = parse(layers, ["--layers", "pool3", "--impls", "cudnn", "--repeat", "1", "--out-dir", str(out),
+                          "--no-progress", *DEVICE, *TINY])
+    with pytest.raises(KeyboardInterrupt):
+        layers.run(args)
+    (path,) = out.glob("*.json")
+    data = read(path)
+    assert len(data["layers"]) == 1 and data["runs"]["layers"]["complete"] is False

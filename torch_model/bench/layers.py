@@ -227,42 +227,48 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {line}", flush=True)
 
     t_run, started = time.perf_counter(), C.now_iso()
+
+    def result(entries: list[dict], failures: list[str], complete: bool) -> dict:
+        add_ratios(entries, base)
+        run_meta = {
+            "started": started, "seconds": round(time.perf_counter() - t_run, 1), "complete": complete,
+            "argv": sys.argv[1:], "batch": batch, "resize": resize, "channel_div": channel_div,
+            "compile_mode": args.compile_mode,
+            "compile_for": {"dtypes": args.compile_dtypes, "passes": args.compile_passes,
+                            "layouts": args.compile_layouts},
+            "peak": peak, "skipped": skipped, "failures": failures,
+            "forward": "under torch.no_grad(); fwd+bwd = forward + torch.autograd.grad (no dX for conv1)",
+            "cudnn_benchmark": True,
+        }
+        return C.clean_json({**info, "date": C.today(), "peak": peak, "layers": entries,
+                             "runs": {"layers": run_meta}})
+
     with C.cudnn_benchmark():
         print("measuring the peaks (matmul, copy) ...", flush=True)
         peak = C.measure_peaks(device, args.dtypes)
-        entries, failures = measure_all(todo, specs, args, device, peak, label, tqdm)
+        # the results file is updated after every figure: a run cut short (a timeout) keeps what it measured
+        entries, failures = measure_all(todo, specs, args, device, peak, label, tqdm,
+                                        save=lambda e, f: C.save_run(args.out_dir, result(e, f, complete=False)))
 
-    add_ratios(entries, base)
-    run_meta = {
-        "started": started, "seconds": round(time.perf_counter() - t_run, 1), "argv": sys.argv[1:],
-        "batch": batch, "resize": resize, "channel_div": channel_div, "compile_mode": args.compile_mode,
-        "compile_for": {"dtypes": args.compile_dtypes, "passes": args.compile_passes,
-                        "layouts": args.compile_layouts},
-        "peak": peak, "skipped": skipped, "failures": failures,
-        "forward": "under torch.no_grad(); fwd+bwd = forward + torch.autograd.grad (no dX for conv1)",
-        "cudnn_benchmark": True,
-    }
-    result = {**info, "date": C.today(), "peak": peak, "layers": entries, "runs": {"layers": run_meta}}
-    result = C.clean_json(result)
-    headers, rows = C.layer_rows({**result, "layers": entries})
+    final = result(entries, failures, complete=True)
     print()
-    print(C.describe(result))
-    print(C.format_table(headers, rows))
+    print(C.describe(final))
+    print(C.format_table(*C.layer_rows(final)))
     print()
-    print(C.format_table(*C.summary_rows({**result, "layers": entries})))
+    print(C.format_table(*C.summary_rows(final)))
     print(f"x {base}: the best {base} layout's time over this one's (> 1 = faster than {base}); % peak: of the "
           f"{'matmul' if gpu else 'fp32 matmul'} peak for convs, of the copy bandwidth for pools.")
-    print(f"{len(entries)} figures in {run_meta['seconds']:.0f} s")
-    C.finish(args.out_dir, result, "layers", args.update_readme)
-    wrong = [e for e in entries if e["err_ok"] is False]
-    for e in wrong:
-        failures.append(f"{e['layer']} {e['dtype']} {e['pass']} {e['impl']} {e['layout']}: WRONG result, rel_err "
-                        f"{e['rel_err']:.2e} against float64 > {C.REL_ERR_TOL[e['dtype']]:.0e} (its time is kept, "
-                        f"marked err_ok false)")
+    print(f"{len(entries)} figures in {final['runs']['layers']['seconds']:.0f} s")
+    C.finish(args.out_dir, final, "layers", args.update_readme)
+    for e in entries:
+        if e["err_ok"] is False:
+            failures.append(f"{e['layer']} {e['dtype']} {e['pass']} {e['impl']} {e['layout']}: WRONG result, "
+                            f"rel_err {e['rel_err']:.2e} against float64 > {C.REL_ERR_TOL[e['dtype']]:.0e} (its "
+                            f"time is kept, marked err_ok false)")
     return C.report_failures(failures)
 
 
-def measure_all(todo, specs, args, device, peak, label, tqdm):
+def measure_all(todo, specs, args, device, peak, label, tqdm, save=None):
     entries, failures = [], []
     refs: dict[tuple, tuple] = {}
     bar = tqdm(todo, desc="layers", unit="figure", disable=args.no_progress, dynamic_ncols=True)
@@ -278,6 +284,8 @@ def measure_all(todo, specs, args, device, peak, label, tqdm):
             continue
         entry["impl"] = label(impl)
         entries.append(entry)
+        if save is not None:
+            save(entries, failures)
     return entries, failures
 
 

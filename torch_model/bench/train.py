@@ -157,8 +157,9 @@ def seed_run(backend: str, dtype: str, batch: int, epochs: int, limit_train, lim
 
 # ----------------------------------------------------------------------------------------------- the run
 
-def measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm):
-    entries, failures = [], []
+def measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm, entries, failures,
+                  save) -> None:
+    """One figure per (backend, dtype), appended to `entries` (or to `failures`), saved after each."""
     todo = [(b, dt) for dt in dtypes for b in backends]
     bar = tqdm(todo, desc="train step", unit="figure", disable=args.no_progress, dynamic_ncols=True)
     for backend, dtype in bar:
@@ -169,10 +170,11 @@ def measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, pe
         except Exception as exc:  # record, go on, exit 1: one failure must not cost the whole GPU run
             failures.append(f"train {backend} {dtype}: {type(exc).__name__}: {exc}")
             bar.write(f"FAILED {failures[-1]}")
+            continue
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return entries, failures
+        save()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -217,11 +219,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {line}", flush=True)
 
     t_run, started = time.perf_counter(), C.now_iso()
+    entries: list[dict] = []
+    seeds: list[dict] = []
+    failures: list[str] = []
+
+    def result(complete: bool) -> dict:
+        ref = {(e["dtype"], e["batch"]): e["img_per_s"] for e in entries if e["backend"] == "torch"}
+        for e in entries:
+            r = ref.get((e["dtype"], e["batch"]))
+            e["vs_torch"] = e["img_per_s"] / r if r else None
+        run_meta = {"started": started, "seconds": round(time.perf_counter() - t_run, 1), "complete": complete,
+                    "argv": sys.argv[1:], "batch": batch, "steps": steps, "warmup_steps": warmup_steps,
+                    "compile_mode": args.compile_mode, "peak": peak, "skipped": skipped, "failures": failures,
+                    "cudnn_benchmark": True}
+        out = {**info, "date": C.today(), "peak": peak, "train": entries, "runs": {"train": run_meta}}
+        if args.seed_run:
+            out["seed_run"] = seeds
+            out["runs"]["seed_run"] = {"started": started, "argv": sys.argv[1:], "complete": complete}
+        return C.clean_json(out)
+
+    def save() -> None:  # after every figure: a run cut short (a timeout) keeps what it measured
+        C.save_run(args.out_dir, result(complete=False))
+
     with C.cudnn_benchmark():
         print("measuring the peaks (matmul, copy) ...", flush=True)
         peak = C.measure_peaks(device, dtypes)
-        entries, failures = measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm)
-        seeds = []
+        measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm, entries, failures,
+                      save)
         if args.seed_run:
             epochs = args.epochs or d["epochs"]
             limit_train = args.limit_train or (None if gpu else 4 * batch)
@@ -234,29 +258,18 @@ def run(args: argparse.Namespace) -> int:
                     except Exception as exc:  # no data too: the step figures above are kept and written
                         failures.append(f"seed run {backend} {dtype}: {type(exc).__name__}: {exc}")
                         print(f"FAILED {failures[-1]}", flush=True)
+                        continue
+                    save()
 
-    ref = {(e["dtype"], e["batch"]): e["img_per_s"] for e in entries if e["backend"] == "torch"}
-    for e in entries:
-        r = ref.get((e["dtype"], e["batch"]))
-        e["vs_torch"] = e["img_per_s"] / r if r else None
-    run_meta = {"started": started, "seconds": round(time.perf_counter() - t_run, 1), "argv": sys.argv[1:],
-                "batch": batch, "steps": steps, "warmup_steps": warmup_steps, "compile_mode": args.compile_mode,
-                "peak": peak, "skipped": skipped, "failures": failures, "cudnn_benchmark": True}
-    result = {**info, "date": C.today(), "peak": peak, "train": entries, "runs": {"train": run_meta}}
-    if args.seed_run:
-        result["seed_run"] = seeds
-        result["runs"]["seed_run"] = {"started": started, "argv": sys.argv[1:]}
-    result = C.clean_json(result)
+    final = result(complete=True)
     print()
-    print(C.describe(result))
-    headers, rows = C.train_rows(result)
-    print(C.format_table(headers, rows))
+    print(C.describe(final))
+    print(C.format_table(*C.train_rows(final)))
     print(f"one step = {C.train_step_flops(1) / 1e9:.2f} GFLOP per image (3x forward of every conv and linear, conv1 "
           f"2x); % peak: of the {'matmul peak of the dtype' if gpu else 'fp32 matmul peak'} measured above")
     if args.seed_run:
-        headers, rows = C.seed_rows(result)
         print()
-        print(C.format_table(headers, rows))
-    print(f"done in {run_meta['seconds']:.0f} s")
-    C.finish(args.out_dir, result, "train", args.update_readme)
+        print(C.format_table(*C.seed_rows(final)))
+    print(f"done in {final['runs']['train']['seconds']:.0f} s")
+    C.finish(args.out_dir, final, "train", args.update_readme)
     return C.report_failures(failures)
