@@ -143,6 +143,10 @@ def test_strided_input_and_grad():
     (gx,) = torch.autograd.grad(out, x, grad)
     (gx_ref,) = torch.autograd.grad(ref, x_ref, grad)
     assert_close_verbose(gx, gx_ref, 0.0, 0.0, "strided grad x")
+    # out.sum() hands the backward an expanded gradient: every stride 0
+    (gx,) = torch.autograd.grad(max_pool2d(x, 3, 2).sum(), x)
+    (gx_ref,) = torch.autograd.grad(F.max_pool2d(x_ref, 3, 2).sum(), x_ref)
+    assert_close_verbose(gx, gx_ref, 0.0, 0.0, "grad x from an expanded gradient")
 
 
 def test_ties_nan_and_inf_follow_torch():
@@ -226,6 +230,15 @@ def test_bad_tensor_arguments():
         max_pool2d([[1.0]], 2)
     with pytest.raises(ValueError, match=r"x must be one of .* got torch.int64 \(shape \(1, 2, 4, 4\)\)"):
         max_pool2d(torch.ones(1, 2, 4, 4, dtype=torch.int64, device=DEVICE), 2)
+
+
+def test_op_refuses_malformed_calls():
+    """The registered op (reachable as torch.ops.triton_kernels.max_pool2d) checks its own arguments too."""
+    x = torch.randn(1, 2, 6, 6, device=DEVICE)
+    with pytest.raises(ValueError, match="indices_kind 'all'"):
+        torch.ops.triton_kernels.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, "all")
+    with pytest.raises(ValueError, match=r"got x \(2, 6, 6\)"):
+        torch.ops.triton_kernels.max_pool2d(x[0], [2, 2], [2, 2], [0, 0], [1, 1], False, "taps")
 
 
 def test_cpu_tensor_refused_without_interpreter(monkeypatch):

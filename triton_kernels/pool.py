@@ -322,6 +322,11 @@ def _max_pool2d_op(
     """x (N, C, H, W), already checked by max_pool2d -> (out, indices): out (N, C, OH, OW) in x's layout;
     indices_kind "flat": int64 ih*W + iw like out, "taps": kh*KW + kw (int8 up to 127 taps) like out,
     "none": an empty int8 tensor."""
+    if x.dim() != 4 or indices_kind not in _INDEX_KINDS or not all(
+            len(v) == 2 for v in (kernel_size, stride, padding, dilation)):
+        raise ValueError(f"triton_kernels::max_pool2d wants x (N, C, H, W), pairs and indices_kind in "
+                         f"{tuple(_INDEX_KINDS)}; got x {tuple(x.shape)}, kernel_size {kernel_size}, stride {stride}, "
+                         f"padding {padding}, dilation {dilation}, indices_kind {indices_kind!r}")
     N, C, H, W = x.shape
     OH = _pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
     OW = _pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
