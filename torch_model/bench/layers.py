@@ -70,8 +70,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="divide every channel count by this (default 1 on a GPU, 16 on a CPU)")
     parser.add_argument("--warmup-ms", type=float, default=25.0, help="do_bench warm-up on a GPU (default 25)")
     parser.add_argument("--rep-ms", type=float, default=100.0, help="do_bench timed repetitions on a GPU (default 100)")
-    parser.add_argument("--repeat", type=C.positive_int, default=5,
-                        help="timed calls per figure on a CPU (median; default 5)")
+    parser.add_argument("--repeat", type=C.positive_int, default=3,
+                        help="timed calls per figure on a CPU (median; default 3: the interpreter is slow)")
     parser.add_argument("--no-check", action="store_true", help="skip the float64 check of each output")
     C.add_common_flags(parser)
 
@@ -132,10 +132,6 @@ def make_inputs(spec: C.LayerSpec, dtype: str, layout: str, device: torch.device
     return make
 
 
-def grad_inputs(spec: C.LayerSpec, args: tuple) -> list[torch.Tensor]:
-    return [t for t in args if t.requires_grad]
-
-
 def run_pass(op, spec: C.LayerSpec, pss: str, inputs: tuple):
     """One call: forward (no_grad), or forward + the gradients of every input that requires one."""
     *args, dy = inputs
@@ -143,7 +139,7 @@ def run_pass(op, spec: C.LayerSpec, pss: str, inputs: tuple):
         with torch.no_grad():
             return op(*args), []
     out = op(*args)
-    return out, list(torch.autograd.grad(out, grad_inputs(spec, tuple(args)), dy))
+    return out, list(torch.autograd.grad(out, [t for t in args if t.requires_grad], dy))
 
 
 def reference(spec: C.LayerSpec, inputs: tuple):
@@ -308,7 +304,7 @@ def measure_one(spec, dtype, pss, impl, layout, args, device, peak, refs) -> dic
         key = (spec.name, dtype, grad)
         if key not in refs:
             refs.clear()  # one reference alive at a time (GPU memory)
-            refs[key] = reference(spec, tuple(t for t in make_inputs(spec, dtype, "nchw", device, args.seed, grad)(0)))
+            refs[key] = reference(spec, make_inputs(spec, dtype, "nchw", device, args.seed, grad)(0))
         ref_out, ref_grads = refs[key]
         errs = [rel_err(out, ref_out)] + [rel_err(g, r) for g, r in zip(grads, ref_grads)]
         err = max(errs)
