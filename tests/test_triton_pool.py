@@ -279,11 +279,17 @@ def test_interpreter_runs_on_this_machine():
 ALEXNET_POOLS = [(128, 96, 54, 54), (128, 256, 26, 26), (128, 256, 12, 12)]  # inputs of pools 2, 5, 12
 
 
+# Every pool in fp32 and bf16 (NCHW, what the model runs); channels_last and fp16 on the biggest one.
+GPU_CASES = ([(shape, dtype, False) for shape in ALEXNET_POOLS for dtype in (torch.float32, torch.bfloat16)]
+             + [(ALEXNET_POOLS[0], torch.bfloat16, True), (ALEXNET_POOLS[0], torch.float32, True),
+                (ALEXNET_POOLS[0], torch.float16, False)])
+
+
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("shape", ALEXNET_POOLS, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("shape, dtype, channels_last", GPU_CASES,
+                         ids=["x".join(map(str, s)) + f"-{str(d)[6:]}-{'nhwc' if cl else 'nchw'}"
+                              for s, d, cl in GPU_CASES])
 def test_gpu_alexnet_shapes(shape, dtype, channels_last):
     torch.manual_seed(8)
     x = torch.randn(shape, device="cuda", dtype=dtype)

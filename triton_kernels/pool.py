@@ -54,7 +54,8 @@ def _triton_configs() -> list[triton.Config]:
 #          INDICES == TAPS:  idx[n, c, oh, ow] = kh*KW + kw  (int8 for a window of <= 127 taps: what the backward
 #                            needs, 1 byte per output instead of 8)
 #          INDICES == NONE:  nothing (no gradient wanted)
-@triton.jit
+# Sizes are not specialized (one compiled kernel serves every image size); strides are (a stride of 1 matters).
+@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW"])
 def _max_pool2d_fwd_kernel(
     x_ptr,
     out_ptr,
@@ -129,7 +130,7 @@ def _max_pool2d_fwd_kernel(
 # Window (oh, ow) reaches ih through tap kh iff ih + PH - kh*DH = oh*SH, so each input element checks at most
 # KH*KW candidate windows and writes its own sum: no atomics, deterministic. The taps run from the last to the
 # first so the windows are summed in increasing (oh, ow), the order torch's CPU backward adds them in.
-@triton.jit
+@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW"])
 def _max_pool2d_bwd_kernel(
     grad_out_ptr,
     idx_ptr,
