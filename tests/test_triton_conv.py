@@ -162,6 +162,23 @@ def test_fp16_in_the_interpreter(poison):
     check_against_torch(x, w, b, "fp16", relu=True, dtype=torch.float16, padding=1)
 
 
+def test_autocast_runs_the_conv_in_the_autocast_dtype(poison):
+    """`--amp bf16` relies on this: autocast knows no rule for a custom op, so conv2d casts like torch's conv.
+    (fp16 on the CPU here: the interpreter mishandles bf16.) fp32 parameters still get fp32 gradients."""
+    x = _random((2, 3, 6, 6), seed=30)
+    w = _random((4, 3, 3, 3), seed=31).requires_grad_(True)
+    b = _random((4,), seed=32).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = conv2d_relu(x, w, b, padding=1)                        # (2, 4, 6, 6)
+    assert out.dtype == torch.float16
+    out.float().sum().backward()
+    assert w.grad.dtype == torch.float32 and b.grad.dtype == torch.float32
+    w64, b64 = w.detach().double().requires_grad_(True), b.detach().double().requires_grad_(True)
+    F.relu(F.conv2d(x.half().double(), w64.half().double(), b64.half().double(), padding=1)).sum().backward()
+    assert_close_verbose(w.grad, w64.grad.float(), *TOL[torch.float16], "grad weight under autocast")
+    assert_close_verbose(b.grad, b64.grad.float(), *TOL[torch.float16], "grad bias under autocast")
+
+
 def test_conv2d_relu_is_the_fused_conv2d(poison):
     x, w, b = _random((2, 3, 6, 5), seed=16), _random((4, 3, 3, 3), seed=17), _random((4,), seed=18)
     xs = [x.clone().requires_grad_(True) for _ in range(2)]

@@ -806,6 +806,18 @@ conv2d_fwd.register_autograd(_backward, setup_context=_setup_context)
 # Public API
 # ----------------------------------------------------------------------------------------------------------
 
+def _autocast(x, weight, bias):
+    """Under torch.autocast, run in the autocast dtype as torch's own conv does: a custom op is not on autocast's
+    list, so without this `--amp bf16` would leave the convs in fp32. The casts are recorded by autograd, so the
+    fp32 parameters still get fp32 gradients."""
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    return (x.to(dtype), weight.to(dtype),  # (N, C, H, W), (F, C/groups, KH, KW) in the autocast dtype
+            None if bias is None else bias.to(dtype))
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1, padding=0,
            dilation=1, groups: int = 1, relu: bool = False, input_precision: Optional[str] = None) -> torch.Tensor:
     """torch.nn.functional.conv2d in Triton, with an optional fused ReLU; autograd-aware.
@@ -824,6 +836,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
         raise ValueError(f"relu must be a bool, got {relu!r}")
     if input_precision is None:
         input_precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    x, weight, bias = _autocast(x, weight, bias)
     unbatched = x.dim() == 3
     xb = x.unsqueeze(0) if unbatched else x  # (N, C, H, W)
     stride, pad4, dilation = _check_conv_args(xb, weight, bias, stride, padding, dilation, groups, input_precision)
