@@ -139,7 +139,39 @@ def _cached(layer: Module) -> tuple:
     return cache
 
 
-class Conv2d(Module):
+class _WeightBias(Module):
+    """What Conv2d and Linear share: a weight, an optional bias, torch's default init
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both (kaiming_uniform with a=sqrt(5)), and a backward that adds
+    the functional op's gradients into them."""
+
+    def _init_params(self, weight_shape: tuple[int, ...], fan_in: int, bias: bool, dtype,
+                     rng: np.random.Generator | None) -> None:
+        rng = np.random.default_rng() if rng is None else rng
+        bound = 1.0 / np.sqrt(fan_in)
+        self._params["weight"] = Parameter(uniform(rng, bound, weight_shape, dtype))  # weight_shape
+        if bias:
+            self._params["bias"] = Parameter(uniform(rng, bound, weight_shape[0], dtype))  # (out,)
+        self._cache = None
+
+    @property
+    def weight(self) -> Parameter:
+        return self._params["weight"]
+
+    @property
+    def bias(self) -> Parameter | None:
+        return self._params.get("bias")
+
+    def _bias_data(self) -> np.ndarray | None:
+        return self.bias.data if self.bias is not None else None
+
+    def _accumulate(self, dx: np.ndarray, dweight: np.ndarray, dbias: np.ndarray | None) -> np.ndarray:
+        self.weight.accumulate(dweight)
+        if self.bias is not None:
+            self.bias.accumulate(dbias)
+        return dx
+
+
+class Conv2d(_WeightBias):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, dtype=np.float32, rng: np.random.Generator | None = None):
         super().__init__()
@@ -149,72 +181,35 @@ class Conv2d(Module):
         KH, KW = Fn._int_pair(kernel_size, "kernel_size", "Conv2d")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (KH, KW)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        # torch's default init (kaiming_uniform with a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        rng = np.random.default_rng() if rng is None else rng
-        bound = 1.0 / np.sqrt(in_channels // groups * KH * KW)
-        self._params["weight"] = Parameter(
-            uniform(rng, bound, (out_channels, in_channels // groups, KH, KW), dtype))  # (F, C/G, KH, KW)
-        if bias:
-            self._params["bias"] = Parameter(uniform(rng, bound, out_channels, dtype))  # (F,)
-        self._cache = None
-
-    @property
-    def weight(self) -> Parameter:
-        return self._params["weight"]
-
-    @property
-    def bias(self) -> Parameter | None:
-        return self._params.get("bias")
+        self._init_params((out_channels, in_channels // groups, KH, KW), in_channels // groups * KH * KW, bias,
+                          dtype, rng)  # weight (F, C/G, KH, KW), bias (F,)
 
     def forward(self, x):
-        b = self.bias.data if self.bias is not None else None
-        out, self._cache = Fn.conv2d_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation,
-                                             self.groups)  # (N, F, OH, OW)
+        out, self._cache = Fn.conv2d_forward(x, self.weight.data, self._bias_data(), self.stride, self.padding,
+                                             self.dilation, self.groups)  # (N, F, OH, OW)
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = Fn.conv2d_backward(dout, _cached(self))
-        self.weight.accumulate(dweight)
-        if self.bias is not None:
-            self.bias.accumulate(dbias)
-        return dx
+        return self._accumulate(*Fn.conv2d_backward(dout, _cached(self)))
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}" + (f", groups={self.groups}" if self.groups != 1 else ""))
 
 
-class Linear(Module):
+class Linear(_WeightBias):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32,
                  rng: np.random.Generator | None = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        rng = np.random.default_rng() if rng is None else rng
-        bound = 1.0 / np.sqrt(in_features)  # torch's default init
-        self._params["weight"] = Parameter(uniform(rng, bound, (out_features, in_features), dtype))  # (out, in)
-        if bias:
-            self._params["bias"] = Parameter(uniform(rng, bound, out_features, dtype))  # (out,)
-        self._cache = None
-
-    @property
-    def weight(self) -> Parameter:
-        return self._params["weight"]
-
-    @property
-    def bias(self) -> Parameter | None:
-        return self._params.get("bias")
+        self._init_params((out_features, in_features), in_features, bias, dtype, rng)  # weight (out, in), bias (out,)
 
     def forward(self, x):
-        b = self.bias.data if self.bias is not None else None
-        out, self._cache = Fn.linear_forward(x, self.weight.data, b)  # (..., out)
+        out, self._cache = Fn.linear_forward(x, self.weight.data, self._bias_data())  # (..., out)
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = Fn.linear_backward(dout, _cached(self))
-        self.weight.accumulate(dweight)
-        if self.bias is not None:
-            self.bias.accumulate(dbias)
-        return dx
+        return self._accumulate(*Fn.linear_backward(dout, _cached(self)))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -126,14 +126,19 @@ pool_cases = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=80, deadline=None)
-@given(pool_cases)
-def test_max_pool2d_matches_torch_float64(c):
+def _pool_inputs(c):
+    """x, the positional arguments after it, and the case's generator."""
     rng = np.random.default_rng(c["seed"])
     shape = (c["N"], c["C"], c["H"], c["W"]) if c["batched"] else (c["C"], c["H"], c["W"])
     # ties=True draws from a handful of values, so windows hold equal maxima: the first one must win, as in torch
     x = (rng.integers(-2, 3, shape) if c["ties"] else rng.standard_normal(shape)).astype(np.float64)
-    args = (c["kernel_size"], c["stride"], c["padding"], c["dilation"], c["ceil_mode"])
+    return x, (c["kernel_size"], c["stride"], c["padding"], c["dilation"], c["ceil_mode"]), rng
+
+
+@settings(max_examples=80, deadline=None)
+@given(pool_cases)
+def test_max_pool2d_matches_torch_float64(c):
+    x, args, rng = _pool_inputs(c)
     try:
         Fn.max_pool2d_geometry(x, *args)
     except ValueError:
@@ -272,10 +277,7 @@ def test_conv2d_naive_equals_fast(c):
 @settings(max_examples=20, deadline=None)
 @given(pool_cases)
 def test_max_pool2d_naive_equals_fast(c):
-    rng = np.random.default_rng(c["seed"])
-    shape = (c["N"], c["C"], c["H"], c["W"]) if c["batched"] else (c["C"], c["H"], c["W"])
-    x = (rng.integers(-2, 3, shape) if c["ties"] else rng.standard_normal(shape)).astype(np.float64)
-    args = (c["kernel_size"], c["stride"], c["padding"], c["dilation"], c["ceil_mode"])
+    x, args, rng = _pool_inputs(c)
     try:
         (fast, fidx), fcache = Fn.max_pool2d_forward(x, *args, return_indices=True)
     except ValueError:

@@ -2,7 +2,7 @@
 
 Torch only at the edges: batches arrive as torch tensors and are handed to numpy_ref as float32 arrays; logits
 and weights go back as torch tensors. Everything in between is numpy_ref (forward, cross-entropy, backward,
-SGD update). Slow (seconds per batch of 128 at 224x224 on two cores): meant for a small --limit-train.
+SGD update). Slow (~15 s per batch of 128 at 224x224 on two cores): meant for a small --limit-train.
 """
 from __future__ import annotations
 
