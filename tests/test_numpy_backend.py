@@ -36,8 +36,9 @@ def test_numpy_step_equals_torch_step_float32():
     tl = make_learner("torch", 0.05, CPU, seed=0)
     w0 = tl.model_state_dict()
     w0 = {k: v.clone() for k, v in w0.items()}
+    n0 = nl.model_state_dict()  # (a copy of every weight: call it once)
     for k, v in w0.items():
-        assert torch.equal(nl.model_state_dict()[k], v), f"{k}: the learners should start from the same weights"
+        assert torch.equal(n0[k], v), f"{k}: the learners should start from the same weights"
     ref = torch_alexnet().double().eval()
     ref.load_state_dict(w0)
     nl.eval()
@@ -50,10 +51,11 @@ def test_numpy_step_equals_torch_step_float32():
     assert isinstance(nloss, float) and nlogits.dtype == torch.float32 and nlogits.shape == (1, 10)
     assert abs(nloss - tloss) <= 1e-5 * abs(tloss), f"loss {nloss} vs torch {tloss}"
     assert _rel(nlogits, ref_logits) < 1e-5, f"logits differ from float64 by {_rel(nlogits, ref_logits):.3g}"
+    n1, t1 = nl.model_state_dict(), tl.model_state_dict()
     for name, p in ref.named_parameters():
         update = -0.05 * p.grad                                                # the float64 step
-        ours = _rel(nl.model_state_dict()[name].double() - w0[name].double(), update)
-        theirs = _rel(tl.model_state_dict()[name].double() - w0[name].double(), update)
+        ours = _rel(n1[name].double() - w0[name].double(), update)
+        theirs = _rel(t1[name].double() - w0[name].double(), update)
         assert ours <= max(2 * theirs, 1e-5), f"{name}: update error {ours:.3g}, torch float32's {theirs:.3g}"
     X, _ = _batch(9, n=1)
     assert _rel(nl.predict(X), tl.predict(X)) < 1e-4
@@ -76,8 +78,9 @@ def test_resume_is_bit_exact_with_dropout():
     b.load_state_dict(state)                        # ...all replaced by the checkpoint
     loss_b, logits_b = b.step(*_batch(1, n=1))
     assert loss_a == loss_b and torch.equal(logits_a, logits_b)
+    b_state = b.model_state_dict()
     for k, v in a.model_state_dict().items():
-        assert torch.equal(b.model_state_dict()[k], v), k
+        assert torch.equal(b_state[k], v), k
 
 
 def test_learner_refuses_bad_batches():
