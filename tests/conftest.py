@@ -5,8 +5,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 os.environ["ALEXNET_NO_DOWNLOAD"] = "1"
+if not torch.cuda.is_available():
+    # Triton kernels run in the interpreter on a CPU; set before anything imports triton (triton_kernels does the
+    # same on import, but a test module may pull in triton first, e.g. through torch._dynamo).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str):
+    """torch.testing-style check whose message names the worst element, its index and both values."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))  # equal infinities and NaN on both sides agree
+    err = torch.where(same, torch.zeros_like(a), (a - e).abs())
+    err = torch.where(torch.isnan(err), torch.full_like(err, float("inf")), err)  # NaN on one side only
+    excess = err - (atol + rtol * e.abs().nan_to_num(0.0))
+    if a.numel() and excess.max() > 0:
+        flat = int(excess.argmax())
+        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape))
+        raise AssertionError(
+            f"{what}: {int((excess > 0).sum())}/{a.numel()} elements off; worst at {idx}: got {a[idx].item()!r},"
+            f" expected {e[idx].item()!r} (|diff| {err[idx].item():.3g}, atol {atol}, rtol {rtol})"
+        )
+
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None, gz: bool | None = None,

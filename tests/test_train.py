@@ -168,3 +168,10 @@ def test_cli_summary():
     p = _cli("summary")
     assert p.returncode == 0, p.stderr
     assert "[1, 96, 54, 54]" in p.stdout and "[1, 6400]" in p.stdout and "46,764,746" in p.stdout
+
+
+def test_no_checkpoint_run_writes_metrics_only(tmp_path, real_data_dir):
+    result = fit(_tiny(tmp_path, "nock", epochs=1, checkpoint=False))
+    assert result.status == "completed" and len(result.history) == 1
+    files = sorted(p.name for p in (tmp_path / "nock").iterdir())
+    assert files == ["config.json", "curves.png", "metrics.csv"]

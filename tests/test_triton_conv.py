@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import triton_kernels
 from triton_kernels import conv as conv_mod
 from triton_kernels import conv2d, conv2d_relu
+from conftest import assert_close_verbose
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -34,22 +35,6 @@ TOL = {  # dtype -> (atol, rtol) against the float64 reference
     torch.float32: (1e-4, 1e-5),
     torch.float16: (5e-2, 5e-3),
 }
-
-
-def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str):
-    """torch.testing-style check whose message names the worst element, its index and both values."""
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    err = (a - e).abs()
-    err = torch.where(torch.isnan(err), torch.full_like(err, float("inf")), err)  # NaN (a poisoned, unwritten
-    excess = err - (atol + rtol * e.abs())  # element) is the worst error there is
-    if excess.max() > 0:
-        flat = int(excess.argmax())
-        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape))
-        raise AssertionError(
-            f"{what}: {int((excess > 0).sum())}/{a.numel()} elements off; worst at {idx}: got {a[idx].item()!r},"
-            f" expected {e[idx].item()!r} (|diff| {err[idx].item():.3g}, atol {atol}, rtol {rtol})"
-        )
 
 
 @pytest.fixture

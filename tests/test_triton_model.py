@@ -12,6 +12,7 @@ from torch import nn
 
 from torch_model.model import alexnet
 from triton_kernels.modules import FusedReLU, TritonConv2d, TritonMaxPool2d, tritonize
+from conftest import assert_close_verbose
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -19,18 +20,6 @@ gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the model is checke
 
 # fp32 both sides; the conv sums C*KH*KW products in another order than torch's, so not bitwise.
 ATOL, RTOL = 1e-5, 1e-4
-
-
-def assert_close_verbose(actual, expected, atol, rtol, what):
-    """Fail naming the worst element, its index and both values."""
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    excess = (a - e).abs() - (atol + rtol * e.abs())
-    if excess.max() > 0 or torch.isnan(a).any():
-        excess = torch.where(torch.isnan(a), torch.full_like(a, float("inf")), excess)
-        idx = tuple(int(i) for i in torch.unravel_index(excess.argmax(), a.shape))
-        raise AssertionError(f"{what}: {int((excess > 0).sum())}/{a.numel()} off; worst at {idx}: got {a[idx].item()!r},"
-                             f" expected {e[idx].item()!r} (atol {atol}, rtol {rtol})")
 
 
 def small_net() -> nn.Sequential:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import triton_kernels
 from triton_kernels import max_pool2d
 from triton_kernels import pool as pool_mod
+from conftest import assert_close_verbose
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -27,23 +28,6 @@ TOL = {  # dtype -> (atol, rtol) for the gradient
     torch.float16: (1e-3, 1e-3),
     torch.bfloat16: (1e-2, 1e-2),
 }
-
-
-def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str):
-    """torch.testing-style check whose message names the worst element, its index and both values."""
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    same = (a == e) | (torch.isnan(a) & torch.isnan(e))  # equal infinities and NaN on both sides agree
-    err = torch.where(same, torch.zeros_like(a), (a - e).abs())
-    err = torch.where(torch.isnan(err), torch.full_like(err, float("inf")), err)  # NaN on one side only
-    excess = err - (atol + rtol * e.abs().nan_to_num(0.0))
-    if a.numel() and excess.max() > 0:
-        flat = int(excess.argmax())
-        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape))
-        raise AssertionError(
-            f"{what}: {int((excess > 0).sum())}/{a.numel()} elements off; worst at {idx}: got {a[idx].item()!r},"
-            f" expected {e[idx].item()!r} (|diff| {err[idx].item():.3g}, atol {atol}, rtol {rtol})"
-        )
 
 
 def assert_indices_equal(actual: torch.Tensor, expected: torch.Tensor, what: str):

@@ -25,7 +25,6 @@ Shapes for one 1x224x224 Fashion-MNIST image (the seed's comment column, `alexne
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 BACKENDS = ("torch", "triton")

@@ -62,6 +62,7 @@ class TrainConfig:
     amp: str = "none"
     preset: str = "custom"
     progress: bool = True
+    checkpoint: bool = True         # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
 
 
 @dataclass
@@ -112,7 +113,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _atomic_write(path: Path, write: Callable[[io.IOBase], None], mode: str = "wb") -> None:
+def atomic_write(path: Path, write: Callable[[io.IOBase], None], mode: str = "wb") -> None:
     """Write to a temporary file in the same folder, then rename over `path`: a crash never leaves half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -126,7 +127,7 @@ def _atomic_write(path: Path, write: Callable[[io.IOBase], None], mode: str = "w
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    _atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -160,7 +161,7 @@ def write_metrics(out: Path, history: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(history)
-    _atomic_write(out / "metrics.csv", write, mode="w")
+    atomic_write(out / "metrics.csv", write, mode="w")
 
 
 def plot_curves(out: Path, history: list[dict], title: str) -> None:
@@ -181,7 +182,7 @@ def plot_curves(out: Path, history: list[dict], title: str) -> None:
     ax.legend()
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    _atomic_write(out / "curves.png", lambda f: fig.savefig(f, format="png"))
+    atomic_write(out / "curves.png", lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
 
 
@@ -235,7 +236,7 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
         history = list(checkpoint["history"])
         start_epoch = checkpoint["epoch"]
         best_acc = max(h["test_acc"] for h in history)
-    _atomic_write(out / "config.json", lambda f: f.write(json.dumps(asdict(cfg), indent=2) + "\n"), mode="w")
+    atomic_write(out / "config.json", lambda f: f.write(json.dumps(asdict(cfg), indent=2) + "\n"), mode="w")
 
     result = TrainResult(history=history, out_dir=out, device=str(device))
     title = (f"AlexNet ({backend}, {device}), lr {cfg.lr}, batch {cfg.batch_size}, "
@@ -269,12 +270,13 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, train acc {row['train_acc']:.3f}, "
                   f"test acc {test_acc:.3f}, {row['examples_per_sec']:.1f} examples/sec", flush=True)
             state = dict(epoch=epoch + 1, learner=learner.state_dict(), rng=_rng_state(), config=asdict(cfg),
-                         history=history)
-            if test_acc > best_acc:
-                best_acc = test_acc
-                save_checkpoint(out / "best.pt", dict(epoch=epoch + 1, test_acc=test_acc,
-                                                      model=learner.model_state_dict(), config=asdict(cfg)))
-            save_checkpoint(out / "last.pt", state)
+                         history=history) if cfg.checkpoint else None
+            if cfg.checkpoint:
+                if test_acc > best_acc:
+                    best_acc = test_acc
+                    save_checkpoint(out / "best.pt", dict(epoch=epoch + 1, test_acc=test_acc,
+                                                          model=learner.model_state_dict(), config=asdict(cfg)))
+                save_checkpoint(out / "last.pt", state)
             write_metrics(out, history)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, row, learner)
@@ -332,6 +334,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-train", type=int, help="train on the first N training images")
     parser.add_argument("--limit-test", type=int, help="evaluate on the first N test images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-checkpoint", action="store_true",
+                        help="write no last.pt/best.pt (timing runs; such a run cannot be resumed)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -345,6 +349,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if k in names and k not in values and v is not None:
             values[k] = v
     values["progress"] = not args.no_progress
+    values["checkpoint"] = not args.no_checkpoint
     values["preset"] = preset if not explicit else f"{preset}+flags"
     return TrainConfig(**values)
 
@@ -367,7 +372,8 @@ def run(args: argparse.Namespace) -> int:
     if result.history:
         print(f"loss {result.loss:.3f}, train acc {result.train_acc:.3f}, test acc {result.test_acc:.3f}")
         print(f"{result.examples_per_sec:.1f} examples/sec on {result.device}")
-    print(f"run folder: {result.out_dir} (config.json, metrics.csv, curves.png, last.pt, best.pt)")
+    print(f"run folder: {result.out_dir} (config.json, metrics.csv, curves.png"
+          f"{', last.pt, best.pt' if cfg.checkpoint else ''})")
     if result.status == "interrupted":
         print(f"interrupted: {len(result.history)} completed epoch(s) saved; continue with "
               f"`alexnet train --resume --out {result.out_dir}`")

@@ -458,11 +458,11 @@ def merge_results(old: dict | None, new: dict) -> dict:
 
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> None:
     """Write through a temporary file in the same folder, then os.replace: never half a file."""
-    from torch_model.train import _atomic_write
+    from torch_model.train import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, write, mode=mode)
+    atomic_write(path, write, mode=mode)
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:

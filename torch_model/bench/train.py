@@ -143,7 +143,8 @@ def seed_run(backend: str, dtype: str, batch: int, epochs: int, limit_train, lim
         cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=args.lr, resize=RESIZE, device=str(device),
                           seed=args.seed, data_dir=args.data_dir, out=f"{tmp}/run", backend=backend,
                           amp="bf16" if dtype == "bf16" else "none", limit_train=limit_train,
-                          limit_test=limit_test, progress=not args.no_progress)
+                          limit_test=limit_test, progress=not args.no_progress,
+                          checkpoint=False)  # the seed run's time is training + evaluation, not disk writes
         result = fit(cfg)
     return {
         "backend": backend, "dtype": dtype, "epochs": epochs, "seconds": result.seconds,
