@@ -48,6 +48,26 @@ def _triton_configs() -> list[triton.Config]:
 # Kernels
 # ----------------------------------------------------------------------------------------------------------------
 
+@triton.jit
+def _unflatten(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """Flat positions in a (N, C, H, W) tensor's memory order -> (n, c, h, w); channels_last orders n, h, w, c."""
+    if CHANNELS_LAST:
+        c = offs % C
+        t = offs // C
+        w = t % W
+        t = t // W
+        h = t % H
+        n = t // H
+    else:
+        w = offs % W
+        t = offs // W
+        h = t % H
+        t = t // H
+        c = t % C
+        n = t // C
+    return n, c, h, w
+
+
 # Forward: out[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]
 #          (taps outside the image are -inf), and for the first maximum (NaN wins) one of
 #          INDICES == FLAT:  idx[n, c, oh, ow] = ih*W + iw   (int64, torch's return_indices)
@@ -88,20 +108,7 @@ def _max_pool2d_fwd_kernel(
         pid = pid.to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat output positions, in out's memory order
     mask = offs < TOTAL
-    if CHANNELS_LAST:  # memory order n, oh, ow, c
-        c = offs % C
-        t = offs // C
-        ow = t % OW
-        t = t // OW
-        oh = t % OH
-        n = t // OH
-    else:  # memory order n, c, oh, ow
-        ow = offs % OW
-        t = offs // OW
-        oh = t % OH
-        t = t // OH
-        c = t % C
-        n = t // C
+    n, c, oh, ow = _unflatten(offs, C, OH, OW, CHANNELS_LAST)  # (BLOCK,) each
     x_plane = x_ptr + n * stride_xn + c * stride_xc  # (BLOCK,) pointers to each lane's (H, W) plane
     best = tl.full([BLOCK], float("-inf"), x_ptr.dtype.element_ty)  # (BLOCK,)
     best_idx = tl.full([BLOCK], -1, tl.int32)  # (BLOCK,) -1: nothing taken yet
@@ -168,20 +175,7 @@ def _max_pool2d_bwd_kernel(
         pid = pid.to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,) flat input positions, in grad_x's memory order
     mask = offs < TOTAL
-    if CHANNELS_LAST:  # memory order n, ih, iw, c
-        c = offs % C
-        t = offs // C
-        iw = t % W
-        t = t // W
-        ih = t % H
-        n = t // H
-    else:  # memory order n, c, ih, iw
-        iw = offs % W
-        t = offs // W
-        ih = t % H
-        t = t // H
-        c = t % C
-        n = t // C
+    n, c, ih, iw = _unflatten(offs, C, H, W, CHANNELS_LAST)  # (BLOCK,) each
     me = (ih * W + iw).to(tl.int64)  # (BLOCK,) the index a window stores when it chose this element
     g_plane = grad_out_ptr + n * stride_gn + c * stride_gc  # (BLOCK,)
     i_plane = idx_ptr + n * stride_in + c * stride_ic  # (BLOCK,)
