@@ -368,6 +368,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"training on {device} with the {cfg.backend or ('triton' if device.type == 'cuda' else 'torch')} "
           f"backend: {cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, resize {cfg.resize}, "
           f"seed {cfg.seed}", flush=True)
+    if cfg.backend == "triton" and device.type == "cpu":
+        print("note: on a CPU the Triton kernels run in the Triton interpreter (one program instance at a time, in "
+              "Python): minutes per batch at 224x224. Meant for stepping through a kernel, e.g. with a tiny "
+              "--limit-train; train on a GPU for speed.", flush=True)
     result = fit(cfg)
     if result.history:
         print(f"loss {result.loss:.3f}, train acc {result.train_acc:.3f}, test acc {result.test_acc:.3f}")
