@@ -22,11 +22,14 @@ import io
 import json
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -124,6 +127,22 @@ def atomic_write(path: Path, write: Callable[[io.IOBase], None], mode: str = "wb
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block until the block is done, then raise KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -266,18 +285,18 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             row = dict(epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
                        examples_per_sec=seen / train_seconds, examples=seen, train_seconds=train_seconds,
                        eval_seconds=time.perf_counter() - t1)
-            history.append(row)
+            with _sigint_deferred():  # the epoch's row, checkpoints and metrics.csv are saved together or not at all
+                history.append(row)
+                if cfg.checkpoint:
+                    if test_acc > best_acc:
+                        best_acc = test_acc
+                        save_checkpoint(out / "best.pt", dict(epoch=epoch + 1, test_acc=test_acc,
+                                                              model=learner.model_state_dict(), config=asdict(cfg)))
+                    save_checkpoint(out / "last.pt", dict(epoch=epoch + 1, learner=learner.state_dict(),
+                                                          rng=_rng_state(), config=asdict(cfg), history=history))
+                write_metrics(out, history)
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, train acc {row['train_acc']:.3f}, "
                   f"test acc {test_acc:.3f}, {row['examples_per_sec']:.1f} examples/sec", flush=True)
-            state = dict(epoch=epoch + 1, learner=learner.state_dict(), rng=_rng_state(), config=asdict(cfg),
-                         history=history) if cfg.checkpoint else None
-            if cfg.checkpoint:
-                if test_acc > best_acc:
-                    best_acc = test_acc
-                    save_checkpoint(out / "best.pt", dict(epoch=epoch + 1, test_acc=test_acc,
-                                                          model=learner.model_state_dict(), config=asdict(cfg)))
-                save_checkpoint(out / "last.pt", state)
-            write_metrics(out, history)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, row, learner)
     except KeyboardInterrupt:
