@@ -28,7 +28,6 @@ import platform
 import re
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
