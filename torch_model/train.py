@@ -190,12 +190,14 @@ def plot_curves(out: Path, history: list[dict], title: str) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
+    points = [p for h in history for p in h.get("curve") or [[h["epoch"], h["loss"], h["train_acc"]]]]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(epochs, [h["loss"] for h in history], "-o", label="train loss")
-    ax.plot(epochs, [h["train_acc"] for h in history], "--s", label="train acc")
+    ax.plot([p[0] for p in points], [p[1] for p in points], "-", marker=".", label="train loss")
+    ax.plot([p[0] for p in points], [p[2] for p in points], "--", marker=".", label="train acc")
     ax.plot(epochs, [h["test_acc"] for h in history], "-.^", label="test acc")
-    ax.set_xlabel("epoch")
-    ax.set_xticks(epochs)
+    ax.set_xlabel("epoch (train loss and acc: running means within each epoch, as d2l plots them)", fontsize=8)
+    ax.set_xlim(0, max(epochs) + 0.05)
+    ax.set_xticks(range(0, max(epochs) + 1))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -265,6 +267,7 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
         for epoch in range(start_epoch, cfg.epochs):
             learner.train()
             loss_sum, correct, seen = 0.0, 0, 0
+            curve: list[list[float]] = []   # [fractional epoch, running loss, running train acc]
             t0 = time.perf_counter()
             bar = tqdm(batches(train_ds, cfg.batch_size, cfg.resize, shuffle=True, seed=cfg.seed * 1000 + epoch),
                        total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
@@ -277,6 +280,8 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
                 correct += (logits.argmax(dim=1) == y).sum().item()
                 seen += len(y)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+                if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:  # d2l's animator: 5 points an epoch
+                    curve.append([epoch + (step + 1) / steps, loss_sum / seen, correct / seen])
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
@@ -284,7 +289,7 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             test_acc = evaluate(learner, test_ds, cfg.batch_size, cfg.resize, cfg.progress, "test")
             row = dict(epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
                        examples_per_sec=seen / train_seconds, examples=seen, train_seconds=train_seconds,
-                       eval_seconds=time.perf_counter() - t1)
+                       eval_seconds=time.perf_counter() - t1, curve=curve)
             with _sigint_deferred():  # the epoch's row, checkpoints and metrics.csv are saved together or not at all
                 history.append(row)
                 if cfg.checkpoint:
