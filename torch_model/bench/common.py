@@ -36,6 +36,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from torch_model.train import atomic_write, resolve_device  # noqa: F401  (resolve_device: C.resolve_device in the benches)
+
 DEFAULT_OUT_DIR = Path("docs/benchmarks/results")
 DEFAULT_README = Path("docs/benchmarks/README.md")
 DTYPES = ("bf16", "tf32", "fp32")        # fp32 = strict fp32 (TF32 off); on a CPU the only one there is
@@ -46,13 +48,6 @@ REL_ERR_TOL = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 5e-2}
 
 
 # ----------------------------------------------------------------------------------------------- the machine
-
-def resolve_device(name: str) -> torch.device:
-    """auto | cpu | cuda[:N], as `alexnet train` reads --device (a ValueError naming the flag otherwise)."""
-    from torch_model.train import resolve_device as resolve
-
-    return resolve(name)
-
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -457,8 +452,6 @@ def merge_results(old: dict | None, new: dict) -> dict:
 
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> None:
     """Write through a temporary file in the same folder, then os.replace: never half a file."""
-    from torch_model.train import atomic_write
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write, mode=mode)
