@@ -217,6 +217,13 @@ def test_train_end_to_end_then_layers_merge_into_one_file(tmp_path, fake_data, c
     assert set(merged["runs"]) == {"train", "seed_run", "layers"}
     assert {p.name.rsplit("-", 1)[1] for p in out.glob("*.png")} == {"layers.png", "train.png"}
 
+    # a channels_last train figure sits beside the NCHW one (its own key), and the table shows both
+    assert train.run(parse(train, ["--backends", "torch", "--steps", "1", "--batch", "1", "--layouts",
+                                   "channels_last", "--out-dir", str(out), "--no-progress", *DEVICE])) == 0
+    steps = read(path)["train"]
+    assert sorted(e["layout"] for e in steps) == ["channels_last", "nchw"]
+    assert "channels_last" in C.format_table(*C.train_rows(read(path)))
+
 
 def test_triton_train_backend_is_wired():
     """The train bench's triton learner really runs our kernels (the step itself at 224x224 is minutes in the
@@ -253,7 +260,7 @@ def test_readme_renders_only_gpu_results(tmp_path):
     assert "old" not in text and "owed" not in text
     # conv3 bf16 forward: cuDNN 1.2 ms, triton 1.0 ms = 1.2x; goal 1.10x and 50% of peak (this one has no peak fraction)
     assert "| conv3 | bf16 | fwd | 2.00 | 1.20 (nchw) | 1.00 (nchw) | 2.00 |  | 1.20 |  |  | >= 1.10x, >= 50% peak | no |" in text
-    assert "| triton | bf16 | 128 | 10800 |" in text and "| 1.20 |" in text.split("Training step")[1]  # 10800 / 9000
+    assert "| triton | bf16 | nchw | 128 | 10800 |" in text and "| 1.20 |" in text.split("Training step")[1]  # 10800 / 9000
 
 
 # ----------------------------------------------------------------------------------------------- bad flags

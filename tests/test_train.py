@@ -198,3 +198,25 @@ def test_cli_ctrl_c_then_resume(tmp_path, real_data_dir):
     assert p.returncode == 0, p.stderr
     assert "epoch 2/3:" in p.stdout and "epoch 3/3:" in p.stdout and "epoch 1/3:" not in p.stdout
     assert len((out / "metrics.csv").read_text().splitlines()) == 4
+
+
+def test_channels_last_learner_matches_nchw():
+    from torch_model.backends import make_learner
+
+    X = torch.rand(4, 1, 224, 224)                          # (4, 1, 224, 224)
+    y = torch.tensor([0, 3, 7, 9])
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        learner = make_learner("torch", lr=0.01, device=torch.device("cpu"), channels_last=channels_last)
+        learner.eval()                                      # no dropout: the two runs see the same network
+        loss, logits = learner.step(X, y)
+        results.append((loss, logits, learner.model_state_dict()["0.weight"]))
+        w3 = learner.net[3].weight                          # (256, 96, 5, 5): NHWC strides only when asked
+        assert (w3.is_contiguous(memory_format=torch.channels_last) and not w3.is_contiguous()) == channels_last
+    (l0, z0, w0), (l1, z1, w1) = results
+    assert l0 == pytest.approx(l1, rel=1e-5)
+    torch.testing.assert_close(z1, z0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w1, w0, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="--channels-last"):
+        make_learner("numpy", lr=0.01, device=torch.device("cpu"), channels_last=True)

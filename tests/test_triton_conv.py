@@ -42,8 +42,8 @@ def poison(monkeypatch):
     """Every tensor the kernels write starts as NaN, so an element a kernel forgets to write fails the test."""
     new_output = conv_mod._new_output
 
-    def poisoned(like, shape, dtype=None):
-        return new_output(like, shape, dtype).fill_(float("nan"))
+    def poisoned(like, shape, dtype=None, channels_last=None):
+        return new_output(like, shape, dtype, channels_last).fill_(float("nan"))
 
     monkeypatch.setattr(conv_mod, "_new_output", poisoned)
 
@@ -120,6 +120,24 @@ def test_channels_last(path, poison, monkeypatch):
     x = _random((2, 5, 7, 6), seed=5).to(memory_format=torch.channels_last)  # (N, C, H, W), C fastest in memory
     w = _random((4, 5, 3, 3), seed=6).to(memory_format=torch.channels_last)
     check_against_torch(x, w, _random((4,), seed=7), f"channels_last/{path}", relu=True, stride=2, padding=1)
+
+
+@pytest.mark.parametrize("which", ["x", "weight"])
+def test_output_layout_follows_torch_for_one_channel(which, poison):
+    """conv1 sees C == 1: a (N, 1, H, W) tensor is contiguous in both formats, so only its strides tell.
+    torch's conv answers channels_last when x's or weight's strides say so; ours must too, or a channels_last
+    AlexNet would fall back to NCHW after its first layer."""
+    x, w = _random((2, 1, 9, 9), seed=40), _random((4, 1, 3, 3), seed=41)
+    if which == "x":
+        x = x.to(memory_format=torch.channels_last)                    # strides (81, 1, 9, 1)
+    else:
+        w = w.to(memory_format=torch.channels_last)                    # strides (9, 1, 3, 1)
+    ours = conv2d_relu(x, w, stride=2, input_precision="ieee")         # (2, 4, 4, 4)
+    ref = F.relu(F.conv2d(x, w, stride=2))
+    assert ours.stride() == ref.stride() and ref.is_contiguous(memory_format=torch.channels_last)
+    assert_close_verbose(ours, ref, *TOL[torch.float32], f"C=1 channels_last {which}")
+    plain = conv2d(_random((2, 1, 9, 9), seed=40), _random((4, 1, 3, 3), seed=41), input_precision="ieee")
+    assert plain.stride() == F.conv2d(_random((2, 1, 9, 9)), _random((4, 1, 3, 3))).stride()  # NCHW stays NCHW
 
 
 def test_unbatched(poison):

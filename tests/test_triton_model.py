@@ -74,6 +74,27 @@ def test_tritonize_keeps_parameter_objects_and_optimizer():
         assert_close_verbose(p, p_ref, ATOL, RTOL, f"{name} after one SGD step")
 
 
+def test_channels_last_model_stays_channels_last():
+    """`alexnet train --channels-last`: the net and its 1-channel input in channels_last keep every conv and pool
+    activation channels_last (conv1's C == 1 input included, as torch decides it), with the torch net's numbers."""
+    torch.manual_seed(2)
+    ref = small_net().to(DEVICE).to(memory_format=torch.channels_last)
+    net = tritonize(copy.deepcopy(ref))
+    x = torch.randn(3, 1, 21, 21, device=DEVICE).to(memory_format=torch.channels_last)  # (N, 1, H, W)
+    layouts = []
+    for m in net:
+        if isinstance(m, (TritonConv2d, TritonMaxPool2d)):
+            m.register_forward_hook(lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last)
+                                                                    and not o.is_contiguous()))
+    out, out_ref = net(x), ref(x)
+    assert layouts == [True] * 4, layouts
+    assert_close_verbose(out, out_ref, ATOL, RTOL, "channels_last logits")
+    out.square().sum().backward()
+    out_ref.square().sum().backward()
+    for (name, p), p_ref in zip(net.named_parameters(), ref.parameters()):
+        assert_close_verbose(p.grad, p_ref.grad, ATOL, RTOL, f"channels_last grad {name}")
+
+
 def test_tritonize_edge_cases():
     """A conv without a following ReLU keeps relu=False; a ReLU not after a conv stays torch; nested Sequentials
     are converted; tritonize twice is tritonize once."""

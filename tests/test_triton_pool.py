@@ -114,6 +114,20 @@ def test_channels_last(kwargs):
     check_against_torch(x, "channels_last", **kwargs)
 
 
+def test_one_channel_channels_last_layout_follows_torch():
+    """(N, 1, H, W) is contiguous in both formats; its strides decide, as in torch (a channels_last AlexNet's
+    first pool sees conv1's 96 channels, but a C == 1 input must not flip the layout either)."""
+    torch.manual_seed(5)
+    x = torch.randn(2, 1, 9, 9, device=DEVICE).to(memory_format=torch.channels_last).requires_grad_(True)
+    out, idx = max_pool2d(x, 3, 2, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 3, 2, return_indices=True)
+    assert out.stride() == ref.stride() and idx.stride() == ref_idx.stride(), (out.stride(), ref.stride())
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    (gx_ref,) = torch.autograd.grad(ref, x, torch.ones_like(ref))
+    assert torch.equal(gx, gx_ref)
+
+
 def test_strided_input_and_grad():
     """A view that is neither NCHW- nor channels_last-contiguous, and a non-contiguous incoming gradient."""
     torch.manual_seed(4)

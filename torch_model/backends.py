@@ -39,8 +39,12 @@ class Learner(Protocol):
 class TorchLearner:
     """The seed's training step: net(X) -> cross_entropy -> backward -> SGD, optionally under bf16 autocast."""
 
-    def __init__(self, net: nn.Module, lr: float, device: torch.device, amp: str = "none"):
-        self.net = net.to(device)
+    def __init__(self, net: nn.Module, lr: float, device: torch.device, amp: str = "none",
+                 channels_last: bool = False):
+        # channels_last: weights and each batch in NHWC order (the Triton convs then load contiguous channel
+        # vectors; cuDNN has its own NHWC kernels). The numbers are the same; only the speed differs.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(device=device, memory_format=self.memory_format)
         self.device = device
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr)
         self.loss_fn = nn.CrossEntropyLoss()
@@ -59,6 +63,7 @@ class TorchLearner:
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
+        X = X.contiguous(memory_format=self.memory_format)  # (N, 1, R, R)
         with self._autocast():
             logits = self.net(X)                      # (N, classes)
             loss = self.loss_fn(logits.float(), y)    # mean over the batch
@@ -69,7 +74,7 @@ class TorchLearner:
     @torch.no_grad()
     def predict(self, X: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            return self.net(X).float()
+            return self.net(X.contiguous(memory_format=self.memory_format)).float()
 
     def state_dict(self) -> dict:
         return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -83,17 +88,18 @@ class TorchLearner:
 
 
 def make_learner(backend: str, lr: float, device: torch.device, num_classes: int = 10,
-                 amp: str = "none", seed: int = 0) -> Learner:
+                 amp: str = "none", seed: int = 0, channels_last: bool = False) -> Learner:
     """Build the model for `backend` with d2l's init (torch's RNG must be seeded by the caller)."""
     if backend not in LEARNER_BACKENDS:
         raise ValueError(f"--backend must be one of {LEARNER_BACKENDS}, got {backend!r}")
     if backend == "numpy":
         if device.type != "cpu":
             raise ValueError("--backend numpy runs on the CPU only; use --device cpu")
-        if amp != "none":
-            raise ValueError("--amp bf16 is for the torch and triton backends")
+        if amp != "none" or channels_last:
+            raise ValueError("--amp bf16 and --channels-last are for the torch and triton backends")
         from torch_model.numpy_backend import NumpyLearner
 
         # Same initial weights as the torch model for the same seed: draw them with torch's init.
         return NumpyLearner(alexnet(num_classes).state_dict(), lr=lr, num_classes=num_classes, seed=seed)
-    return TorchLearner(alexnet(num_classes, backend=backend), lr=lr, device=device, amp=amp)
+    return TorchLearner(alexnet(num_classes, backend=backend), lr=lr, device=device, amp=amp,
+                        channels_last=channels_last)

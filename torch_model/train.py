@@ -63,6 +63,7 @@ class TrainConfig:
     limit_test: int | None = None
     backend: str | None = None      # None: triton on CUDA, torch elsewhere
     amp: str = "none"
+    channels_last: bool = False     # NHWC weights and batches (torch/triton backends)
     preset: str = "custom"
     progress: bool = True
     checkpoint: bool = True         # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
@@ -248,7 +249,8 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
     test_ds = test_ds.subset(cfg.limit_test).to(device)
 
     torch.manual_seed(cfg.seed)
-    learner = make_learner(backend, cfg.lr, device, num_classes=len(CLASS_NAMES), amp=cfg.amp, seed=cfg.seed)
+    learner = make_learner(backend, cfg.lr, device, num_classes=len(CLASS_NAMES), amp=cfg.amp, seed=cfg.seed,
+                           channels_last=cfg.channels_last)
     history: list[dict] = []
     best_acc, start_epoch = -1.0, 0
     if checkpoint is not None:
@@ -351,6 +353,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=LEARNER_BACKENDS,
                         help="torch (cuDNN / CPU), triton (our kernels; default on CUDA), numpy (numpy_ref, slow)")
     parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="bf16 autocast (CUDA)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="NHWC weights and batches (the Triton convs' fast layout on a GPU; same numbers)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--data-dir", help="folder with the four IDX files (.gz or raw); or FASHION_MNIST_DIR")
     parser.add_argument("--out", help="run folder (default runs/DATE-TIME-BACKEND)")

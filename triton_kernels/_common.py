@@ -83,3 +83,22 @@ def tl_dtype_name(dtype: torch.dtype) -> str:
     if dtype not in names:
         raise ValueError(f"dtype must be one of {tuple(names)}, got {dtype}")
     return names[dtype]
+
+
+def strides_like_channels_last(t: torch.Tensor) -> bool:
+    """torch's own test of "this 4-D tensor's strides say channels_last" (c10 is_channels_last_strides_2d, what
+    Tensor.suggest_memory_format() uses): the strides must grow in the order c, w, h, n. Unlike
+    is_contiguous(memory_format=channels_last), it tells a C == 1 tensor made by .to(memory_format=channels_last)
+    (strides (H*W, 1, W, 1)) from a plain one (strides (H*W, H*W, W, 1)), as torch's conv and pool do."""
+    if t.dim() != 4 or t.stride(1) == 0:
+        return False
+    sizes, strides = t.shape, t.stride()
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < smallest:
+            return False
+        if d == 0 and smallest == strides[1]:  # N111-like: ambiguous, NCHW as torch decides
+            return False
+        smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+    return True
+

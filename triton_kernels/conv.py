@@ -44,6 +44,7 @@ from triton_kernels._common import (
     check_same_dtype,
     check_tensor,
     interpret_mode,
+    strides_like_channels_last,
 )
 
 INTERPRET = interpret_mode()
@@ -563,14 +564,14 @@ def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_preci
     return oh, ow
 
 
-def _new_output(like: torch.Tensor, shape, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """torch.empty of `shape` on like's device, in like's dtype (unless given) and, for 4-D shapes, like's memory
-    format (channels_last in -> channels_last out, as torch does). Every tensor this file's kernels write is
-    allocated here, so a test can poison them all (fill with NaN) by patching this one function."""
-    fmt = torch.contiguous_format
-    if len(shape) == 4 and like.dim() == 4:
-        if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
-            fmt = torch.channels_last
+def _new_output(like: torch.Tensor, shape, dtype: Optional[torch.dtype] = None,
+                channels_last: Optional[bool] = None) -> torch.Tensor:
+    """torch.empty of `shape` on like's device, in like's dtype (unless given) and, for 4-D shapes, channels_last
+    when asked or, by default, when like's strides say so (torch's suggest_memory_format rule). Every tensor this
+    file's kernels write is allocated here, so a test can poison them all (fill with NaN) by patching it."""
+    if channels_last is None:
+        channels_last = strides_like_channels_last(like)
+    fmt = torch.channels_last if len(shape) == 4 and channels_last else torch.contiguous_format
     return torch.empty(shape, device=like.device, dtype=like.dtype if dtype is None else dtype, memory_format=fmt)
 
 
@@ -599,7 +600,9 @@ def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, i
     n, c, h, w = x.shape
     f, cg, kh, kw = weight.shape
     oh, ow = out_hw
-    out = _new_output(x, (n, f, oh, ow))  # (N, F, OH, OW)
+    # channels_last out when x's or weight's strides say so, as torch's conv decides
+    out = _new_output(x, (n, f, oh, ow), channels_last=strides_like_channels_last(x)
+                      or strides_like_channels_last(weight))  # (N, F, OH, OW)
     fg = f // groups
     m, k = n * oh * ow, cg * kh * kw
 

@@ -23,7 +23,6 @@ under no_grad, nothing.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -31,7 +30,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from triton_kernels._common import interpret_mode, strides_like_channels_last
+
+_INTERPRET = interpret_mode()
 
 # (BLOCK, num_warps). On the GPU the autotuner picks per (size, layout); the interpreter runs program instances
 # one by one in Python and benchmarks every config without caching, so it gets a single one.
@@ -271,8 +272,9 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
-    """channels_last in memory and not also plain-contiguous (C == 1 or H == W == 1 are both: take NCHW)."""
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    """Output in channels_last when x's strides say so, by torch's rule (also for C == 1: see
+    strides_like_channels_last); the kernels read x through its strides either way."""
+    return strides_like_channels_last(t)
 
 
 def _needs_int64(*tensors: torch.Tensor) -> bool:

@@ -343,7 +343,7 @@ def train_step_flops(batch: int, resize: int = 224) -> int:
 # ----------------------------------------------------------------------------------------------- results file
 
 LAYER_KEY = ("layer", "dtype", "pass", "impl", "layout", "batch")
-TRAIN_KEY = ("backend", "dtype", "batch")
+TRAIN_KEY = ("backend", "dtype", "layout", "batch")
 SEED_KEY = ("backend", "dtype", "epochs", "batch", "limit_train", "limit_test")
 SECTION_KEYS = {"layers": LAYER_KEY, "train": TRAIN_KEY, "seed_run": SEED_KEY}
 REQUIRED = {
@@ -593,13 +593,19 @@ def summary_rows(data: dict) -> tuple[list[str], list[list]]:
 
 
 def train_rows(data: dict) -> tuple[list[str], list[list]]:
-    headers = ["backend", "dtype", "batch", "img/s", "step ms", "TFLOP/s", "% peak", "x torch", "convs ran in"]
-    ref = {(e["dtype"], e["batch"]): e["img_per_s"] for e in data.get("train", []) if e["backend"] == "torch"}
+    headers = ["backend", "dtype", "layout", "batch", "img/s", "step ms", "TFLOP/s", "% peak", "x torch",
+               "convs ran in"]
+    ref: dict = {}  # the best eager-torch figure (over layouts) per (dtype, batch): what "x torch" divides by
+    for e in data.get("train", []):
+        if e["backend"] == "torch":
+            ref[(e["dtype"], e["batch"])] = max(ref.get((e["dtype"], e["batch"]), 0), e["img_per_s"])
     rows = []
-    for e in sorted(data.get("train", []), key=lambda e: (e["dtype"], e["batch"], e["backend"])):
+    for e in sorted(data.get("train", []),
+                    key=lambda e: (e["dtype"], e["batch"], e["backend"], e.get("layout") or "nchw")):
         r = ref.get((e["dtype"], e["batch"]))
         frac = e.get("peak_fraction")
-        rows.append([e["backend"], e["dtype"], e["batch"], _g(e["img_per_s"]), _g(e.get("step_ms")),
+        rows.append([e["backend"], e["dtype"], e.get("layout") or "nchw", e["batch"], _g(e["img_per_s"]),
+                     _g(e.get("step_ms")),
                      _g(e.get("tflops")), _f(None if frac is None else 100 * frac, ".0f"),
                      _f(r and e["img_per_s"] / r, ".2f"), ",".join(e.get("conv_dtypes") or [])])
     return headers, rows
@@ -751,10 +757,15 @@ def plot_train(data: dict, path: Path) -> Path | None:
         return None
     plt = _plt()
     groups = sorted({(e["dtype"], e["batch"]) for e in entries})
-    backends = [b for b in ("torch", "compile", "triton") if any(e["backend"] == b for e in entries)]
-    img_per_s = {(e["backend"], e["dtype"], e["batch"]): e["img_per_s"] for e in entries}
+    def label(e: dict) -> str:  # a backend, with its layout when it is not the default NCHW
+        layout = e.get("layout") or "nchw"
+        return e["backend"] if layout == "nchw" else f"{e['backend']} ({layout})"
+
+    order = {"torch": 0, "compile": 1, "triton": 2}
+    series = sorted({label(e) for e in entries}, key=lambda s: (order.get(s.split()[0], 9), s))
+    img_per_s = {(label(e), e["dtype"], e["batch"]): e["img_per_s"] for e in entries}
     fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * len(groups) + 2), 3.8), dpi=110)
-    _grouped_bars(ax, groups, backends, lambda backend, group: img_per_s.get((backend, *group)))
+    _grouped_bars(ax, groups, series, lambda name, group: img_per_s.get((name, *group)))
     ax.set_xticks(range(len(groups)), [f"{d}, batch {b}" for d, b in groups])
     ax.set_ylabel("training images / s")
     ax.legend(fontsize=8)

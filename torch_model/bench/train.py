@@ -39,6 +39,9 @@ GPU_DEFAULTS = dict(batch=128, steps=20, warmup_steps=3, dtypes=["tf32", "bf16"]
 CPU_DEFAULTS = dict(batch=2, steps=2, warmup_steps=1, dtypes=["fp32"], epochs=1)
 
 
+LAYOUTS = ("nchw", "channels_last")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", type=C.csv_choices(BACKENDS, "backend"),
                         help="torch (eager, cuDNN), compile (torch.compile), triton (our kernels); default: all on a "
@@ -46,6 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "minutes; ask for it with --backends torch,triton); compile is GPU-only")
     parser.add_argument("--dtypes", type=C.csv_choices(C.DTYPES, "dtype"),
                         help="tf32, bf16 (autocast), fp32 (TF32 off); default tf32,bf16 on a GPU, fp32 on a CPU")
+    parser.add_argument("--layouts", type=C.csv_choices(LAYOUTS, "layout"), default=["nchw"],
+                        help="nchw and/or channels_last (NHWC weights and batches, `alexnet train --channels-last`); "
+                             "default: nchw")
     parser.add_argument("--batch", type=C.positive_int, help="batch size (default 128 on a GPU, 2 on a CPU)")
     parser.add_argument("--steps", type=C.positive_int, help="timed steps per figure (default 20 on a GPU, 2 on a CPU)")
     parser.add_argument("--warmup-steps", type=C.positive_int,
@@ -67,11 +73,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------------------------- one figure
 
-def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device, compile_mode: str):
+def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device, compile_mode: str,
+                       layout: str = "nchw"):
     from torch_model.backends import make_learner
 
     learner = make_learner("triton" if backend == "triton" else "torch", lr=lr, device=device,
-                           amp="bf16" if dtype == "bf16" else "none")
+                           amp="bf16" if dtype == "bf16" else "none", channels_last=layout == "channels_last")
     if backend == "compile":
         torch._dynamo.reset()
         # TorchLearner steps self.net; the compiled module shares its parameters with the optimizer's.
@@ -79,9 +86,10 @@ def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device
     return learner
 
 
-def measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak) -> dict:
+def measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
+                 layout: str = "nchw") -> dict:
     torch.manual_seed(args.seed)
-    learner = make_bench_learner(backend, dtype, args.lr, device, args.compile_mode)
+    learner = make_bench_learner(backend, dtype, args.lr, device, args.compile_mode, layout)
     learner.train()
     g = torch.Generator(device=device).manual_seed(args.seed)
     # 4 different batches in turn (fresh data each step, as training sees); images in [0, 1) like ToTensor's
@@ -122,7 +130,7 @@ def measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps:
     mm_peak = C.matmul_peak(peak, dtype)
     q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
     return {
-        "backend": backend, "dtype": dtype, "batch": batch, "img_per_s": batch / step_s,
+        "backend": backend, "dtype": dtype, "layout": layout, "batch": batch, "img_per_s": batch / step_s,
         "img_per_s_mean": batch * len(times) / sum(times), "step_ms": 1e3 * step_s,
         "step_ms_p20": 1e3 * q[0], "step_ms_p80": 1e3 * q[3], "steps": steps, "warmup_steps": warmup_steps,
         "setup_s": round(setup_s, 3), "flops": flops, "tflops": tflops,
@@ -160,16 +168,17 @@ def seed_run(backend: str, dtype: str, batch: int, epochs: int, limit_train, lim
 
 def measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm, entries, failures,
                   save) -> None:
-    """One figure per (backend, dtype), appended to `entries` (or to `failures`), saved after each."""
-    todo = [(b, dt) for dt in dtypes for b in backends]
+    """One figure per (backend, dtype, layout), appended to `entries` (or to `failures`), saved after each."""
+    todo = [(b, dt, lay) for dt in dtypes for b in backends for lay in args.layouts]
     bar = tqdm(todo, desc="train step", unit="figure", disable=args.no_progress, dynamic_ncols=True)
-    for backend, dtype in bar:
-        bar.set_postfix_str(f"{backend} {dtype}")
+    for backend, dtype, layout in bar:
+        bar.set_postfix_str(f"{backend} {dtype} {layout}")
         try:
             with C.precision(dtype):
-                entries.append(measure_step(backend, dtype, batch, steps, warmup_steps, args, device, peak))
+                entries.append(measure_step(backend, dtype, batch, steps, warmup_steps, args, device, peak,
+                                            layout))
         except Exception as exc:  # record, go on, exit 1: one failure must not cost the whole GPU run
-            failures.append(f"train {backend} {dtype}: {type(exc).__name__}: {exc}")
+            failures.append(f"train {backend} {dtype} {layout}: {type(exc).__name__}: {exc}")
             bar.write(f"FAILED {failures[-1]}")
             continue
         finally:
