@@ -220,3 +220,22 @@ def test_channels_last_learner_matches_nchw():
     torch.testing.assert_close(w1, w0, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="--channels-last"):
         make_learner("numpy", lr=0.01, device=torch.device("cpu"), channels_last=True)
+
+
+def test_resize_range_is_what_the_model_accepts():
+    from torch_model.model import check_resize, final_feature_size
+
+    net = alexnet(init=False).eval()
+    with torch.no_grad():
+        for r in (192, 193, 224, 225):
+            fits = final_feature_size(r) == 5
+            if fits:
+                check_resize(r)
+                assert net(torch.rand(1, 1, r, r)).shape == (1, 10)
+            else:
+                with pytest.raises(ValueError, match=rf"--resize {r}: the seed AlexNet takes 193..224"):
+                    check_resize(r)
+                with pytest.raises(RuntimeError):
+                    net(torch.rand(1, 1, r, r))
+    assert final_feature_size(224) == 5 and [final_feature_size(r) == 5 for r in (192, 193, 224, 225)] == \
+        [False, True, True, False]

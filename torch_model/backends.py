@@ -42,7 +42,7 @@ class TorchLearner:
     def __init__(self, net: nn.Module, lr: float, device: torch.device, amp: str = "none",
                  channels_last: bool = False):
         # channels_last: weights and each batch in NHWC order (the Triton convs then load contiguous channel
-        # vectors; cuDNN has its own NHWC kernels). The numbers are the same; only the speed differs.
+        # vectors; cuDNN has its own NHWC kernels). Same math; sums may differ in the last bits (another order).
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(device=device, memory_format=self.memory_format)
         self.device = device

@@ -28,6 +28,26 @@ from __future__ import annotations
 from torch import nn
 
 BACKENDS = ("torch", "triton")
+# (kernel, stride, padding) of the convs and pools, in order: what decides the spatial size before Flatten
+_SPATIAL_STACK = ((11, 4, 1), (3, 2, 0), (5, 1, 2), (3, 2, 0), (3, 1, 1), (3, 1, 1), (3, 1, 1), (3, 2, 0))
+
+
+def final_feature_size(resize: int) -> int:
+    """Height (= width) of the last pool's output for a resize x resize input, layer by layer
+    OH = (H + 2*pad - K) // stride + 1; 224 -> 54 -> 26 -> 26 -> 12 -> 12 -> 12 -> 12 -> 5."""
+    size = resize
+    for k, stride, pad in _SPATIAL_STACK:
+        size = (size + 2 * pad - k) // stride + 1
+    return size
+
+
+def check_resize(resize: int, flag: str = "--resize") -> None:
+    """The first Linear takes 256*5*5 = 6400 features, so only inputs whose stack ends at 5x5 fit (193..224)."""
+    if final_feature_size(resize) != 5:
+        fits = [r for r in range(1, 512) if final_feature_size(r) == 5]
+        raise ValueError(f"{flag} {resize}: the seed AlexNet takes {fits[0]}..{fits[-1]} (its first Linear needs "
+                         f"256x5x5 = 6400 features, and {resize} gives {max(final_feature_size(resize), 0)}x"
+                         f"{max(final_feature_size(resize), 0)}); 224 is the seed's")
 
 
 def init_weights(module: nn.Module) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from torch_model.model import alexnet
+from torch_model.model import alexnet, check_resize
 
 
 @dataclass
@@ -73,8 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resize < 195:
-        raise ValueError(f"--resize {args.resize}: the seed AlexNet needs at least 195 (224 is the seed's)")
+    check_resize(args.resize)
     print(f"AlexNet (d2l seed) on one 1x1x{args.resize}x{args.resize} image")
     print(format_summary(layer_summary(resize=args.resize)))
     return 0

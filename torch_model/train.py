@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from torch_model.backends import LEARNER_BACKENDS, Learner, make_learner
 from torch_model.data import CLASS_NAMES, batches, load_fashion_mnist
+from torch_model.model import check_resize
 
 SEED_CPU_IMG_PER_S = 30.0   # measured: torch 2.13 CPU, 2 cores, batch 128 (for the printed time estimate only)
 PRESETS = {
@@ -45,7 +46,7 @@ PRESETS = {
     "quick": dict(epochs=1, limit_train=12800, limit_test=None),
 }
 # what must agree between a run and its resumption (epochs may grow)
-RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "limit_train", "limit_test")
+RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "channels_last", "limit_train", "limit_test")
 
 
 @dataclass
@@ -328,10 +329,7 @@ def _check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
-    if cfg.resize < 195:
-        # 6400 = 256*5*5 inputs to the first Linear: the conv/pool stack needs at least 195x195 for 5x5 at the end
-        raise ValueError(f"--resize {cfg.resize}: the seed AlexNet needs at least 195 (its first Linear takes "
-                         f"256x5x5 = 6400 features; 224 is the seed's)")
+    check_resize(cfg.resize)
     if cfg.backend is not None and cfg.backend not in LEARNER_BACKENDS:
         raise ValueError(f"--backend must be one of {LEARNER_BACKENDS}, got {cfg.backend!r}")
     if cfg.amp not in ("none", "bf16"):
