@@ -67,3 +67,29 @@ def real_data_dir() -> Path:
     from torch_model.data import find_data_dir
 
     return find_data_dir(download=False)  # raises DatasetError (a failure, not a skip) when the data is missing
+
+
+def write_image_folder(root: Path, classes=("ant", "bee", "cat"), per_class: int = 3, size=(40, 30),
+                       fmt: str = "png", seed: int = 0, corrupt: tuple[str, ...] = ()) -> Path:
+    """root/CLASS/CLASS_i.{png|jpg}: random RGB images of size (W, H); each name in `corrupt`
+    ('CLASS/NAME') is written as bytes Pillow cannot decode instead (garbage, or a JPEG cut in half)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ext = {"png": "png", "jpeg": "jpg"}[fmt]
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)   # (H, W, 3)
+            Image.fromarray(pixels).save(root / name / f"{name}_{i}.{ext}")
+    for i, rel in enumerate(corrupt):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if i % 2 == 0:
+            path.write_bytes(b"this is not an image\n" * 4)
+        else:   # a real JPEG, cut: the header reads, the pixels do not
+            import io
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG")
+            path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return root

@@ -1,0 +1,138 @@
+"""torch_model.distributed: the sharding of each epoch's seeded permutation, the one-process identities, and
+2-process gloo runs (tests/dist_worker.py, started as torchrun starts workers): DDP's gradients equal one
+process's over the same global batch, evaluation counts summed, a dead or silent rank reported within the timeout."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from torch_model import distributed as D
+from torch_model.data import FashionMNIST, batches
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+
+
+# ----------------------------------------------------------------------------------------------- one process
+
+@pytest.mark.parametrize("n, batch_size, world", [(11, 4, 2), (10, 5, 3), (3, 4, 4), (128, 128, 8), (7, 1, 2)])
+def test_shards_partition_the_single_process_batches(n, batch_size, world):
+    # labels 0..n-1: the single process's batches (data.batches, shuffled) name the indices they hold
+    ds = FashionMNIST(torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n), "train")
+    single = [y.tolist() for _, y in batches(ds, batch_size, resize=None, shuffle=True, seed=1003)]
+    per_rank = [list(D.local_batches(n, batch_size, 1003, True, rank, world)) for rank in range(world)]
+    assert all(len(r) == len(single) for r in per_rank)                    # every rank steps as often
+    for k, whole in enumerate(single):
+        sizes = [len(per_rank[r][k][1]) for r in range(world)]
+        assert all(per_rank[r][k][0] == len(whole) for r in range(world))  # the global batch size, on each
+        assert sum(sizes) == len(whole) and max(sizes) - min(sizes) <= 1
+        assert [i for r in range(world) for i in per_rank[r][k][1].tolist()] == whole
+
+
+def test_epoch_order_and_shard_range():
+    assert D.epoch_order(5, 0, shuffle=False).tolist() == [0, 1, 2, 3, 4]
+    assert D.epoch_order(50, 3, True).tolist() == D.epoch_order(50, 3, True).tolist()
+    assert D.epoch_order(50, 3, True).tolist() != D.epoch_order(50, 4, True).tolist()
+    for n, world in ((23, 2), (5, 3), (2, 4), (0, 2)):
+        ranges = [D.shard_range(n, r, world) for r in range(world)]
+        assert [i for r in ranges for i in r] == list(range(n))
+    with pytest.raises(ValueError, match="rank"):
+        D.shard(torch.arange(4), 2, 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(D.local_batches(4, 0, 0, False))
+
+
+def test_one_process_context_is_the_identity(monkeypatch):
+    for var in D.TORCHRUN_VARS:
+        monkeypatch.delenv(var, raising=False)
+    ctx = D.setup("cpu")
+    assert not ctx.enabled and ctx.is_main and ctx.world_size == 1 and str(ctx) == "one process"
+    assert D.sum_over_ranks(ctx, 3, 4.5) == (3, 4.5)
+    assert D.broadcast_object(ctx, {"a": 1}) == {"a": 1}
+    assert D.all_gather_object(ctx, 7) == [7]
+    D.check_same_everywhere(ctx, 1, "x"), D.barrier(ctx), D.teardown(ctx)
+    with pytest.raises(ValueError, match="--dist-timeout"):
+        D.setup("cpu", timeout_s=0)
+
+
+def test_torchrun_environment_checks(monkeypatch):
+    monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "1"), monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(ValueError, match="MASTER_ADDR"):
+        D.setup("cpu")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1"), monkeypatch.setenv("MASTER_PORT", "1")
+    with pytest.raises(ValueError, match="cuda:LOCAL_RANK"):
+        D.setup("cuda:1")
+
+
+def test_which_errors_mean_a_lost_rank():
+    assert D._is_comm_failure(RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer"))
+    assert D._is_comm_failure(RuntimeError("Timed out waiting 3000ms for recv operation to complete"))
+    assert not D._is_comm_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not D._is_comm_failure(ValueError("gloo"))
+    ctx = D.DistContext(rank=1, world_size=2, backend="gloo", timeout_s=7)
+    with pytest.raises(D.RankFailure, match=r"^rank 1 of 2: summing failed: .* within --dist-timeout 7 s .*"
+                                            r"Connection closed by peer$"):
+        with D._collective(ctx, "summing"):
+            raise RuntimeError("Connection closed by peer\n  more lines")
+    with pytest.raises(RuntimeError, match="shapes"):                       # not translated
+        with D._collective(ctx, "summing"):
+            raise RuntimeError("shapes cannot be multiplied")
+
+
+# ----------------------------------------------------------------------------------------------- two processes
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(scenario: str, timeout_s: float = 60) -> list[subprocess.Popen]:
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parent.parent))
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), scenario, str(timeout_s)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> str:
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_two_gloo_processes_match_one():
+    procs = _spawn("check")
+    outs = [_finish(p, 120) for p in procs]
+    for rank, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0 and f"ok check rank {rank}" in out, f"rank {rank} (exit {p.returncode}):\n{out}"
+
+
+@pytest.mark.parametrize("scenario", ["die", "hang"])
+def test_a_lost_rank_stops_the_other_with_one_line(scenario):
+    timeout_s = 3.0
+    procs = _spawn(scenario, timeout_s)
+    t0 = time.perf_counter()
+    out = _finish(procs[0], 60)
+    waited = time.perf_counter() - t0
+    if scenario == "hang":
+        procs[1].kill()                                      # the silent one (torchrun would stop it likewise)
+    _finish(procs[1], 30)
+    assert procs[0].returncode == 3, out
+    lines = [line for line in out.splitlines() if line.startswith("RankFailure:")]
+    assert len(lines) == 1 and "rank 0 of 2: summing the epoch's counts failed" in lines[0], out
+    assert f"within --dist-timeout {timeout_s:g} s" in lines[0]
+    if scenario == "hang":
+        assert "Timed out" in lines[0] and waited >= timeout_s, out
+    assert waited < timeout_s + 30, f"rank 0 took {waited:.1f} s to notice"

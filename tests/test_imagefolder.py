@@ -1,0 +1,272 @@
+"""The image-folder pipeline: folder scans and their errors, the seeded split, each transform on a known image,
+corrupt files skipped and reported, augmentation independent of the worker count, per-channel statistics."""
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import write_image_folder
+from torch_model.distributed import local_batches
+from torch_model.imagefolder import (
+    CenterCrop, Decode, EpochBatchSampler, HorizontalFlip, ImageFolderDataset, Normalization, Pipeline, RandomCrop,
+    ResizeShortSide, channel_stats, eval_pipeline, find_splits, make_loader, parse_channels, sample_seed,
+    scan_folder, to_input, to_uint8_tensor, train_pipeline)
+
+
+def position_image(w: int, h: int) -> Image.Image:
+    """R = column, G = row, B = 7: every pixel says where it came from (w, h <= 256)."""
+    cols, rows = np.meshgrid(np.arange(w), np.arange(h))                        # (H, W) each
+    return Image.fromarray(np.stack([cols, rows, np.full_like(cols, 7)], axis=2).astype(np.uint8))
+
+
+def pixels(img: Image.Image) -> np.ndarray:
+    return np.asarray(img).astype(np.int64)                                     # (H, W, C)
+
+
+# ----------------------------------------------------------------------------------------------- the folder
+
+def test_scan_labels_extensions_and_ignored(tmp_path):
+    root = write_image_folder(tmp_path / "d", classes=("zebra", "ant"), per_class=2)
+    (root / "ant" / "upper.JPEG").write_bytes((root / "ant" / "ant_0.png").read_bytes())   # case-insensitive
+    (root / "ant" / "deeper").mkdir()
+    (root / "ant" / "deeper" / "x.jpeg").write_bytes(b"")                                  # nested: found
+    (root / "ant" / "notes.txt").write_text("not an image")
+    (root / "zebra" / ".hidden.png").write_bytes(b"")                                     # dot files: skipped
+    scan = scan_folder(root)
+    assert scan.classes == ["ant", "zebra"]                          # sorted names -> labels 0, 1
+    assert scan.class_counts() == [4, 2]
+    assert scan.ignored == 1
+    # a folder's own files (sorted), then its sub-folders'
+    assert [p.split("/")[-1] for p, label in scan.samples if label == 0] == ["ant_0.png", "ant_1.png",
+                                                                            "upper.JPEG", "x.jpeg"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such folder"),
+    ("no_classes", "no class sub-folders"),
+    ("no_images", "no images"),
+    ("unknown_only", "2 file(s), none with an image extension"),
+    ("single_class", "a single class (only)"),
+    ("empty_class", "class folder(s) empty hold no images"),
+])
+def test_scan_refuses_with_the_folder_named(tmp_path, case, message):
+    root = tmp_path / "data"
+    if case != "missing":
+        root.mkdir()
+    if case == "no_images":
+        (root / "a").mkdir(), (root / "b").mkdir()
+    if case == "unknown_only":
+        for name in ("a", "b"):
+            (root / name).mkdir()
+            (root / name / "x.gif").write_bytes(b"GIF89a")
+    if case == "single_class":
+        write_image_folder(root, classes=("only",), per_class=2)
+    if case == "empty_class":
+        write_image_folder(root, classes=("full", "more"), per_class=1)
+        (root / "empty").mkdir()
+    with pytest.raises(ValueError) as info:
+        scan_folder(root)
+    assert str(root) in str(info.value) and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_val_folder_keeps_the_training_labels(tmp_path):
+    write_image_folder(tmp_path / "train", classes=("a", "b", "c"), per_class=2)
+    write_image_folder(tmp_path / "val", classes=("c", "a"), per_class=1, seed=1)   # may lack a class
+    splits = find_splits(tmp_path, seed=0)
+    assert splits.train.classes == splits.val.classes == ["a", "b", "c"]
+    assert sorted(label for _, label in splits.val.samples) == [0, 2]
+    assert "evaluation images from" in splits.how and str(tmp_path / "val") in splits.how
+    write_image_folder(tmp_path / "val", classes=("dog",), per_class=1)
+    with pytest.raises(ValueError, match=r"val: class folder\(s\) dog not among the training set's 3 classes"):
+        find_splits(tmp_path)
+
+
+@pytest.mark.parametrize("layout", ["train_only", "flat"])
+def test_seeded_split_without_val(tmp_path, layout):
+    root = tmp_path / ("train" if layout == "train_only" else "")
+    write_image_folder(root, classes=("a", "b", "c", "d"), per_class=5)
+    every = {p for p, _ in scan_folder(root).samples}
+    splits = find_splits(tmp_path, seed=3)
+    train, val = {p for p, _ in splits.train.samples}, {p for p, _ in splits.val.samples}
+    assert len(val) == round(0.1 * len(every)) and not train & val and train | val == every
+    assert "held out for evaluation" in splits.how and "seed 3" in splits.how
+    assert {p for p, _ in find_splits(tmp_path, seed=3).val.samples} == val        # reproducible
+    others = [{p for p, _ in find_splits(tmp_path, seed=s).val.samples} for s in range(4, 9)]
+    assert any(o != val for o in others)                                           # and seeded
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+
+def test_random_crop_is_the_window_the_rng_draws():
+    img = position_image(50, 40)
+    seen_tops, seen_lefts = set(), set()
+    for seed in range(200):
+        out = pixels(RandomCrop(32)(img, random.Random(seed)))                    # (32, 32, 3)
+        replay = random.Random(seed)
+        top, left = replay.randint(0, 40 - 32), replay.randint(0, 50 - 32)
+        assert out.shape == (32, 32, 3)
+        np.testing.assert_array_equal(out, pixels(img)[top:top + 32, left:left + 32])
+        seen_tops.add(int(out[0, 0, 1])), seen_lefts.add(int(out[0, 0, 0]))
+    assert seen_tops == set(range(0, 9)) and seen_lefts == set(range(0, 19))    # every position, corners included
+    with pytest.raises(ValueError, match="RandomCrop"):
+        RandomCrop(41)(img, random.Random(0))
+
+
+@pytest.mark.parametrize("w, h, size, top, left", [(10, 7, 4, 2, 3), (9, 9, 9, 0, 0), (13, 20, 5, 8, 4)])
+def test_center_crop(w, h, size, top, left):
+    # torchvision's rule top = int(round((H - size) / 2)), with Python's round (half to even): (7-4)/2 = 1.5 -> 2
+    out = pixels(CenterCrop(size)(position_image(w, h)))
+    np.testing.assert_array_equal(out, pixels(position_image(w, h))[top:top + size, left:left + size])
+
+
+def test_horizontal_flip():
+    img = position_image(11, 5)
+    np.testing.assert_array_equal(pixels(HorizontalFlip(1.0)(img, random.Random(0))), pixels(img)[:, ::-1])
+    np.testing.assert_array_equal(pixels(HorizontalFlip(0.0)(img, random.Random(0))), pixels(img))
+    flips = [pixels(HorizontalFlip(0.5)(img, random.Random(s)))[0, 0, 0] == 10 for s in range(400)]
+    assert 150 < sum(flips) < 250                      # about half (binomial(400, 0.5): sd 10)
+    assert all(f == (random.Random(s).random() < 0.5) for s, f in enumerate(flips))
+
+
+@pytest.mark.parametrize("w, h, size, expected", [(90, 60, 25, (37, 25)), (60, 90, 25, (25, 37)),
+                                                  (90, 60, 100, (150, 100)), (31, 31, 13, (13, 13))])
+def test_resize_short_side_matches_torch_antialiased_bilinear(w, h, size, expected):
+    a = np.random.default_rng(w + h + size).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    out = ResizeShortSide(size)(Image.fromarray(a))
+    assert out.size == expected
+    ref = F.interpolate(torch.from_numpy(a).permute(2, 0, 1)[None].double(), size=expected[::-1],
+                        mode="bilinear", antialias=True, align_corners=False)[0]           # (3, H', W')
+    got = torch.from_numpy(pixels(out)).permute(2, 0, 1).double()
+    assert (got - ref).abs().max() <= 1.0    # Pillow rounds to uint8: within one level of torch's float result
+    already = out.crop((0, 0, size, size + 3))                                      # short side == size
+    assert ResizeShortSide(size)(already) is already
+
+
+def test_decode_grey_and_jpeg_draft(tmp_path):
+    Image.new("RGB", (3, 2), (200, 100, 50)).save(tmp_path / "c.png")
+    grey = Decode("L")(str(tmp_path / "c.png"))
+    assert grey.mode == "L" and pixels(grey).max() == pixels(grey).min() == (200 * 299 + 100 * 587 + 50 * 114) // 1000
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)).save(tmp_path / "b.jpg")
+    assert Decode("RGB")(str(tmp_path / "b.jpg")).size == (1024, 768)
+    assert Decode("RGB", 256)(str(tmp_path / "b.jpg")).size == (512, 384)    # 1/2 scale; 1/4 would be 192 < 256
+    assert Decode("RGB", 500)(str(tmp_path / "b.jpg")).size == (1024, 768)   # 1/2 would be 384 < 500
+
+
+def test_to_uint8_tensor_layout():
+    t = to_uint8_tensor(position_image(6, 4))
+    assert t.dtype == torch.uint8 and t.shape == (3, 4, 6)
+    assert t[0, 2, 5] == 5 and t[1, 2, 5] == 2 and t[2, 2, 5] == 7
+    assert to_uint8_tensor(position_image(6, 4).convert("L")).shape == (1, 4, 6)
+
+
+def test_pipelines_on_a_known_image(tmp_path):
+    # A 300x260 (W x H) position image (values wrap at 256: only the first pixel's offset is read from them).
+    path = tmp_path / "p.png"
+    cols, rows = np.meshgrid(np.arange(300), np.arange(260))
+    Image.fromarray(np.stack([cols % 256, rows % 256, np.zeros_like(cols)], axis=2).astype(np.uint8)).save(path)
+    ev = eval_pipeline("paper", 227)(str(path), random.Random(0))
+    assert ev.shape == (3, 227, 227) and ev.dtype == torch.uint8
+    resized = ResizeShortSide(256)(Image.open(path).convert("RGB"))                # (295, 256)
+    np.testing.assert_array_equal(ev.permute(1, 2, 0).numpy(), pixels(CenterCrop(227)(resized)))
+    outs = [train_pipeline("paper", 227)(str(path), random.Random(s)) for s in range(12)]
+    assert all(o.shape == (3, 227, 227) for o in outs)
+    assert len({o.sum().item() for o in outs}) > 6                                 # crops and flips vary
+    torch.testing.assert_close(train_pipeline("paper", 227)(str(path), random.Random(5)), outs[5], rtol=0, atol=0)
+    grey = train_pipeline("d2l", 200)(str(path), random.Random(0))
+    assert grey.shape == (1, 200, 200)
+    torch.testing.assert_close(grey, eval_pipeline("d2l", 200)(str(path), random.Random(9)), rtol=0, atol=0)
+    assert str(train_pipeline("paper", 227)) == ("Decode('RGB', 256) -> ResizeShortSide(256) -> RandomCrop(227) "
+                                                 "-> HorizontalFlip(0.5)")
+    with pytest.raises(ValueError, match="variant"):
+        train_pipeline("vgg", 224)
+
+
+def test_sample_seed_is_fixed_and_spread():
+    seeds = {sample_seed(e, i) for e in range(3) for i in range(1000)}
+    assert len(seeds) == 3000 and sample_seed(2, 17) == sample_seed(2, 17)
+    assert all(0 <= s < 2 ** 64 for s in seeds)
+
+
+# ----------------------------------------------------------------------------------------------- dataset, loader
+
+def _dataset(root, size=32):
+    """The paper's training steps at a small size (short side 36, random 32x32 crop, flip)."""
+    pipeline = Pipeline((Decode("RGB"), ResizeShortSide(36), RandomCrop(size), HorizontalFlip(0.5)))
+    return ImageFolderDataset(scan_folder(root), pipeline, 3, size)
+
+
+def test_corrupt_images_are_skipped_and_reported(tmp_path):
+    root = write_image_folder(tmp_path / "d", classes=("a", "b"), per_class=2,
+                              corrupt=("a/garbage.jpg", "b/truncated.jpg"))
+    ds = _dataset(root)
+    paths = [p for p, _ in ds.scan.samples]
+    items = [ds[(i, i)] for i in range(len(ds))]
+    holes = [(path, reason) for x, _, path, reason in items if x is None]
+    assert sorted(p.split("/")[-1] for p, _ in holes) == ["garbage.jpg", "truncated.jpg"]
+    assert all(reason.startswith(("UnidentifiedImageError", "OSError")) for _, reason in holes), holes
+    batch = ds.collate(items)
+    assert batch.images.shape == (4, 3, 32, 32) and batch.images.dtype == torch.uint8
+    assert batch.labels.tolist() == [label for x, label, _, _ in items if x is not None]
+    assert sorted(p for p, _ in batch.skipped) == sorted(p for p in paths if "garbage" in p or "truncated" in p)
+    empty = ds.collate([items[paths.index(p)] for p, _ in holes])
+    assert empty.images.shape == (0, 3, 32, 32) and empty.labels.shape == (0,) and len(empty.skipped) == 2
+
+
+def test_loader_workers_and_shards_give_the_same_batches(tmp_path):
+    root = write_image_folder(tmp_path / "d", classes=("a", "b", "c"), per_class=4, corrupt=("c/bad.png",))
+    ds = _dataset(root)
+    n, batch = len(ds), 5
+
+    def epoch(workers, rank=0, world=1):
+        sampler = EpochBatchSampler(n, batch, shuffle=True, rank=rank, world_size=world)
+        sampler.set_epoch(1000 + 2)
+        return list(make_loader(ds, sampler, workers))
+
+    single = epoch(0)
+    assert len(single) == 3 and sum(len(b.labels) for b in single) == n - 1
+    assert sum(len(b.skipped) for b in single) == 1
+    for a, b in zip(single, epoch(2)):                       # decoded in 2 worker processes: same pixels
+        torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
+    shards = [epoch(0, rank, 2) for rank in range(2)]       # two ranks: each global batch split in two
+    for k, whole in enumerate(single):
+        joined = torch.cat([shards[0][k].images, shards[1][k].images])
+        torch.testing.assert_close(joined, whole.images, rtol=0, atol=0)
+    order = [i for _, idx in local_batches(n, batch, 1002, True) for i in idx.tolist()]
+    assert sorted(order) == list(range(n))
+    with pytest.raises(ValueError, match="--workers"):
+        make_loader(ds, EpochBatchSampler(n, batch, shuffle=False), -1)
+
+
+def test_channel_stats_and_to_input(tmp_path):
+    root = tmp_path / "d"
+    for name, colour in (("red", (255, 0, 0)), ("half", (255, 255, 0))):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 36), colour).save(root / name / f"{i}.png")
+    ds = ImageFolderDataset(scan_folder(root), eval_pipeline("paper", 32), 3, 32)
+    norm = channel_stats(ds, sample=6, seed=0)
+    # R always 1; G is 1 on half the pixels, 0 on the other half: mean 0.5, std 0.5; B always 0 (std floored)
+    assert norm.mean == pytest.approx([1.0, 0.5, 0.0]) and norm.std == pytest.approx([1e-6, 0.5, 1e-6])
+    assert "6 training images" in norm.source
+    capped = channel_stats(ds, sample=2, seed=1)              # bounded sample: two images only
+    assert "2 training images" in capped.source
+    images = torch.tensor([[[[0, 255]], [[51, 102]], [[255, 0]]]], dtype=torch.uint8)   # (1, 3, 1, 2)
+    x = to_input(images, Normalization([0.5, 0.2, 0.0], [0.5, 0.2, 1.0]), "cpu")
+    torch.testing.assert_close(x, torch.tensor([[[[-1.0, 1.0]], [[0.0, 1.0]], [[1.0, 0.0]]]]))
+    torch.testing.assert_close(to_input(images, None, "cpu"), images.float() / 255)
+    with pytest.raises(ValueError, match="channel"):
+        to_input(images, Normalization([0.5], [0.5]), "cpu")
+
+
+def test_normalization_arguments():
+    assert parse_channels("0.485,0.456,0.406", "--mean") == [0.485, 0.456, 0.406]
+    with pytest.raises(ValueError, match="--std 'a,b'"):
+        parse_channels("a,b", "--std")
+    with pytest.raises(ValueError, match="one value per channel"):
+        Normalization([0.1, 0.2], [0.3])
+    with pytest.raises(ValueError, match="std must be positive"):
+        Normalization([0.1], [0.0])

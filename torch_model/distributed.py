@@ -1,0 +1,285 @@
+"""Training on several processes with torch.distributed: `torchrun --nproc-per-node N -m torch_model train ...`.
+
+torchrun starts N copies of the command and gives each RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT in its
+environment; `setup` joins them into one process group (NCCL between GPUs, gloo between CPUs) and everything else
+here is what the training loop needs on top of DistributedDataParallel (DDP):
+
+- the data: every rank draws the SAME seeded permutation of the epoch, cuts it into global batches of
+  --batch-size, and takes its own contiguous shard of each (`local_batches`): the global batch means the same
+  thing on any number of processes, and the ranks together see exactly the single process's batches;
+- the step (`DistributedLearner`): each rank's cross-entropy SUM times world/N_global, so that DDP's averaging
+  all-reduce leaves every rank holding the gradient of the mean loss over the whole global batch of N_global
+  images, even when the shards are unequal (the last batch; skipped images). The learning rate is unchanged;
+- evaluation: each rank counts on its shard, the counts are summed (`sum_over_ranks`);
+- one writer: rank 0 (`ctx.is_main`) prints, draws the bar, writes metrics, pictures and checkpoints;
+- failure: every collective has a timeout (--dist-timeout); a rank that died or stopped answering makes the
+  others raise `RankFailure` with one line saying so, rather than hang (torchrun then stops the rest).
+
+With no torchrun variables in the environment, `setup` returns a one-process context and every helper here is
+the identity, so the single-process path runs exactly as before.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+DEFAULT_TIMEOUT_S = 300.0    # a collective waiting longer than this for another rank fails (checkpoints take seconds)
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class RankFailure(RuntimeError):
+    """Another rank died or did not answer within the timeout; the message is one line for the command line."""
+
+
+@dataclass
+class DistContext:
+    """Where this process stands: rank r of world_size (one process: 0 of 1, no process group)."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None        # "gloo" | "nccl" | None (one process)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def __str__(self) -> str:
+        if not self.enabled:
+            return "one process"
+        return f"rank {self.rank} of {self.world_size} ({self.backend}, {self.device})"
+
+
+def launched_by_torchrun() -> bool:
+    return all(v in os.environ for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def setup(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
+    """One process: DistContext() on resolve_device(device). Under torchrun: join the process group (NCCL when
+    the device is CUDA, else gloo), each process on cuda:LOCAL_RANK (or the CPU)."""
+    from torch_model.device import resolve_device
+
+    if not (timeout_s > 0):
+        raise ValueError(f"--dist-timeout must be > 0 seconds, got {timeout_s}")
+    if not launched_by_torchrun():
+        return DistContext(timeout_s=timeout_s, device=resolve_device(device))
+    missing = [v for v in TORCHRUN_VARS if v not in os.environ]
+    if missing:
+        raise ValueError(f"torchrun environment incomplete: {', '.join(missing)} not set")
+    rank, world, local_rank = (int(os.environ[v]) for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if device.startswith("cuda:"):
+        raise ValueError(f"--device {device} under torchrun: each process takes cuda:LOCAL_RANK; "
+                         f"pass --device cuda (or auto)")
+    base = resolve_device(device)
+    if base.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) on this machine "
+                             f"(--nproc-per-node must not exceed the GPUs)")
+        base = torch.device("cuda", local_rank)
+        torch.cuda.set_device(base)
+    backend = "nccl" if base.type == "cuda" else "gloo"
+    ctx = DistContext(rank, world, local_rank, backend, timeout_s, base)
+    with _collective(ctx, "joining the process group"):
+        dist.init_process_group(backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=base if base.type == "cuda" else None)
+    return ctx
+
+
+def teardown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _is_comm_failure(exc: BaseException) -> bool:
+    """Errors that mean "another rank is gone or late": gloo's "Connection closed by peer" / "Timed out
+    waiting", NCCL's errors, torch's DistError family."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        k in text for k in ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout",
+                            "socket", "broken pipe"))
+
+
+@contextmanager
+def _collective(ctx: DistContext, what: str) -> Iterator[None]:
+    try:
+        yield
+    except RankFailure:
+        raise
+    except Exception as exc:
+        if not _is_comm_failure(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RankFailure(f"rank {ctx.rank} of {ctx.world_size}: {what} failed: another process died or did not "
+                          f"answer within --dist-timeout {ctx.timeout_s:g} s (see its output); {first[:300]}"
+                          ) from exc
+
+
+# ----------------------------------------------------------------------------------------------- data sharding
+
+def epoch_order(n: int, seed: int, shuffle: bool) -> torch.Tensor:
+    """The epoch's order of the n examples, identical on every rank: data.batches' seeded permutation."""
+    if shuffle:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))   # (n,)
+    return torch.arange(n)                                                        # (n,)
+
+
+def shard(global_batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank `rank`'s contiguous part of a global batch; sizes differ by at most one (torch.tensor_split)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+    return global_batch.tensor_split(world_size)[rank]
+
+
+def local_batches(n: int, batch_size: int, seed: int, shuffle: bool, rank: int = 0,
+                  world_size: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
+    """(global batch size, this rank's indices) for each global batch of the epoch: ceil(n / batch_size) batches
+    on every rank, some shards empty when a batch has fewer images than ranks."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = epoch_order(n, seed, shuffle)                      # (n,)
+    for start in range(0, n, batch_size):
+        glob = order[start:start + batch_size]                 # (B,)
+        yield len(glob), shard(glob, rank, world_size)         # (B / world,)
+
+
+def shard_range(n: int, rank: int, world_size: int) -> range:
+    """Rank `rank`'s contiguous part of 0..n-1 (how the evaluation set is split)."""
+    idx = shard(torch.arange(n), rank, world_size)             # (n / world,)
+    return range(int(idx[0]), int(idx[-1]) + 1) if len(idx) else range(0)
+
+# ----------------------------------------------------------------------------------------------- collectives
+
+def sum_over_ranks(ctx: DistContext, *values: float, what: str = "summing counts") -> tuple[float, ...]:
+    """Each value summed over all ranks (float64 on the CPU for gloo, on the GPU for NCCL); the identity for one
+    process. Evaluation counts: sum_over_ranks(ctx, correct, seen)."""
+    if not ctx.enabled:
+        return tuple(values)
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)   # (len(values),)
+    with _collective(ctx, what):
+        dist.all_reduce(t)
+    return tuple(t.tolist())
+
+
+def broadcast_object(ctx: DistContext, obj: Any, what: str = "broadcasting from rank 0") -> Any:
+    """Rank 0's obj on every rank (pickled; tensors inside come back on the CPU if sent from the CPU)."""
+    if not ctx.enabled:
+        return obj
+    box = [obj if ctx.is_main else None]
+    with _collective(ctx, what):
+        dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.backend == "nccl" else None)
+    return box[0]
+
+
+def all_gather_object(ctx: DistContext, obj: Any, what: str = "gathering from every rank") -> list:
+    if not ctx.enabled:
+        return [obj]
+    out: list = [None] * ctx.world_size
+    with _collective(ctx, what):
+        dist.all_gather_object(out, obj)
+    return out
+
+
+def check_same_everywhere(ctx: DistContext, value: Any, what: str) -> None:
+    """Raise ValueError on every rank when ranks disagree on `value` (e.g. the number of images each one found)."""
+    values = all_gather_object(ctx, value, what=f"comparing {what}")
+    if any(v != values[0] for v in values):
+        shown = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+        raise ValueError(f"the ranks disagree on {what} ({shown}); every machine must see the same data")
+
+
+def barrier(ctx: DistContext, what: str = "waiting for every rank") -> None:
+    if ctx.enabled:
+        with _collective(ctx, what):
+            dist.barrier()
+
+
+def seed_rank(ctx: DistContext, seed: int) -> None:
+    """Give ranks 1.. their own RNG stream (dropout masks), rank 0 keeping the single process's: call after the
+    model is built (the weights are the same everywhere: DDP broadcasts rank 0's anyway)."""
+    if ctx.rank > 0:
+        torch.manual_seed(seed * 1_000_003 + ctx.rank)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed * 1_000_003 + ctx.rank)
+
+
+# ----------------------------------------------------------------------------------------------- the step
+
+class DistributedLearner:
+    """A TorchLearner (torch or triton backend) whose training step goes through DistributedDataParallel.
+
+    step(X, y) on this rank's shard of a global batch of N images:
+        N = all_reduce(len(y))                                   the global batch actually present
+        loss = sum_i CE(net(X_i), y_i) * world / N               (a shard of 0 images: a dummy image, weight 0)
+        loss.backward()      DDP: grad = (1/world) sum_ranks grad_r = (1/N) sum over all N images of grad CE_i
+        optimizer.step()     the same update on every rank (same weights: DDP broadcast rank 0's at the start)
+    returns (this shard's mean loss, or NaN on every rank when any rank's loss is not finite; this shard's logits).
+    Everything else (predict, eval/train, state_dict) is the wrapped learner's, keys without DDP's "module.".
+    """
+
+    def __init__(self, learner, ctx: DistContext):
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not hasattr(learner, "net") or not hasattr(learner, "optimizer"):
+            raise ValueError("DDP needs the torch or triton backend (a torch module and optimizer)")
+        self.learner, self.ctx, self.device = learner, ctx, learner.device
+        ids = [learner.device.index] if learner.device.type == "cuda" else None
+        with _collective(ctx, "DDP's first broadcast of rank 0's weights"):
+            self.ddp = DistributedDataParallel(learner.net, device_ids=ids)
+
+    def train(self) -> None:
+        self.learner.train()
+
+    def eval(self) -> None:
+        self.learner.eval()
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        return self.learner.predict(X)
+
+    def state_dict(self) -> dict:
+        return self.learner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.learner.load_state_dict(state)
+
+    def model_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.learner.model_state_dict()
+
+    def step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        inner, ctx = self.learner, self.ctx
+        n_local = len(y)
+        count = torch.tensor([float(n_local)], device=self.device)        # (1,)
+        with _collective(ctx, "the training step's all-reduce"):
+            dist.all_reduce(count)                                         # N, stays on the device
+            inner.optimizer.zero_grad(set_to_none=True)
+            weight = 1.0
+            if n_local == 0:    # every rank must run forward/backward for DDP's all-reduce: one zero image, weight 0
+                X = torch.zeros((1, *X.shape[1:]), dtype=X.dtype, device=X.device)   # (1, C, S, S)
+                y = torch.zeros(1, dtype=torch.int64, device=y.device)             # (1,)
+                weight = 0.0
+            X = X.contiguous(memory_format=inner.memory_format)
+            with inner._autocast():
+                logits = self.ddp(X)                                        # (n, classes)
+                loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+            (loss_sum * (weight * ctx.world_size / count[0])).backward()   # DDP averages over the ranks
+            inner.optimizer.step()
+            local = loss_sum.detach() * weight
+            finite = torch.isfinite(local).to(torch.float64).view(1)       # (1,)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)                  # 0 on every rank if any rank's is not
+        if finite.item() == 0:
+            return float("nan"), logits.detach().float()[:n_local]
+        return (local.item() / n_local if n_local else 0.0), logits.detach().float()[:n_local]
