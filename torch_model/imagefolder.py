@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -306,8 +306,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def collate(self, items: list) -> Batch:
         good = [(x, label) for x, label, _, _ in items if x is not None]
         skipped = [(path, reason) for x, _, path, reason in items if x is None]
-        if good:
-            images = torch.stack([x for x, _ in good])                    # (B, C, S, S) uint8
+        if good:   # numpy's single-threaded copy: torch.stack's threads stall a busy machine's main process
+            images = torch.from_numpy(np.stack([x.numpy() for x, _ in good]))   # (B, C, S, S) uint8
         else:
             images = torch.empty((0, *self.shape), dtype=torch.uint8)      # (0, C, S, S)
         labels = torch.tensor([label for _, label in good], dtype=torch.int64)  # (B,)

@@ -1,0 +1,154 @@
+"""`alexnet bench loader`: how many images per second the image-folder pipeline delivers, per worker count.
+
+What is timed is what feeds the training step: torch_model.imagefolder's training pipeline (Pillow decode, short
+side resized, random crop, flip, to uint8) in `--workers` DataLoader processes, batches collated, for one pass over
+the images after a warm-up batch (which starts the workers and is not counted). The conversion to float and the
+normalization are left out: they run on the training device, not in the loader.
+
+Without --data-dir it writes `--make` synthetic JPEGs of ImageNet's typical size (500x375, quality 90, ~110 KB of
+smooth noise; ImageNet's training JPEGs average about 400x350 and 110 KB) into a temporary folder, so the figure
+is about decoding and resizing, not about the disk. Each figure: images / seconds over the timed pass, with the
+per-worker rate beside it (images/s divided by max(1, workers)), and the CPU time all processes spent per image
+(the workers' counted once they are joined): on a shared machine the wall-clock rate drops with the load, the CPU
+time per image much less, and 1000 / (CPU ms per image) is what one free core delivers. The machine, versions
+and load average are printed with the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torch_model.bench import common as C
+
+SYNTHETIC_SIZE = (500, 375)     # (W, H)
+SYNTHETIC_CLASSES = 10
+
+
+def write_synthetic_jpegs(root: Path, n: int, size: tuple[int, int] = SYNTHETIC_SIZE, seed: int = 0) -> Path:
+    """n JPEGs of smooth random colour (a blurred noise field: compresses like a photo, unlike white noise)
+    spread over SYNTHETIC_CLASSES class folders."""
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        folder = root / f"class{i % SYNTHETIC_CLASSES:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)       # (H/8, W/8, 3)
+        img = Image.fromarray(small).resize(size, Image.BICUBIC).filter(ImageFilter.GaussianBlur(1))
+        noise = rng.integers(-12, 13, (size[1], size[0], 3))                                  # (H, W, 3) texture
+        pixels = np.clip(np.asarray(img, dtype=np.int64) + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=90)
+    return root
+
+
+def measure(root: Path, workers: int, batch: int, variant: str, size: int, limit: int | None) -> dict:
+    """One pass of the training pipeline over the folder (or its first `limit` images) in `workers` processes."""
+    from torch_model.imagefolder import (EpochBatchSampler, ImageFolderDataset, make_loader, scan_folder,
+                                         train_pipeline)
+
+    scan = scan_folder(root)
+    if limit is not None:
+        scan.samples = scan.samples[:limit]
+    channels = 3 if variant == "paper" else 1
+    ds = ImageFolderDataset(scan, train_pipeline(variant, size), channels, size)
+    sampler = EpochBatchSampler(len(ds), batch, shuffle=True)
+    sampler.set_epoch(1)
+    loader = make_loader(ds, sampler, workers)
+    children0, main0 = _children_cpu_s(), time.process_time()
+    it = iter(loader)
+    t_start = time.perf_counter()
+    first = next(it)                                     # starts the workers; not counted
+    t0 = time.perf_counter()
+    images = skipped = 0
+    for b in it:
+        images += len(b.labels)
+        skipped += len(b.skipped)
+    seconds = time.perf_counter() - t0
+    del it, loader                                       # joins the workers: their CPU time is counted now
+    cpu_s = _children_cpu_s() - children0 + time.process_time() - main0
+    return dict(cpu_ms_per_image=1e3 * cpu_s / (images + len(first.labels)),workers=workers, batch=batch, variant=variant, size=size, images=images, seconds=seconds,
+                img_per_s=images / seconds if seconds > 0 else float("nan"),
+                img_per_s_per_worker=images / seconds / max(1, workers) if seconds > 0 else float("nan"),
+                first_batch_s=t0 - t_start, skipped=skipped + len(first.skipped))
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)      # finished children only: the joined workers
+    return ru.ru_utime + ru.ru_stime
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="an image folder (CLASS/IMAGE); default: synthetic JPEGs (--make)")
+    parser.add_argument("--make", type=C.positive_int, default=512,
+                        help="synthetic 500x375 JPEGs to write when there is no --data-dir (default: %(default)s)")
+    parser.add_argument("--workers", type=lambda s: [int(w) for w in s.split(",")],
+                        help="comma-separated worker counts (default: 0, 1, 2, 4, ... up to the CPU count)")
+    parser.add_argument("--batch", type=C.positive_int, default=128, help="batch size (default: %(default)s)")
+    parser.add_argument("--variant", choices=("paper", "d2l"), default="paper",
+                        help="paper: RGB, short side 256, random 227 crop, flip; d2l: grey, --size square")
+    parser.add_argument("--size", type=C.positive_int, help="crop size (default: 227 paper, 224 d2l)")
+    parser.add_argument("--limit", type=C.positive_int, help="time only the first N images of --data-dir")
+    parser.add_argument("--out", help="also write the figures as JSON here (atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cpus = os.cpu_count() or 1
+    workers = args.workers or [0] + [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= cpus]
+    if any(w < 0 for w in workers):
+        raise ValueError(f"--workers {','.join(map(str, workers))}: worker counts must be >= 0")
+    size = args.size or (227 if args.variant == "paper" else 224)
+    info = C.machine_info(torch.device("cpu"))
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
+        if args.data_dir:
+            root, source = Path(args.data_dir), f"--data-dir {args.data_dir}"
+        else:
+            t0 = time.perf_counter()
+            root = write_synthetic_jpegs(Path(tmp), args.make)
+            mean_kb = np.mean([p.stat().st_size for p in root.rglob("*.jpg")]) / 1024
+            source = (f"{args.make} synthetic {SYNTHETIC_SIZE[0]}x{SYNTHETIC_SIZE[1]} JPEGs (quality 90, mean "
+                      f"{mean_kb:.0f} KB), written in {time.perf_counter() - t0:.1f} s")
+        load = os.getloadavg()[0]
+        print(f"{info['device_name']}; torch {info['torch']}, Pillow {_pillow()}, {info['platform']}; "
+              f"load average {load:.1f} at the start (other processes share the cores when it exceeds their count)")
+        print(f"images: {source}; pipeline: {args.variant} training ({size}x{size}), batch {args.batch}")
+        rows = []
+        for w in workers:
+            r = measure(root, w, args.batch, args.variant, size, args.limit)
+            rows.append(r)
+            print(f"  workers {w:>2}: {r['img_per_s']:8.0f} images/s ({r['img_per_s_per_worker']:.0f} per worker; "
+                  f"{r['images']} images in {r['seconds']:.2f} s, first batch {r['first_batch_s']:.2f} s; "
+                  f"{r['cpu_ms_per_image']:.1f} CPU ms per image)", flush=True)
+    print()
+    print(C.format_table(["workers", "images/s", "per worker", "CPU ms / image", "images timed"],
+                         [[r["workers"], f"{r['img_per_s']:.0f}", f"{r['img_per_s_per_worker']:.0f}",
+                           f"{r['cpu_ms_per_image']:.1f}", r["images"]] for r in rows], markdown=True))
+    best = min(r["cpu_ms_per_image"] for r in rows)
+    print(f"\nCPU cost: {best:.1f} ms per image at best, i.e. about {1e3 / best:.0f} images/s per core that does "
+          f"nothing else (all processes' CPU time, the workers' included, over the images they delivered)")
+    if args.out:
+        data = dict(machine=info, date=C.now_iso(), source=source, pillow=_pillow(), load_average=load, rows=rows)
+        C.atomic_write_bytes(Path(args.out), lambda f: f.write(json.dumps(data, indent=1) + "\n"), mode="w")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _pillow() -> str:
+    import PIL
+
+    return PIL.__version__
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m torch_model.bench.loader", description=__doc__)
+    configure(parser)
+    sys.exit(run(parser.parse_args()))
