@@ -270,3 +270,19 @@ def test_normalization_arguments():
         Normalization([0.1, 0.2], [0.3])
     with pytest.raises(ValueError, match="std must be positive"):
         Normalization([0.1], [0.0])
+
+
+def test_bench_loader_smoke(tmp_path, capsys):
+    from torch_model.cli import main
+
+    write_image_folder(tmp_path / "d", classes=("a", "b"), per_class=4, size=(40, 30), corrupt=("b/bad.png",))
+    out = tmp_path / "loader.json"
+    assert main(["bench", "loader", "--data-dir", str(tmp_path / "d"), "--workers", "0,1", "--batch", "3",
+                 "--variant", "d2l", "--size", "24", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| workers | images/s | per worker | CPU ms / image | images timed |" in text
+    import json
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["workers"] for r in rows] == [0, 1]
+    assert all(r["images"] + 3 >= 8 - 1 and r["skipped"] == 1 and r["img_per_s"] > 0 for r in rows)
+    assert main(["bench", "loader", "--data-dir", str(tmp_path / "d"), "--workers", "-1"]) == 2

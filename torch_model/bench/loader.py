@@ -5,9 +5,8 @@ side resized, random crop, flip, to uint8) in `--workers` DataLoader processes, 
 the images after a warm-up batch (which starts the workers and is not counted). The conversion to float and the
 normalization are left out: they run on the training device, not in the loader.
 
-Without --data-dir it writes `--make` synthetic JPEGs of ImageNet's typical size (500x375, quality 90, ~110 KB of
-smooth noise; ImageNet's training JPEGs average about 400x350 and 110 KB) into a temporary folder, so the figure
-is about decoding and resizing, not about the disk. Each figure: images / seconds over the timed pass, with the
+Without --data-dir it writes `--make` synthetic JPEGs of 500x375 (ImageNet's most common size; quality 90, smooth
+noise, ~76 KB each) into a temporary folder, so the figure is about decoding and resizing, not about the disk. Each figure: images / seconds over the timed pass, with the
 per-worker rate beside it (images/s divided by max(1, workers)), and the CPU time all processes spent per image
 (the workers' counted once they are joined): on a shared machine the wall-clock rate drops with the load, the CPU
 time per image much less, and 1000 / (CPU ms per image) is what one free core delivers. The machine, versions
