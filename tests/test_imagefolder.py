@@ -286,3 +286,31 @@ def test_bench_loader_smoke(tmp_path, capsys):
     assert [r["workers"] for r in rows] == [0, 1]
     assert all(r["images"] + 3 >= 8 - 1 and r["skipped"] == 1 and r["img_per_s"] > 0 for r in rows)
     assert main(["bench", "loader", "--data-dir", str(tmp_path / "d"), "--workers", "-1"]) == 2
+
+
+def test_image_folder_source_for_the_training_loop(tmp_path):
+    from torch_model.imagefolder import open_image_folder, seeded_subset
+
+    write_image_folder(tmp_path / "train", classes=("a", "b", "c"), per_class=5, size=(40, 34),
+                       corrupt=("b/bad.jpg",))
+    write_image_folder(tmp_path / "val", classes=("a", "b", "c"), per_class=2, size=(40, 34), seed=1)
+    src = open_image_folder(tmp_path, "paper", 32, batch_size=4, seed=0, workers=0, device=torch.device("cpu"),
+                            limit_train=12)
+    assert len(src.train) == 12 and len(src.test) == 6 and src.classes == ["a", "b", "c"]
+    assert sorted(src.train.samples) == sorted(seeded_subset(find_splits(tmp_path).train, 12, 0).samples)
+    assert len({label for _, label in src.train.samples}) == 3                 # a seeded subset, not one class
+    assert "measured on 12 training images" in " ".join(src.notes)
+    batches = list(src.train_batches(1000))
+    X, y = batches[0]
+    assert X.dtype == torch.float32 and X.shape[1:] == (3, 32, 32) and y.dtype == torch.int64
+    bad = [p for p, _ in src.train.samples if p.endswith("bad.jpg")]
+    assert [p for p, _ in src.take_skipped()] == bad and src.take_skipped() == []
+    assert sum(len(y) for _, y in batches) == 12 - len(bad)
+    labels = torch.cat([y for _, y in src.test_batches()])
+    assert labels.tolist() == [label for _, label in src.test.samples]       # evaluation: in folder order
+    given = open_image_folder(tmp_path, "d2l", 24, 4, 0, 0, torch.device("cpu"), mean=[0.5], std=[0.25])
+    assert given.norm.mean == [0.5] and "(0.500), std (0.250) (given)" in " ".join(given.notes)
+    with pytest.raises(ValueError, match="--mean and --std go together"):
+        open_image_folder(tmp_path, "d2l", 24, 4, 0, 0, torch.device("cpu"), mean=[0.5])
+    with pytest.raises(ValueError, match=r"give 1 value\(s\); the paper variant.s images have 3 channel"):
+        open_image_folder(tmp_path, "paper", 24, 4, 0, 0, torch.device("cpu"), mean=[0.5], std=[0.2])

@@ -407,3 +407,112 @@ def to_input(images: torch.Tensor, norm: Normalization | None, device: torch.dev
         std = torch.tensor(norm.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)    # (1, C, 1, 1)
         x = x.sub_(mean).div_(std)
     return x
+
+
+# ----------------------------------------------------------------------------------------------- for the training loop
+
+def seeded_subset(scan: FolderScan, limit: int | None, seed: int) -> FolderScan:
+    """`limit` images of the scan drawn by a seeded permutation (a folder is sorted by class: its first N images
+    would be one class), kept in folder order; None keeps all."""
+    if limit is None or limit >= len(scan):
+        return scan
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    keep = sorted(torch.randperm(len(scan), generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+    return FolderScan(scan.root, scan.classes, [scan.samples[i] for i in keep], scan.ignored)
+
+
+class ImageFolderSource:
+    """An image folder as the training loop reads it, on one process or as rank `rank` of `world_size`:
+
+        source.train_batches(epoch_seed)  -> (X (b, C, S, S) float32, y (b,)) on `device`: this rank's shard of
+                                             each global batch of the epoch's seeded permutation
+        source.test_batches()             -> the same over the evaluation images, in order
+        source.take_skipped()             -> [(path, reason)] of the unreadable images met since the last call
+        len(source.train), len(source.test), source.classes, source.notes (what to tell the user)
+
+    C is 3 for the paper's variant (RGB), 1 for d2l's (grey); S the model's input size. `norm` must be the same on
+    every rank: decide it on rank 0 (`decide_normalization`) and broadcast it.
+    """
+
+    def __init__(self, splits: Splits, variant: str, size: int, batch_size: int, workers: int,
+                 device: torch.device, norm: Normalization | None, rank: int = 0, world_size: int = 1):
+        channels = 3 if variant == "paper" else 1
+        if norm is not None and len(norm.mean) != channels:
+            raise ValueError(f"--mean/--std give {len(norm.mean)} value(s); the {variant} variant's images have "
+                             f"{channels} channel(s)")
+        self.train, self.test, self.classes = splits.train, splits.val, splits.train.classes
+        self.device, self.norm = device, norm
+        self.train_ds = ImageFolderDataset(splits.train, train_pipeline(variant, size), channels, size)
+        self.test_ds = ImageFolderDataset(splits.val, eval_pipeline(variant, size), channels, size)
+        self.train_sampler = EpochBatchSampler(len(self.train), batch_size, True, rank, world_size)
+        self.test_sampler = EpochBatchSampler(len(self.test), batch_size, False, rank, world_size)
+        pin = device.type == "cuda"
+        self.train_loader = make_loader(self.train_ds, self.train_sampler, workers, pin)
+        self.test_loader = make_loader(self.test_ds, self.test_sampler, workers, pin)
+        self._skipped: list[tuple[str, str]] = []
+        norm_text = "none" if norm is None else (f"mean {_fmt(norm.mean)}, std {_fmt(norm.std)} ({norm.source})")
+        self.notes = [splits.how,
+                      f"{len(self.classes)} classes, {len(self.train)} training / {len(self.test)} evaluation images"
+                      + (f"; {splits.train.ignored} file(s) with other extensions ignored" if splits.train.ignored
+                         else ""),
+                      f"training pipeline: {self.train_ds.pipeline}; evaluation: {self.test_ds.pipeline}",
+                      f"per-channel normalization: {norm_text}; decoding in {workers} DataLoader worker process(es)"
+                      + (" per rank" if world_size > 1 else "")]
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def _batches(self, loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in loader:
+            self._skipped.extend(batch.skipped)
+            yield to_input(batch.images, self.norm, self.device), batch.labels.to(self.device, non_blocking=True)
+
+    def train_batches(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.train_sampler.set_epoch(epoch_seed)
+        return self._batches(self.train_loader)
+
+    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._batches(self.test_loader)
+
+    def take_skipped(self) -> list[tuple[str, str]]:
+        skipped, self._skipped = self._skipped, []
+        return skipped
+
+
+def _fmt(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+
+
+def decide_normalization(splits: Splits, variant: str, size: int, mean: list[float] | None,
+                         std: list[float] | None, seed: int, workers: int) -> Normalization:
+    """The given --mean/--std (both or neither), else measured on a seeded sample of at most STATS_SAMPLE
+    training images through the evaluation pipeline (centre crops)."""
+    if (mean is None) != (std is None):
+        raise ValueError("--mean and --std go together: give both (one value per channel) or neither")
+    if mean is not None:
+        return Normalization(list(mean), list(std), "given")
+    channels = 3 if variant == "paper" else 1
+    ds = ImageFolderDataset(splits.train, eval_pipeline(variant, size), channels, size)
+    return channel_stats(ds, STATS_SAMPLE, seed, workers)
+
+
+def open_image_folder(data_dir: str | os.PathLike, variant: str, size: int, batch_size: int, seed: int,
+                      workers: int, device: torch.device, mean: list[float] | None = None,
+                      std: list[float] | None = None, limit_train: int | None = None, limit_test: int | None = None,
+                      ctx=None) -> ImageFolderSource:
+    """find_splits, the limits (seeded subsets), the normalization (given, or measured on rank 0 and broadcast),
+    the source for this rank. Every rank must find the same images (checked: counts and classes)."""
+    from torch_model import distributed as D
+
+    ctx = ctx if ctx is not None else D.DistContext(device=device)
+    splits = find_splits(data_dir, seed)
+    splits = Splits(seeded_subset(splits.train, limit_train, seed), seeded_subset(splits.val, limit_test, seed),
+                    splits.how)
+    D.check_same_everywhere(ctx, (len(splits.train), len(splits.val), splits.train.classes[:3],
+                                  len(splits.train.classes)), f"the images in --data-dir {data_dir}")
+    norm = None
+    if ctx.is_main or mean is not None:
+        norm = decide_normalization(splits, variant, size, mean, std, seed, workers)
+    norm = D.broadcast_object(ctx, norm, what="sending the normalization measured on rank 0")
+    return ImageFolderSource(splits, variant, size, batch_size, workers, device, norm, ctx.rank, ctx.world_size)
