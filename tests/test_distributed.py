@@ -136,3 +136,22 @@ def test_a_lost_rank_stops_the_other_with_one_line(scenario):
     if scenario == "hang":
         assert "Timed out" in lines[0] and waited >= timeout_s, out
     assert waited < timeout_s + 30, f"rank 0 took {waited:.1f} s to notice"
+
+
+def test_fashion_source_is_data_batches_on_one_process_and_shards_them_on_two(fake_data):
+    from torch_model.data import load_fashion_mnist
+
+    train, test = load_fashion_mnist(fake_data)                        # 20 train, 10 test images
+    one = D.FashionMNISTSource(train, test, resize=32, channels=1, batch_size=6)
+    for (X, y), (X0, y0) in zip(one.train_batches(1003), batches(train, 6, 32, shuffle=True, seed=1003),
+                                strict=True):
+        torch.testing.assert_close(X, X0, rtol=0, atol=0), torch.testing.assert_close(y, y0, rtol=0, atol=0)
+    assert torch.cat([y for _, y in one.test_batches()]).tolist() == test.labels.tolist()
+    ranks = [D.FashionMNISTSource(train, test, 32, 3, 6, rank, 2) for rank in range(2)]
+    for k, (X0, y0) in enumerate(batches(train, 6, 32, shuffle=True, seed=1003)):
+        parts = [list(r.train_batches(1003))[k] for r in ranks]
+        X = torch.cat([p[0] for p in parts])                           # (6, 3, 32, 32): grey repeated
+        assert X.shape[1] == 3
+        torch.testing.assert_close(X[:, 2:3], X0, rtol=0, atol=0)
+        assert torch.cat([p[1] for p in parts]).tolist() == y0.tolist()
+    assert one.take_skipped() == [] and len(one) == 20 and one.classes[0] == "t-shirt"

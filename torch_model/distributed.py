@@ -283,3 +283,42 @@ class DistributedLearner:
         if finite.item() == 0:
             return float("nan"), logits.detach().float()[:n_local]
         return (local.item() / n_local if n_local else 0.0), logits.detach().float()[:n_local]
+
+
+# ----------------------------------------------------------------------------------------------- Fashion-MNIST
+
+class FashionMNISTSource:
+    """Fashion-MNIST (uint8, already on the device) read the way imagefolder.ImageFolderSource is: this rank's
+    shard of each global batch, converted as data.to_input does (x / 255, bilinear to `resize`), the grey channel
+    repeated to `channels` (3 for the paper's network). On one process the batches are exactly data.batches'."""
+
+    classes = None   # set in __init__ (the ten class names)
+
+    def __init__(self, train_ds, test_ds, resize: int, channels: int, batch_size: int, rank: int = 0,
+                 world_size: int = 1):
+        from torch_model.data import CLASS_NAMES
+
+        self.train, self.test, self.classes = train_ds, test_ds, list(CLASS_NAMES)
+        self.resize, self.channels, self.batch_size = resize, channels, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.notes: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def _batches(self, ds, seed: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from torch_model.data import to_input
+
+        for _, idx in local_batches(len(ds), self.batch_size, seed, shuffle, self.rank, self.world_size):
+            idx = idx.to(ds.labels.device)                               # (b,)
+            X = to_input(ds.images[idx], self.resize)                    # (b, 1, R, R)
+            yield (X.expand(-1, self.channels, -1, -1) if self.channels != 1 else X), ds.labels[idx]
+
+    def train_batches(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._batches(self.train, epoch_seed, shuffle=True)
+
+    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._batches(self.test, 0, shuffle=False)
+
+    def take_skipped(self) -> list:
+        return []     # nothing in memory is unreadable
