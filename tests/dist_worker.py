@@ -7,7 +7,8 @@ check  a small conv net (AlexNet's layer types at a tenth of its width; eval mod
        DistributedLearner: each rank's shard of the same seeded
        global batch gives, after DDP's all-reduce, the gradients one process computes over the whole batch
        (uneven shards, and a rank with an empty shard); the shards of the epoch's permutation; evaluation counts
-       summed over the ranks; ranks that disagree on the data refused on both.
+       summed over the ranks; ranks that disagree on the data refused on both; rank 0's decisions (and
+       failures) reaching rank 1.
 die    rank 1 exits before a collective: rank 0 must raise RankFailure at once.
 hang   rank 1 stops answering: rank 0 must raise RankFailure after TIMEOUT_S.
 Prints "ok SCENARIO rank R" on success; RankFailure is printed as one line with exit status 3.
@@ -77,6 +78,17 @@ def check(ctx: D.DistContext) -> None:
     else:
         raise AssertionError("check_same_everywhere accepted different values")
     D.check_same_everywhere(ctx, 5, "a shared value")
+
+    # decisions made on rank 0 reach every rank; its failure is one error there and a quiet stop elsewhere
+    assert D.from_main(ctx, lambda: {"rank": ctx.rank}) == {"rank": 0}
+    try:
+        D.from_main(ctx, lambda: int("x"))
+    except D.RankZeroError as exc:
+        assert ctx.rank == 1 and "rank 0 stopped the run: invalid literal" in str(exc), exc
+    except ValueError:
+        assert ctx.rank == 0
+    else:
+        raise AssertionError("from_main swallowed rank 0's error")
 
 
 def main() -> int:

@@ -155,3 +155,18 @@ def test_fashion_source_is_data_batches_on_one_process_and_shards_them_on_two(fa
         torch.testing.assert_close(X[:, 2:3], X0, rtol=0, atol=0)
         assert torch.cat([p[1] for p in parts]).tolist() == y0.tolist()
     assert one.take_skipped() == [] and len(one) == 20 and one.classes[0] == "t-shirt"
+
+
+def test_evaluate_counts_readable_images(fake_data):
+    from torch_model.data import load_fashion_mnist
+
+    class Oracle:   # predicts label 3 for every image
+        def eval(self):
+            pass
+
+        def predict(self, X):
+            return torch.nn.functional.one_hot(torch.full((len(X),), 3), 10).float()
+
+    train, test = load_fashion_mnist(fake_data)                       # test labels 0..9
+    source = D.FashionMNISTSource(train, test, resize=28, channels=1, batch_size=4)
+    assert D.evaluate(Oracle(), source, D.DistContext()) == pytest.approx(1 / 10)

@@ -21,6 +21,7 @@ the identity, so the single-process path runs exactly as before.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -194,6 +195,31 @@ def all_gather_object(ctx: DistContext, obj: Any, what: str = "gathering from ev
     return out
 
 
+class RankZeroError(ValueError):
+    """Raised on ranks 1.. when rank 0 failed in work it does for everyone (`from_main`): rank 0 reports the
+    error; the others stop without repeating it."""
+
+
+def from_main(ctx: DistContext, fn, *args, what: str = "waiting for rank 0"):
+    """fn(*args) on rank 0 only, its result (or failure) sent to every rank: decisions that must be the same
+    everywhere (the run's settings, the image list, the checkpoint to resume from) are made once, and a ValueError
+    there is one line from rank 0 rather than one per process."""
+    if not ctx.enabled:
+        return fn(*args)
+    if ctx.is_main:
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            broadcast_object(ctx, ("error", str(exc)), what=what)
+            raise
+        broadcast_object(ctx, ("ok", result), what=what)
+        return result
+    kind, value = broadcast_object(ctx, None, what=what)
+    if kind == "error":
+        raise RankZeroError(f"rank 0 stopped the run: {value}")
+    return value
+
+
 def check_same_everywhere(ctx: DistContext, value: Any, what: str) -> None:
     """Raise ValueError on every rank when ranks disagree on `value` (e.g. the number of images each one found)."""
     values = all_gather_object(ctx, value, what=f"comparing {what}")
@@ -322,3 +348,24 @@ class FashionMNISTSource:
 
     def take_skipped(self) -> list:
         return []     # nothing in memory is unreadable
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+def evaluate(learner, source, ctx: DistContext, progress: bool = False, desc: str = "test") -> float:
+    """Accuracy over the source's evaluation images, dropout off: each rank counts its shard of every batch, the
+    counts are summed over the ranks (unreadable images are left out of both)."""
+    from tqdm import tqdm
+
+    learner.eval()
+    correct = seen = 0
+    bar = tqdm(source.test_batches(), total=math.ceil(len(source.test) / source.batch_size), desc=desc,
+               unit="batch", leave=False, disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    for X, y in bar:
+        if len(y):
+            correct += (learner.predict(X).argmax(dim=1) == y).sum().item()
+            seen += len(y)
+    correct, seen = sum_over_ranks(ctx, correct, seen, what="summing the evaluation counts")
+    if not seen:
+        raise ValueError(f"none of the {len(source.test)} evaluation images could be read")
+    return correct / seen

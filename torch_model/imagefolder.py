@@ -442,7 +442,7 @@ class ImageFolderSource:
             raise ValueError(f"--mean/--std give {len(norm.mean)} value(s); the {variant} variant's images have "
                              f"{channels} channel(s)")
         self.train, self.test, self.classes = splits.train, splits.val, splits.train.classes
-        self.device, self.norm = device, norm
+        self.device, self.norm, self.batch_size = device, norm, batch_size
         self.train_ds = ImageFolderDataset(splits.train, train_pipeline(variant, size), channels, size)
         self.test_ds = ImageFolderDataset(splits.val, eval_pipeline(variant, size), channels, size)
         self.train_sampler = EpochBatchSampler(len(self.train), batch_size, True, rank, world_size)
@@ -501,18 +501,19 @@ def open_image_folder(data_dir: str | os.PathLike, variant: str, size: int, batc
                       workers: int, device: torch.device, mean: list[float] | None = None,
                       std: list[float] | None = None, limit_train: int | None = None, limit_test: int | None = None,
                       ctx=None) -> ImageFolderSource:
-    """find_splits, the limits (seeded subsets), the normalization (given, or measured on rank 0 and broadcast),
-    the source for this rank. Every rank must find the same images (checked: counts and classes)."""
+    """find_splits and the limits (seeded subsets) on rank 0, sent to the others (one scan of the folder, the
+    same image list everywhere: every machine must hold the files at the same paths); the normalization given, or
+    measured on rank 0 and sent; the source for this rank."""
     from torch_model import distributed as D
 
     ctx = ctx if ctx is not None else D.DistContext(device=device)
-    splits = find_splits(data_dir, seed)
-    splits = Splits(seeded_subset(splits.train, limit_train, seed), seeded_subset(splits.val, limit_test, seed),
-                    splits.how)
-    D.check_same_everywhere(ctx, (len(splits.train), len(splits.val), splits.train.classes[:3],
-                                  len(splits.train.classes)), f"the images in --data-dir {data_dir}")
-    norm = None
-    if ctx.is_main or mean is not None:
-        norm = decide_normalization(splits, variant, size, mean, std, seed, workers)
-    norm = D.broadcast_object(ctx, norm, what="sending the normalization measured on rank 0")
+
+    def scan() -> Splits:
+        splits = find_splits(data_dir, seed)
+        return Splits(seeded_subset(splits.train, limit_train, seed), seeded_subset(splits.val, limit_test, seed),
+                      splits.how)
+
+    splits = D.from_main(ctx, scan, what=f"receiving rank 0's list of the images in {data_dir}")
+    norm = D.from_main(ctx, decide_normalization, splits, variant, size, mean, std, seed, workers,
+                       what="receiving the normalization measured on rank 0")
     return ImageFolderSource(splits, variant, size, batch_size, workers, device, norm, ctx.rank, ctx.world_size)
