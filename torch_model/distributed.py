@@ -234,13 +234,59 @@ def barrier(ctx: DistContext, what: str = "waiting for every rank") -> None:
             dist.barrier()
 
 
+def check_backend(ctx: DistContext, backend: str) -> None:
+    if ctx.enabled and backend not in ("torch", "triton"):
+        raise ValueError(f"--backend {backend} cannot run under torchrun: DistributedDataParallel needs the torch or "
+                         f"triton backend (run the numpy backend as one process: alexnet train --backend numpy)")
+
+
 def seed_rank(ctx: DistContext, seed: int) -> None:
     """Give ranks 1.. their own RNG stream (dropout masks), rank 0 keeping the single process's: call after the
     model is built (the weights are the same everywhere: DDP broadcasts rank 0's anyway)."""
     if ctx.rank > 0:
         torch.manual_seed(seed * 1_000_003 + ctx.rank)
-        if torch.cuda.is_available():
-            torch.cuda.manual_seed_all(seed * 1_000_003 + ctx.rank)
+        if ctx.device.type == "cuda":
+            torch.cuda.manual_seed(seed * 1_000_003 + ctx.rank)     # this rank's GPU only
+
+
+def rank_rng_state(ctx: DistContext) -> dict:
+    """This rank's RNG states: the CPU's and its own GPU's (never every GPU's: that would open a CUDA context on
+    each GPU of the machine from each process)."""
+    state = {"torch": torch.get_rng_state()}
+    if ctx.device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(ctx.device)
+    return state
+
+
+def set_rank_rng_state(ctx: DistContext, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if ctx.device.type == "cuda" and "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"], ctx.device)
+
+
+def gather_rng_states(ctx: DistContext) -> list[dict]:
+    """Every rank's RNG states, in rank order (for last.pt: a resume on as many processes continues each
+    rank's dropout stream exactly)."""
+    return all_gather_object(ctx, rank_rng_state(ctx), what="gathering every rank's RNG state for last.pt")
+
+
+def restore_rng(ctx: DistContext, checkpoint: dict, seed: int, epoch: int) -> str | None:
+    """Put this rank's RNG where the checkpoint left it. Saved by as many processes: each rank's own state. Saved
+    by another number of processes: rank 0 takes the saved single-process state, ranks 1.. a fresh stream
+    seeded by (seed, epoch, rank); the data order is the same either way, only dropout draws differ.
+    Returns a note for the log when the process count changed."""
+    states = checkpoint.get("rng_ranks")
+    if states is not None and len(states) == ctx.world_size:
+        set_rank_rng_state(ctx, states[ctx.rank])
+        return None
+    torch.set_rng_state((states[0] if states else checkpoint["rng"])["torch"])
+    if ctx.rank > 0:
+        torch.manual_seed((seed * 1_000_003 + ctx.rank) * 1000 + epoch)
+    if ctx.device.type == "cuda":
+        torch.cuda.manual_seed((seed * 1_000_003 + ctx.rank) * 1000 + epoch)
+    saved = len(states) if states else 1
+    return (f"note: the run was saved by {saved} process(es) and resumes on {ctx.world_size}: the same batches, "
+            f"but the dropout draws of each process restart from a seeded stream")
 
 
 # ----------------------------------------------------------------------------------------------- the step

@@ -338,6 +338,14 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield [(i, sample_seed(self.epoch_seed, i)) for i in local.tolist()]
 
 
+def default_workers() -> int:
+    """DataLoader workers per training process when --workers is not given: the CPUs this process may use (its
+    share when torchrun starts several on the machine), one left for the training loop, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, per_process - 1))
+
+
 def make_loader(dataset: ImageFolderDataset, sampler: EpochBatchSampler, workers: int,
                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader decoding in `workers` processes (0: in this process), kept alive between epochs."""
