@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from typing import Callable, Iterator
 import torch
 from tqdm import tqdm
 
+from torch_model import distributed as D
 from torch_model.backends import LEARNER_BACKENDS, Learner, make_learner
 from torch_model.data import CLASS_NAMES, batches, load_fashion_mnist
 from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_backend, resolve_device
@@ -60,11 +62,12 @@ OPTIMIZER_DEFAULTS = {"d2l": dict(momentum=0.0, weight_decay=0.0),      # the se
                       "paper": dict(momentum=0.9, weight_decay=5e-4)}  # Krizhevsky et al., section 5
 # what a run is: recorded in config.json; on resume every one comes from there (epochs may grow)
 RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "channels_last", "limit_train", "limit_test",
-               "variant", "momentum", "weight_decay")
+               "variant", "momentum", "weight_decay", "dataset", "mean", "std")
 # settings that predate a key: what a run recorded without it ran with
-LEGACY_SETTINGS = dict(variant="d2l", momentum=0.0, weight_decay=0.0)
+LEGACY_SETTINGS = dict(variant="d2l", momentum=0.0, weight_decay=0.0, dataset="fashion-mnist", mean=None, std=None)
 # where a resumed run may differ from the recorded one: where it runs and how it reports
-RUNTIME_KEYS = ("device", "data_dir", "progress")
+RUNTIME_KEYS = ("device", "data_dir", "progress", "workers", "dist_timeout")
+DATASETS = ("fashion-mnist", "imagefolder")
 LOCK_NAME = ".lock"
 
 
@@ -91,6 +94,12 @@ class TrainConfig:
     preset: str = "custom"
     progress: bool = True
     checkpoint: bool = True          # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
+    # --- image folders and torchrun (torch_model/imagefolder.py, torch_model/distributed.py)
+    dataset: str = "fashion-mnist"   # fashion-mnist | imagefolder (--data-dir: CLASS/ folders, or train/ [+ val/])
+    workers: int | None = None       # DataLoader decoding processes for imagefolder (None: up to 8, CPUs allowing)
+    mean: list[float] | None = None  # per-channel normalization (imagefolder); None: measured on the training set
+    std: list[float] | None = None
+    dist_timeout: float = D.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before giving up (torchrun)
 
 
 @dataclass
@@ -137,31 +146,48 @@ def say(line: str) -> None:
 
 
 def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | None = None,
-        log: Callable[[str], None] = say) -> TrainResult:
+        log: Callable[[str], None] = say, ctx: D.DistContext | None = None) -> TrainResult:
     """Train as the config says; returns the per-epoch history. Bad settings, data or checkpoints raise ValueError
     before any file is made or changed; a failed write raises OSError naming the file.
-    on_epoch_end(epoch, row, learner) runs after each epoch is saved (tests use it to interrupt or poison)."""
+    on_epoch_end(epoch, row, learner) runs after each epoch is saved (tests use it to interrupt or poison).
+    Under torchrun (ctx: distributed.setup's, made here when not given) every process trains its shard of each
+    global batch; rank 0 alone decides the run folder, writes every file and logs (torch_model/distributed.py)."""
+    if ctx is None:
+        ctx = D.setup(cfg.device, cfg.dist_timeout)
+        try:
+            return fit(cfg, on_epoch_end, log, ctx)
+        finally:
+            D.teardown(ctx)
     t_start = time.perf_counter()
-    cfg = resolve_config(cfg)
-    checkpoint = check_run_folder(cfg)
-    device = resolve_device(cfg.device)
+    log = log if ctx.is_main else (lambda line: None)
+    cfg = D.from_main(ctx, resolve_config, cfg, what="receiving the run's settings from rank 0")
+    D.check_backend(ctx, cfg.backend)
+    checkpoint = D.from_main(ctx, check_run_folder, cfg, what="receiving the checkpoint rank 0 resumes from")
+    device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:   # a finished run: nothing to do, nothing touched
         return TrainResult(history=list(checkpoint["history"]), out_dir=Path(cfg.out), device=str(device),
                            status="nothing to do", config=cfg)
-    run = prepare(cfg, checkpoint)
+    run = prepare(cfg, checkpoint, ctx)
     cfg = run.cfg                                   # limits clamped to the data
-    if cfg.checkpoint:
-        check_free_space(Path(cfg.out or "runs"), run.checkpoint_bytes)
-    out, created = (Path(cfg.out), False) if cfg.resume else make_run_folder(cfg.out, cfg.backend)
-    lock = RunLock(out)
-    try:
-        lock.acquire(log)
-        write_config(out, cfg)                      # on resume: --epochs may have grown
-    except BaseException:
-        lock.release()
-        if created:
-            remove_empty_folder(out)
-        raise
+    lock = None
+
+    def open_run_folder() -> Path:                  # rank 0 only: the others are sent its folder's name
+        nonlocal lock
+        if cfg.checkpoint:
+            check_free_space(Path(cfg.out or "runs"), run.checkpoint_bytes)
+        out, created = (Path(cfg.out), False) if cfg.resume else make_run_folder(cfg.out, cfg.backend)
+        lock = RunLock(out)
+        try:
+            lock.acquire(log)
+            write_config(out, cfg)                  # on resume: --epochs may have grown
+        except BaseException:
+            lock.release()
+            if created:
+                remove_empty_folder(out)
+            raise
+        return out
+
+    out = D.from_main(ctx, open_run_folder, what="waiting for rank 0 to open the run folder")
     for line in [*run.notes, *header(run, out)]:
         log(line)
     result = TrainResult(history=run.history, out_dir=out, device=str(device), config=cfg)
@@ -169,9 +195,11 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
         result.status = train_epochs(run, out, on_epoch_end, log)
     finally:
         try:
-            finish(run, out, result.status, log)
+            if ctx.is_main:
+                finish(run, out, result.status, log)
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
             result.seconds = time.perf_counter() - t_start
     return result
 
@@ -190,6 +218,9 @@ class Run:
     checkpoint_bytes: int
     notes: list[str] = field(default_factory=list)
     stop_reason: str = ""
+    source: object = None           # what the epochs read: distributed.FashionMNISTSource | imagefolder.ImageFolderSource
+    ctx: D.DistContext = field(default_factory=D.DistContext)
+    warned: set = field(default_factory=set)   # unreadable images already named in a warning
 
     @property
     def channels(self) -> int:
@@ -221,37 +252,59 @@ def check_run_folder(cfg: TrainConfig) -> dict | None:
     return checkpoint
 
 
-def prepare(cfg: TrainConfig, checkpoint: dict | None) -> Run:
-    """Load the data, build the learner, restore the checkpoint: every check that needs them, no file written."""
-    device = resolve_device(cfg.device)
-    train_ds, test_ds = load_fashion_mnist(cfg.data_dir)
+def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None = None) -> Run:
+    """Load the data, build the learner, restore the checkpoint: every check that needs them, no file written.
+    Under torchrun (ctx enabled): this rank's shard of the data, and the learner wrapped in DDP."""
+    ctx = ctx if ctx is not None else D.DistContext(device=resolve_device(cfg.device))
+    device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     notes = []
-    for name, ds in (("limit_train", train_ds), ("limit_test", test_ds)):
-        value = getattr(cfg, name)
-        if value is not None and value > len(ds):
-            notes.append(f"note: --{name.replace('_', '-')} {value} is more than the {len(ds)} {ds.split} images: "
-                         f"using all {len(ds)}")
-            cfg = replace(cfg, **{name: len(ds)})
-    train_ds = train_ds.subset(cfg.limit_train).to(device)
-    test_ds = test_ds.subset(cfg.limit_test).to(device)
+    channels = INPUT_SHAPES[cfg.variant][0]
+    if cfg.dataset == "imagefolder":
+        from torch_model.imagefolder import default_workers, open_image_folder
+
+        workers = cfg.workers if cfg.workers is not None else default_workers()
+        source = open_image_folder(cfg.data_dir, cfg.variant, cfg.resize, cfg.batch_size, cfg.seed, workers, device,
+                                   cfg.mean, cfg.std, cfg.limit_train, cfg.limit_test, ctx)
+        cfg = replace(cfg, mean=source.norm.mean, std=source.norm.std)   # recorded: a resume normalizes the same
+        notes += source.notes
+        train_ds, test_ds = source.train, source.test
+    else:
+        train_ds, test_ds = load_fashion_mnist(cfg.data_dir)
+        for name, ds in (("limit_train", train_ds), ("limit_test", test_ds)):
+            value = getattr(cfg, name)
+            if value is not None and value > len(ds):
+                notes.append(f"note: --{name.replace('_', '-')} {value} is more than the {len(ds)} {ds.split} images: "
+                             f"using all {len(ds)}")
+                cfg = replace(cfg, **{name: len(ds)})
+        train_ds = train_ds.subset(cfg.limit_train).to(device)
+        test_ds = test_ds.subset(cfg.limit_test).to(device)
+        source = D.FashionMNISTSource(train_ds, test_ds, cfg.resize, channels, cfg.batch_size, ctx.rank,
+                                      ctx.world_size)
     torch.manual_seed(cfg.seed)
-    learner = make_learner(cfg.backend, cfg.lr, device, num_classes=len(CLASS_NAMES), amp=cfg.amp, seed=cfg.seed,
+    learner = make_learner(cfg.backend, cfg.lr, device, num_classes=len(source.classes), amp=cfg.amp, seed=cfg.seed,
                            channels_last=cfg.channels_last, variant=cfg.variant, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay)
+    D.seed_rank(ctx, cfg.seed)                      # ranks 1..: their own dropout streams (rank 0: the seed's)
     history, start_epoch, best_acc = [], 0, -1.0
     if checkpoint is not None:
         path = Path(cfg.out) / "last.pt"
         try:
             learner.load_state_dict(checkpoint["learner"])
-            _set_rng_state(checkpoint["rng"])
+            if ctx.enabled or "rng_ranks" in checkpoint:
+                note = D.restore_rng(ctx, checkpoint, cfg.seed, checkpoint["epoch"])
+                notes += [note] if note else []
+            else:
+                _set_rng_state(checkpoint["rng"])
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             what = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             raise ValueError(f"{path}: does not fit the {cfg.backend} backend's model and optimizer ({what})") from exc
         history = list(checkpoint["history"])
         start_epoch = checkpoint["epoch"]
         best_acc = max((h["test_acc"] for h in history), default=-1.0)
+    if ctx.enabled:
+        learner = D.DistributedLearner(learner, ctx)   # after the restore: DDP starts from rank 0's weights
     return Run(cfg, device, train_ds, test_ds, learner, history, start_epoch, best_acc,
-               checkpoint_bytes(learner, cfg.momentum), notes)
+               checkpoint_bytes(learner, cfg.momentum), notes, source=source, ctx=ctx)
 
 
 def train_epochs(run: Run, out: Path, on_epoch_end, log: Callable[[str], None]) -> str:
@@ -260,11 +313,12 @@ def train_epochs(run: Run, out: Path, on_epoch_end, log: Callable[[str], None]) 
     try:
         for epoch in range(run.start_epoch, cfg.epochs):
             if cfg.checkpoint:
-                check_free_space(out, run.checkpoint_bytes)
-            row = train_epoch(run, epoch)
+                D.from_main(run.ctx, check_free_space, out, run.checkpoint_bytes, what="rank 0's free-space check")
+            row = train_epoch(run, epoch, log)
             save_epoch(run, out, row)
+            skipped = f", {row['skipped']} unreadable image(s) skipped" if row.get("skipped") else ""
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, train acc {row['train_acc']:.3f}, "
-                f"test acc {row['test_acc']:.3f}, {row['examples_per_sec']:.1f} examples/sec")
+                f"test acc {row['test_acc']:.3f}, {row['examples_per_sec']:.1f} examples/sec{skipped}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, row, run.learner)
     except KeyboardInterrupt:
@@ -275,18 +329,19 @@ def train_epochs(run: Run, out: Path, on_epoch_end, log: Callable[[str], None]) 
     return "completed"
 
 
-def train_epoch(run: Run, epoch: int) -> dict:
-    """One pass over the training set (d2l's train_ch6 inner loop), then the test accuracy: the epoch's row."""
-    cfg, learner = run.cfg, run.learner
+def train_epoch(run: Run, epoch: int, log: Callable[[str], None] = say) -> dict:
+    """One pass over the training set (d2l's train_ch6 inner loop), then the test accuracy: the epoch's row.
+    Under torchrun each rank steps through its shard of every global batch; the counts are summed over the ranks
+    (the bar shows rank 0's shard)."""
+    cfg, learner, ctx = run.cfg, run.learner, run.ctx
     learner.train()
     loss_sum, correct, seen = 0.0, 0, 0
     curve: list[list[float]] = []   # [fractional epoch, running loss, running train acc]
-    steps = math.ceil(len(run.train_ds) / cfg.batch_size)
+    steps = math.ceil(len(run.train_ds) / cfg.batch_size)   # global batches: as many on every rank
     t0 = time.perf_counter()
-    bar = tqdm(model_batches(run.train_ds, cfg.batch_size, cfg.resize, run.channels, shuffle=True,
-                             seed=cfg.seed * 1000 + epoch),
+    bar = tqdm(run.source.train_batches(cfg.seed * 1000 + epoch),
                total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-               disable=not cfg.progress, dynamic_ncols=True)
+               disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True)
     for step, (X, y) in enumerate(bar):
         loss, logits = learner.step(X, y)
         if not math.isfinite(loss):
@@ -294,23 +349,46 @@ def train_epoch(run: Run, epoch: int) -> dict:
         loss_sum += loss * len(y)
         correct += (logits.argmax(dim=1) == y).sum().item()
         seen += len(y)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:  # d2l's animator: 5 points an epoch
-            curve.append([epoch + (step + 1) / steps, loss_sum / seen, correct / seen])
+            g_loss, g_correct, g_seen = D.sum_over_ranks(ctx, loss_sum, correct, seen)
+            curve.append([epoch + (step + 1) / steps, g_loss / max(g_seen, 1), g_correct / max(g_seen, 1)])
+    loss_sum, correct, seen = D.sum_over_ranks(ctx, loss_sum, correct, seen, what="summing the epoch's counts")
+    if not seen:
+        raise ValueError(f"none of the {len(run.train_ds)} training images could be read in epoch {epoch + 1}")
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    test_acc = evaluate(learner, run.test_ds, cfg.batch_size, cfg.resize, cfg.progress, "test", run.channels)
+    test_acc = D.evaluate(learner, run.source, ctx, cfg.progress, "test")
+    skipped = report_skipped(run, log)
     return dict(epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
-                examples_per_sec=seen / train_seconds, examples=seen, train_seconds=train_seconds,
-                eval_seconds=time.perf_counter() - t1, curve=curve)
+                examples_per_sec=seen / train_seconds, examples=int(seen), train_seconds=train_seconds,
+                eval_seconds=time.perf_counter() - t1, curve=curve, skipped=skipped)
+
+
+def report_skipped(run: Run, log: Callable[[str], None], most: int = 10) -> int:
+    """The unreadable images of the epoch (training and evaluation, every rank's): each named in a warning the first
+    time (at most `most` an epoch), all counted."""
+    skipped = [s for rank in D.all_gather_object(run.ctx, run.source.take_skipped(), what="gathering skipped images")
+               for s in rank]
+    new = [(path, reason) for path, reason in skipped if path not in run.warned]
+    for path, reason in new[:most]:
+        log(f"warning: skipped unreadable image {path} ({reason})")
+    if len(new) > most:
+        log(f"warning: ... and {len(new) - most} more unreadable image(s)")
+    run.warned.update(path for path, _ in new)
+    return len(skipped)
 
 
 def save_epoch(run: Run, out: Path, row: dict) -> None:
     """The epoch's row, metrics.csv and checkpoints, saved together (a Ctrl-C waits). metrics.csv first: when only a
     checkpoint cannot be written (a full disk), the epoch's numbers are kept and the earlier last.pt is intact."""
     cfg, epoch = run.cfg, row["epoch"]
+    rng_ranks = D.gather_rng_states(run.ctx) if run.ctx.enabled and cfg.checkpoint else None
+    if not run.ctx.is_main:                         # rank 0 writes; the others keep the same history
+        run.history.append(row)
+        return
     with _sigint_deferred():
         run.history.append(row)
         write_metrics(out, run.history)
@@ -321,7 +399,8 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
                 save_checkpoint(out / "best.pt", dict(epoch=epoch, test_acc=row["test_acc"],
                                                       model=run.learner.model_state_dict(), config=asdict(cfg)))
                 run.best_acc = row["test_acc"]
-            save_checkpoint(out / "last.pt", dict(epoch=epoch, learner=run.learner.state_dict(), rng=_rng_state(),
+            rng = dict(rng=_rng_state()) if rng_ranks is None else dict(rng=rng_ranks[0], rng_ranks=rng_ranks)
+            save_checkpoint(out / "last.pt", dict(epoch=epoch, learner=run.learner.state_dict(), **rng,
                                                   config=asdict(cfg), history=run.history))
         except WriteError as exc:
             kept = (f"{out / 'last.pt'} still holds epoch {epoch - 1}" if epoch > 1
@@ -369,6 +448,11 @@ def header(run: Run, out: Path) -> list[str]:
         model = (f"the {cfg.variant} AlexNet ({c}x{r}x{r}" + (": each grey image repeated to 3 channels), "
                                                                if c == 3 else "), "))
         lines.append(f"{model}SGD momentum {cfg.momentum}, weight decay {cfg.weight_decay}")
+    if run.ctx.enabled:
+        ctx = run.ctx
+        lines.append(f"torchrun: {ctx.world_size} processes ({ctx.backend}); --batch-size {cfg.batch_size} is the global "
+                     f"batch, each process takes its shard (~{math.ceil(cfg.batch_size / ctx.world_size)} images) of "
+                     f"every one and DDP averages the gradients: the same step as one process, lr {cfg.lr} unchanged")
     if cfg.resume:
         lines.append(f"resuming {out}: {run.start_epoch} of {cfg.epochs} epoch(s) done")
     if cfg.backend == "triton" and run.device.type == "cpu":
@@ -419,7 +503,29 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     values["amp"] = cfg.amp if cfg.amp is not None else amp
     values["channels_last"] = cfg.channels_last if cfg.channels_last is not None else channels_last
     check_amp(values["amp"], backend, device, values["channels_last"])
+    check_data_settings(cfg)
     return replace(cfg, **values)
+
+
+def check_data_settings(cfg: TrainConfig) -> None:
+    """--dataset and the flags that go with it (image folders: torch_model/imagefolder.py), --dist-timeout."""
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {DATASETS}, got {cfg.dataset!r}")
+    if cfg.dataset == "imagefolder":
+        if not cfg.data_dir:
+            raise ValueError("--dataset imagefolder needs --data-dir PATH (one sub-folder of images per class, or "
+                             "train/ and val/ folders of them)")
+        if cfg.workers is not None and cfg.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
+        if (cfg.mean is None) != (cfg.std is None):
+            raise ValueError("--mean and --std go together: give both (one value per channel) or neither")
+    else:
+        given = [f"--{k}" for k in ("workers", "mean", "std") if getattr(cfg, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: for --dataset imagefolder (Fashion-MNIST is held in memory on the "
+                             f"device, normalized as the seed does)")
+    if not (cfg.dist_timeout > 0):
+        raise ValueError(f"--dist-timeout must be > 0 seconds, got {cfg.dist_timeout}")
 
 
 def precision_note(cfg: TrainConfig) -> str:
@@ -739,7 +845,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             PRESETS["full"], dict(PRESETS["quick"], limit_train="~10 minutes' worth")))
     parser.add_argument("--epochs", type=int, help=f"default: the preset's ({PRESETS['full']['epochs']} for full); "
                                                    f"with --resume: extend the run to N epochs")
-    parser.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"default {d.batch_size}; the GLOBAL batch: under torchrun each of the N processes takes "
+                             f"its 1/N shard of every batch (same step as one process), the lr is not scaled")
     parser.add_argument("--lr", type=float, help=f"default {d.lr}")
     parser.add_argument("--variant", choices=VARIANTS,
                         help="d2l (default): the seed's 1x224x224 AlexNet; paper: the 2012 paper's (3x227x227, LRN, "
@@ -759,7 +867,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="NHWC weights and batches (same numbers; faster for oneDNN's bf16 and the Triton convs "
                              "on a GPU). Default: with the CPU's bf16 default")
     parser.add_argument("--seed", type=int, help=f"default {d.seed}")
-    parser.add_argument("--data-dir", help="folder with the four IDX files (.gz or raw); or FASHION_MNIST_DIR")
+    parser.add_argument("--dataset", choices=DATASETS,
+                        help="fashion-mnist (default, the seed's) | imagefolder: --data-dir holds one sub-folder of "
+                             "JPEG/PNG images per class (ImageNet's layout), or train/ and an optional val/ of them")
+    parser.add_argument("--data-dir", help="fashion-mnist: folder with the four IDX files (.gz or raw), or "
+                                           "FASHION_MNIST_DIR; imagefolder: the image folder (required)")
+    parser.add_argument("--workers", type=int,
+                        help="imagefolder: DataLoader processes decoding images, per training process (default: up to "
+                             "8, the CPUs allowing)")
+    parser.add_argument("--mean", type=lambda t: parse_channels(t, "--mean"),
+                        help="imagefolder: per-channel mean, e.g. 0.485,0.456,0.406 (with --std; default: measured "
+                             "on a seeded sample of 1000 training images)")
+    parser.add_argument("--std", type=lambda t: parse_channels(t, "--std"), help="imagefolder: per-channel std")
+    parser.add_argument("--dist-timeout", type=float,
+                        help=f"torchrun: seconds a process waits for the others before stopping with an error "
+                             f"(default {D.DEFAULT_TIMEOUT_S:g}): a rank that died or hangs stops the run, no hang")
     parser.add_argument("--out", help="run folder (default runs/DATE-TIME-BACKEND, made unique)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out as its config.json records it (other flags must agree; "
@@ -798,9 +920,31 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return replace(cfg, **values, preset=preset + ("+flags" if explicit else ""))
 
 
+def parse_channels(text: str, flag: str) -> list[float]:
+    from torch_model.imagefolder import parse_channels as parse
+
+    try:
+        return parse(text, flag)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    result = fit(cfg)
+    """One process, or one of torchrun's: rank 0 settles the settings, prints and writes; a failure on rank 0 is
+    its one line (the others stop quietly), a lost rank is one line on each of the others (exit status 1)."""
+    ctx = D.setup(args.device or "auto", args.dist_timeout or D.DEFAULT_TIMEOUT_S)
+    try:
+        cfg = D.from_main(ctx, config_from_args, args, what="receiving the run's settings from rank 0")
+        result = fit(cfg, ctx=ctx)
+    except D.RankZeroError:
+        return 2                                    # rank 0 printed why
+    except D.RankFailure as exc:
+        print(f"alexnet train: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        D.teardown(ctx)
+    if not ctx.is_main:
+        return {"interrupted": 130, "nan": 3}.get(result.status, 0)
     if result.status == "nothing to do":
         print(f"nothing to do: {result.out_dir} has trained all {cfg.epochs} epoch(s) it was started for (test acc "
               f"{result.test_acc:.3f}); pass --epochs N (more than {cfg.epochs}) to train it further")
