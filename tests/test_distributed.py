@@ -170,3 +170,45 @@ def test_evaluate_counts_readable_images(fake_data):
     train, test = load_fashion_mnist(fake_data)                       # test labels 0..9
     source = D.FashionMNISTSource(train, test, resize=28, channels=1, batch_size=4)
     assert D.evaluate(Oracle(), source, D.DistContext()) == pytest.approx(1 / 10)
+
+
+# ----------------------------------------------------------------------------------------------- the CLI under torchrun
+
+def _torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 -m torch_model train ARGS` on the CPU (gloo), this checkout first."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parent.parent))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "torch_model", "train", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_torchrun_trains_and_resumes_into_one_folder(fake_data, tmp_path):
+    out = tmp_path / "run"
+    common = ["--no-progress"]
+    first = _torchrun("--data-dir", str(fake_data), "--limit-train", "4", "--limit-test", "4", "--batch-size", "4",
+                      "--epochs", "1", "--out", str(out), "--device", "cpu", "--amp", "none", *common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # rank 0 alone logs: each line once
+    assert first.stdout.count("torchrun: 2 processes (gloo); --batch-size 4 is the global batch") == 1, first.stdout
+    assert first.stdout.count("epoch 1/1: loss") == 1
+    second = _torchrun("--resume", "--out", str(out), "--epochs", "2", *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("resuming ") == 1 and second.stdout.count("epoch 2/2: loss") == 1, second.stdout
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["epoch", "1", "2"]
+    assert all(r.split(",")[5] == "4" for r in rows[1:])                 # examples: both shards counted
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and len(last["rng_ranks"]) == 2 and last["config"]["epochs"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "curves.png", "last.pt",
+                                                     "metrics.csv"]      # one folder, no lock left, no stray files
+
+
+def test_torchrun_refuses_the_numpy_backend_in_one_line(fake_data, tmp_path):
+    result = _torchrun("--data-dir", str(fake_data), "--backend", "numpy", "--device", "cpu", "--limit-train", "4",
+                       "--out", str(tmp_path / "run"), "--no-progress", timeout=120)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("alexnet train: error:")]
+    assert lines == ["alexnet train: error: --backend numpy cannot run under torchrun: DistributedDataParallel needs "
+                     "the torch or triton backend (run the numpy backend as one process: alexnet train --backend "
+                     "numpy)"], result.stderr
+    assert not (tmp_path / "run").exists()

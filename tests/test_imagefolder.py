@@ -314,3 +314,75 @@ def test_image_folder_source_for_the_training_loop(tmp_path):
         open_image_folder(tmp_path, "d2l", 24, 4, 0, 0, torch.device("cpu"), mean=[0.5])
     with pytest.raises(ValueError, match=r"give 1 value\(s\); the paper variant.s images have 3 channel"):
         open_image_folder(tmp_path, "paper", 24, 4, 0, 0, torch.device("cpu"), mean=[0.5], std=[0.2])
+
+
+# ----------------------------------------------------------------------------------------------- alexnet train
+
+def test_train_on_an_image_folder_reports_the_skip(tmp_path, capsys):
+    import json
+
+    from torch_model.cli import main
+
+    data = tmp_path / "photos"
+    write_image_folder(data / "train", classes=("ant", "bee", "cat"), per_class=2, size=(40, 30), fmt="png")
+    write_image_folder(data / "train", classes=("ant", "bee", "cat"), per_class=1, size=(30, 40), fmt="jpeg", seed=2)
+    write_image_folder(data / "val", classes=("ant", "cat"), per_class=1, size=(36, 36), seed=3,
+                       corrupt=("bee/cut.jpg",))
+    (data / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "imagefolder", "--data-dir", str(data), "--batch-size", "4", "--epochs", "1",
+            "--workers", "1", "--device", "cpu", "--amp", "none", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert f"training images from {data / 'train'}, evaluation images from {data / 'val'}" in text
+    assert "3 classes, 10 training / 3 evaluation images" in text
+    assert f"warning: skipped unreadable image {data / 'train' / 'cat' / 'broken.png'}" in text
+    assert f"warning: skipped unreadable image {data / 'val' / 'bee' / 'cut.jpg'}" in text
+    assert "epoch 1/1: loss" in text and "2 unreadable image(s) skipped" in text
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["dataset"] == "imagefolder" and len(saved["mean"]) == len(saved["std"]) == 1   # d2l: grey
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[1].split(",")[5] == "9"                                   # 10 training images, one unreadable
+    # resumed: the recorded normalization is used again (nothing measured), the skip reported again
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert f"mean ({saved['mean'][0]:.3f}), std ({saved['std'][0]:.3f}) (recorded in config.json)" in text
+    assert "epoch 2/2: loss" in text and "2 unreadable image(s) skipped" in text
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d.mkdir(), "no class sub-folders"),
+    (lambda d: write_image_folder(d, classes=("solo",), per_class=2), "a single class (solo)"),
+    (lambda d: [(d / c).mkdir(parents=True) or (d / c / "x.txt").write_text("") for c in ("a", "b")],
+     "2 file(s), none with an image extension"),
+])
+def test_train_refuses_a_bad_image_folder_in_one_line(tmp_path, capsys, make, message):
+    from torch_model.cli import main
+
+    make(tmp_path / "data")
+    assert main(["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--device", "cpu",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alexnet train: error: ") and message in err[0], err
+    assert str(tmp_path / "data") in err[0] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset", "imagefolder"], "--dataset imagefolder needs --data-dir PATH"),
+    (["--workers", "2"], "--workers: for --dataset imagefolder"),
+    (["--dataset", "imagefolder", "--data-dir", "x", "--mean", "0.5"], "--mean and --std go together"),
+    (["--dist-timeout", "0"], "--dist-timeout must be > 0"),
+])
+def test_train_data_flags_refused(flags, message, capsys):
+    from torch_model.cli import main
+
+    assert main(["train", "--device", "cpu", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_mean_must_be_numbers(capsys):
+    from torch_model.cli import main
+
+    with pytest.raises(SystemExit) as info:      # argparse: usage and the message, exit status 2
+        main(["train", "--mean", "a,b"])
+    assert info.value.code == 2 and "--mean 'a,b': expected comma-separated numbers" in capsys.readouterr().err

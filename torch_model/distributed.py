@@ -234,10 +234,13 @@ def barrier(ctx: DistContext, what: str = "waiting for every rank") -> None:
             dist.barrier()
 
 
-def check_backend(ctx: DistContext, backend: str) -> None:
+def check_backend(ctx: DistContext, cfg):
+    """cfg (a TrainConfig) if its backend can run here; under torchrun only torch and triton can."""
+    backend = cfg.backend
     if ctx.enabled and backend not in ("torch", "triton"):
         raise ValueError(f"--backend {backend} cannot run under torchrun: DistributedDataParallel needs the torch or "
                          f"triton backend (run the numpy backend as one process: alexnet train --backend numpy)")
+    return cfg
 
 
 def seed_rank(ctx: DistContext, seed: int) -> None:

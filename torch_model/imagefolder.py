@@ -493,13 +493,13 @@ def _fmt(values: list[float]) -> str:
 
 
 def decide_normalization(splits: Splits, variant: str, size: int, mean: list[float] | None,
-                         std: list[float] | None, seed: int, workers: int) -> Normalization:
+                         std: list[float] | None, seed: int, workers: int, given_as: str = "given") -> Normalization:
     """The given --mean/--std (both or neither), else measured on a seeded sample of at most STATS_SAMPLE
     training images through the evaluation pipeline (centre crops)."""
     if (mean is None) != (std is None):
         raise ValueError("--mean and --std go together: give both (one value per channel) or neither")
     if mean is not None:
-        return Normalization(list(mean), list(std), "given")
+        return Normalization(list(mean), list(std), given_as)
     channels = 3 if variant == "paper" else 1
     ds = ImageFolderDataset(splits.train, eval_pipeline(variant, size), channels, size)
     return channel_stats(ds, STATS_SAMPLE, seed, workers)
@@ -508,7 +508,7 @@ def decide_normalization(splits: Splits, variant: str, size: int, mean: list[flo
 def open_image_folder(data_dir: str | os.PathLike, variant: str, size: int, batch_size: int, seed: int,
                       workers: int, device: torch.device, mean: list[float] | None = None,
                       std: list[float] | None = None, limit_train: int | None = None, limit_test: int | None = None,
-                      ctx=None) -> ImageFolderSource:
+                      ctx=None, given_as: str = "given") -> ImageFolderSource:
     """find_splits and the limits (seeded subsets) on rank 0, sent to the others (one scan of the folder, the
     same image list everywhere: every machine must hold the files at the same paths); the normalization given, or
     measured on rank 0 and sent; the source for this rank."""
@@ -522,6 +522,6 @@ def open_image_folder(data_dir: str | os.PathLike, variant: str, size: int, batc
                       splits.how)
 
     splits = D.from_main(ctx, scan, what=f"receiving rank 0's list of the images in {data_dir}")
-    norm = D.from_main(ctx, decide_normalization, splits, variant, size, mean, std, seed, workers,
+    norm = D.from_main(ctx, decide_normalization, splits, variant, size, mean, std, seed, workers, given_as,
                        what="receiving the normalization measured on rank 0")
     return ImageFolderSource(splits, variant, size, batch_size, workers, device, norm, ctx.rank, ctx.world_size)

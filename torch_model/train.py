@@ -160,8 +160,7 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             D.teardown(ctx)
     t_start = time.perf_counter()
     log = log if ctx.is_main else (lambda line: None)
-    cfg = D.from_main(ctx, resolve_config, cfg, what="receiving the run's settings from rank 0")
-    D.check_backend(ctx, cfg.backend)
+    cfg = D.from_main(ctx, lambda: D.check_backend(ctx, resolve_config(cfg)), what="receiving the run's settings")
     checkpoint = D.from_main(ctx, check_run_folder, cfg, what="receiving the checkpoint rank 0 resumes from")
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:   # a finished run: nothing to do, nothing touched
@@ -264,7 +263,8 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
 
         workers = cfg.workers if cfg.workers is not None else default_workers()
         source = open_image_folder(cfg.data_dir, cfg.variant, cfg.resize, cfg.batch_size, cfg.seed, workers, device,
-                                   cfg.mean, cfg.std, cfg.limit_train, cfg.limit_test, ctx)
+                                   cfg.mean, cfg.std, cfg.limit_train, cfg.limit_test, ctx,
+                                   given_as="recorded in config.json" if cfg.resume else "given")
         cfg = replace(cfg, mean=source.norm.mean, std=source.norm.std)   # recorded: a resume normalizes the same
         notes += source.notes
         train_ds, test_ds = source.train, source.test
@@ -433,7 +433,10 @@ def header(run: Run, out: Path) -> list[str]:
     cfg = run.cfg
     n_train, n_test = len(run.train_ds), len(run.test_ds)
     lines = []
-    if cfg.preset.startswith("quick"):
+    if cfg.preset.startswith("quick") and cfg.dataset == "imagefolder":
+        lines.append(f"preset quick (a CPU, no CUDA): {cfg.epochs} epoch(s) on {n_train} training images (at most "
+                     f"{quick_limit_train(cfg)}); `--preset full` trains {PRESETS['full']['epochs']} epochs on all")
+    elif cfg.preset.startswith("quick"):
         speed = SEED_CPU_IMG_PER_S * quick_limit_train(cfg) / QUICK_LIMIT_TRAIN[("none", False)]
         budget = " (~10 minutes of training on 2 cores)" if cfg.preset == "quick" else ""
         lines.append(f"preset quick (a CPU, no CUDA): the seed model and hyper-parameters on the first {n_train} "
