@@ -212,3 +212,42 @@ def test_torchrun_refuses_the_numpy_backend_in_one_line(fake_data, tmp_path):
                      "the torch or triton backend (run the numpy backend as one process: alexnet train --backend "
                      "numpy)"], result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_rng_restore_for_the_same_or_another_process_count():
+    def draws():
+        return torch.rand(3).tolist()
+
+    ctx = D.DistContext()                                   # one process (rank 0 of 1)
+    torch.manual_seed(5)
+    saved = [D.rank_rng_state(ctx)]
+    expected = draws()
+    torch.manual_seed(6)
+    assert D.restore_rng(ctx, {"rng_ranks": saved, "rng": saved[0]}, seed=0, epoch=1) is None
+    assert draws() == expected                              # the same count: exactly where it was
+    two = [saved[0], D.rank_rng_state(ctx)]                 # saved by 2 processes, resumed on 1
+    note = D.restore_rng(ctx, {"rng_ranks": two, "rng": two[0]}, seed=0, epoch=1)
+    assert "saved by 2 process(es) and resumes on 1" in note and draws() == expected   # rank 0 keeps its stream
+    rank1 = D.DistContext(rank=1, world_size=3)
+    D.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)   # a single-process run resumed on 3: rank 1 reseeded
+    first = draws()
+    D.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)
+    assert draws() == first != expected
+
+
+def test_backend_and_workers_defaults(monkeypatch):
+    from types import SimpleNamespace
+
+    from torch_model.imagefolder import default_workers
+
+    cfg = SimpleNamespace(backend="numpy")
+    assert D.check_backend(D.DistContext(), cfg) is cfg      # one process: any backend
+    with pytest.raises(ValueError, match="--backend numpy cannot run under torchrun"):
+        D.check_backend(D.DistContext(rank=0, world_size=2, backend="gloo"), cfg)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert default_workers() == 8                            # 15 free CPUs, capped at 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers() == 3                            # 16 / 4 processes, one CPU left to each
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert default_workers() == 1
