@@ -201,6 +201,13 @@ def test_torchrun_trains_and_resumes_into_one_folder(fake_data, tmp_path):
     assert last["epoch"] == 2 and len(last["rng_ranks"]) == 2 and last["config"]["epochs"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "curves.png", "last.pt",
                                                      "metrics.csv"]      # one folder, no lock left, no stray files
+    # the same two epochs without the interruption: the same numbers (each rank's RNG stream came back)
+    whole = _torchrun("--data-dir", str(fake_data), "--limit-train", "4", "--limit-test", "4", "--batch-size", "4",
+                      "--epochs", "2", "--out", str(tmp_path / "whole"), "--device", "cpu", "--amp", "none", *common)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    def numbers(folder):   # loss, train acc, test acc, examples per epoch
+        return [[r.split(",")[i] for i in (1, 2, 3, 5)] for r in (folder / "metrics.csv").read_text().splitlines()[1:]]
+    assert numbers(out) == numbers(tmp_path / "whole")
 
 
 def test_torchrun_refuses_the_numpy_backend_in_one_line(fake_data, tmp_path):
