@@ -316,6 +316,11 @@ class DistributedLearner:
         with _collective(ctx, "DDP's first broadcast of rank 0's weights"):
             self.ddp = DistributedDataParallel(learner.net, device_ids=ids)
 
+    @property
+    def net(self):
+        """The wrapped module (not DDP's wrapper): hooks and state_dict keys as in one process."""
+        return self.learner.net
+
     def train(self) -> None:
         self.learner.train()
 
@@ -418,3 +423,22 @@ def evaluate(learner, source, ctx: DistContext, progress: bool = False, desc: st
     if not seen:
         raise ValueError(f"none of the {len(source.test)} evaluation images could be read")
     return correct / seen
+
+
+# ----------------------------------------------------------------------------------------------- benchmarks
+
+def one_process_ddp(learner) -> DistributedLearner:
+    """`learner` through DDP in a process group of one (gloo on a CPU, NCCL on a GPU; a HashStore, no network):
+    what `alexnet bench train --backends ddp` times against the plain step, i.e. the cost of DDP's hooks, gradient
+    buckets and all-reduces, and of the step's two small all-reduces, on one device. End the group with
+    `end_one_process_group()`."""
+    if not dist.is_initialized():
+        backend = "nccl" if learner.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    ctx = DistContext(0, 1, 0, dist.get_backend(), DEFAULT_TIMEOUT_S, learner.device)
+    return DistributedLearner(learner, ctx)
+
+
+def end_one_process_group() -> None:
+    if dist.is_initialized() and dist.get_world_size() == 1:
+        dist.destroy_process_group()

@@ -3,6 +3,8 @@
     torch     eager PyTorch (cuDNN convs, cuBLAS linears)
     compile   the same model through torch.compile(mode="max-autotune") (forward and backward compiled)
     triton    torch_model.alexnet(backend="triton"): our conv+ReLU and pool kernels, torch's linears
+    ddp       the torch step through DistributedDataParallel in a process group of one (distributed.py's step, as
+              `torchrun ... train` runs it): against torch, the cost of DDP's hooks and all-reduces on one device
 
 Each figure is one `learner.step(X, y)` as the training loop calls it (forward, cross-entropy, backward, SGD
 update, the loss read back to the host), batch 128 of random 1x224x224 images, timed step by step after warm-up
@@ -32,7 +34,7 @@ import torch
 
 from torch_model.bench import common as C
 
-BACKENDS = ("torch", "compile", "triton")
+BACKENDS = ("torch", "compile", "triton", "ddp")
 COMPILE_MODES = ("max-autotune", "max-autotune-no-cudagraphs", "default", "reduce-overhead")
 RESIZE = 224  # the seed model's first Linear takes 256x5x5: the train step runs at the seed's input size
 GPU_DEFAULTS = dict(batch=128, steps=20, warmup_steps=3, dtypes=["tf32", "bf16"], epochs=10)
@@ -44,7 +46,8 @@ LAYOUTS = ("nchw", "channels_last")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", type=C.csv_choices(BACKENDS, "backend"),
-                        help="torch (eager, cuDNN), compile (torch.compile), triton (our kernels); default: all on a "
+                        help="torch (eager, cuDNN), compile (torch.compile), triton (our kernels), ddp (torch through "
+                             "DistributedDataParallel on one device: its overhead); default: all on a "
                              "GPU, torch on a CPU (a 224x224 step through the Triton interpreter takes over 5 "
                              "minutes; ask for it with --backends torch,triton); compile is GPU-only")
     parser.add_argument("--dtypes", type=C.csv_choices(C.DTYPES, "dtype"),
@@ -79,6 +82,10 @@ def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device
 
     learner = make_learner("triton" if backend == "triton" else "torch", lr=lr, device=device,
                            amp="bf16" if dtype == "bf16" else "none", channels_last=layout == "channels_last")
+    if backend == "ddp":
+        from torch_model.distributed import one_process_ddp
+
+        return one_process_ddp(learner)
     if backend == "compile":
         torch._dynamo.reset()
         # TorchLearner steps self.net; the compiled module shares its parameters with the optimizer's.
@@ -88,6 +95,17 @@ def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device
 
 def measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
                  layout: str = "nchw") -> dict:
+    try:
+        return _measure_step(backend, dtype, batch, steps, warmup_steps, args, device, peak, layout)
+    finally:
+        if backend == "ddp":
+            from torch_model.distributed import end_one_process_group
+
+            end_one_process_group()
+
+
+def _measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
+                  layout: str) -> dict:
     torch.manual_seed(args.seed)
     learner = make_bench_learner(backend, dtype, args.lr, device, args.compile_mode, layout)
     learner.train()
@@ -216,9 +234,11 @@ def run(args: argparse.Namespace) -> int:
                        "ops does not run under the interpreter)")
     if not backends:
         raise ValueError("--backends: nothing left to measure on this machine (compile is GPU-only)")
-    seed_backends = [b for b in backends if b != "compile"]
+    seed_backends = [b for b in backends if b not in ("compile", "ddp")]
     if args.seed_run and "compile" in backends:
         skipped.append("no seed run for compile: torch_model.train has no torch.compile switch")
+    if args.seed_run and "ddp" in backends:
+        skipped.append("no seed run for ddp: DDP training runs under torchrun (docs/distributed.md)")
 
     info = C.machine_info(device)
     print(f"alexnet bench train on {info['device_name']}: batch {batch}, {steps} timed steps after "
