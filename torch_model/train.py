@@ -19,6 +19,10 @@ evaluated on the whole real test set. Where the CPU computes bf16 natively the t
 channels_last there (fp32 master weights and loss; torch_model/device.py decides, `--amp none` is the fp32 run).
 `--preset full` runs the seed configuration anywhere. `--variant paper` trains the 2012 paper's network (grey
 images repeated to 3 channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4).
+
+`--dataset imagefolder --data-dir PATH` trains on photos sorted into class folders (torch_model/imagefolder.py), and
+`torchrun --nproc-per-node N -m torch_model train ...` on N processes through DistributedDataParallel
+(torch_model/distributed.py): --batch-size stays the global batch, rank 0 alone writes and logs. docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ from tqdm import tqdm
 
 from torch_model import distributed as D
 from torch_model.backends import LEARNER_BACKENDS, Learner, make_learner
-from torch_model.data import CLASS_NAMES, batches, load_fashion_mnist
+from torch_model.data import load_fashion_mnist
 from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_backend, resolve_device
 from torch_model.files import WriteError, atomic_write, current_umask
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
@@ -217,7 +221,8 @@ class Run:
     checkpoint_bytes: int
     notes: list[str] = field(default_factory=list)
     stop_reason: str = ""
-    source: object = None           # what the epochs read: distributed.FashionMNISTSource | imagefolder.ImageFolderSource
+    source: object = None           # what the epochs read: a FashionMNISTSource (distributed.py) or an
+                                    # ImageFolderSource (imagefolder.py)
     ctx: D.DistContext = field(default_factory=D.DistContext)
     warned: set = field(default_factory=set)   # unreadable images already named in a warning
 
@@ -448,14 +453,16 @@ def header(run: Run, out: Path) -> list[str]:
                  f"{n_train} train / {n_test} test images")
     if cfg.variant != "d2l" or cfg.momentum or cfg.weight_decay:
         c, r = INPUT_SHAPES[cfg.variant][0], cfg.resize
+        grey_to_rgb = c == 3 and cfg.dataset == "fashion-mnist"
         model = (f"the {cfg.variant} AlexNet ({c}x{r}x{r}" + (": each grey image repeated to 3 channels), "
-                                                               if c == 3 else "), "))
+                                                               if grey_to_rgb else "), "))
         lines.append(f"{model}SGD momentum {cfg.momentum}, weight decay {cfg.weight_decay}")
     if run.ctx.enabled:
         ctx = run.ctx
-        lines.append(f"torchrun: {ctx.world_size} processes ({ctx.backend}); --batch-size {cfg.batch_size} is the global "
-                     f"batch, each process takes its shard (~{math.ceil(cfg.batch_size / ctx.world_size)} images) of "
-                     f"every one and DDP averages the gradients: the same step as one process, lr {cfg.lr} unchanged")
+        shard = math.ceil(cfg.batch_size / ctx.world_size)
+        lines.append(f"torchrun: {ctx.world_size} processes ({ctx.backend}); --batch-size {cfg.batch_size} is the "
+                     f"global batch, each process takes its shard (~{shard} images) of every one and DDP averages "
+                     f"the gradients: the same step as one process, lr {cfg.lr} unchanged")
     if cfg.resume:
         lines.append(f"resuming {out}: {run.start_epoch} of {cfg.epochs} epoch(s) done")
     if cfg.backend == "triton" and run.device.type == "cpu":
@@ -816,25 +823,6 @@ def plot_curves(out: Path, history: list[dict], title: str) -> None:
     fig.tight_layout()
     atomic_write(out / "curves.png", lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
-
-
-def model_batches(ds, batch_size: int, resize: int, channels: int = 1, shuffle: bool = False,
-                  seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """data.batches, with the grey channel repeated to the model's `channels` (3 for the paper's RGB network)."""
-    for X, y in batches(ds, batch_size, resize, shuffle=shuffle, seed=seed):   # X (B, 1, R, R)
-        yield (X.expand(-1, channels, -1, -1) if channels != 1 else X), y       # (B, channels, R, R)
-
-
-def evaluate(learner: Learner, ds, batch_size: int, resize: int, progress: bool, desc: str,
-             channels: int = 1) -> float:
-    """Accuracy over the whole dataset, dropout off."""
-    learner.eval()
-    correct = 0
-    bar = tqdm(model_batches(ds, batch_size, resize, channels), total=math.ceil(len(ds) / batch_size), desc=desc,
-               unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
-    for X, y in bar:
-        correct += (learner.predict(X).argmax(dim=1) == y).sum().item()
-    return correct / len(ds)
 
 
 # ----------------------------------------------------------------------------------------------- the command

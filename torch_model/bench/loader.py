@@ -6,11 +6,12 @@ the images after a warm-up batch (which starts the workers and is not counted). 
 normalization are left out: they run on the training device, not in the loader.
 
 Without --data-dir it writes `--make` synthetic JPEGs of 500x375 (ImageNet's most common size; quality 90, smooth
-noise, ~76 KB each) into a temporary folder, so the figure is about decoding and resizing, not about the disk. Each figure: images / seconds over the timed pass, with the
-per-worker rate beside it (images/s divided by max(1, workers)), and the CPU time all processes spent per image
-(the workers' counted once they are joined): on a shared machine the wall-clock rate drops with the load, the CPU
-time per image much less, and 1000 / (CPU ms per image) is what one free core delivers. The machine, versions
-and load average are printed with the table.
+noise, ~76 KB each) into a temporary folder, so the figure is about decoding and resizing, not about the disk.
+Each figure: images / seconds over the timed pass, with the per-worker rate beside it (images/s divided by
+max(1, workers)), and the CPU time all processes spent per image (the workers' counted once they are joined): on a
+shared machine the wall-clock rate drops with the load, the CPU time per image much less, and
+1000 / (CPU ms per image) is what one free core delivers. The machine, versions and load average are printed with
+the table.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def measure(root: Path, workers: int, batch: int, variant: str, size: int, limit
     seconds = time.perf_counter() - t0
     del it, loader                                       # joins the workers: their CPU time is counted now
     cpu_s = _children_cpu_s() - children0 + time.process_time() - main0
-    return dict(cpu_ms_per_image=1e3 * cpu_s / (images + len(first.labels)),workers=workers, batch=batch, variant=variant, size=size, images=images, seconds=seconds,
+    return dict(cpu_ms_per_image=1e3 * cpu_s / (images + len(first.labels)),
+                workers=workers, batch=batch, variant=variant, size=size, images=images, seconds=seconds,
                 img_per_s=images / seconds if seconds > 0 else float("nan"),
                 img_per_s_per_worker=images / seconds / max(1, workers) if seconds > 0 else float("nan"),
                 first_batch_s=t0 - t_start, skipped=skipped + len(first.skipped))
