@@ -359,8 +359,9 @@ def header(run: Run, out: Path) -> list[str]:
     lines = []
     if cfg.preset.startswith("quick"):
         speed = CPU_TRAIN_IMG_PER_S.get((cfg.amp, cfg.channels_last), CPU_TRAIN_IMG_PER_S[("none", False)])
-        budget = " (~10 minutes on 2 idle cores)" if cfg.preset == "quick" else ""
-        lines.append(f"preset quick (a CPU, no CUDA): the seed model and hyper-parameters on the first {n_train} "
+        budget = " (~10 minutes on 2 idle cores)" if cfg.preset == "quick" and cfg.variant == "d2l" else ""
+        what = "the seed model and hyper-parameters" if cfg.variant == "d2l" else f"the {cfg.variant} AlexNet"
+        lines.append(f"preset quick (a CPU, no CUDA): {what} on the first {n_train} "
                      f"training images for {cfg.epochs} epoch(s){budget}, tested on {n_test} real test images. The "
                      f"full seed run is `alexnet train --preset full` (about {10 * 60000 / speed / 3600:.1f} h at "
                      f"~{speed:.0f} img/s on 2 CPU cores; minutes on a GPU).")
