@@ -2,9 +2,10 @@
 
     numpy_ref.functional   <op>_forward / <op>_backward pairs, vectorised (also importable from numpy_ref)
     numpy_ref.naive        conv2d and max_pool2d as plain loops, the reference the fast ones are held to
+    numpy_ref.geometry     argument checks and output sizes (conv_output_size, pool_output_size) both use
     numpy_ref.layers       Conv2d, ReLU, MaxPool2d, Flatten, Linear, Dropout, Sequential (torch's names)
     numpy_ref.optim        SGD
-    numpy_ref.model        alexnet(num_classes=10): the seed's network with torch's state_dict keys
+    numpy_ref.model        alexnet(num_classes=10): d2l's network with torch's state_dict keys
     numpy_ref.gradcheck    finite differences (`alexnet gradcheck`)
     numpy_ref.walkthrough  one image through the network, layer by layer (`python -m numpy_ref.walkthrough`)
 """

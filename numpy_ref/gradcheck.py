@@ -10,6 +10,11 @@ reported). In float64 with h = 1e-5 a correct backward agrees to ~1e-9 on most e
 (those whose gradient nearly cancels); a wrong one (a missing transpose, a factor of 2, a gradient routed to the
 wrong pixel) is off by ~1e-1. Every op here is piecewise linear in its input except cross-entropy, so a larger
 h costs little truncation error and buys less round-off.
+
+Kinks: ReLU bends at 0 (max pooling where two window values are within h), and a difference that straddles the
+bend measures neither side's slope: an input within h of 0 gives (x + h) / (2h) against the backward's 0 or 1,
+a relative error up to 1 with a correct backward. Random normal inputs land that close with probability ~1e-5
+per element; a failure on a single element deserves a look at how close it is to a kink.
 """
 from __future__ import annotations
 

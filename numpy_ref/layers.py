@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from numpy_ref import functional as Fn
+from numpy_ref.geometry import int_pair
 
 __all__ = ["Parameter", "Module", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Dropout", "Sequential"]
 
@@ -178,7 +179,7 @@ class Conv2d(_WeightBias):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        KH, KW = Fn._int_pair(kernel_size, "kernel_size", "Conv2d")
+        KH, KW = int_pair(kernel_size, "kernel_size", "Conv2d")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (KH, KW)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self._init_params((out_channels, in_channels // groups, KH, KW), in_channels // groups * KH * KW, bias,

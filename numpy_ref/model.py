@@ -1,4 +1,4 @@
-"""d2l's AlexNet in NumPy: the seed's 21 layers, torch's state_dict keys (0.*, 3.*, 6.*, 8.*, 10.*, 14.*, 17.*,
+"""d2l's AlexNet in NumPy: its 21 layers, torch's state_dict keys (0.*, 3.*, 6.*, 8.*, 10.*, 14.*, 17.*,
 20.*), so `net.load_state_dict({k: v.numpy() for k, v in torch_model.alexnet().state_dict().items()})` works.
 
     idx layer                          output for one 1x224x224 image
@@ -30,7 +30,7 @@ def xavier_uniform_(weight: np.ndarray, rng: np.random.Generator) -> None:
 
 
 def alexnet(num_classes: int = 10, dtype=np.float32, seed: int | None = 0, init: bool = True) -> Sequential:
-    """The seed's AlexNet with d2l's init (xavier-uniform weights, torch's default biases), all drawn from
+    """d2l's AlexNet with d2l's init (xavier-uniform weights, torch's default biases), all drawn from
     np.random.default_rng(seed) in `dtype`. The same generator, kept as `net.rng`, draws the dropout masks.
     init=False skips the xavier pass (torch's default init stays), for weights about to be loaded anyway."""
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:

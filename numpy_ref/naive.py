@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_ref.functional import _check_dout, conv2d_geometry, max_pool2d_geometry
+from numpy_ref.geometry import check_dout, conv2d_geometry, max_pool2d_geometry
 
 __all__ = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward"]
 
@@ -45,7 +45,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndar
         dweight[f, c, kh, kw] += dout[n, f, oh, ow] * x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw]
         dbias[f] += dout[n, f, oh, ow]"""
     xp, weight, has_bias, g = cache
-    _check_dout(dout, (g.F, g.OH, g.OW) if g.unbatched else (g.N, g.F, g.OH, g.OW), xp.dtype, "conv2d")
+    check_dout(dout, (g.F, g.OH, g.OW) if g.unbatched else (g.N, g.F, g.OH, g.OW), xp.dtype, "conv2d")
     d4 = dout[None] if g.unbatched else dout                             # (N, F, OH, OW)
     (sh, sw), (dh, dw) = g.stride, g.dilation
     dxp = np.zeros_like(xp)                                              # (N, C, Hp, Wp)
@@ -105,7 +105,7 @@ def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, d
 def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """dx[n, c].flat[indices[n, c, oh, ow]] += dout[n, c, oh, ow], one output at a time."""
     indices, g, dtype = cache
-    _check_dout(dout, (g.C, g.OH, g.OW) if g.unbatched else (g.N, g.C, g.OH, g.OW), dtype, "max_pool2d")
+    check_dout(dout, (g.C, g.OH, g.OW) if g.unbatched else (g.N, g.C, g.OH, g.OW), dtype, "max_pool2d")
     d4 = dout[None] if g.unbatched else dout                             # (N, C, OH, OW)
     i4 = indices.reshape(g.N, g.C, g.OH, g.OW)                           # (N, C, OH, OW)
     dx = np.zeros((g.N, g.C, g.H * g.W), dtype=dtype)                    # (N, C, H*W)

@@ -58,3 +58,16 @@ def test_cli_prints_the_table(capsys):
     assert "FAIL" in capsys.readouterr().out
     assert main(["gradcheck", "--h", "0"]) == 2
     assert "--h" in capsys.readouterr().err
+
+
+def test_relu_kink_gives_a_large_error():
+    """The warning in the module docstring and docs, shown: a correct relu backward, one input at h/2 from
+    the kink, and the centred difference is off by a relative 0.25/1.75; the same input 1 away is exact."""
+    h = 1e-5
+    x = np.array([h / 2, 1.0, -1.0])                                        # (3,)
+    _, cache = Fn.relu_forward(x)
+    analytic = Fn.relu_backward(np.ones(3), cache)                          # [1, 1, 0]
+    numeric = numerical_gradient(lambda v: Fn.relu_forward(v)[0], x, 1.0, h)
+    assert numeric[0] == pytest.approx(0.75)                                # ((h/2 + h) - 0) / (2h)
+    assert rel_error(analytic[:1], numeric[:1]) == pytest.approx(0.25 / 1.75)
+    assert rel_error(analytic[1:], numeric[1:]) < 1e-9

@@ -5,6 +5,8 @@ powers of two, every argument combination via hypothesis); max pooling also comp
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_ref import functional as Fn
+from numpy_ref import geometry
 from numpy_ref import naive
 
 # dtype -> (atol, rtol). float64: sums of a few hundred products in another order agree to ~1e-15 relative.
@@ -71,7 +74,7 @@ def _conv_inputs(c, dtype=np.float64):
     w = rng.standard_normal((F_, c["Cg"], c["KH"], c["KW"])).astype(dtype)            # (F, C/G, KH, KW)
     b = rng.standard_normal(F_).astype(dtype) if c["bias"] else None                  # (F,)
     try:
-        Fn.conv2d_geometry(x, w, b, stride, c["padding"], c["dilation"], c["groups"])
+        geometry.conv2d_geometry(x, w, b, stride, c["padding"], c["dilation"], c["groups"])
     except ValueError:
         return None  # kernel larger than the padded input: the error tests cover this
     return x, w, b, rng
@@ -140,7 +143,7 @@ def _pool_inputs(c):
 def test_max_pool2d_matches_torch_float64(c):
     x, args, rng = _pool_inputs(c)
     try:
-        Fn.max_pool2d_geometry(x, *args)
+        geometry.max_pool2d_geometry(x, *args)
     except ValueError:
         with pytest.raises(RuntimeError):  # then torch refuses it too
             F.max_pool2d(torch.from_numpy(x), *args)
@@ -372,3 +375,89 @@ def test_max_pool2d_nan_and_inf_follow_torch():
         assert_close(slow, ref, f"naive max_pool2d{args} out")
         assert np.array_equal(idx, ref_idx.numpy()) and np.array_equal(sidx, idx), f"max_pool2d{args} indices"
         assert_close(Fn.max_pool2d_backward(dout, cache), grads["input"], f"max_pool2d{args} dx")
+
+
+# ------------------------------------------------------------------------------------------- output sizes
+
+def test_output_size_formulas_match_torch():
+    """geometry's one conv formula and one pool formula give torch's output size wherever torch accepts the
+    arguments: every size 1..10 against every kernel, stride, padding and dilation below (and ceil_mode)."""
+    checked = {"conv": 0, "pool": 0}
+    for size in range(1, 11):
+        x = torch.zeros(1, 1, size, 1, dtype=torch.float64)                          # one axis at a time
+        for k in range(1, 6):
+            w = torch.zeros(1, 1, k, 1, dtype=torch.float64)
+            for s in (1, 2, 3):
+                for p in (0, 1, 2):
+                    for d in (1, 2, 3):
+                        if d < 3:  # a conv call costs ~1 ms on the CPU: a smaller grid than the pool's
+                            try:
+                                ref = F.conv2d(x, w, stride=(s, 1), padding=(p, 0), dilation=(d, 1)).shape[2]
+                            except RuntimeError:
+                                ref = None  # kernel larger than the padded input
+                            if ref is not None:
+                                assert geometry.conv_output_size(size, k, s, p, d) == ref, (size, k, s, p, d)
+                                assert geometry.conv_output_size(size, k, s, (p, p), d) == ref
+                                checked["conv"] += 1
+                        if p > k // 2:
+                            continue
+                        for ceil in (False, True):
+                            try:
+                                ref = F.max_pool2d(x, (k, 1), (s, 1), (p, 0), (d, 1), ceil).shape[2]
+                            except RuntimeError:
+                                continue  # output below one pixel: geometry refuses it too (test_bad_input)
+                            assert geometry.pool_output_size(size, k, s, p, d, ceil) == ref, (size, k, s, p, d, ceil)
+                            checked["pool"] += 1
+        for k in range(1, 6):  # padding='same': an uneven (before, after) split for an even kernel
+            w = torch.zeros(1, 1, k, 1, dtype=torch.float64)
+            for d in (1, 2):
+                total = d * (k - 1)
+                with warnings.catch_warnings():  # torch notes that it copies the input for an uneven split
+                    warnings.simplefilter("ignore", UserWarning)
+                    ref = F.conv2d(x, w, padding="same", dilation=(d, 1)).shape[2]
+                assert geometry.conv_output_size(size, k, 1, (total // 2, total - total // 2), d) == ref == size
+    assert checked["conv"] > 300 and checked["pool"] > 300, checked
+
+
+def _transposed_conv_dxp(dout: np.ndarray, w: np.ndarray, x_shape, stride, padding, dilation, groups,
+                         extra_rows: bool = True) -> np.ndarray:
+    """docs/numpy_reference.md's recipe for conv2d's dx, step by step: spread dout out by the stride, pad it
+    by d*(K-1) (plus r = (Hp - d*(K-1) - 1) % s extra zero rows/columns at the bottom/right), correlate it with
+    the kernel rotated by 180 degrees with its channel axes swapped per group. Returns the gradient of the
+    padded input, (N, C, Hp, Wp) (r rows/columns fewer without the extra ones)."""
+    N, F_, OH, OW = dout.shape
+    _, Cg, KH, KW = w.shape
+    H, W = x_shape[2:]
+    Hp, Wp = H + 2 * padding, W + 2 * padding
+    spread = np.zeros((N, F_, (OH - 1) * stride + 1, (OW - 1) * stride + 1))          # zeros between
+    spread[:, :, ::stride, ::stride] = dout
+    th, tw = dilation * (KH - 1), dilation * (KW - 1)
+    rh, rw = ((Hp - th - 1) % stride, (Wp - tw - 1) % stride) if extra_rows else (0, 0)
+    z = np.pad(spread, ((0, 0), (0, 0), (th, th + rh), (tw, tw + rw)))
+    Fg = F_ // groups
+    wt = np.concatenate([w[g * Fg:(g + 1) * Fg].transpose(1, 0, 2, 3) for g in range(groups)])  # (C, Fg, KH, KW)
+    dxp, _ = Fn.conv2d_forward(z, np.ascontiguousarray(wt[:, :, ::-1, ::-1]), dilation=dilation, groups=groups)
+    return dxp                                                                         # (N, C, Hp, Wp)
+
+
+@pytest.mark.parametrize("N,C,F_,H,K,stride,padding,dilation,groups", [
+    (1, 2, 3, 224, 11, 4, 1, 1, 1),   # conv1's geometry: r = (226 - 10 - 1) % 4 = 3 extra rows
+    (2, 4, 6, 13, 3, 3, 1, 2, 2),     # dilation and groups: r = (15 - 4 - 1) % 3 = 1
+    (1, 2, 2, 12, 5, 2, 2, 1, 1),     # r = (16 - 4 - 1) % 2 = 1
+    (1, 3, 2, 9, 3, 2, 0, 1, 1),      # r = 0: the extra rows are not always needed
+])
+def test_transposed_convolution_recipe_gives_dx(N, C, F_, H, K, stride, padding, dilation, groups):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, H))
+    w = rng.standard_normal((F_, C // groups, K, K))
+    out, cache = Fn.conv2d_forward(x, w, None, stride, padding, dilation, groups)
+    dout = rng.standard_normal(out.shape)
+    dx, _, _ = Fn.conv2d_backward(dout, cache)
+    dxp = _transposed_conv_dxp(dout, w, x.shape, stride, padding, dilation, groups)
+    assert dxp.shape == (N, C, H + 2 * padding, H + 2 * padding)
+    assert_close(dxp[:, :, padding:padding + H, padding:padding + H], dx, "recipe dx")  # the padding cut off
+    r = (H + 2 * padding - dilation * (K - 1) - 1) % stride
+    short = _transposed_conv_dxp(dout, w, x.shape, stride, padding, dilation, groups, extra_rows=False)
+    assert short.shape[2] == H + 2 * padding - r  # without the extra rows: r rows short of the padded input
+    if (H, K, stride, padding) == (224, 11, 4, 1):
+        assert r == 3 and short.shape[2] == 223  # conv1: 223 rows, not 226
