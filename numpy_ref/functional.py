@@ -57,8 +57,9 @@ def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
         np.matmul(w2[fs], cols[cs], out=out2[fs])                # (Fg, N*OH*OW): the whole conv, one GEMM
     if bias is not None:
         out2 += bias[:, None]                                    # (F, N*OH*OW)
-    out = out2.reshape(g.F, g.N, g.OH, g.OW).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
-    out = np.ascontiguousarray(out)                              # (N, F, OH, OW), a fresh array
+    out = out2.reshape(g.F, g.N, g.OH, g.OW).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view of scratch space
+    out = out.copy()  # (N, F, OH, OW), a fresh array: always a copy (for N = 1 the view is already
+    # contiguous, so np.ascontiguousarray would hand out the scratch buffer that the next call overwrites)
     cache = (xp, weight, bias is not None, g)
     return (out[0] if g.unbatched else out), cache
 

@@ -196,8 +196,14 @@ def _is_int(value) -> bool:
 
 
 def int_pair(value, name: str, op: str) -> tuple[int, int]:
-    """An int or a pair of ints (torch's `_pair`), as a tuple of two Python ints."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    """An int or a pair of ints (torch's `_pair`), as a tuple of two Python ints; anything else (a float,
+    None, a string, three ints) is a ValueError naming `name`."""
+    if isinstance(value, (int, np.integer)):
+        pair = (value, value)
+    elif isinstance(value, (tuple, list)):
+        pair = tuple(value)
+    else:
+        pair = ()
     if len(pair) != 2 or not all(_is_int(v) for v in pair):
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     return int(pair[0]), int(pair[1])

@@ -5,6 +5,7 @@ powers of two, every argument combination via hypothesis); max pooling also comp
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import numpy_ref
 from numpy_ref import functional as Fn
 from numpy_ref import geometry
 from numpy_ref import naive
@@ -461,3 +463,91 @@ def test_transposed_convolution_recipe_gives_dx(N, C, F_, H, K, stride, padding,
     assert short.shape[2] == H + 2 * padding - r  # without the extra rows: r rows short of the padded input
     if (H, K, stride, padding) == (224, 11, 4, 1):
         assert r == 3 and short.shape[2] == 223  # conv1: 223 rows, not 226
+
+
+# ------------------------------------------------------------------ every op twice in a row: nothing shared
+
+def _twice_cases():
+    """(name, forward, backward, make(lead, rng) -> inputs): `lead` is the batch part of the shape, () for an
+    unbatched call. Every op of numpy_ref.functional and numpy_ref.naive."""
+    r = lambda rng, *s: rng.standard_normal(s)  # noqa: E731
+    conv = lambda lead, rng: {"input": r(rng, *lead, 4, 7, 6), "weight": r(rng, 6, 2, 3, 3),  # noqa: E731
+                              "bias": r(rng, 6)}
+    pool = lambda lead, rng: {"input": r(rng, *lead, 3, 7, 6)}  # noqa: E731
+    cases = []
+    for mod in (Fn, naive):
+        cases += [
+            (f"{mod.__name__}.conv2d", lambda m=mod, **a: m.conv2d_forward(**a, stride=2, padding=1, groups=2),
+             mod.conv2d_backward, conv),
+            (f"{mod.__name__}.max_pool2d", lambda m=mod, **a: m.max_pool2d_forward(**a, kernel_size=3, stride=2),
+             mod.max_pool2d_backward, pool),
+        ]
+    cases += [
+        ("relu", Fn.relu_forward, Fn.relu_backward, lambda lead, rng: {"input": r(rng, *lead, 5)}),
+        ("linear", Fn.linear_forward, Fn.linear_backward,
+         lambda lead, rng: {"input": r(rng, *lead, 7), "weight": r(rng, 5, 7), "bias": r(rng, 5)}),
+        ("dropout", lambda input: Fn.dropout_forward(input, 0.5, True, np.random.default_rng(0)),
+         Fn.dropout_backward, lambda lead, rng: {"input": r(rng, *lead, 9)}),
+        ("dropout(eval)", lambda input: Fn.dropout_forward(input, 0.5, False), Fn.dropout_backward,
+         lambda lead, rng: {"input": r(rng, *lead, 9)}),
+        ("flatten", lambda input: Fn.flatten_forward(input, 0), Fn.flatten_backward,
+         lambda lead, rng: {"input": r(rng, *lead, 3, 2)}),
+    ]
+    # cross_entropy has no unbatched form here: its batch-1 case stands in for it
+    cases.append(("cross_entropy", Fn.cross_entropy_forward, Fn.cross_entropy_backward,
+                  lambda lead, rng: {"input": r(rng, *(lead or (1,)), 4),
+                                     "target": rng.integers(0, 4, (lead or (1,))[0])}))
+    return cases
+
+
+def _arrays(result) -> list[np.ndarray]:
+    result = result if isinstance(result, tuple) else (result,)
+    return [a for a in result if isinstance(a, np.ndarray)]
+
+
+@pytest.mark.parametrize("lead", [(1,), (), (2,)], ids=["batch1", "unbatched", "batch2"])
+@pytest.mark.parametrize("name,forward,backward,make", _twice_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_op_twice_in_a_row_leaves_the_first_result_alone(name, forward, backward, make, lead):
+    """A reference never hands out its scratch space: the first call's output and gradients keep their values
+    after a second call with other inputs, and share no memory with the second call's."""
+    rng = np.random.default_rng(0)
+    first_in, second_in = make(lead, rng), make(lead, rng)
+    out1, cache1 = forward(**first_in)
+    kept = [a.copy() for a in _arrays(out1)]
+    out2, cache2 = forward(**second_in)
+    for a, b, k in zip(_arrays(out1), _arrays(out2), kept):
+        assert np.array_equal(a, k), f"{name} {lead}: the first output changed when the op ran again"
+        assert not np.shares_memory(a, b), f"{name} {lead}: the two outputs share memory"
+    d1 = rng.standard_normal(np.shape(_arrays(out1)[0]))
+    d2 = rng.standard_normal(np.shape(_arrays(out2)[0]))
+    g1 = backward(d1, cache1)
+    kept = [a.copy() for a in _arrays(g1)]
+    g2 = backward(d2, cache2)
+    for a, b, k in zip(_arrays(g1), _arrays(g2), kept):
+        assert np.array_equal(a, k), f"{name} {lead}: the first backward's gradient changed when it ran again"
+        assert not np.shares_memory(a, b), f"{name} {lead}: the two backwards' gradients share memory"
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(stride=1.5), "stride"), (dict(padding=1.0), "padding"), (dict(dilation=None), "dilation"),
+    (dict(stride="2"), "stride"), (dict(dilation=(1, 2, 3)), "dilation"), (dict(padding=(1.0, 0)), "padding"),
+])
+def test_conv2d_non_int_arguments_raise_value_error_naming_them(kwargs, name):
+    x, w = _a(1, 2, 8, 8), _a(3, 2, 3, 3)
+    for mod in (Fn, naive):
+        message = f"{name} must be an int or a pair of ints, got {kwargs[name]!r}"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            mod.conv2d_forward(x, w, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(kernel_size=2.0), "kernel_size"), (dict(kernel_size=None), "kernel_size"),
+    (dict(kernel_size=2, stride=1.5), "stride"), (dict(kernel_size=2, padding=0.0), "padding"),
+    (dict(kernel_size=2, dilation=None), "dilation"),
+])
+def test_max_pool2d_non_int_arguments_raise_value_error_naming_them(kwargs, name):
+    for mod in (Fn, naive):
+        with pytest.raises(ValueError, match=f"{name} must be an int or a pair of ints"):
+            mod.max_pool2d_forward(_a(1, 2, 8, 8), **kwargs)
+    with pytest.raises(ValueError, match="kernel_size must be an int or a pair of ints, got 2.5"):
+        numpy_ref.Conv2d(2, 3, kernel_size=2.5)
