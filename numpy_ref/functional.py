@@ -21,12 +21,14 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from numpy_ref.geometry import (
-    ConvGeometry, PoolGeometry, check_dout, check_float, check_same_dtype, conv2d_geometry, max_pool2d_geometry,
+    ConvGeometry, PoolGeometry, check_dout, check_float, check_lrn_args, check_same_dtype, conv2d_geometry,
+    max_pool2d_geometry,
 )
 
 __all__ = [
     "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward",
+    "local_response_norm_forward", "local_response_norm_backward",
     "relu_forward", "relu_backward",
     "linear_forward", "linear_backward",
     "dropout_forward", "dropout_backward",
@@ -213,6 +215,57 @@ def _first_tap(start: np.ndarray, dilation: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# local_response_norm: each value divided by the energy of its neighbouring channels
+
+def local_response_norm_forward(input: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                                k: float = 1.0) -> tuple[np.ndarray, tuple]:
+    """torch.nn.functional.local_response_norm, the same arguments and numbers:
+
+        out[n, c, ...] = x[n, c, ...] / d[n, c, ...]**beta,
+        d[n, c, ...]   = k + alpha/size * sum_{j = c - size//2}^{c + (size-1)//2} x[n, j, ...]**2
+
+    channels outside 0..C-1 count as zeros (alpha is divided by `size` even at the edges: the squares are
+    averaged over the window, padding included). For an even size the window reaches one channel further
+    back than forward. Channels are axis 1 of an input of 3 or more dimensions, (N, C, *), as in torch: a
+    3-D input is (N, C, L), so an unbatched (C, H, W) image goes in as input[None].
+    The paper's b = a / (k + alpha' * sum over 5 channels of a^2)^beta is size=5, alpha = 5 * alpha'."""
+    x = input  # torch.nn.functional's name for the first argument
+    op = "local_response_norm"
+    check_lrn_args(x, size, alpha, beta, k, op)
+    d = k + (alpha / size) * _channel_window_sum(x * x, size // 2, (size - 1) // 2)  # like x, the normalizer
+    out = x * d ** -beta                                         # like x
+    return out, (x, d, size, alpha, beta)
+
+
+def local_response_norm_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    """out_c = x_c * d_c^-beta with d_c = k + alpha/size * sum_{j in W(c)} x_j^2, so (docs/numpy_reference.md)
+
+        dx_i = dout_i * d_i^-beta  -  (2*alpha*beta/size) * x_i * sum_{c : i in W(c)} dout_c * out_c / d_c
+
+    the second sum runs over the channels whose window holds i: c from i - (size-1)//2 to i + size//2, the
+    forward's window mirrored (the same for an odd size). dout like out -> dx like x."""
+    x, d, size, alpha, beta = cache
+    check_dout(dout, x.shape, x.dtype, "local_response_norm")
+    scale = d ** -beta                                           # like x
+    t = dout * (x * scale) / d                                   # like x: dout_c * out_c / d_c
+    back = _channel_window_sum(t, (size - 1) // 2, size // 2)    # like x, sum over the c whose window holds i
+    return dout * scale - x.dtype.type(2 * alpha * beta / size) * x * back  # like x
+
+
+def _channel_window_sum(a: np.ndarray, before: int, after: int) -> np.ndarray:
+    """s[:, c] = sum of a[:, j] for j from c - before to c + after (channels outside 0..C-1 are zeros):
+    pad axis 1 and add before + after + 1 shifted slices (a window of 5 is 5 adds, no Python channel loop)."""
+    C = a.shape[1]
+    pad = [(0, 0)] * a.ndim
+    pad[1] = (before, after)
+    ap = np.pad(a, pad)                                          # (N, before + C + after, *)
+    s = ap[:, 0:C].copy()                                        # like a
+    for j in range(1, before + after + 1):
+        s += ap[:, j:j + C]
+    return s
+
+
+# ----------------------------------------------------------------------------------------------------------
 # relu, linear, dropout, flatten
 
 def relu_forward(input: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -310,14 +363,21 @@ def flatten_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# cross-entropy (log-softmax + negative log-likelihood, mean over the batch)
+# cross-entropy (log-softmax + negative log-likelihood, then torch's reduction over the batch)
 
-def cross_entropy_forward(input: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """loss = mean_n ( logsumexp(logits[n]) - logits[n, target[n]] ).  logits (N, classes), target (N,) ints
-    in [0, classes) -> a 0-d array of the logits' dtype."""
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy_forward(input: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[np.ndarray, tuple]:
+    """loss[n] = logsumexp(logits[n]) - logits[n, target[n]], then reduced as torch's `reduction` says:
+    'mean' (the default) averages over the batch, 'sum' adds, 'none' keeps one loss per example.
+    logits (N, classes), target (N,) ints in [0, classes) -> a 0-d array ('mean', 'sum') or (N,) ('none'),
+    in the logits' dtype."""
     logits = input  # torch.nn.functional's name for the first argument
     op = "cross_entropy"
     check_float(logits, "input", op)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if logits.ndim != 2:
         raise ValueError(f"{op}: input (logits) must be 2-D (N, classes), got shape {logits.shape}")
     target = np.asarray(target)
@@ -335,14 +395,23 @@ def cross_entropy_forward(input: np.ndarray, target: np.ndarray) -> tuple[np.nda
     shifted = logits - logits.max(axis=1, keepdims=True)         # (N, classes), max 0: exp cannot overflow
     logsumexp = np.log(np.exp(shifted).sum(axis=1))              # (N,)
     logprobs = shifted - logsumexp[:, None]                      # (N, classes)
-    loss = -logprobs[np.arange(N), target].mean()                # ()
-    return np.asarray(loss, dtype=logits.dtype), (logprobs, target)
+    losses = -logprobs[np.arange(N), target]                     # (N,)
+    loss = losses.mean() if reduction == "mean" else losses.sum() if reduction == "sum" else losses  # () or (N,)
+    return np.asarray(loss, dtype=logits.dtype), (logprobs, target, reduction)
 
 
 def cross_entropy_backward(dloss, cache: tuple) -> np.ndarray:
-    """dlogits = dloss * (softmax(logits) - onehot(target)) / N."""
-    logprobs, target = cache
+    """dlogits[n] = (softmax(logits[n]) - onehot(target[n])) * w[n], where w[n] = dloss / N ('mean'),
+    dloss ('sum') or dloss[n] ('none': dloss has the loss's shape (N,))."""
+    logprobs, target, reduction = cache
     N = logprobs.shape[0]
+    dloss = np.asarray(dloss, dtype=logprobs.dtype)              # () or (N,)
+    want = (N,) if reduction == "none" else ()
+    if dloss.shape != want:
+        raise ValueError(f"cross_entropy_backward: dloss must have the loss's shape {want} (reduction="
+                         f"{reduction!r}), got {dloss.shape}")
     dlogits = np.exp(logprobs)                                   # (N, classes), softmax
     dlogits[np.arange(N), target] -= 1
-    return dlogits * (np.asarray(dloss, dtype=logprobs.dtype) / N)  # (N, classes)
+    if reduction == "none":
+        return dlogits * dloss[:, None]                          # (N, classes)
+    return dlogits * (dloss / N if reduction == "mean" else dloss)  # (N, classes)

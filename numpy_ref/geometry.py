@@ -22,7 +22,7 @@ import numpy as np
 __all__ = [
     "conv_output_size", "pool_output_size",
     "ConvGeometry", "conv2d_geometry", "PoolGeometry", "max_pool2d_geometry",
-    "int_pair", "check_float", "check_same_dtype", "check_dout",
+    "int_pair", "check_float", "check_same_dtype", "check_dout", "check_lrn_args",
 ]
 
 
@@ -235,3 +235,16 @@ def check_dout(dout: np.ndarray, shape: tuple, dtype, op: str) -> None:
         raise ValueError(f"{op}_backward: dout must have the forward output's shape {tuple(shape)}, got {got}")
     if dout.dtype != dtype:
         raise ValueError(f"{op}_backward: dout must be {dtype} like the forward input, got {dout.dtype}")
+
+
+def check_lrn_args(x: np.ndarray, size, alpha, beta, k, op: str = "local_response_norm") -> None:
+    """local_response_norm's input has 3 or more dimensions (N, C, *), size is a positive int, alpha, beta and
+    k are real numbers (ValueError naming the one that is not)."""
+    check_float(x, "input", op)
+    if x.ndim < 3:
+        raise ValueError(f"{op}: input must have 3 or more dimensions (N, C, *), got shape {x.shape}")
+    if not _is_int(size) or size < 1:
+        raise ValueError(f"{op}: size must be a positive int, got {size!r}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{op}: {name} must be a real number, got {value!r}")

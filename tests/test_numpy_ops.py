@@ -232,6 +232,119 @@ def test_cross_entropy_is_stable_for_huge_logits():
     assert np.isfinite(Fn.cross_entropy_backward(1.0, cache)).all()
 
 
+# ------------------------------------------------------------------------------------- local_response_norm
+
+LRN_SHAPES = {"N=2, 4-D": (2, None, 3, 4), "N=1, 4-D": (1, None, 5, 2), "3-D (N, C, L)": (3, None, 4),
+              "5-D": (2, None, 2, 3, 2)}
+
+
+@pytest.mark.parametrize("shape", list(LRN_SHAPES), ids=list(LRN_SHAPES))
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("C", [1, 3, 7, 10])  # below, around and above every window size
+def test_local_response_norm_matches_torch_float64(size, C, shape):
+    rng = np.random.default_rng(size * 100 + C)
+    x = rng.standard_normal(tuple(C if d is None else d for d in LRN_SHAPES[shape])) * 2  # (N, C, *)
+    alpha, beta, k = 0.3, 0.75, 1.5  # a large alpha, so the neighbours matter at this scale
+    out, cache = Fn.local_response_norm_forward(x, size, alpha, beta, k)
+    dout = rng.standard_normal(out.shape)
+    ref, g = torch_grads(lambda input: F.local_response_norm(input, size, alpha, beta, k), {"input": x}, dout)
+    what = f"local_response_norm size={size} C={C} {shape}"
+    assert_close(out, ref, f"{what} out")
+    assert_close(Fn.local_response_norm_backward(dout, cache), g["input"], f"{what} dx")
+
+
+def test_local_response_norm_defaults_and_float32_follow_torch():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((2, 9, 5, 5)) * 30).astype(np.float32)  # large values: the default alpha 1e-4 bites
+    out, cache = Fn.local_response_norm_forward(x, 5)                                  # torch's defaults
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    ref, g = torch_grads(lambda input: F.local_response_norm(input, 5), {"input": x}, dout)
+    assert_close(out, ref, "lrn f32 out", np.float32)
+    assert_close(Fn.local_response_norm_backward(dout, cache), g["input"], "lrn f32 dx", np.float32)
+    assert not np.allclose(out, x, rtol=1e-3), "the normalizer should matter at this scale"
+
+
+@pytest.mark.parametrize("size,shape", [(1, (2, 3, 4)), (2, (1, 5, 2, 3)), (4, (2, 3, 2, 2)), (5, (1, 7, 3, 2)),
+                                        (6, (2, 4, 3))])
+def test_local_response_norm_naive_equals_fast(size, shape):
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal(shape)
+    fast, fcache = Fn.local_response_norm_forward(x, size, 0.4, 0.6, 1.2)
+    slow, scache = naive.local_response_norm_forward(x, size, 0.4, 0.6, 1.2)
+    assert_close(slow, fast, f"naive lrn size={size} {shape} out")
+    dout = rng.standard_normal(shape)
+    assert_close(naive.local_response_norm_backward(dout, scache), Fn.local_response_norm_backward(dout, fcache),
+                 f"naive lrn size={size} {shape} dx")
+
+
+def _paper_lrn(a: np.ndarray, n: int, k: float, alpha: float, beta: float) -> np.ndarray:
+    """Krizhevsky et al. 2012, section 3.3, as printed: for N kernels (channels),
+    b[i] = a[i] / (k + alpha * sum_{j = max(0, i - n/2)}^{min(N-1, i + n/2)} a[j]^2)^beta, n/2 rounded down."""
+    N = a.shape[1]
+    b = np.empty_like(a)
+    for i in range(N):
+        js = range(max(0, i - n // 2), min(N - 1, i + n // 2) + 1)
+        b[:, i] = a[:, i] / (k + alpha * sum(a[:, j] ** 2 for j in js)) ** beta
+    return b
+
+
+def test_paper_lrn_is_local_response_norm_with_alpha_times_size():
+    """The paper's k=2, n=5, alpha=1e-4, beta=0.75 is local_response_norm(size=5, alpha=5e-4, beta=0.75, k=2):
+    torch (and numpy_ref) divide alpha by the window size. numpy_ref's PAPER_LRN is torch_model's."""
+    from numpy_ref.model import PAPER_LRN
+    from torch_model.model import PAPER_LRN as TORCH_PAPER_LRN
+
+    assert PAPER_LRN == TORCH_PAPER_LRN == dict(size=5, alpha=5e-4, beta=0.75, k=2.0)
+    a = np.abs(np.random.default_rng(2).standard_normal((2, 11, 3, 3))) * 40  # ReLU outputs, large enough to bite
+    paper = _paper_lrn(a, n=5, k=2.0, alpha=1e-4, beta=0.75)
+    ours, _ = Fn.local_response_norm_forward(a, **PAPER_LRN)
+    assert_close(ours, paper, "numpy_ref LRN vs the paper's formula")
+    assert_close(ours, torch.nn.LocalResponseNorm(**PAPER_LRN)(torch.from_numpy(a)), "numpy_ref vs torch")
+    unmapped, _ = Fn.local_response_norm_forward(a, 5, alpha=1e-4, beta=0.75, k=2.0)  # the paper's alpha, unmapped
+    assert np.abs(unmapped - paper).max() > 1e-3 * np.abs(paper).max(), "alpha must be scaled by the size"
+
+
+def test_local_response_norm_layer_and_bad_arguments():
+    x = np.random.default_rng(3).standard_normal((2, 6, 4, 4))
+    layer = numpy_ref.LocalResponseNorm(4, alpha=0.2, beta=0.5, k=1.0)
+    out = layer.forward(x)
+    assert_close(out, F.local_response_norm(torch.from_numpy(x), 4, 0.2, 0.5, 1.0), "LocalResponseNorm layer")
+    dx = layer.backward(np.ones_like(out))
+    assert dx.shape == x.shape and "4, alpha=0.2" in repr(layer)
+    for kwargs, words in [(dict(size=0), ["size", "0"]), (dict(size=2.0), ["size", "2.0"]),
+                          (dict(size=3, alpha="a"), ["alpha"]), (dict(size=3, beta=None), ["beta"]),
+                          (dict(size=3, k=True), ["k must"])]:
+        with pytest.raises(ValueError) as info:
+            Fn.local_response_norm_forward(x, **kwargs)
+        assert all(w in str(info.value) for w in words), (kwargs, str(info.value))
+    with pytest.raises(ValueError, match=r"3 or more dimensions.*\(6, 4\)"):
+        Fn.local_response_norm_forward(x[0, :, :, 0], 3)
+    with pytest.raises(ValueError, match="dout"):
+        Fn.local_response_norm_backward(np.ones((2, 6, 4)), Fn.local_response_norm_forward(x, 3)[1])
+
+
+# ------------------------------------------------------------------------------------ cross_entropy reduction
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_reduction_matches_torch(reduction, dtype):
+    rng = np.random.default_rng(12)
+    logits, target = (rng.standard_normal((6, 5)) * 3).astype(dtype), rng.integers(0, 5, 6)
+    loss, cache = Fn.cross_entropy_forward(logits, target, reduction=reduction)
+    dloss = rng.standard_normal(loss.shape).astype(dtype)                             # () or (N,)
+    ref, g = torch_grads(lambda input: F.cross_entropy(input, torch.from_numpy(target), reduction=reduction),
+                         {"input": logits}, dloss)
+    assert_close(loss, ref, f"cross_entropy({reduction}) loss", dtype)
+    assert_close(Fn.cross_entropy_backward(dloss, cache), g["input"], f"cross_entropy({reduction}) dlogits", dtype)
+    with pytest.raises(ValueError, match="dloss must have the loss's shape"):
+        Fn.cross_entropy_backward(np.ones(7) if reduction == "none" else np.ones(6), cache)
+
+
+def test_cross_entropy_refuses_an_unknown_reduction():
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"):
+        Fn.cross_entropy_forward(np.zeros((2, 3)), np.array([0, 1]), reduction="avg")
+
+
 # --------------------------------------------------------------------------------------------------- dropout
 
 def test_dropout_semantics():
@@ -481,6 +594,8 @@ def _twice_cases():
              mod.conv2d_backward, conv),
             (f"{mod.__name__}.max_pool2d", lambda m=mod, **a: m.max_pool2d_forward(**a, kernel_size=3, stride=2),
              mod.max_pool2d_backward, pool),
+            (f"{mod.__name__}.local_response_norm", lambda m=mod, **a: m.local_response_norm_forward(**a, size=3),
+             mod.local_response_norm_backward, pool),
         ]
     cases += [
         ("relu", Fn.relu_forward, Fn.relu_backward, lambda lead, rng: {"input": r(rng, *lead, 5)}),
@@ -494,9 +609,12 @@ def _twice_cases():
          lambda lead, rng: {"input": r(rng, *lead, 3, 2)}),
     ]
     # cross_entropy has no unbatched form here: its batch-1 case stands in for it
-    cases.append(("cross_entropy", Fn.cross_entropy_forward, Fn.cross_entropy_backward,
-                  lambda lead, rng: {"input": r(rng, *(lead or (1,)), 4),
-                                     "target": rng.integers(0, 4, (lead or (1,))[0])}))
+    for reduction in ("mean", "sum", "none"):
+        cases.append((f"cross_entropy({reduction})",
+                      lambda red=reduction, **a: Fn.cross_entropy_forward(**a, reduction=red),
+                      Fn.cross_entropy_backward,
+                      lambda lead, rng: {"input": r(rng, *(lead or (1,)), 4),
+                                         "target": rng.integers(0, 4, (lead or (1,))[0])}))
     return cases
 
 
