@@ -232,6 +232,7 @@ def local_response_norm_forward(input: np.ndarray, size: int, alpha: float = 1e-
     x = input  # torch.nn.functional's name for the first argument
     op = "local_response_norm"
     check_lrn_args(x, size, alpha, beta, k, op)
+    alpha, beta, k = float(alpha), float(beta), float(k)  # Python floats: the result keeps x's dtype
     d = k + (alpha / size) * _channel_window_sum(x * x, size // 2, (size - 1) // 2)  # like x, the normalizer
     out = x * d ** -beta                                         # like x
     return out, (x, d, size, alpha, beta)

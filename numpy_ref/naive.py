@@ -127,6 +127,7 @@ def local_response_norm_forward(input: np.ndarray, size: int, alpha: float = 1e-
     for every position p of the trailing axes; channels outside 0..C-1 are skipped (they count as zeros)."""
     x = input  # torch.nn.functional's name for the first argument
     check_lrn_args(x, size, alpha, beta, k)
+    alpha, beta, k = float(alpha), float(beta), float(k)  # Python floats: the result keeps x's dtype
     x3 = x.reshape(x.shape[0], x.shape[1], -1)                           # (N, C, P), P = prod of the rest
     N, C, P = x3.shape
     out = np.empty_like(x3)                                              # (N, C, P)

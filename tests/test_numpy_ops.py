@@ -669,3 +669,11 @@ def test_max_pool2d_non_int_arguments_raise_value_error_naming_them(kwargs, name
             mod.max_pool2d_forward(_a(1, 2, 8, 8), **kwargs)
     with pytest.raises(ValueError, match="kernel_size must be an int or a pair of ints, got 2.5"):
         numpy_ref.Conv2d(2, 3, kernel_size=2.5)
+
+
+def test_local_response_norm_keeps_float32_with_numpy_scalar_arguments():
+    x = np.random.default_rng(0).standard_normal((1, 4, 3, 3)).astype(np.float32)
+    for mod in (Fn, naive):
+        out, cache = mod.local_response_norm_forward(x, 3, np.float64(0.1), np.float64(0.75), np.float64(1.0))
+        assert out.dtype == np.float32, mod.__name__
+        assert mod.local_response_norm_backward(np.ones_like(out), cache).dtype == np.float32, mod.__name__
