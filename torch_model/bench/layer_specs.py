@@ -6,7 +6,9 @@ Per layer (N batch, C channels in, F filters out, H/W input, OH/OW output, K ker
     conv forward      FLOPs = 2 * N * F * OH * OW * C * K * K        (multiply + add; bias and ReLU left out: < 0.1%)
     conv backward     FLOPs = 2 * forward (dW and dX), 1 * forward for conv1 (its input is the data: no dX)
     conv bytes        forward: x + w + b + y;  backward: dy + y (ReLU mask) + x + w + dx + dw + db
-    pool bytes        forward: x + y;  backward: dy + x (the argmax is recomputed) + dx   (pools do no matmul work)
+    pool bytes        what each implementation's kernels move (POOL_TRAFFIC; pools do no matmul work):
+                      triton forward x + y (+ a 1-byte tap per output in training), backward dy + taps + dx;
+                      ATen (the "cudnn" figures) forward x + y + int64 indices, backward dy + indices + dx twice
     linear            as a 1x1 conv: FLOPs = 2 * N * in * out forward, twice that backward
 """
 from __future__ import annotations
@@ -54,19 +56,55 @@ class LayerSpec:
             return fwd
         return fwd * (2 if self.first else 3)  # + dW (+ dX)
 
-    def bytes(self, passes: str = "fwd", itemsize: int = 4) -> int:
-        """The fewest bytes the pass must move through device memory (each tensor read or written once)."""
+    def bytes(self, passes: str = "fwd", itemsize: int = 4, impl: str = "triton") -> int:
+        """Bytes the pass reads and writes in device memory, each tensor counted once (the caches serve re-reads).
+
+        Convs: the fewest any implementation must move (the same for all). Pools: what `impl`'s kernels really
+        move (POOL_TRAFFIC): the argmax record the forward writes for the backward and reads back there, and
+        ATen's zero-fill of dx, are counted where they happen; nothing is recomputed from x."""
         x = self.N * self.C * self.H * self.W
         y = self.N * self.F * self.OH * self.OW
         if self.kind == "pool":
-            fwd = x + y
-            bwd = y + x + x                                # dy, x (recompute the argmax), dx
-        else:
-            w = self.F * self.C * self.K * self.K
-            b = self.F
-            fwd = x + w + b + y
-            bwd = y + y + x + w + (0 if self.first else x) + w + b  # dy, y, x, w, dx, dw, db
+            if impl not in POOL_TRAFFIC:
+                raise ValueError(f"impl must be one of {tuple(POOL_TRAFFIC)}, got {impl!r}")
+            no_grad_record, record, dx_writes = POOL_TRAFFIC[impl]
+            if record == "taps":
+                record = pool_tap_bytes(self.K)
+            if passes == "fwd":  # under torch.no_grad(), x needing no gradient
+                return itemsize * (x + y) + no_grad_record * y
+            fwd = itemsize * (x + y) + record * y  # read x; write out and the record
+            bwd = itemsize * y + record * y + dx_writes * itemsize * x  # read dy and the record; write dx
+            return fwd + bwd
+        w = self.F * self.C * self.K * self.K
+        b = self.F
+        fwd = x + w + b + y
+        bwd = y + y + x + w + (0 if self.first else x) + w + b  # dy, y, x, w, dx, dw, db
         return itemsize * (fwd if passes == "fwd" else fwd + bwd)
+
+
+def pool_tap_bytes(kernel: int) -> int:
+    """Bytes per output of a max pool's 1-byte-class argmax record: the tap kh*K + kw in the smallest int
+    (triton_kernels/pool.py's _tap_dtype; inductor's int8 offsets)."""
+    taps = kernel * kernel
+    return 1 if taps <= 127 else 2 if taps <= 32767 else 4
+
+
+# What each implementation's max pool moves besides x, out, dy and dx, per impl (the `impl` of a results entry):
+#   (record bytes per output written by a forward under no_grad, record bytes per output written by a training
+#    forward and read by its backward, how many times the backward writes dx)
+#   triton     triton_kernels/pool.py: no record under no_grad; in training the tap of each maximum in one byte;
+#              the backward gathers (one write per dx element, no zero-fill).
+#   compile    inductor: the same (its low-memory pool stores int8 window offsets; dead under no_grad).
+#   cudnn      torch's pool on CUDA is ATen's own kernel (not cuDNN): at::max_pool2d always runs
+#              max_pool2d_with_indices there (int64 indices, even under no_grad), and the backward zero-fills dx
+#              (gradInput.zero_()) before its gather kernel writes it.
+#   torch-cpu  ATen on a CPU: no indices under no_grad (x needs no gradient), int64 in training, dx zero-filled.
+POOL_TRAFFIC = {
+    "triton": (0, "taps", 1),
+    "compile": (0, "taps", 1),
+    "cudnn": (8, 8, 2),
+    "torch-cpu": (0, 8, 2),
+}
 
 
 def alexnet_specs(batch: int = 128, resize: int = 224, channel_div: int = 1) -> list[LayerSpec]:

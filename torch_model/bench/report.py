@@ -117,7 +117,8 @@ def summary_rows(data: dict) -> tuple[list[str], list[list]]:
         ref, tri, comp = (best.get((layer, dtype, pss, i)) for i in (base, "triton", "compile"))
         any_e = ref or tri or comp
         is_pool = layer.startswith("pool")
-        work = _g(any_e.get("bytes", 0) / 1e6) if is_pool else _g(any_e.get("flops", 0) / 1e9)
+        # a pool's MB are what Triton's kernels move (each implementation moves its own: compare times)
+        work = _g((tri or any_e).get("bytes", 0) / 1e6) if is_pool else _g(any_e.get("flops", 0) / 1e9)
         cell = lambda e: "" if e is None else f"{_g(e['ms'])} ({e['layout']})"  # noqa: E731
         ratio = lambda e: _g(ref["ms"] / e["ms"]) if e and ref else ""  # noqa: E731
         rate = frac = ""
