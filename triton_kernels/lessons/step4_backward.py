@@ -21,7 +21,8 @@ conv1's only 8.7 (its input is the data: no dx). The identities are cheap to wri
   programs (split-K), masks gy with out > 0 as it loads it, walks dgrad's taps directly without the zeros, and
   sums db in a Triton reduction.
 
-sm_90 codegen (specs.py): the wgrad GEMM uses HGMMA, no spills.
+sm_90 codegen (specs.py, triton 3.9): the wgrad GEMM uses HGMMA, but its B tile (x's im2col) has step 2's
+per-element address math, and it spills too: 255 registers, 1 spill store.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ from triton_kernels.lessons import step2_implicit_gemm, step3_tap_walk
 from triton_kernels.lessons.harness import check_conv_args, interpreted, main
 
 KIND, PASSES, LAYOUT = "conv", ("fwd+bwd",), "channels_last"
-CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1) if interpreted() else \
-    dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4)
+CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1) if interpreted() else \
+    dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)
 
 
 # dw[f, c, kh, kw] = sum_{n, oh, ow} gy[n, f, oh, ow] * x[n, c, oh*s - p + kh, ow*s - p + kw]
@@ -103,7 +104,7 @@ def conv2d_backward(dy, x, weight, out, stride: int, padding: int, relu: bool, n
             stride, padding,
             DOT_PRECISION="ieee",
             BLOCK_M=CONFIG["BLOCK_M"], BLOCK_N=CONFIG["BLOCK_N"], BLOCK_K=CONFIG["BLOCK_K"],
-            num_warps=CONFIG["num_warps"],
+            num_warps=CONFIG["num_warps"], num_stages=CONFIG["num_stages"],
         )
     if need[2]:
         db = gy.sum(dim=(0, 2, 3), dtype=torch.float32).to(dy.dtype)  # (F,)
