@@ -317,12 +317,46 @@ def plot_train(data: dict, path: Path) -> Path | None:
     return _finish_figure(fig, data, path)
 
 
+def plot_lessons(data: dict, path: Path) -> Path | None:
+    """The lessons from step 1 to cuDNN: one panel per (convs | pools, pass), per layer one bar per step (then
+    production and the baseline): its speed relative to the faster baseline layout (log scale)."""
+    entries = data.get("lessons", [])
+    if not entries:
+        return None
+    plt = _plt()
+    base = baseline_impl(data)
+    order = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3"]
+    panels = [(k, p) for k in ("conv", "pool") for p in ("fwd", "fwd+bwd")
+              if any(e["pass"] == p and e["layer"].startswith(k) for e in entries)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.0 * len(panels) + 0.8), dpi=110, squeeze=False)
+    for ax, (kind, pss) in zip(axes[:, 0], panels):
+        mine = [e for e in entries if e["pass"] == pss and e["layer"].startswith(kind)]
+        layers = [n for n in order if any(e["layer"] == n for e in mine)]
+        best: dict[tuple, dict] = {}  # (layer, step) -> its fastest layout
+        for e in mine:
+            if (e["layer"], e["step"]) not in best or e["ms"] < best[(e["layer"], e["step"])]["ms"]:
+                best[(e["layer"], e["step"])] = e
+        series = sorted({e["step"] for e in mine}, key=lambda s: (s == base, s == "production", s))
+
+        def speed(step, layer):
+            e, ref = best.get((layer, step)), best.get((layer, base))
+            return ref["ms"] / e["ms"] if e and ref else None
+        _grouped_bars(ax, layers, series, speed)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(layers)), layers)
+        ax.set_ylabel(f"x {base} (higher = faster)")
+        ax.set_title(f"{kind}s, {pss}: each step's speed relative to {base} (its faster layout)", fontsize=9)
+        ax.legend(fontsize=7, ncol=3)
+    return _finish_figure(fig, data, path)
+
+
 def finish(out_dir: str | os.PathLike, run: dict, section: str, readme: str | os.PathLike | None) -> Path:
     """Merge the run into its results file, redraw both charts from the merged file, print where they are."""
     path, merged = save_run(out_dir, run)
     stem = path.with_suffix("")
     written = [path]
-    for plot, suffix in ((plot_layers, "layers"), (plot_train, "train")):
+    for plot, suffix in ((plot_layers, "layers"), (plot_train, "train"), (plot_lessons, "lessons")):
         png = plot(merged, Path(f"{stem}-{suffix}.png"))
         if png is not None:
             written.append(png)

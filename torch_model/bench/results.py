@@ -20,12 +20,14 @@ REL_ERR_TOL = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 5e-2}
 LAYER_KEY = ("layer", "dtype", "pass", "impl", "layout", "batch")
 TRAIN_KEY = ("backend", "dtype", "layout", "batch")
 SEED_KEY = ("backend", "dtype", "epochs", "batch", "limit_train", "limit_test")
-SECTION_KEYS = {"layers": LAYER_KEY, "train": TRAIN_KEY, "seed_run": SEED_KEY}
+LESSON_KEY = ("layer", "step", "dtype", "pass", "layout", "batch")
+SECTION_KEYS = {"layers": LAYER_KEY, "train": TRAIN_KEY, "seed_run": SEED_KEY, "lessons": LESSON_KEY}
 REQUIRED = {
     "layers": {"layer": str, "dtype": str, "pass": str, "impl": str, "layout": str, "batch": int, "ms": float,
                "tflops": (float, type(None))},
     "train": {"backend": str, "dtype": str, "batch": int, "img_per_s": float},
     "seed_run": {"backend": str, "dtype": str, "epochs": int, "seconds": float, "test_acc": float},
+    "lessons": {"layer": str, "step": str, "dtype": str, "pass": str, "layout": str, "batch": int, "ms": float},
 }
 GPU_IMPLS = ("triton", "cudnn", "compile")
 CPU_IMPLS = ("triton", "torch-cpu")

@@ -49,8 +49,8 @@ def _blocks(cfg: dict) -> dict:
 _GEMM = {"tensor_cores": True, "shared": True, "spills": False}
 _GEMM_SPILLS = {"tensor_cores": True, "shared": True, "spills": True}  # per-element address tensors: > 255 regs
 _PLAIN = {"tensor_cores": False, "shared": False, "spills": False}
-_s2, _s4 = step2_implicit_gemm.CONFIG, step4_backward.CONFIG
-_bm, _bn, _bk, _w3, _st3 = step3_tap_walk._GPU_CONFIGS[0]
+_s2, _s4 = step2_implicit_gemm.GPU_CONFIG, step4_backward.GPU_CONFIG
+_bm, _bn, _bk, _w3, _st3 = step3_tap_walk.GPU_CONFIGS[0]
 _s3_blocks = {"BLOCK_M": _bm, "BLOCK_N": _bn, "BLOCK_K": _bk}
 _s3_epilogue = {"HAS_BIAS": True, "RELU": True, "DOT_PRECISION": "ieee"}
 # channels_last: the channel strides are 1 (Triton specializes them to the constant 1) and C, the other strides

@@ -38,8 +38,8 @@ import triton.language as tl
 from triton_kernels.lessons.harness import check_conv_args, interpreted, main
 
 KIND, PASSES, LAYOUT = "conv", ("fwd",), "channels_last"  # LAYOUT: the one it is timed in
-_GPU_CONFIGS = [(128, 64, 32, 8, 4), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4)]  # (BM, BN, BK, warps, stages)
-_CONFIGS = [(16, 16, 16, 1, 1)] if interpreted() else _GPU_CONFIGS  # the interpreter would time every config
+GPU_CONFIGS = [(128, 64, 32, 8, 4), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4)]  # (BM, BN, BK, warps, stages)
+_CONFIGS = [(16, 16, 16, 1, 1)] if interpreted() else GPU_CONFIGS  # the interpreter would time every config
 
 
 # out[n, f, oh, ow] = act(bias[f] + sum_{kh, kw, c} x[n, c, oh*s - p + kh, ow*s - p + kw] * w[f, c, kh, kw])
