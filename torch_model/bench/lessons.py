@@ -180,6 +180,15 @@ def run(args: argparse.Namespace) -> int:
     t_run, started = time.perf_counter(), C.now_iso()
     peak = C.measure_peaks(device, [dtype])
     entries, failures = [], []
+
+    def result(complete: bool) -> dict:
+        add_ratios(entries)
+        run_meta = {"started": started, "seconds": round(time.perf_counter() - t_run, 1), "complete": complete,
+                    "argv": sys.argv[1:], "batch": batch, "dtype": dtype, "small_sizes": not gpu,
+                    "failures": failures}
+        return C.clean_json({**info, "date": C.today(), "peak": peak, "lessons": entries,
+                             "runs": {"lessons": run_meta}})
+
     with C.cudnn_benchmark():
         for layer, pss, impl, layout in tqdm(todo, desc="lessons", unit="figure", disable=args.no_progress):
             try:
@@ -188,13 +197,10 @@ def run(args: argparse.Namespace) -> int:
                                            args.warmup_ms, args.rep_ms, args.repeat))
             except Exception as exc:  # one broken figure is recorded, the run goes on, the exit status is 1
                 failures.append(f"{layer} {pss} {impl} {layout}: {type(exc).__name__}: {exc}")
-    add_ratios(entries)
+            C.save_run(args.out_dir, result(complete=False))  # a run cut short keeps what it measured
     failures += [f"{e['layer']} {e['pass']} {e['step']} {e['layout']}: WRONG result, rel_err {e['rel_err']:.1e}"
                  for e in entries if not e["err_ok"]]
-    run_meta = {"started": started, "seconds": round(time.perf_counter() - t_run, 1), "complete": True,
-                "argv": sys.argv[1:], "batch": batch, "dtype": dtype, "small_sizes": not gpu, "failures": failures}
-    result = C.clean_json({**info, "date": C.today(), "peak": peak, "lessons": entries,
-                           "runs": {"lessons": run_meta}})
+    final = result(complete=True)
     print(table(entries))
-    C.finish(args.out_dir, result, "lessons", args.update_readme)
+    C.finish(args.out_dir, final, "lessons", args.update_readme)
     return C.report_failures(failures)

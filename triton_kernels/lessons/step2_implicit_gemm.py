@@ -93,7 +93,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None, stride: int = 1, pa
         m, f, k, c, h, w, oh, ow, kh, kw,
         stride, padding,
         DOT_PRECISION="ieee",
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return bias_relu(out, bias, relu)
 

@@ -60,8 +60,8 @@ def _conv2d_tap_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows m = (n, oh, ow)
     offs_f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) filters
     offs_kk = tl.arange(0, BLOCK_K)  # (BLOCK_K,) channels within a chunk
-    m_mask = offs_m < M
-    f_mask = offs_f < F
+    m_mask = offs_m < M  # (BLOCK_M,)
+    f_mask = offs_f < F  # (BLOCK_N,)
     n = offs_m // (OH * OW)  # (BLOCK_M,)
     oh = (offs_m // OW) % OH  # (BLOCK_M,)
     ow = offs_m % OW  # (BLOCK_M,)
