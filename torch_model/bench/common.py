@@ -72,7 +72,7 @@ from torch_model.bench.timing import (  # noqa: F401
     time_ms,
     torch_dtype,
 )
-from torch_model.train import resolve_device  # noqa: F401  (C.resolve_device in the benches)
+from torch_model.device import resolve_device  # noqa: F401  (C.resolve_device in the benches)
 
 
 def report_failures(failures: list[str]) -> int:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from torch_model.train import atomic_write
+from torch_model.files import atomic_write
 
 DEFAULT_OUT_DIR = Path("docs/benchmarks/results")
 DTYPES = ("bf16", "tf32", "fp32")        # fp32 = strict fp32 (TF32 off); on a CPU the only one there is
