@@ -83,14 +83,21 @@ def test_numpy_learner_gets_the_same_sgd_settings():
     assert (opt["lr"], opt["momentum"], opt["weight_decay"]) == (0.01, 0.9, 5e-4)
 
 
-@pytest.mark.parametrize("backend, missing", [
-    ("numpy", "numpy_ref has only the d2l AlexNet"),
-    ("triton", "the Triton backend has no local response normalization kernel"),
-])
-def test_backends_without_the_paper_variant_are_refused(tmp_path, capsys, backend, missing):
-    status = cli.main(["train", "--variant", "paper", "--backend", backend, "--device", "cpu",
+def test_the_triton_backend_without_its_lrn_kernel_is_refused(tmp_path, capsys):
+    status = cli.main(["train", "--variant", "paper", "--backend", "triton", "--device", "cpu",
                        "--out", str(tmp_path / "R")])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert f"--backend {backend} --variant paper: {missing}" in err
+    assert "--backend triton --variant paper: the Triton backend has no local response normalization kernel" in err
     assert not (tmp_path / "R").exists()
+
+
+def test_paper_variant_through_numpy_ref(tmp_path, fake_data):
+    """The numpy backend trains the paper network (numpy_ref.alexnet(variant="paper"), numpy_ref.SGD with the
+    paper's momentum and weight decay): one step, resumable like the others."""
+    result = fit(_paper(tmp_path / "np", fake_data, backend="numpy", epochs=1, batch_size=2, limit_train=2,
+                        limit_test=2))
+    assert result.status == "completed" and result.config.backend == "numpy"
+    opt = load_checkpoint(tmp_path / "np" / "last.pt")["learner"]["optimizer"]
+    assert (opt["momentum"], opt["weight_decay"]) == (0.9, 5e-4)
+    assert [b.shape for b in opt["momentum_buffer"][:1]] == [(96, 3, 11, 11)]

@@ -105,10 +105,9 @@ def make_learner(backend: str, lr: float, device: torch.device, num_classes: int
                         channels_last=channels_last, momentum=momentum, weight_decay=weight_decay)
 
 
-# what each backend cannot run yet, and why (a ValueError naming the flags; the lead lifts an entry when the missing
-# piece lands: numpy_ref.alexnet(variant="paper"), a Triton LRN kernel)
+# what each backend cannot run yet, and why (a ValueError naming the flags; an entry goes when the missing piece
+# lands: a Triton LRN kernel for the paper variant)
 _NOT_YET = {
-    ("numpy", "paper"): "numpy_ref has only the d2l AlexNet so far",
     ("triton", "paper"): "the Triton backend has no local response normalization kernel yet",
 }
 
