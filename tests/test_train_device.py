@@ -70,3 +70,18 @@ def test_cpu_default_precision(monkeypatch, feature):
     assert quick_limit_train(fp32) == QUICK_LIMIT_TRAIN[("none", False)]
     explicit = resolve_config(TrainConfig(device="cpu", amp="none", channels_last=True))
     assert (explicit.amp, explicit.channels_last) == ("none", True)
+
+
+@pytest.mark.parametrize("feature", ["avx512_bf16", None])
+def test_quick_preset_spends_its_minutes_on_the_configuration_that_runs(monkeypatch, feature):
+    from torch_model import cli, train
+
+    monkeypatch.setattr(D, "cpu_bf16_native", lambda: feature)
+    parse = cli.build_parser("train").parse_args
+    cfg = train.config_from_args(parse(["--device", "cpu"]))
+    expected = ("bf16", True) if feature else ("none", False)
+    assert (cfg.preset, cfg.epochs, cfg.amp, cfg.channels_last) == ("quick", 1, *expected)
+    assert cfg.limit_train == QUICK_LIMIT_TRAIN[expected] and cfg.limit_test is None
+    fp32 = train.config_from_args(parse(["--device", "cpu", "--amp", "none"]))
+    assert (fp32.amp, fp32.channels_last, fp32.limit_train) == ("none", False, QUICK_LIMIT_TRAIN[("none", False)])
+    assert train.config_from_args(parse(["--device", "cpu", "--limit-train", "64"])).preset == "quick+flags"

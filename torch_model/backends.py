@@ -91,33 +91,34 @@ def make_learner(backend: str, lr: float, device: torch.device, num_classes: int
                  amp: str = "none", seed: int = 0, channels_last: bool = False, variant: str = "d2l",
                  momentum: float = 0.0, weight_decay: float = 0.0) -> Learner:
     """Build the `variant` model for `backend` with its init (torch's RNG must be seeded by the caller)."""
-    if backend not in LEARNER_BACKENDS:
-        raise ValueError(f"--backend must be one of {LEARNER_BACKENDS}, got {backend!r}")
+    check_backend(backend, variant)
     check_amp(amp, backend, device, channels_last)
     if backend == "numpy":
         if device.type != "cpu":
             raise ValueError("--backend numpy runs on the CPU only; use --device cpu")
-        check_numpy_variant(variant)
         from torch_model.numpy_backend import NumpyLearner
 
         # Same initial weights as the torch model for the same seed: draw them with torch's init.
         return NumpyLearner(alexnet(num_classes, variant=variant).state_dict(), lr=lr, num_classes=num_classes,
                             seed=seed, variant=variant, momentum=momentum, weight_decay=weight_decay)
-    if backend == "triton":
-        check_triton_variant(variant)
     return TorchLearner(alexnet(num_classes, backend=backend, variant=variant), lr=lr, device=device, amp=amp,
                         channels_last=channels_last, momentum=momentum, weight_decay=weight_decay)
 
 
-def check_numpy_variant(variant: str) -> None:
-    """numpy_ref's AlexNet is d2l's until numpy_ref.alexnet(variant="paper") (LRN, groups) lands."""
-    if variant != "d2l":
-        raise ValueError(f"--backend numpy --variant {variant}: numpy_ref has only the d2l AlexNet so far "
-                         f"(use --backend torch)")
+# what each backend cannot run yet, and why (a ValueError naming the flags; an entry goes when the missing piece
+# lands: a Triton LRN kernel for the paper variant)
+_NOT_YET = {
+    ("triton", "paper"): "the Triton backend has no local response normalization kernel yet",
+}
 
 
-def check_triton_variant(variant: str) -> None:
-    """The paper variant's LRN needs a Triton kernel that is not there yet."""
-    if variant != "d2l":
-        raise ValueError(f"--backend triton --variant {variant}: the Triton backend has no local response "
-                         f"normalization kernel yet (use --backend torch)")
+def supports(backend: str, variant: str) -> bool:
+    return backend in LEARNER_BACKENDS and (backend, variant) not in _NOT_YET
+
+
+def check_backend(backend: str, variant: str = "d2l") -> None:
+    """Refuse a backend that does not exist, or cannot build `variant`."""
+    if backend not in LEARNER_BACKENDS:
+        raise ValueError(f"--backend must be one of {LEARNER_BACKENDS}, got {backend!r}")
+    if (backend, variant) in _NOT_YET:
+        raise ValueError(f"--backend {backend} --variant {variant}: {_NOT_YET[backend, variant]} (use --backend torch)")

@@ -22,10 +22,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def default_backend(device: torch.device) -> str:
-    """Our Triton kernels on a GPU (what the project is about); torch's own kernels on a CPU, where Triton only has
-    its interpreter (minutes per batch)."""
-    return "triton" if device.type == "cuda" else "torch"
+def default_backend(device: torch.device, variant: str = "d2l") -> str:
+    """Our Triton kernels on a GPU (what the project is about) when they can build `variant`; torch's own kernels on
+    a CPU, where Triton only has its interpreter (minutes per batch)."""
+    from torch_model.backends import supports   # late: backends imports this module
+
+    return "triton" if device.type == "cuda" and supports("triton", variant) else "torch"
 
 
 @lru_cache(maxsize=None)
@@ -50,15 +52,15 @@ def cpu_bf16_native() -> str | None:
 
 def cpu_default_amp(device: torch.device, backend: str) -> tuple[str, bool, str]:
     """(amp, channels_last, why) when neither flag is given. On a CPU with native bf16 the torch backend trains in
-    bf16 autocast with NHWC batches and weights (fp32 master weights and loss): 2.4x the fp32 NCHW images/s there.
-    Elsewhere the seed's fp32 NCHW."""
+    bf16 autocast with NHWC batches and weights (fp32 master weights and loss): 2.3x the fp32 NCHW images/s on 2
+    cores with avx512_bf16 (measured side by side: scripts/cpu_bf16_side_by_side.py). Elsewhere the seed's fp32."""
     if device.type == "cpu" and backend == "torch":
         feature = cpu_bf16_native()
         if feature:
-            return "bf16", True, (f"this CPU computes bf16 natively ({feature}): bf16 autocast + channels_last, "
-                                  f"fp32 master weights and loss; --amp none for the fp32 run")
-        return "none", False, "this CPU has no native bf16 (no avx512_bf16/amx_bf16): fp32"
-    return "none", False, "fp32 (--amp bf16 for bf16 autocast)"
+            return "bf16", True, (f"this CPU computes bf16 natively ({feature}): ~2.3x the fp32 images/s; fp32 "
+                                  f"master weights and loss; --amp none for the fp32 run")
+        return "none", False, "this CPU has no native bf16 (no avx512_bf16/amx_bf16)"
+    return "none", False, "the seed's precision; --amp bf16 for bf16 autocast"
 
 
 def check_amp(amp: str, backend: str, device: torch.device, channels_last: bool = False) -> None:
