@@ -34,10 +34,15 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
+from triton.language.extra import libdevice
 
 from triton_kernels._common import interpret_mode
 
 _INTERPRET = interpret_mode()
+# Compiled for a GPU, an fp32 log2 is the hardware's lg2.approx (one MUFU instruction, ~2 ulp): tl.log2 compiles
+# to a ~30-instruction accurate software log2, and the backward takes SIZE + 1 of them per element. The
+# interpreter has no libdevice: there, tl.log2 (numpy's).
+_HW_LOG2: tl.constexpr = tl.constexpr(not _INTERPRET)
 # The window is unrolled at compile time (n loads forward, n*n FMAs backward): a window wider than this is refused
 # rather than compiled into a huge kernel. Torch has no such limit; LRN windows in practice are 3..9 channels.
 MAX_SIZE = 32
@@ -58,12 +63,22 @@ def _triton_configs() -> list[triton.Config]:
 # ----------------------------------------------------------------------------------------------------------------
 
 @triton.jit
+def _log2(s):
+    """log2(s), the hardware approximation for fp32 on a GPU (see _HW_LOG2)."""
+    if _HW_LOG2 and s.dtype == tl.float32:
+        r = libdevice.fast_log2f(s)
+    else:
+        r = tl.log2(s)
+    return r
+
+
+@triton.jit
 def _pow(s, e, GENERAL_POW: tl.constexpr):
     """s ** e for a tensor s and a scalar e, as torch.pow. exp2(e * log2(s)) is exactly that for s > 0, s = +inf
     and NaN (what LRN has when k > 0, alpha >= 0 and beta > 0). GENERAL_POW adds the rest of IEEE pow: s < 0 (NaN,
     or for an integer e the sign of an odd power), s = -0, and e == 0 (1, even for NaN)."""
     if GENERAL_POW:
-        r = tl.exp2(e * tl.log2(tl.abs(s)))  # (BLOCK,) |s| ** e
+        r = tl.exp2(e * _log2(tl.abs(s)))  # (BLOCK,) |s| ** e
         ef = tl.zeros_like(s) + e  # (BLOCK,) e, broadcast
         is_int = tl.floor(ef) == ef
         is_odd = is_int & (tl.floor(ef * 0.5) * 2.0 != ef)
@@ -72,7 +87,7 @@ def _pow(s, e, GENERAL_POW: tl.constexpr):
         r = tl.where((s < 0) & (s > float("-inf")) & ~is_int, float("nan"), r)
         r = tl.where(ef == 0, 1.0, r)
     else:
-        r = tl.exp2(e * tl.log2(s))  # (BLOCK,)
+        r = tl.exp2(e * _log2(s))  # (BLOCK,)
     return r
 
 
@@ -168,13 +183,21 @@ def _lrn_bwd_kernel(
                 xd = v
         s = k + alpha_n * sq  # (BLOCK,) s[i + d]
         dyd = tl.load(dy_ptr + offs + d * stride_c, mask=ok, other=0.0).to(ACC_DTYPE)  # (BLOCK,) dy[i + d]
-        # A window outside [0, C) contributes nothing (tl.where, not 0 * pow: k = 0 makes its s**(-beta-1) inf).
-        acc += tl.where(ok, dyd * xd * _pow(s, neg_beta - 1.0, GENERAL_POW), 0.0)
+        if GENERAL_POW:  # s^(beta-1) / (s^beta)^2 as torch's autograd has it: NaN for a NaN s even when beta = -1
+            sb = _pow(s, -neg_beta, GENERAL_POW)  # (BLOCK,)
+            w = _pow(s, -neg_beta - 1.0, GENERAL_POW) / (sb * sb)  # (BLOCK,)
+        else:
+            w = _pow(s, neg_beta - 1.0, GENERAL_POW)  # (BLOCK,) s^(-beta-1)
+        # A window outside [0, C) contributes nothing (tl.where, not 0 * w: k = 0 makes its w inf).
+        acc += tl.where(ok, dyd * xd * w, 0.0)
         if d == 0:
             xi = xd
             dyi = dyd
             si = s
-    dx = dyi * _pow(si, neg_beta, GENERAL_POW) - coef * xi * acc  # (BLOCK,)
+    window_term = coef * xi * acc  # (BLOCK,)
+    if GENERAL_POW:  # beta == 0: torch's pow backward is exactly 0, even where s is NaN; 2 x * 0 stays
+        window_term = tl.where(neg_beta == 0, 0.0 * xi, window_term)
+    dx = dyi * _pow(si, neg_beta, GENERAL_POW) - window_term  # (BLOCK,)
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
