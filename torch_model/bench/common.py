@@ -36,7 +36,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from torch_model.train import atomic_write, resolve_device  # noqa: F401  (resolve_device: C.resolve_device in the benches)
+from torch_model.device import resolve_device  # noqa: F401  (C.resolve_device in the benches)
+from torch_model.files import atomic_write
 
 DEFAULT_OUT_DIR = Path("docs/benchmarks/results")
 DEFAULT_README = Path("docs/benchmarks/README.md")
