@@ -350,6 +350,34 @@ def test_interpreter_runs_on_this_machine():
                          "direct kernel call")
 
 
+def test_tritonize_swaps_local_response_norm():
+    """tritonize: nn.LocalResponseNorm -> TritonLocalResponseNorm with the same parameters and training flag (a
+    subclass with its own forward stays); twice is once; the module computes torch's LRN, gradient included."""
+    from torch import nn
+
+    from triton_kernels.modules import TritonLocalResponseNorm, tritonize
+
+    class MyLRN(nn.LocalResponseNorm):
+        pass
+
+    net = nn.Sequential(nn.LocalResponseNorm(4, alpha=0.9, beta=0.6, k=1.5), nn.Sequential(MyLRN(3)))
+    net[0].eval()
+    tritonize(net)
+    tritonize(net)
+    assert type(net[0]) is TritonLocalResponseNorm and type(net[1][0]) is MyLRN
+    assert (net[0].size, net[0].alpha, net[0].beta, net[0].k, net[0].training) == (4, 0.9, 0.6, 1.5, False)
+    torch.manual_seed(13)
+    x = torch.randn(2, 6, 3, 3, device=DEVICE, requires_grad=True)
+    x_ref = x.detach().double().requires_grad_(True)
+    out, ref = net[0](x), nn.LocalResponseNorm(4, alpha=0.9, beta=0.6, k=1.5)(x_ref)
+    assert_close_verbose(out, ref, 0.0, fwd_rtol(4), "TritonLocalResponseNorm")
+    dy = torch.randn(ref.shape, dtype=torch.float64, device=DEVICE)
+    out.backward(dy.float())
+    ref.backward(dy)
+    # dx here is O(1): 1e-6 absolute is ~4x bwd_rtol(4) of its terms (check_against_torch has the exact bound)
+    assert_close_verbose(x.grad, x_ref.grad, 1e-6, 1e-5, "TritonLocalResponseNorm grad")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # sm_90 codegen: the specs `python -m triton_kernels.inspect --module triton_kernels.lrn` compiles.
 # ----------------------------------------------------------------------------------------------------------------
