@@ -105,14 +105,14 @@ def test_scaled_copy_keeps_the_paper_stack():
     assert [m.out_features for m in small if isinstance(m, nn.Linear)] == [256, 256, 10]
 
 
-# Batch 2 in NCHW, 1 in channels_last: conv1's gradient (15x15 outputs of an 11x11x3 window) dominates the
-# interpreter's time, ~10 s an image on this machine.
-@pytest.mark.parametrize("channels_last, batch", [(False, 2), (True, 1)], ids=["nchw", "channels_last"])
-def test_scaled_paper_model_matches_torch(channels_last, batch):
+# One image per layout: conv1's gradient (15x15 outputs of an 11x11x3 window) dominates the interpreter's time,
+# several seconds an image. Batches of several images go through each kernel's own tests.
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_scaled_paper_model_matches_torch(channels_last):
     """Forward (train mode: the same dropout masks from the same seed) and every parameter's gradient."""
     torch.manual_seed(0)
     ref = scaled_paper().to(DEVICE)
-    x = 40 * torch.randn(batch, 3, SMALL_INPUT, SMALL_INPUT, device=DEVICE)  # (N, 3, 67, 67)
+    x = 40 * torch.randn(1, 3, SMALL_INPUT, SMALL_INPUT, device=DEVICE)  # (N, 3, 67, 67)
     if channels_last:
         ref = ref.to(memory_format=torch.channels_last)
         x = x.to(memory_format=torch.channels_last)
@@ -122,7 +122,7 @@ def test_scaled_paper_model_matches_torch(channels_last, batch):
     # The LRNs must do more than divide by k^beta here, or the test would not see their window term.
     lrn_inputs = []
     net[2].register_forward_hook(lambda m, i, o: lrn_inputs.append(i[0].detach()))
-    y = torch.tensor([3, 7][:batch], device=DEVICE)
+    y = torch.tensor([3], device=DEVICE)
     outs = []
     for model in (net, ref):
         torch.manual_seed(1)
