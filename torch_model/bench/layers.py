@@ -146,7 +146,7 @@ def make_inputs(spec: C.LayerSpec, dtype: str, layout: str, device: torch.device
         rnd = lambda *shape: torch.randn(*shape, generator=g, device=device)  # noqa: E731
         x = rnd(N, Cin, H, W)  # (N, C, H, W)
         if spec.kind == "lrn":
-            size, alpha, beta, k = spec.lrn
+            _, alpha, _, k = spec.lrn
             x = x * (k / alpha) ** 0.5  # E[alpha/size * sum over the window of x^2] = k (inside the channels)
         x = x.to(tdt).contiguous(memory_format=fmt)
         dy = rnd(N, Fo, spec.OH, spec.OW).to(tdt).contiguous(memory_format=fmt)  # (N, F, OH, OW)
@@ -234,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup_ms <= 0 or args.rep_ms <= 0:
         raise ValueError(f"--warmup-ms and --rep-ms must be > 0, got {args.warmup_ms}, {args.rep_ms}")
     lrn_resize = args.resize or defaults["lrn_resize"]
-    specs = {s.name: s for s in C.alexnet_specs(batch, resize, channel_div) if s.kind != "linear"}
+    specs = {}  # each network's shapes only when one of its layers is asked for (a --resize may fit one only)
+    if any(layer not in LRN_LAYERS for layer in args.layers):
+        specs.update((s.name, s) for s in C.alexnet_specs(batch, resize, channel_div) if s.kind != "linear")
     if any(layer in LRN_LAYERS for layer in args.layers):
         specs.update((s.name, s) for s in C.paper_lrn_specs(batch, lrn_resize, channel_div))
     todo, skipped = plan(args, device)
