@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import triton_kernels
 from triton_kernels import max_pool2d
+from triton_kernels import _common
 from triton_kernels import pool as pool_mod
 from conftest import assert_close_verbose
 
@@ -96,7 +97,8 @@ def test_matches_torch_fp32(case):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_matches_torch_other_dtypes(dtype):
-    # bfloat16 is wrong in the Triton interpreter (TRITON.md): it is checked in the gpu tests.
+    # bfloat16 is wrong in the Triton interpreter (refused there, test_bfloat16_refused_in_the_interpreter): it is
+    # checked in the gpu tests.
     torch.manual_seed(1)
     check_against_torch(torch.randn(2, 3, 9, 8, device=DEVICE, dtype=dtype), str(dtype), kernel_size=3, stride=2,
                         padding=1)
@@ -156,6 +158,18 @@ def test_ties_nan_and_inf_follow_torch():
     x[1, 2, 4:7, 4:7] = float("-inf")
     x[1, 1, 0, 0] = float("inf")
     check_against_torch(x, "ties/nan/inf", kernel_size=3, stride=2, padding=1)
+
+
+def test_several_nans_in_a_window_follow_torch():
+    """torch takes a NaN over anything, and a later NaN over an earlier one: out is NaN, the index points at the
+    window's last NaN, and the gradient goes there. A window of NaN only, and NaN next to +inf, too."""
+    torch.manual_seed(12)
+    x = torch.randn(1, 2, 7, 7, device=DEVICE)  # (N, C, H, W)
+    x[0, 0, 1, 1] = x[0, 0, 2, 2] = float("nan")  # two NaN in the window of output (0, 0) and (1, 1)
+    x[0, 1, 4:7, 4:7] = float("nan")  # a window of NaN only
+    x[0, 1, 0, 0], x[0, 1, 0, 1] = float("nan"), float("inf")
+    for kwargs in (dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=1, padding=1)):
+        check_against_torch(x, f"several NaN {kwargs}", **kwargs)
 
 
 def test_return_indices_false_returns_tensor_and_grad_accumulates():
@@ -226,7 +240,7 @@ def test_bad_arguments_raise_value_error(x_shape, kwargs, match):
 def test_bad_tensor_arguments():
     with pytest.raises(ValueError, match="x must be a torch.Tensor, got list"):
         max_pool2d([[1.0]], 2)
-    with pytest.raises(ValueError, match=r"x must be one of .* got torch.int64 \(shape \(1, 2, 4, 4\)\)"):
+    with pytest.raises(ValueError, match=r"x dtype must be one of .* got torch.int64 \(shape \(1, 2, 4, 4\)\)"):
         max_pool2d(torch.ones(1, 2, 4, 4, dtype=torch.int64, device=DEVICE), 2)
 
 
@@ -240,9 +254,42 @@ def test_op_refuses_malformed_calls():
 
 
 def test_cpu_tensor_refused_without_interpreter(monkeypatch):
-    monkeypatch.setattr(pool_mod, "_INTERPRET", False)
-    with pytest.raises(ValueError, match=r"x is on cpu \(shape \(1, 2, 4, 4\)\): Triton kernels need a CUDA"):
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    with pytest.raises(ValueError, match=r"x must be on a CUDA device, got cpu \(shape \(1, 2, 4, 4\)\)"):
         max_pool2d(torch.randn(1, 2, 4, 4), 2)
+
+
+interpreted_only = pytest.mark.skipif(not triton_kernels.INTERPRET, reason="about the Triton interpreter")
+
+
+@interpreted_only
+def test_bfloat16_refused_in_the_interpreter(monkeypatch):
+    """The interpreter gets bf16 pools wrong (values and indices): refused with the dtype named, forward and
+    backward op, before anything is launched. (float16 and float64 come out right: checked above.)"""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel was launched for a call that should have been refused")
+
+    monkeypatch.setattr(pool_mod, "launcher", refuse)
+    x = torch.randn(1, 2, 6, 6, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is not supported in the Triton interpreter"):
+        max_pool2d(x, 2)
+    with pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is not supported in the Triton interpreter"):
+        torch.ops.triton_kernels.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, "taps")
+    taps = torch.zeros(1, 2, 3, 3, dtype=torch.int8)
+    with pytest.raises(ValueError, match=r"grad_out dtype torch.bfloat16 is not supported in the Triton interp"):
+        torch.ops.triton_kernels.max_pool2d_backward(torch.randn(1, 2, 3, 3, dtype=torch.bfloat16), taps,
+                                                     [1, 2, 6, 6], [2, 2], [2, 2], [0, 0], [1, 1], False, False)
+
+
+@interpreted_only
+def test_interpreted_launch_does_not_need_wrap_triton(monkeypatch):
+    """torch < 2.13's wrap_triton refuses interpreted kernels: under the interpreter the ops launch directly."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("wrap_triton called under the interpreter")
+
+    monkeypatch.setattr(torch.library, "wrap_triton", refuse)
+    torch.manual_seed(13)
+    check_against_torch(torch.randn(1, 2, 7, 6), "without wrap_triton", kernel_size=3, stride=2, padding=1)
 
 
 def test_sm90_specs_cover_every_kernel_dtype_and_layout():

@@ -22,8 +22,9 @@ counts divisible by 16, become 16-byte async copies). The forward and dgrad walk
 (filters) at a time, so the padding test is one per row; AlexNet's conv1 (C = 1) walks K = 121 flat instead.
 wgrad's K = N*OH*OW is long and its tile grid small, so K is split over programs (split-K) whose fp32 partial
 sums the bias-gradient kernel then adds up (it is a column sum too).
-When the forward fused a ReLU, the backward kernels read the saved output and use dY * (out > 0) in place
-of dY while loading it (no extra elementwise pass, no mask tensor in memory).
+When the forward fused a ReLU, the backward kernels read the saved output and use where(out <= 0, 0, dY) in place
+of dY while loading it (no extra elementwise pass, no mask tensor in memory); like torch's relu, a NaN stays NaN
+forward and passes its gradient backward.
 
 Registered as torch.library.triton_op "triton_kernels::conv2d_fwd" (+ conv2d_dgrad, conv2d_wgrad,
 conv2d_bias_grad) with register_autograd: eager autograd runs in the Triton interpreter on CPU tensors,
@@ -36,18 +37,17 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from triton_kernels._common import (
-    _pair,
+    INTERPRET,
     check_device,
     check_same_dtype,
     check_tensor,
-    interpret_mode,
+    launcher,
+    pair,
     strides_like_channels_last,
 )
-
-INTERPRET = interpret_mode()
 PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cores or exact IEEE fp32
 
 
@@ -105,6 +105,7 @@ def _conv2d_fwd_kernel(
     RELU: tl.constexpr,
     SMALL_C: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -128,7 +129,7 @@ def _conv2d_fwd_kernel(
     f = g * FG + offs_f  # (BLOCK_N,) filter index in weight / out
     offs_kk = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N)
     if SMALL_C:
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + offs_kk  # (BLOCK_K,) k = (kh, kw, c)
@@ -144,7 +145,7 @@ def _conv2d_fwd_kernel(
             a = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
             w_off = (c * swc + kh * swh + kw * sww)[:, None] + (f * swf)[None, :]  # (BLOCK_K, BLOCK_N)
             b = tl.load(w_ptr + w_off, mask=k_mask[:, None] & f_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) fp32
     else:
         n_chunks = tl.cdiv(CG, BLOCK_K)
         for t in range(0, KH * KW * n_chunks):  # one flat loop (software-pipelined) over (tap, channel chunk)
@@ -162,14 +163,14 @@ def _conv2d_fwd_kernel(
                         mask=row_ok[:, None] & c_mask[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
             w_off = (offs_c * swc + kh * swh + kw * sww)[:, None] + (f * swf)[None, :]  # (BLOCK_K, BLOCK_N)
             b = tl.load(w_ptr + w_off, mask=c_mask[:, None] & f_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) fp32
 
     # Epilogue: bias and ReLU on the fp32 accumulator, then one cast and one store.
     if HAS_BIAS:
-        bias = tl.load(b_ptr + f, mask=f_mask, other=0.0).to(tl.float32)  # (BLOCK_N,)
+        bias = tl.load(b_ptr + f, mask=f_mask, other=0.0).to(ACC_DTYPE)  # (BLOCK_N,)
         acc = acc + bias[None, :]  # (BLOCK_M, BLOCK_N)
-    if RELU:
-        acc = tl.maximum(acc, 0.0)  # (BLOCK_M, BLOCK_N)
+    if RELU:  # torch's relu: negatives to 0, NaN stays NaN (tl.maximum(acc, 0) could turn NaN into 0)
+        acc = tl.where(acc < 0, 0.0, acc)  # (BLOCK_M, BLOCK_N)
     out_off = (n * son + oh * soh + ow * sow)[:, None] + (f * soc)[None, :]  # (BLOCK_M, BLOCK_N)
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & f_mask[None, :])
 
@@ -219,6 +220,7 @@ def _conv2d_dgrad_kernel(
     sxw,
     RELU: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -238,7 +240,7 @@ def _conv2d_dgrad_kernel(
     iw = offs_m % W  # (BLOCK_M,)
     offs_kk = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N)
     n_chunks = tl.cdiv(FG, BLOCK_K)
     for t in range(0, KH * KW * n_chunks):  # one flat loop over (tap, filter chunk)
         tap = t // n_chunks  # scalar
@@ -260,10 +262,10 @@ def _conv2d_dgrad_kernel(
         if RELU:
             o = tl.load(out_ptr + (n * son + oh * soh + ow * sow)[:, None] + (f * soc)[None, :],
                         mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-            a = tl.where(o > 0, a, tl.zeros_like(a))  # (BLOCK_M, BLOCK_K) dy * relu'(z)
+            a = tl.where(o <= 0, tl.zeros_like(a), a)  # (BLOCK_M, BLOCK_K) dy * relu'(z), NaN out passes dy
         w_off = (f * swf + kh * swh + kw * sww)[:, None] + (offs_c * swc)[None, :]  # (BLOCK_K, BLOCK_N)
         b = tl.load(w_ptr + w_off, mask=f_ok[:, None] & c_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) fp32
 
     c = g * CG + offs_c  # (BLOCK_N,) channel index in dx
     dx_off = (n * sxn + ih * sxh + iw * sxw)[:, None] + (c * sxc)[None, :]  # (BLOCK_M, BLOCK_N)
@@ -317,6 +319,7 @@ def _conv2d_wgrad_kernel(
     sdw,
     RELU: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -342,7 +345,7 @@ def _conv2d_wgrad_kernel(
 
     k_start = k_split * K_PER_SPLIT
     k_end = tl.minimum(K, k_start + K_PER_SPLIT)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N)
     for k0 in range(k_start, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,) k = (n, oh, ow)
         k_mask = offs_k < k_end  # (BLOCK_K,)
@@ -355,7 +358,7 @@ def _conv2d_wgrad_kernel(
         if RELU:
             o_off = (f * soc)[:, None] + (n * son + oh * soh + ow * sow)[None, :]  # (BLOCK_M, BLOCK_K)
             o = tl.load(out_ptr + o_off, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-            a = tl.where(o > 0, a, tl.zeros_like(a))  # (BLOCK_M, BLOCK_K) dy * relu'(z)
+            a = tl.where(o <= 0, tl.zeros_like(a), a)  # (BLOCK_M, BLOCK_K) dy * relu'(z), NaN out passes dy
         ih0 = oh * stride_h - pad_h  # (BLOCK_K,)
         iw0 = ow * stride_w - pad_w  # (BLOCK_K,)
         ih = ih0[:, None] + dh[None, :]  # (BLOCK_K, BLOCK_N)
@@ -364,7 +367,7 @@ def _conv2d_wgrad_kernel(
                   & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # (BLOCK_K, BLOCK_N)
         x_row = n * sxn + ih0 * sxh + iw0 * sxw  # (BLOCK_K,)
         b = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=b_mask, other=0.0)  # (BLOCK_K, BLOCK_N)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) fp32
 
     dw_off = k_split * sdk + (f * sdf)[:, None] + (c * sdc + kh * sdh + kw * sdw)[None, :]  # (BLOCK_M, BLOCK_N)
     tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=f_mask[:, None] & j_mask[None, :])
@@ -393,6 +396,7 @@ def _conv2d_bias_grad_kernel(
     sow,
     sdk,
     RELU: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -402,7 +406,7 @@ def _conv2d_bias_grad_kernel(
     f_mask = offs_f < F  # (BLOCK_N,)
     m_start = r_split * ROWS_PER_SPLIT
     m_end = tl.minimum(M, m_start + ROWS_PER_SPLIT)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N) summed over rows at the end
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) summed over rows at the end
     for m0 in range(m_start, m_end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows m = (n, oh, ow)
         mask = (offs_m < m_end)[:, None] & f_mask[None, :]  # (BLOCK_M, BLOCK_N)
@@ -410,11 +414,11 @@ def _conv2d_bias_grad_kernel(
         oh = (offs_m // OW) % OH  # (BLOCK_M,)
         ow = offs_m % OW  # (BLOCK_M,)
         gy_off = (n * sgn + oh * sgh + ow * sgw)[:, None] + (offs_f * sgc)[None, :]  # (BLOCK_M, BLOCK_N)
-        gy = tl.load(dy_ptr + gy_off, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_N)
+        gy = tl.load(dy_ptr + gy_off, mask=mask, other=0.0).to(ACC_DTYPE)  # (BLOCK_M, BLOCK_N)
         if RELU:
             o_off = (n * son + oh * soh + ow * sow)[:, None] + (offs_f * soc)[None, :]  # (BLOCK_M, BLOCK_N)
             o = tl.load(out_ptr + o_off, mask=mask, other=0.0)  # (BLOCK_M, BLOCK_N)
-            gy = tl.where(o > 0, gy, 0.0)  # (BLOCK_M, BLOCK_N)
+            gy = tl.where(o <= 0, 0.0, gy)  # (BLOCK_M, BLOCK_N) torch's rule: NaN out passes dy
         acc += gy
     db = tl.sum(acc, axis=0)  # (BLOCK_N,)
     tl.store(db_ptr + r_split * sdk + offs_f, db.to(db_ptr.dtype.element_ty), mask=f_mask)
@@ -459,6 +463,9 @@ SM90_WGRAD_CONFIGS = [
     _cfg(64, 128, 32, 8, 3),
 ]
 INTERPRET_CONFIG = _cfg(32, 16, 16, 4, 1)
+# float64 (gradient checks, not training) runs one small config, not autotuned, on the GPU and in the interpreter:
+# its tl.dot lowers to sm_90's fp64 MMA (DMMA, mma.sync m8n8k4 f64); the specs below compile it.
+FP64_CONFIG = _cfg(32, 32, 16, 4, 2)
 # The bias-gradient reduction is memory bound and not autotuned.
 BIAS_GRAD_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
 # Split-K targets: wgrad programs K_PER_SPLIT rows at least, and split so the grid fills the GPU twice over.
@@ -486,6 +493,13 @@ _conv2d_wgrad = triton.autotune(configs=_triton_configs(SM90_WGRAD_CONFIGS),
                                 key=["FG", "NCOL", "K", "K_PER_SPLIT"])(_conv2d_wgrad_kernel)
 
 
+def _kernel_for(autotuned, dtype: torch.dtype):
+    """(kernel, launch kwargs): the autotuned kernel, or for float64 the plain kernel with FP64_CONFIG."""
+    if dtype != torch.float64:
+        return autotuned, {}
+    return autotuned.fn, dict(FP64_CONFIG)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Argument checks (run before anything is allocated or launched) and launchers
 # ----------------------------------------------------------------------------------------------------------
@@ -502,7 +516,7 @@ def _conv_padding(padding, kernel_hw, dilation, stride) -> tuple[int, int, int, 
             total = [d * (k - 1) for d, k in zip(dilation, kernel_hw)]  # [pad_h total, pad_w total]
             return (total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2)
         raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
-    ph, pw = _pair(padding, "padding", minimum=0)
+    ph, pw = pair(padding, "padding", minimum=0)
     return (ph, ph, pw, pw)
 
 
@@ -521,8 +535,8 @@ def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, input_p
         check_tensor(bias, "bias", (1,))
     check_device(x=x, weight=weight, bias=bias)
     check_same_dtype(x=x, weight=weight, bias=bias)
-    stride = _pair(stride, "stride", minimum=1)
-    dilation = _pair(dilation, "dilation", minimum=1)
+    stride = pair(stride, "stride", minimum=1)
+    dilation = pair(dilation, "dilation", minimum=1)
     pad4 = _conv_padding(padding, tuple(weight.shape[2:]), dilation, stride)
     _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_precision)
     return stride, pad4, dilation
@@ -590,9 +604,17 @@ def _split_rows(rows: int, tiles: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(rows, per), per
 
 
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulator (and split-K workspace) dtype: float64 for float64 operands (gradient checks), else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+
 def _dot_precision(dtype: torch.dtype, input_precision: str) -> str:
-    """input_precision only means something for fp32 operands; fp16/bf16 dots are compiled as "ieee" (the same
-    code) so that one compiled variant, the one in SM90_COMPILE_SPECS, serves both settings."""
+    """input_precision only means something for fp32 operands; fp16/bf16/fp64 dots are compiled as "ieee" (the
+    same code) so that one compiled variant, the one in SM90_COMPILE_SPECS, serves both settings."""
     return input_precision if dtype == torch.float32 else "ieee"
 
 
@@ -610,14 +632,16 @@ def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, i
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(fg, meta["BLOCK_N"]), groups)
 
     small_c = cg < SMALL_C_BELOW
-    wrap_triton(_conv2d_fwd_small_c if small_c else _conv2d_fwd)[grid](
+    kernel, meta = _kernel_for(_conv2d_fwd_small_c if small_c else _conv2d_fwd, x.dtype)
+    launcher(kernel)[grid](
         x, weight, bias if bias is not None else weight, out,
         m, fg, k, cg,
         h, w, oh, ow, kh, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *x.stride(), *weight.stride(), *out.stride(),
         HAS_BIAS=bias is not None, RELU=relu, SMALL_C=small_c,
-        DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
+        DOT_PRECISION=_dot_precision(weight.dtype, input_precision), ACC_DTYPE=_TL_DTYPES[_acc_dtype(x.dtype)],
+        **meta,
     )
     return out
 
@@ -634,13 +658,15 @@ def _launch_dgrad(grad_out, out, weight, x, stride, pad4, dilation, groups, relu
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups)
 
-    wrap_triton(_conv2d_dgrad)[grid](
+    kernel, meta = _kernel_for(_conv2d_dgrad, x.dtype)
+    launcher(kernel)[grid](
         grad_out, mask_src, weight, dx,
         m, cg, fg,
         h, w, oh, ow, kh, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *grad_out.stride(), *mask_src.stride(), *weight.stride(), *dx.stride(),
         RELU=relu, DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
+        ACC_DTYPE=_TL_DTYPES[_acc_dtype(x.dtype)], **meta,
     )
     return dx
 
@@ -660,22 +686,25 @@ def _launch_wgrad(grad_out, out, x, weight, stride, pad4, dilation, groups, relu
         splits = triton.cdiv(k, per)
     dw = _new_output(weight, tuple(weight.shape))  # (F, CG, KH, KW) in weight's memory format
     dw_strides = (0, *dw.stride())
-    if splits > 1:  # each split writes an fp32 slab laid out like dw; the slabs are summed below
+    acc_dtype = _acc_dtype(x.dtype)
+    if splits > 1:  # each split writes an fp32 (fp64) slab laid out like dw; the slabs are summed below
         slab = f * cg * kh * kw
-        partials = _new_output(weight, (splits, slab), torch.float32)  # (splits, F*CG*KH*KW)
+        partials = _new_output(weight, (splits, slab), acc_dtype)  # (splits, F*CG*KH*KW)
         dw_layout, dw, dw_strides = dw.stride(), partials, (slab, *dw.stride())
     mask_src = out if relu else grad_out
 
     def grid(meta):
         return (triton.cdiv(fg, meta["BLOCK_M"]) * triton.cdiv(ncol, meta["BLOCK_N"]), groups, splits)
 
-    wrap_triton(_conv2d_wgrad)[grid](
+    kernel, meta = _kernel_for(_conv2d_wgrad, x.dtype)
+    launcher(kernel)[grid](
         grad_out, mask_src, x, dw,
         fg, ncol, k, cg, per,
         h, w, oh, ow, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *grad_out.stride(), *mask_src.stride(), *x.stride(), *dw_strides,
-        RELU=relu, DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
+        RELU=relu, DOT_PRECISION=_dot_precision(weight.dtype, input_precision), ACC_DTYPE=_TL_DTYPES[acc_dtype],
+        **meta,
     )
     if splits == 1:
         return dw
@@ -695,13 +724,13 @@ def _launch_bias_grad(grad_out, out, relu, splits=None, out_dtype=None):
     if splits == 1:
         db = _new_output(grad_out, (f,), out_dtype)  # (F,)
     else:
-        db = _new_output(grad_out, (splits, f), torch.float32)  # (splits, F) partials
+        db = _new_output(grad_out, (splits, f), _acc_dtype(grad_out.dtype))  # (splits, F) partials
     mask_src = out if relu else grad_out
-    wrap_triton(_conv2d_bias_grad_kernel)[(triton.cdiv(f, bn), splits)](
+    launcher(_conv2d_bias_grad_kernel)[(triton.cdiv(f, bn), splits)](
         grad_out, mask_src, db,
         m, f, oh, ow, per,
         *grad_out.stride(), *mask_src.stride(), f,
-        RELU=relu, BLOCK_M=bm, BLOCK_N=bn,
+        RELU=relu, ACC_DTYPE=_TL_DTYPES[_acc_dtype(grad_out.dtype)], BLOCK_M=bm, BLOCK_N=bn,
         num_warps=BIAS_GRAD_CONFIG["num_warps"], num_stages=BIAS_GRAD_CONFIG["num_stages"],
     )
     if splits == 1:
@@ -827,7 +856,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
     x: (N, C, H, W) or unbatched (C, H, W), NCHW or channels_last (any strides); weight: (F, C/groups, KH, KW);
     bias: (F,) or None. stride, dilation: int or pair (>= 1); padding: int, pair, 'valid' or 'same' (stride 1).
-    dtypes fp32, fp16, bf16 (all the same), accumulated in fp32. input_precision ("tf32" or "ieee") sets the
+    dtypes fp32, fp16, bf16, fp64 (all the same; bf16 refused under the interpreter, which gets it wrong),
+    accumulated in fp32 (fp64 for fp64). input_precision ("tf32" or "ieee") sets the
     fp32 dot; None follows torch.backends.cudnn.allow_tf32 like torch's own conv. Output (N, F, OH, OW), with
 
         OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1      (and OW likewise)
@@ -904,34 +934,51 @@ def _sm90_compile_specs():
                 specs.append(_compile_spec(
                     f"conv2d_fwd[{tag}, {layout}, ", _conv2d_fwd_kernel,
                     {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
-                    {"HAS_BIAS": True, "RELU": True, "SMALL_C": False, "DOT_PRECISION": prec}, cfg,
+                    {"HAS_BIAS": True, "RELU": True, "SMALL_C": False, "DOT_PRECISION": prec, "ACC_DTYPE": tl.float32}, cfg,
                     _CL_UNIT_STRIDES["fwd"] if cl else (), _CL_DIV16["fwd"] if cl else ()))
             for cfg in SM90_DGRAD_CONFIGS:
                 specs.append(_compile_spec(
                     f"conv2d_dgrad[{tag}, {layout}, ", _conv2d_dgrad_kernel,
                     {"dy_ptr": p, "out_ptr": p, "w_ptr": p, "dx_ptr": p},
-                    {"RELU": True, "DOT_PRECISION": prec}, cfg,
+                    {"RELU": True, "DOT_PRECISION": prec, "ACC_DTYPE": tl.float32}, cfg,
                     _CL_UNIT_STRIDES["dgrad"] if cl else (), _CL_DIV16["dgrad"] if cl else ()))
         for cfg in SM90_FWD_SMALL_C_CONFIGS:  # conv1: one input channel, both layouts are the same
             specs.append(_compile_spec(
                 f"conv2d_fwd_small_c[{tag}, ", _conv2d_fwd_kernel,
                 {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
-                {"HAS_BIAS": True, "RELU": True, "SMALL_C": True, "DOT_PRECISION": prec}, cfg))
+                {"HAS_BIAS": True, "RELU": True, "SMALL_C": True, "DOT_PRECISION": prec, "ACC_DTYPE": tl.float32}, cfg))
         for cfg in SM90_WGRAD_CONFIGS:  # its K walk (n, oh, ow) and columns (kh, kw, c) gather in any layout
             # AlexNet's wgrads all split K (see _split_rows), so dW goes to the fp32 workspace.
             specs.append(_compile_spec(
                 f"conv2d_wgrad[{tag}, ", _conv2d_wgrad_kernel,
                 {"dy_ptr": p, "out_ptr": p, "x_ptr": p, "dw_ptr": "*fp32"},
-                {"RELU": True, "DOT_PRECISION": prec}, cfg))
+                {"RELU": True, "DOT_PRECISION": prec, "ACC_DTYPE": tl.float32}, cfg))
     for dt in dict.fromkeys(dt for dt, _ in SM90_DTYPES):  # bias grad: no dot, one spec per dtype
         specs.append(_compile_spec(
             f"conv2d_bias_grad[{dt}, ", _conv2d_bias_grad_kernel,
             {"dy_ptr": f"*{dt}", "out_ptr": f"*{dt}", "db_ptr": "*fp32"},  # split rows: fp32 partial sums
-            {"RELU": True}, BIAS_GRAD_CONFIG))
+            {"RELU": True, "ACC_DTYPE": tl.float32}, BIAS_GRAD_CONFIG))
         specs.append(_compile_spec(  # the same kernel summing split partials (_sum_partials) into dtype
             f"conv2d_bias_grad[partials->{dt}, ", _conv2d_bias_grad_kernel,
             {"dy_ptr": "*fp32", "out_ptr": "*fp32", "db_ptr": f"*{dt}"},
-            {"RELU": False}, BIAS_GRAD_CONFIG))
+            {"RELU": False, "ACC_DTYPE": tl.float32}, BIAS_GRAD_CONFIG))
+    # float64 (gradient checks): FP64_CONFIG only, fp64 accumulators and workspaces.
+    p64, f64 = "*fp64", {"DOT_PRECISION": "ieee", "ACC_DTYPE": tl.float64}
+    for small_c in (False, True):
+        specs.append(_compile_spec(
+            f"conv2d_fwd{'_small_c' if small_c else ''}[fp64, ", _conv2d_fwd_kernel,
+            {"x_ptr": p64, "w_ptr": p64, "b_ptr": p64, "out_ptr": p64},
+            {"HAS_BIAS": True, "RELU": True, "SMALL_C": small_c, **f64}, FP64_CONFIG))
+    specs.append(_compile_spec("conv2d_dgrad[fp64, ", _conv2d_dgrad_kernel,
+                               {"dy_ptr": p64, "out_ptr": p64, "w_ptr": p64, "dx_ptr": p64},
+                               {"RELU": True, **f64}, FP64_CONFIG))
+    specs.append(_compile_spec("conv2d_wgrad[fp64, ", _conv2d_wgrad_kernel,
+                               {"dy_ptr": p64, "out_ptr": p64, "x_ptr": p64, "dw_ptr": p64},
+                               {"RELU": True, **f64}, FP64_CONFIG))
+    for relu in (True, False):  # the bias grad, and the same kernel summing split partials
+        specs.append(_compile_spec(f"conv2d_bias_grad[{'fp64' if relu else 'partials->fp64'}, ",
+                                   _conv2d_bias_grad_kernel, {"dy_ptr": p64, "out_ptr": p64, "db_ptr": p64},
+                                   {"RELU": relu, "ACC_DTYPE": tl.float64}, BIAS_GRAD_CONFIG))
     return specs
 
 

@@ -23,22 +23,25 @@ under no_grad, nothing.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from triton_kernels._common import interpret_mode, strides_like_channels_last
-
-_INTERPRET = interpret_mode()
+from triton_kernels._common import (
+    INTERPRET,
+    check_device,
+    check_tensor,
+    launcher,
+    pair,
+    strides_like_channels_last,
+)
 
 # (BLOCK, num_warps). On the GPU the autotuner picks per (size, layout); the interpreter runs program instances
 # one by one in Python and benchmarks every config without caching, so it gets a single one.
 _GPU_CONFIGS = [(256, 4), (512, 4), (1024, 4), (1024, 8)]  # 2, 4, 8, 4 elements per thread
 _INTERPRET_CONFIGS = [(256, 4)]
-_CONFIGS = _INTERPRET_CONFIGS if _INTERPRET else _GPU_CONFIGS
+_CONFIGS = _INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS
 
 
 def _triton_configs() -> list[triton.Config]:
@@ -268,15 +271,6 @@ SM90_COMPILE_SPECS = _sm90_specs()
 # Launchers
 # ----------------------------------------------------------------------------------------------------------------
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _is_channels_last(t: torch.Tensor) -> bool:
-    """Output in channels_last when x's strides say so, by torch's rule (also for C == 1: see
-    strides_like_channels_last); the kernels read x through its strides either way."""
-    return strides_like_channels_last(t)
-
-
 def _needs_int64(*tensors: torch.Tensor) -> bool:
     """True when some element offset of these tensors does not fit in int32."""
     for t in tensors:
@@ -324,10 +318,12 @@ def _max_pool2d_op(
         raise ValueError(f"triton_kernels::max_pool2d wants x (N, C, H, W), pairs and indices_kind in "
                          f"{tuple(_INDEX_KINDS)}; got x {tuple(x.shape)}, kernel_size {kernel_size}, stride {stride}, "
                          f"padding {padding}, dilation {dilation}, indices_kind {indices_kind!r}")
+    check_tensor(x, "x", (4,), allow_empty=True)
+    check_device(x=x)
     N, C, H, W = x.shape
     OH = _pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
     OW = _pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
-    channels_last = _is_channels_last(x)
+    channels_last = strides_like_channels_last(x)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)  # (N, C, OH, OW)
     if indices_kind == "none":
@@ -342,7 +338,7 @@ def _max_pool2d_op(
     def grid(meta):
         return (triton.cdiv(total, meta["BLOCK"]),)
 
-    wrap_triton(_max_pool2d_fwd)[grid](
+    launcher(_max_pool2d_fwd)[grid](
         x, out, indices if indices_kind != "none" else out,
         C, H, W, OH, OW, total,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
@@ -368,6 +364,8 @@ def _max_pool2d_backward_op(
 ) -> torch.Tensor:
     """grad_out, indices (N, C, OH, OW) -> grad_x (N, C, H, W) = input_size, channels_last like the input was.
     indices are flat ih*W + iw when flat_indices, else taps kh*KW + kw."""
+    check_tensor(grad_out, "grad_out", (4,), allow_empty=True)
+    check_device(grad_out=grad_out, indices=indices)
     N, C, H, W = input_size
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -379,7 +377,7 @@ def _max_pool2d_backward_op(
     def grid(meta):
         return (triton.cdiv(total, meta["BLOCK"]),)
 
-    wrap_triton(_max_pool2d_bwd)[grid](
+    launcher(_max_pool2d_bwd)[grid](
         grad_out, indices, grad_x,
         C, H, W, OH, OW, total,
         grad_out.stride(0), grad_out.stride(1), grad_out.stride(2), grad_out.stride(3),
@@ -404,7 +402,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(indices)
     ctx.input_size = list(x.shape)
     ctx.window = (kernel_size, stride, padding, dilation)
-    ctx.channels_last = _is_channels_last(x)
+    ctx.channels_last = strides_like_channels_last(x)
     ctx.indices_kind = indices_kind
 
 
@@ -425,19 +423,6 @@ _max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
 # Public function: checks before anything is launched or allocated
 # ----------------------------------------------------------------------------------------------------------------
 
-def _as_pair(name: str, value, *, allow_empty: bool = False) -> tuple[int, int] | None:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if allow_empty and len(value) == 0:
-            return None
-        if len(value) in (1, 2) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return (value[0], value[0]) if len(value) == 1 else (value[0], value[1])
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-
-
 def max_pool2d(
     x: torch.Tensor,
     kernel_size,
@@ -457,22 +442,12 @@ def max_pool2d(
 
     Raises ValueError naming the argument and the shapes it got, before anything runs.
     """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in (3, 4):
-        raise ValueError(f"x must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
-    if x.dtype not in _DTYPES:
-        raise ValueError(f"x must be one of {[str(d) for d in _DTYPES]}, got {x.dtype} (shape {tuple(x.shape)})")
-    if x.device.type != "cuda" and not (_INTERPRET and x.device.type == "cpu"):
-        raise ValueError(
-            f"x is on {x.device} (shape {tuple(x.shape)}): Triton kernels need a CUDA tensor"
-            " (or a CPU tensor with TRITON_INTERPRET=1, set automatically by `import triton_kernels` without CUDA)"
-        )
-    k = _as_pair("kernel_size", kernel_size)
-    s = None if stride is None else _as_pair("stride", stride, allow_empty=True)
-    s = k if s is None else s
-    p = _as_pair("padding", padding)
-    d = _as_pair("dilation", dilation)
+    check_tensor(x, "x", (3, 4), shapes="(N, C, H, W) or (C, H, W)", allow_empty=True)
+    check_device(x=x)
+    k = pair(kernel_size, "kernel_size")
+    s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else pair(stride, "stride")
+    p = pair(padding, "padding")
+    d = pair(dilation, "dilation")
     if min(k) < 1:
         raise ValueError(f"kernel_size must be positive, got {k}")
     if min(s) < 1:
