@@ -5,7 +5,7 @@
 #
 # Runs, each step under `timeout`, each step's output in OUTDIR/<step>.log, going on past a failed step:
 #   info         nvidia-smi, python/torch/triton versions, git commit               -> OUTDIR/info.log
-#   inspect      python -m triton_kernels.inspect (every sm_90 spec; in the background, CPU only, beside the tests)
+#   codegen      python -m triton_kernels.codegen (every sm_90 spec; in the background, CPU only, beside the tests)
 #   gpu_tests    pytest -m gpu over tests/ (the tests marked `gpu`)                 -> OUTDIR/gpu_tests.xml
 #   bench_layers python -m torch_model bench layers --out-dir OUTDIR/results
 #   bench_train  python -m torch_model bench train --out-dir OUTDIR/results
@@ -16,7 +16,7 @@
 # (not the project's .venv), the checkout on PYTHONPATH. The dataset comes from FASHION_MNIST_DIR, by default the
 # checkout's git-ignored data/fashion-mnist/.
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET_S (default 460: the whole run, seconds),
-# BENCH_LAYERS_ARGS / BENCH_TRAIN_ARGS / TRAIN_ARGS (flags for those steps), INSPECT_JOBS. The bench defaults
+# BENCH_LAYERS_ARGS / BENCH_TRAIN_ARGS / TRAIN_ARGS (flags for those steps), CODEGEN_JOBS. The bench defaults
 # leave out torch.compile (max-autotune compiles take minutes: a tuning session sets BENCH_*_ARGS="" to include it).
 set -u -o pipefail
 
@@ -38,18 +38,18 @@ export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET  # compiled kernels on the GPU, never the interpreter
 cd "$REPO" || exit 2
 
-INSPECT_JOBS="${INSPECT_JOBS:-$(( $(nproc 2>/dev/null || echo 4) > 2 ? $(nproc 2>/dev/null || echo 4) - 2 : 1 ))}"
+CODEGEN_JOBS="${CODEGEN_JOBS:-$(( $(nproc 2>/dev/null || echo 4) > 2 ? $(nproc 2>/dev/null || echo 4) - 2 : 1 ))}"
 
 # name | time cap in seconds | command (a string, run by bash -c)
 STEPS=(
     "info|20|nvidia-smi && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv && $PY -c 'import sys, torch, triton, numpy; print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, \"numpy\", numpy.__version__, \"device\", torch.cuda.get_device_name())' && (git -C '$REPO' rev-parse HEAD 2>/dev/null || echo 'no git') && echo FASHION_MNIST_DIR=\$FASHION_MNIST_DIR && (ls -l \$FASHION_MNIST_DIR || true)"
-    "inspect|240|$PY -m triton_kernels.inspect --jobs $INSPECT_JOBS --json '$OUT/results/inspect_sm90.json'"
+    "codegen|240|$PY -m triton_kernels.codegen --jobs $CODEGEN_JOBS --json '$OUT/results/codegen_sm90.json'"
     "gpu_tests|170|$PY -m pytest -m gpu -p no:cacheprovider --continue-on-collection-errors -rs -q --durations=15 --junitxml '$OUT/gpu_tests.xml' tests/"
     "bench_layers|100|$PY -m torch_model bench layers --out-dir '$OUT/results' --no-progress ${BENCH_LAYERS_ARGS---impls triton,cudnn --rep-ms 50}"
     "bench_train|70|$PY -m torch_model bench train --out-dir '$OUT/results' --no-progress ${BENCH_TRAIN_ARGS---backends torch,triton}"
     "train|100|$PY -m torch_model train --backend triton --epochs 1 --out '$OUT/train' --no-progress ${TRAIN_ARGS:-}"
 )
-BACKGROUND="inspect"  # runs beside the others (it only compiles, on the CPU); waited for before the summary
+BACKGROUND="codegen"  # runs beside the others (it only compiles, on the CPU); waited for before the summary
 
 if (( DRY_RUN )); then
     echo "gpu_check dry run: OUTDIR=$OUT, budget ${BUDGET}s, PYTHON=$PY, PYTHONPATH=$PYTHONPATH"

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 import triton_kernels
 from triton_kernels import _common
+from triton_kernels import codegen_specs
 from triton_kernels import conv as conv_mod
 from triton_kernels import conv2d, conv2d_relu
 from conftest import assert_close_verbose
@@ -469,7 +470,7 @@ def test_op_schema_and_autograd_registration():
 # --- sm_90 codegen without a GPU --------------------------------------------------------------------------
 
 def test_sm90_specs_cover_every_kernel_and_dtype():
-    specs = conv_mod.SM90_COMPILE_SPECS
+    specs = codegen_specs.CONV_SPECS
     names = [s["name"] for s in specs]
     assert len(set(names)) == len(names), "duplicate spec names"
     for kernel in ("conv2d_fwd[", "conv2d_fwd_small_c[", "conv2d_dgrad[", "conv2d_wgrad[", "conv2d_bias_grad["):
@@ -487,8 +488,8 @@ os.environ["TRITON_INTERPRET"] = "0"  # the real @triton.jit functions, not the 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from triton_kernels.conv import SM90_COMPILE_SPECS
-spec = next(s for s in SM90_COMPILE_SPECS if s["name"] == sys.argv[1])
+from triton_kernels.codegen_specs import CONV_SPECS
+spec = next(s for s in CONV_SPECS if s["name"] == sys.argv[1])
 k = triton.compile(ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"],
                              attrs=spec.get("attrs")),
                    target=GPUTarget("cuda", 90, 32),
@@ -500,7 +501,7 @@ print(json.dumps({"wgmma": "wgmma" in k.asm["ptx"], "shared": k.metadata.shared,
 
 def test_sm90_compile_of_a_forward_spec():
     """The bf16 forward of AlexNet's conv1 compiles for the H200 with tensor cores (wgmma), on this machine."""
-    name = next(s["name"] for s in conv_mod.SM90_COMPILE_SPECS if s["name"].startswith("conv2d_fwd_small_c[bf16"))
+    name = next(s["name"] for s in codegen_specs.CONV_SPECS if s["name"].startswith("conv2d_fwd_small_c[bf16"))
     env = dict(os.environ, TRITON_INTERPRET="0")
     proc = subprocess.run([sys.executable, "-c", _COMPILE_ONE, name], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import triton_kernels
 from triton_kernels import max_pool2d
 from triton_kernels import _common
+from triton_kernels import codegen_specs
 from triton_kernels import pool as pool_mod
 from conftest import assert_close_verbose
 
@@ -293,7 +294,7 @@ def test_interpreted_launch_does_not_need_wrap_triton(monkeypatch):
 
 
 def test_sm90_specs_cover_every_kernel_dtype_and_layout():
-    specs = pool_mod.SM90_COMPILE_SPECS
+    specs = codegen_specs.POOL_SPECS
     assert len({s["name"] for s in specs}) == len(specs), "duplicate spec names"
     assert len(specs) == 3 * 3 * 2 * len(pool_mod._GPU_CONFIGS)  # (fwd taps, fwd none, bwd) x dtypes x layouts
     for s in specs:

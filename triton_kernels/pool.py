@@ -81,31 +81,16 @@ def _unflatten(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
 # Sizes are not specialized (one compiled kernel serves every image size); strides are (a stride of 1 matters).
 @triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW"])
 def _max_pool2d_fwd_kernel(
-    x_ptr,
-    out_ptr,
-    idx_ptr,
-    C,
-    H,
-    W,
-    OH,
-    OW,
-    TOTAL,
-    stride_xn,
-    stride_xc,
-    stride_xh,
-    stride_xw,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
-    PH: tl.constexpr,
-    PW: tl.constexpr,
-    DH: tl.constexpr,
-    DW: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    INDICES: tl.constexpr,
-    BLOCK: tl.constexpr,
+    # Pointers
+    x_ptr, out_ptr, idx_ptr,
+    # Sizes (TOTAL: elements this kernel writes)
+    C, H, W, OH, OW, TOTAL,
+    # Strides (in elements), n/c/h/w order
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    # Meta-parameters: the window (kernel, stride, padding, dilation), then the variant and the block
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, INDICES: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if INDEX_64:
@@ -143,35 +128,17 @@ def _max_pool2d_fwd_kernel(
 # first so the windows are summed in increasing (oh, ow), the order torch's CPU backward adds them in.
 @triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW"])
 def _max_pool2d_bwd_kernel(
-    grad_out_ptr,
-    idx_ptr,
-    grad_x_ptr,
-    C,
-    H,
-    W,
-    OH,
-    OW,
-    TOTAL,
-    stride_gn,
-    stride_gc,
-    stride_gh,
-    stride_gw,
-    stride_in,
-    stride_ic,
-    stride_ih,
-    stride_iw,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
-    PH: tl.constexpr,
-    PW: tl.constexpr,
-    DH: tl.constexpr,
-    DW: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    FLAT_INDICES: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    # Pointers
+    grad_out_ptr, idx_ptr, grad_x_ptr,
+    # Sizes (TOTAL: elements this kernel writes)
+    C, H, W, OH, OW, TOTAL,
+    # Strides (in elements), n/c/h/w order
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_in, stride_ic, stride_ih, stride_iw,
+    # Meta-parameters: the window (kernel, stride, padding, dilation), then the variant and the block
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, FLAT_INDICES: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -213,64 +180,12 @@ _max_pool2d_bwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# What the GPU compiles: every kernel x config x dtype x layout at AlexNet's pool (3x3, stride 2, no padding).
-# `python -m triton_kernels.inspect` compiles each for sm_90 on any machine and reports registers, spills, smem.
-# ----------------------------------------------------------------------------------------------------------------
-
-_TL_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
-# What the forward records for the backward (the kernels' INDICES constexpr): nothing, the tap kh*KW + kw of the
-# maximum (training: 1 byte), or torch's flat ih*W + iw (int64, for return_indices=True).
-_INDEX_KINDS = {"none": 0, "taps": 1, "flat": 2}
-_ALEXNET_POOL = {"KH": 3, "KW": 3, "SH": 2, "SW": 2, "PH": 0, "PW": 0, "DH": 1, "DW": 1}
-
-
-def _sm90_specs() -> list[dict]:
-    specs = []
-    ints = ["C", "H", "W", "OH", "OW", "TOTAL"]
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        ty = _TL_NAMES[dtype]
-        for channels_last in (False, True):
-            layout = "nhwc" if channels_last else "nchw"
-            for block, warps in _GPU_CONFIGS:
-                common = dict(_ALEXNET_POOL, CHANNELS_LAST=channels_last, INDEX_64=False)
-                # forward in training (int8 taps for the backward) and under no_grad (no indices)
-                for kind in ("taps", "none"):
-                    fwd_const = dict(common, INDICES=_INDEX_KINDS[kind], BLOCK=block)
-                    idx_ty = "*i8" if kind == "taps" else f"*{ty}"  # "none": out stands in, never written
-                    fwd_sig = {"x_ptr": f"*{ty}", "out_ptr": f"*{ty}", "idx_ptr": idx_ty}
-                    fwd_sig.update({k: "i32" for k in ints + ["stride_xn", "stride_xc", "stride_xh", "stride_xw"]})
-                    fwd_sig.update({k: "constexpr" for k in fwd_const})
-                    specs.append({
-                        "name": f"max_pool2d_fwd[{ty},{layout},{kind},BLOCK={block},w{warps}]",
-                        "fn": _max_pool2d_fwd_kernel,
-                        "signature": fwd_sig,
-                        "constexprs": fwd_const,
-                        "num_warps": warps,
-                        "num_stages": 1,
-                    })
-                bwd_const = dict(common, FLAT_INDICES=False, ACC_DTYPE=tl.float32, BLOCK=block)
-                bwd_sig = {"grad_out_ptr": f"*{ty}", "idx_ptr": "*i8", "grad_x_ptr": f"*{ty}"}
-                strides = [f"stride_{t}{d}" for t in "gi" for d in "nchw"]
-                bwd_sig.update({k: "i32" for k in ints + strides})
-                bwd_sig.update({k: "constexpr" for k in bwd_const})
-                specs.append({
-                    "name": f"max_pool2d_bwd[{ty},{layout},taps,BLOCK={block},w{warps}]",
-                    "fn": _max_pool2d_bwd_kernel,
-                    "signature": bwd_sig,
-                    "constexprs": bwd_const,
-                    "num_warps": warps,
-                    "num_stages": 1,
-                })
-    return specs
-
-
-SM90_COMPILE_SPECS = _sm90_specs()
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------------------------
 
+# What the forward records for the backward (the kernels' INDICES constexpr): nothing, the tap kh*KW + kw of the
+# maximum (training: 1 byte), or torch's flat ih*W + iw (int64, for return_indices=True).
+_INDEX_KINDS = {"none": 0, "taps": 1, "flat": 2}
 def _needs_int64(*tensors: torch.Tensor) -> bool:
     """True when some element offset of these tensors does not fit in int32."""
     for t in tensors:

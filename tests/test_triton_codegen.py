@@ -1,4 +1,4 @@
-"""`python -m triton_kernels.inspect`: the sm_90 codegen check that runs without a GPU.
+"""`python -m triton_kernels.codegen`: the sm_90 codegen check that runs without a GPU.
 
 CI compiles one spec per kernel (--sample, bf16 where there is one) so that a kernel that no longer compiles for
 the H200 fails the suite; scripts/gpu_check.sh compiles every spec. Each test starts a fresh interpreter: the
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from triton_kernels import conv as conv_mod
-from triton_kernels import pool as pool_mod
-from triton_kernels.inspect import _occupancy, _select
+import importlib
+
+from triton_kernels import codegen
+from triton_kernels.codegen import _occupancy, _select
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,17 +30,17 @@ def _run(args: list[str], interpret: str | None, extra_path: Path | None = None,
         env["TRITON_INTERPRET"] = interpret
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (extra_path, REPO) if p) + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return subprocess.run([sys.executable, "-m", "triton_kernels.inspect", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "triton_kernels.codegen", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def _all_specs():
-    return [(m.__name__, s) for m in (conv_mod, pool_mod) for s in m.SM90_COMPILE_SPECS]
+    return [(m, s) for m in codegen.default_modules() for s in importlib.import_module(m).SM90_COMPILE_SPECS]
 
 
 def test_list_reexecs_out_of_the_interpreter():
     """From an interpreter session (what `import triton_kernels` gives on a CPU box) --list still works: main()
-    starts itself again with TRITON_INTERPRET=0 and lists every spec of conv.py and pool.py."""
+    starts itself again with TRITON_INTERPRET=0 and lists every spec of the default modules."""
     proc = _run(["--list"], interpret="1" if not _cuda() else None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     listed = proc.stdout.strip().splitlines()
@@ -108,6 +109,26 @@ def test_select_and_occupancy():
     assert _occupancy(regs=64, smem=100 * 1024, num_warps=4) == 2  # shared-memory-limited
 
 
+def test_default_modules_take_optional_spec_lists_when_present(tmp_path, monkeypatch):
+    """The default module list grows by OPTIONAL_MODULES that exist and define SM90_COMPILE_SPECS; a missing
+    module (or package) and one without the list are skipped silently."""
+    (tmp_path / "with_specs.py").write_text("SM90_COMPILE_SPECS = []\n")
+    (tmp_path / "without_specs.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(codegen, "OPTIONAL_MODULES",
+                        ("no_such_package.specs", "with_specs", "without_specs", "no_such_module"))
+    assert codegen.default_modules() == [*codegen.DEFAULT_MODULES, "with_specs"]
+
+
+def test_codegen_does_not_shadow_the_standard_library():
+    """Renamed from triton_kernels/inspect.py, whose name hid the stdlib's `inspect` from scripts run inside the
+    package folder."""
+    assert not (REPO / "triton_kernels" / "inspect.py").exists()
+    proc = subprocess.run([sys.executable, "-c", "import inspect; print(inspect.__file__)"], capture_output=True,
+                          text=True, cwd=REPO / "triton_kernels", timeout=60)
+    assert proc.returncode == 0 and "triton_kernels" not in proc.stdout, proc.stdout + proc.stderr
+
+
 def _cuda() -> bool:
     import torch
 
@@ -116,7 +137,7 @@ def _cuda() -> bool:
 
 @pytest.mark.parametrize("flag", ["--jobs", "--filter"])
 def test_bad_flags_exit_nonzero(flag):
-    from triton_kernels.inspect import main
+    from triton_kernels.codegen import main
 
     if flag == "--jobs":
         with pytest.raises(SystemExit, match="--jobs must be >= 1"):
@@ -131,7 +152,7 @@ def test_bad_flags_exit_nonzero(flag):
 # ------------------------------------------------------------------------------------------------------------
 
 GPU_CHECK = REPO / "scripts" / "gpu_check.sh"
-STEP_NAMES = ["info", "inspect", "gpu_tests", "bench_layers", "bench_train", "train"]
+STEP_NAMES = ["info", "codegen", "gpu_tests", "bench_layers", "bench_train", "train"]
 
 
 def _gpu_check(args, env_extra=None, timeout=60):
@@ -160,8 +181,8 @@ def test_gpu_check_dry_run_lists_every_step(tmp_path):
     steps = _dry_run_steps(tmp_path / "o", {"FASHION_MNIST_DIR": "/some/where"})
     assert list(steps) == STEP_NAMES
     out = tmp_path / "o"
-    assert f"-m triton_kernels.inspect --jobs" in steps["inspect"] and f"{out}/results/inspect_sm90.json" in steps[
-        "inspect"]
+    assert f"-m triton_kernels.codegen --jobs" in steps["codegen"] and f"{out}/results/codegen_sm90.json" in steps[
+        "codegen"]
     assert "-m pytest -m gpu" in steps["gpu_tests"] and steps["gpu_tests"].rstrip().endswith("tests/")
     assert "--backend triton --epochs 1" in steps["train"] and f"--out '{out}/train'" in steps["train"]
     proc = _gpu_check(["--dry-run", str(out)], {"FASHION_MNIST_DIR": "/some/where"})
@@ -216,8 +237,8 @@ def test_gpu_check_bookkeeping_with_fake_tools(tmp_path):
     summary = (out / "summary.txt").read_text()
     status = {line.split()[0]: line.split()[1] for line in summary.splitlines()[2:] if line.split()
               and line.split()[0] in STEP_NAMES}
-    assert status == {"info": "ok", "inspect": "ok", "gpu_tests": "FAILED(rc=1)", "bench_layers": "TIMEOUT",
+    assert status == {"info": "ok", "codegen": "ok", "gpu_tests": "FAILED(rc=1)", "bench_layers": "TIMEOUT",
                       "bench_train": "SKIPPED(no", "train": "SKIPPED(no"}, summary
     assert "gpu tests: 2 passed, 1 failed" in summary
     assert "fake GPU" in (out / "info.log").read_text()
-    assert "triton_kernels.inspect" in (out / "inspect.log").read_text()
+    assert "triton_kernels.codegen" in (out / "codegen.log").read_text()
