@@ -11,10 +11,15 @@ Output size (per spatial dim):  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1
 The three GEMMs of a convolution, per group, without ever building an im2col matrix in memory
 (each kernel computes the addresses of its operand tiles from the GEMM indices):
 
-    forward  out[m, f] = sum_k A[m, k] W[k, f]     M = N*OH*OW   N = Fg          K = Cg*KH*KW
-    dgrad    dx[m, c]  = sum_k dY[m, k] W[k, c]    M = N*H*W     N = Cg          K = Fg*KH*KW
-    wgrad    dW[f, j]  = sum_k dY[f, k] A[k, j]    M = Fg        N = Cg*KH*KW    K = N*OH*OW
+                                                   rows M        columns       reduction K
+    forward  out[m, f] = sum_k A[m, k] W[k, f]     N*OH*OW       Fg            Cg*KH*KW
+    dgrad    dx[m, c]  = sum_k dY[m, k] W[k, c]    N*H*W         Cg            Fg*KH*KW
+    wgrad    dW[f, j]  = sum_k dY[f, k] A[k, j]    Fg            Cg*KH*KW      N*OH*OW
     bias     db[f]     = sum_m dY[m, f]            a column sum (Triton reduction)
+
+(N is always the batch here; the GEMM's column count is named by what it counts. Triton's BLOCK_M, BLOCK_N,
+BLOCK_K are a tile's rows, columns and reduction step.) numpy_ref.functional.conv2d_forward/_backward compute
+the same three products with an explicit im2col matrix `cols`; each kernel's header names its numpy_ref line.
 
 The K index of the forward (and the column index of wgrad) runs over (kh, kw, c) with c fastest: with a
 channels_last input, consecutive k are consecutive addresses, so a tile's loads coalesce (and, with channel
@@ -44,6 +49,7 @@ from triton_kernels._common import (
     check_device,
     check_same_dtype,
     check_tensor,
+    conv_output_size,
     launcher,
     pair,
     strides_like_channels_last,
@@ -55,10 +61,15 @@ PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cor
 # Kernels
 # ----------------------------------------------------------------------------------------------------------
 
+# Forward. Computes numpy_ref.functional.conv2d_forward (im2col, then one matmul per group: out2 = w2 @ cols) and
+# its loop twin numpy_ref.naive.conv2d_forward (for n, f, oh, ow: acc = bias[f]; for c, kh, kw: acc += x * w):
 # out[n, g*Fg + f, oh, ow] = act(bias[g*Fg + f]
 #     + sum_{kh, kw, c} x[n, g*Cg + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w] * w[g*Fg + f, c, kh, kw])
-# Implicit GEMM per group g (grid axis 1): rows m = (n, oh, ow) of M = N*OH*OW, columns f of Fg,
+# Implicit GEMM per group g (grid axis 1): rows m = (n, oh, ow) of M = N*OH*OW, Fg columns f,
 # reduction k = (kh, kw, c) of K = KH*KW*Cg (c fastest); taps that fall in the padding load 0.
+# The A tile a program loads, A[m, k], is numpy_ref's cols[k', m] (transposed: cols has a row per k') with the
+# reduction reordered: numpy_ref's rows k' run over (c, kh, kw), ours over (kh, kw, c), so with channels_last
+# consecutive k are consecutive addresses (docs/triton_kernels.md works it through on a 4x4 image).
 # Two ways to walk K (constexpr SMALL_C):
 #   SMALL_C=False  tap by tap, BLOCK_K channels at a time: for one tap (kh, kw) the input row/column and its
 #                  padding test are per-row (BLOCK_M,) vectors, cheap in registers. Needs Cg >= BLOCK_K to waste
@@ -147,10 +158,14 @@ def _conv2d_fwd_kernel(
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & f_mask[None, :])
 
 
+# Grad input. Computes the dx of numpy_ref.functional.conv2d_backward (dcols = w2.T @ dout2, then col2im scatters
+# each column back onto the pixels it read) and of numpy_ref.naive.conv2d_backward (its line
+# `dx_pad[n, c, h, w] += d * weight[f, c, kh, kw]`), as a gather: each program owns a tile of dx and sums what
+# reaches it, so nothing is written twice and no atomics are needed:
 # dx[n, g*Cg + c, ih, iw] = sum_{kh, kw, f} gy[n, g*Fg + f, oh, ow] * w[g*Fg + f, c, kh, kw]
 #     with oh = (ih + p_h - kh*d_h) / s_h taken only where it divides exactly and 0 <= oh < OH (same for ow),
 #     and gy = dy * (out > 0) when the forward fused a ReLU (the mask is applied as dy is loaded).
-# Implicit GEMM per group: rows m = (n, ih, iw) of M = N*H*W, columns c of Cg, k = (kh, kw, f) of K = KH*KW*Fg,
+# Implicit GEMM per group: rows m = (n, ih, iw) of M = N*H*W, Cg columns c, k = (kh, kw, f) of K = KH*KW*Fg,
 # walked tap by tap, BLOCK_K filters at a time (the forward's SMALL_C=False order). With stride s > 1 only one
 # tap in s*s reaches a given pixel: the others are masked off (AlexNet's one strided conv, conv1, needs no dgrad).
 @triton.jit(do_not_specialize=["M", "Cg", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h", "dil_w"])
@@ -216,11 +231,14 @@ def _conv2d_dgrad_kernel(
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
 
 
+# Grad weight. Computes the dweight of numpy_ref.functional.conv2d_backward (dw2 = dout2 @ cols.T) and of
+# numpy_ref.naive.conv2d_backward (`dweight[f, c, kh, kw] += d * x_pad[n, c, h, w]`), reading the forward's
+# implicit columns (the same addressing as the forward's A tile):
 # dw[g*Fg + f, c, kh, kw] = sum_{n, oh, ow} gy[n, g*Fg + f, oh, ow]
 #                                          * x[n, g*Cg + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w]
-# Implicit GEMM per group: rows f of Fg, columns j = (kh, kw, c) of KH*KW*Cg, k = (n, oh, ow) of K = N*OH*OW.
-# K is long and M, N short (AlexNet's first layer: 96 x 121 x 373248), so the K range is split over grid axis 2
-# (split-K): program k_split writes its partial sum to dw_ptr + k_split*sdk (an fp32 workspace when split > 1).
+# Implicit GEMM per group: Fg rows f, NCOL = KH*KW*Cg columns j = (kh, kw, c), k = (n, oh, ow) of K = N*OH*OW.
+# K is long and the output small (AlexNet's conv1: 96 x 121 x 373248), so the K range is split over grid axis 2
+# (split-K): program k_split writes its partial sum to dw_ptr + k_split*stride_dws (fp32 workspace if split > 1).
 @triton.jit(do_not_specialize=["Fg", "NCOL", "K", "Cg", "K_PER_SPLIT", "H", "W", "OH", "OW", "KW", "pad_h", "pad_w",
                                 "dil_h", "dil_w"])
 def _conv2d_wgrad_kernel(
@@ -287,9 +305,11 @@ def _conv2d_wgrad_kernel(
     tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=f_mask[:, None] & j_mask[None, :])
 
 
+# Grad bias. Computes numpy_ref.functional.conv2d_backward's dbias = dout2.sum(axis=1) (naive: `dbias[f] += d`),
+# with numpy_ref.functional.relu_backward's mask folded in when the forward fused the ReLU:
 # db[f] = sum_{n, oh, ow} gy[n, f, oh, ow]: the column sums of gy seen as an (N*OH*OW, F) matrix,
 #     gy = dy * (out > 0) when the forward fused a ReLU. Rows are split over grid axis 1; program r_split writes
-#     its partial sums to db_ptr + r_split*stride_dws (an fp32 workspace when split > 1).
+#     its partial sums to db_ptr + r_split*stride_dbs (an fp32 workspace when split > 1).
 @triton.jit(do_not_specialize=["M", "F", "OH", "OW", "ROWS_PER_SPLIT"])
 def _conv2d_bias_grad_kernel(
     # Pointers
@@ -340,7 +360,7 @@ def _cfg(bm, bn, bk, warps, stages):
 # only those with no register spills (cuobjdump STACK 0) in both fp32/TF32 and bf16 are kept; 128x128 fp32
 # tiles spill in the epilogue (64 accumulators plus 128 registers of 64-bit store addresses per thread).
 # Every BLOCK_M is a multiple of 64 so tl.dot lowers to Hopper's warpgroup MMA (wgmma), TF32 or bf16.
-# Forward: M = N*OH*OW is huge (conv2: 86528), N = Fg = 256/384 filters, K = Cg*KH*KW = 2304..3456.
+# Forward: M = N*OH*OW rows is huge (conv2: 86528), Fg = 256/384 columns, K = Cg*KH*KW = 2304..3456.
 SM90_FWD_CONFIGS = [
     _cfg(128, 64, 32, 8, 4),
     _cfg(64, 128, 64, 8, 3),
@@ -354,13 +374,13 @@ SM90_FWD_SMALL_C_CONFIGS = [
     _cfg(256, 32, 16, 8, 3),
 ]
 SMALL_C_BELOW = 32  # the forward walks K flat (SMALL_C) when C/groups < this: channel chunks would waste > half
-# dgrad: M = N*H*W, N = Cg = 96..384, K = Fg*KH*KW (conv1's dgrad is never needed: images need no gradient).
+# dgrad: M = N*H*W rows, Cg = 96..384 columns, K = Fg*KH*KW (conv1's dgrad is never needed: images need no gradient).
 SM90_DGRAD_CONFIGS = [
     _cfg(128, 64, 16, 8, 3),
     _cfg(64, 128, 32, 8, 3),
     _cfg(64, 64, 32, 8, 3),
 ]
-# wgrad: M = Fg = 96..384 filters, N = Cg*KH*KW = 121..3456, K = N*OH*OW long (split over programs).
+# wgrad: Fg = 96..384 rows, Cg*KH*KW = 121..3456 columns, K = N*OH*OW long (split over programs).
 SM90_WGRAD_CONFIGS = [
     _cfg(128, 64, 32, 8, 3),
     _cfg(64, 128, 32, 8, 3),
@@ -472,8 +492,8 @@ def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_preci
                          f"{tuple(x.shape)}")
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {PRECISIONS} or None, got {input_precision!r}")
-    oh = (padded_h - eff_kh) // stride[0] + 1  # = (H + 2*pad - dil*(KH-1) - 1) // stride + 1
-    ow = (padded_w - eff_kw) // stride[1] + 1
+    oh = conv_output_size(h, kh, stride[0], pad4[0] + pad4[1], dilation[0])
+    ow = conv_output_size(w, kw, stride[1], pad4[2] + pad4[3], dilation[1])
     _check_int32(x, "x")
     _check_int32(weight, "weight")
     if n * f * oh * ow > 2**31:

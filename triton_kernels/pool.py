@@ -5,9 +5,10 @@ SH/SW stride, PH/PW padding, DH/DW dilation.
 
     max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
 
-Same semantics as torch.nn.functional.max_pool2d: padding counts as -inf, NaN wins, the first maximum of a window
-wins ties, indices are flat positions ih*W + iw inside each (H, W) plane (int64), input (N, C, H, W) or (C, H, W),
-NCHW or channels_last, float16/bfloat16/float32 (float64 too, for gradient checks).
+Same semantics as torch.nn.functional.max_pool2d: padding counts as -inf, NaN wins (the window's last NaN), the
+first maximum of a window wins ties, indices are flat positions ih*W + iw inside each (H, W) plane (int64), input
+(N, C, H, W) or (C, H, W), NCHW or channels_last, float16/bfloat16/float32 (float64 too, for gradient checks;
+bfloat16 only on the GPU: the interpreter computes it wrongly and it is refused there).
 
     OH = (H + 2*PH - DH*(KH-1) - 1 + (SH-1 if ceil_mode else 0)) // SH + 1
     (with ceil_mode, a last window that would start past H + PH is dropped: OH -= 1 if (OH-1)*SH >= H + PH)
@@ -34,6 +35,7 @@ from triton_kernels._common import (
     check_tensor,
     launcher,
     pair,
+    pool_output_size,
     strides_like_channels_last,
 )
 
@@ -72,7 +74,10 @@ def _unflatten(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
     return n, c, h, w
 
 
-# Forward: out[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]
+# Forward. Computes numpy_ref.functional.max_pool2d_forward (a strided view of the windows, argmax over each) and
+# its loop twin numpy_ref.naive.max_pool2d_forward (for n, c, oh, ow: over the window's taps, keep v if v > best or
+# v is NaN), one lane per output:
+#          out[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]
 #          (taps outside the image are -inf), and for the first maximum (NaN wins) one of
 #          INDICES == FLAT:  idx[n, c, oh, ow] = ih*W + iw   (int64, torch's return_indices)
 #          INDICES == TAPS:  idx[n, c, oh, ow] = kh*KW + kw  (int8 for a window of <= 127 taps: what the backward
@@ -121,7 +126,10 @@ def _max_pool2d_fwd_kernel(
         tl.store(idx_ptr + offs, best_idx.to(idx_ptr.dtype.element_ty), mask=mask)
 
 
-# Backward (gather): grad_x[n, c, ih, iw] = sum over the windows (oh, ow) that contain (ih, iw) and chose it,
+# Backward. Computes numpy_ref.functional.max_pool2d_backward (one np.bincount of dout at the flat argmax indices)
+# and numpy_ref.naive.max_pool2d_backward (`dx[n, c, idx] += dout[n, c, oh, ow]`, one output at a time), turned
+# from a scatter into a gather, one lane per input element:
+# grad_x[n, c, ih, iw] = sum over the windows (oh, ow) that contain (ih, iw) and chose it,
 #                    idx[n, c, oh, ow] == ih*W + iw (FLAT) or == kh*KW + kw (TAPS), of grad_out[n, c, oh, ow].
 # Window (oh, ow) reaches ih through tap kh iff ih + PH - kh*DH = oh*SH, so each input element checks at most
 # KH*KW candidate windows and writes its own sum: no atomics, deterministic. The taps run from the last to the
@@ -195,15 +203,6 @@ def _needs_int64(*tensors: torch.Tensor) -> bool:
     return False
 
 
-def _pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """torch's pooling_output_shape: OH = (H + 2P - D(K-1) - 1 [+ S-1 if ceil]) // S + 1, then drop a last
-    window that would start inside the right padding."""
-    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
 def _tap_dtype(kernel_size) -> torch.dtype:
     """The smallest int dtype that holds a tap number kh*KW + kw < KH*KW."""
     taps = kernel_size[0] * kernel_size[1]
@@ -236,8 +235,8 @@ def _max_pool2d_op(
     check_tensor(x, "x", (4,), allow_empty=True)
     check_device(x=x)
     N, C, H, W = x.shape
-    OH = _pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
-    OW = _pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
+    OH = pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
+    OW = pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
     channels_last = strides_like_channels_last(x)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)  # (N, C, OH, OW)
@@ -375,8 +374,8 @@ def max_pool2d(
     if min(plane) < 1:
         raise ValueError(f"x must have non-empty C, H, W, got shape {tuple(x.shape)}")
     H, W = plane[1], plane[2]
-    OH = _pool_output_size(H, k[0], s[0], p[0], d[0], bool(ceil_mode))
-    OW = _pool_output_size(W, k[1], s[1], p[1], d[1], bool(ceil_mode))
+    OH = pool_output_size(H, k[0], s[0], p[0], d[0], bool(ceil_mode))
+    OW = pool_output_size(W, k[1], s[1], p[1], d[1], bool(ceil_mode))
     if OH < 1 or OW < 1:
         raise ValueError(
             f"output size ({OH}, {OW}) is too small: x shape {tuple(x.shape)}, kernel_size {k}, stride {s},"
