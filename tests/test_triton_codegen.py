@@ -17,6 +17,7 @@ import pytest
 
 import importlib
 
+from conftest import CUDA
 from triton_kernels import codegen
 from triton_kernels.codegen import _occupancy, _select
 
@@ -41,7 +42,7 @@ def _all_specs():
 def test_list_reexecs_out_of_the_interpreter():
     """From an interpreter session (what `import triton_kernels` gives on a CPU box) --list still works: main()
     starts itself again with TRITON_INTERPRET=0 and lists every spec of the default modules."""
-    proc = _run(["--list"], interpret="1" if not _cuda() else None)
+    proc = _run(["--list"], interpret="1" if not CUDA else None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     listed = proc.stdout.strip().splitlines()
     expected = [f"{mod}: {s['name']}" for mod, s in _all_specs()]
@@ -129,12 +130,6 @@ def test_codegen_does_not_shadow_the_standard_library():
     assert proc.returncode == 0 and "triton_kernels" not in proc.stdout, proc.stdout + proc.stderr
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 @pytest.mark.parametrize("flag", ["--jobs", "--filter"])
 def test_bad_flags_exit_nonzero(flag):
     from triton_kernels.codegen import main
@@ -206,7 +201,7 @@ def test_gpu_check_commands_parse_with_the_cli(tmp_path):
 def test_gpu_check_usage_and_no_gpu(tmp_path):
     assert _gpu_check([]).returncode == 2
     assert _gpu_check(["a", "b"]).returncode == 2
-    if _cuda():
+    if CUDA:
         pytest.skip("this machine has a GPU: the refusal cannot be shown")
     proc = _gpu_check([str(tmp_path / "o")], {"PYTHON": sys.executable})
     assert proc.returncode == 2 and "no CUDA GPU here" in proc.stderr

@@ -22,11 +22,8 @@ from triton_kernels import _common
 from triton_kernels import codegen_specs
 from triton_kernels import conv as conv_mod
 from triton_kernels import conv2d, conv2d_relu
-from conftest import assert_close_verbose
+from conftest import CUDA, DEVICE, assert_close_verbose
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (kernels are checked in the interpreter otherwise)")
 REPO = Path(__file__).resolve().parents[1]
 
 # Our fp32 result vs the float64 reference, with exact IEEE fp32 dots (input_precision="ieee"). The worst sum
@@ -539,7 +536,6 @@ def _rms(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a.double() - ref).square().mean().sqrt() / ref.square().mean().sqrt()).item()
 
 
-@gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["fp32-ieee", "tf32", "bf16"])
 @pytest.mark.parametrize("layer", range(5), ids=[f"conv{i + 1}" for i in range(5)])
@@ -578,7 +574,6 @@ def test_gpu_alexnet_shapes(layer, mode):
                                    f"{allowed:.2e} (torch's own: {e_torch:.2e})")
 
 
-@gpu
 @pytest.mark.gpu
 def test_gpu_opcheck():
     for dtype, cl in ((torch.float32, False), (torch.bfloat16, True)):
@@ -597,7 +592,6 @@ def test_gpu_opcheck():
         torch.library.opcheck(torch.ops.triton_kernels.conv2d_bias_grad.default, (dy, out))
 
 
-@gpu
 @pytest.mark.gpu
 def test_gpu_torch_compile_of_conv2d_relu():
     x = _random((4, 3, 17, 17), seed=60)

@@ -14,11 +14,8 @@ from triton_kernels import max_pool2d
 from triton_kernels import _common
 from triton_kernels import codegen_specs
 from triton_kernels import pool as pool_mod
-from conftest import assert_close_verbose
+from conftest import CUDA, DEVICE, assert_close_verbose
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (kernels are checked in the interpreter otherwise)")
 
 # Max pooling only copies values, so the forward is exact in every dtype; the backward sums at most
 # ceil(K/S)^2 gradients in fp32 (in torch's order), so fp32/fp64 are exact too and fp16/bf16 differ from torch
@@ -332,7 +329,6 @@ GPU_CASES = ([(shape, dtype, False) for shape in ALEXNET_POOLS for dtype in (tor
 
 
 @pytest.mark.gpu
-@gpu
 @pytest.mark.parametrize("shape, dtype, channels_last", GPU_CASES,
                          ids=["x".join(map(str, s)) + f"-{str(d)[6:]}-{'nhwc' if cl else 'nchw'}"
                               for s, d, cl in GPU_CASES])
@@ -345,7 +341,6 @@ def test_gpu_alexnet_shapes(shape, dtype, channels_last):
 
 
 @pytest.mark.gpu
-@gpu
 def test_gpu_opcheck():
     torch.manual_seed(9)
     x = torch.randn(4, 6, 13, 11, device="cuda", requires_grad=True)
@@ -357,7 +352,6 @@ def test_gpu_opcheck():
 
 
 @pytest.mark.gpu
-@gpu
 def test_gpu_torch_compile():
     torch.manual_seed(10)
     x = torch.randn(8, 16, 27, 27, device="cuda", requires_grad=True)
