@@ -23,8 +23,8 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # kernels run interp
 # Dtypes the kernels are written (and tested) for: fp32 accumulation inside (fp64 for fp64 inputs: gradient
 # checks), output in the input dtype.
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-# Dtypes the interpreter computes wrongly (checked with triton 3.6 and 3.9: a bf16 conv is off by ~1e10, a bf16
-# pool returns wrong values and indices): refused there, with the dtype named, instead of returning garbage.
+# Dtypes the interpreter gets wrong (checked: a bf16 conv is off by ~1e10 with triton 3.6 and 3.9; a bf16 pool
+# returns wrong values and indices with 3.9 and fails with 3.6): refused there, with the dtype named.
 # fp16 and fp64 come out right in the interpreter (tests/test_triton_conv.py, test_triton_pool.py check both).
 INTERPRETER_WRONG_DTYPES = (torch.bfloat16,)
 

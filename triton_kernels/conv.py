@@ -54,6 +54,7 @@ from triton_kernels._common import (
     pair,
     strides_like_channels_last,
 )
+
 PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cores or exact IEEE fp32
 
 
