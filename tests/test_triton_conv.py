@@ -251,7 +251,7 @@ def test_bfloat16_refused_in_the_interpreter(no_launch):
                         (ops.conv2d_bias_grad, (dy, None))):
         with pytest.raises(ValueError, match=r"grad_out dtype torch.bfloat16 is not supported in the Triton interp"):
             op(*op_args)
-    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match=r"torch.bfloat16 is not"):
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is"):
         conv2d(_x(), _w())  # `--amp bf16` on a CPU: refused, not garbage
 
 

@@ -454,6 +454,7 @@ def _check_int32(t: torch.Tensor, name: str) -> None:
 def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, input_precision):
     """Validate the public arguments (x already 4-D); return (stride, pad4, dilation) with
     pad4 = (top, bottom, left, right). Raises ValueError naming the argument and shapes."""
+    check_tensor(x, "x", (4,))  # again: autocast may have changed its dtype
     check_tensor(weight, "weight", (4,))
     if bias is not None:
         check_tensor(bias, "bias", (1,))
