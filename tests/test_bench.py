@@ -45,12 +45,35 @@ def test_conv1_flops_and_bytes_known_case():
     assert conv1.flops("fwd+bwd") == 2 * conv1.flops("fwd")          # input is the data: dW only, no dX
     assert conv2.flops("fwd+bwd") == 3 * conv2.flops("fwd")          # dW and dX
     assert C.alexnet_specs(batch=128)[0].flops() == 128 * conv1.flops()
-    # pool1 forward reads 96x54x54 and writes 96x26x26 (fp32); the backward reads dy and x, writes dx
+    # pool1 forward under no_grad reads 96x54x54 and writes 96x26x26 (fp32)
     assert pool1.bytes("fwd", 4) == 4 * (96 * 54 * 54 + 96 * 26 * 26)
-    assert pool1.bytes("fwd+bwd", 2) == 2 * (96 * 54 * 54 + 96 * 26 * 26 + 96 * 26 * 26 + 2 * 96 * 54 * 54)
     assert pool1.flops() == 0
     # conv1 forward bytes: x + w + b + y
     assert conv1.bytes("fwd", 4) == 4 * (224 * 224 + 96 * 121 + 96 + 96 * 54 * 54)
+
+
+def test_pool_bytes_are_what_each_kernel_moves():
+    """Issue 9 item 7: a pool's GB/s counts the bytes its kernels really read and write. Ours: the training
+    forward reads x and writes out + a 1-byte tap per output; the backward reads dy + the taps and writes dx (it
+    never reads x). ATen's (the "cudnn" figures on a GPU): int64 indices always, and dx zero-filled before the
+    gather writes it. pool1 at batch 128 in bf16: our backward is 96.6 MB, not the 160 MB of dy + x + dx."""
+    pool1 = C.alexnet_specs(batch=128)[1]
+    x, y = 128 * 96 * 54 * 54, 128 * 96 * 26 * 26
+    fwd_train = 2 * (x + y) + 1 * y
+    bwd = 2 * y + 1 * y + 2 * x
+    assert pool1.bytes("fwd", 2, impl="triton") == 2 * (x + y)  # under no_grad no record is written
+    assert pool1.bytes("fwd+bwd", 2, impl="triton") == fwd_train + bwd
+    assert round(bwd / 1e6, 1) == 96.6 and round(fwd_train / 1e6, 1) == 96.6  # docs/triton_kernels.md's table
+    assert pool1.bytes("fwd", 2, impl="compile") == 2 * (x + y)
+    assert pool1.bytes("fwd+bwd", 2, impl="compile") == fwd_train + bwd  # inductor's int8 offsets
+    assert pool1.bytes("fwd", 2, impl="cudnn") == 2 * (x + y) + 8 * y
+    assert pool1.bytes("fwd+bwd", 2, impl="cudnn") == (2 * (x + y) + 8 * y) + (2 * y + 8 * y + 2 * 2 * x)
+    assert pool1.bytes("fwd", 4, impl="torch-cpu") == 4 * (x + y)
+    assert pool1.bytes("fwd+bwd", 4, impl="torch-cpu") == (4 * (x + y) + 8 * y) + (4 * y + 8 * y + 2 * 4 * x)
+    conv2 = C.alexnet_specs(batch=1)[2]  # convs: the fewest bytes, the same whoever computes them
+    assert len({conv2.bytes("fwd+bwd", 2, impl=i) for i in ("triton", "cudnn", "compile")}) == 1
+    with pytest.raises(ValueError, match="impl must be one of"):
+        pool1.bytes("fwd", 2, impl="cuDNN")
 
 
 def test_train_step_flops_by_hand():
@@ -171,7 +194,7 @@ def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
         assert e["err_ok"] is True, f"{e['layer']} {e['pass']} {e['impl']}: rel_err {e['rel_err']}"
         assert e["interpreter"] is (not GPU and e["impl"] == "triton")
         spec = {s.name: s for s in C.alexnet_specs(1, 68, 16)}[e["layer"]]
-        assert e["flops"] == spec.flops(e["pass"]) and e["bytes"] == spec.bytes(e["pass"], 4)
+        assert e["flops"] == spec.flops(e["pass"]) and e["bytes"] == spec.bytes(e["pass"], 4, impl=e["impl"])
         if e["layer"] == "conv3":
             assert e["tflops"] == pytest.approx(e["flops"] / (e["ms"] * 1e9))
             assert e["peak_fraction"] == pytest.approx(e["tflops"] / data["peak"]["fp32_matmul_tflops"])

@@ -233,7 +233,7 @@ def test_resize_range_is_what_the_model_accepts():
                 check_resize(r)
                 assert net(torch.rand(1, 1, r, r)).shape == (1, 10)
             else:
-                with pytest.raises(ValueError, match=rf"--resize {r}: the seed AlexNet takes 193..224"):
+                with pytest.raises(ValueError, match=rf"--resize {r}: the d2l AlexNet takes 193..224"):
                     check_resize(r)
                 with pytest.raises(RuntimeError):
                     net(torch.rand(1, 1, r, r))

@@ -52,7 +52,7 @@ def test_list_reexecs_out_of_the_interpreter():
 
 def test_sample_compiles_for_sm90(tmp_path):
     """One spec per kernel compiles for sm_90; the conv GEMMs use tensor cores in bf16; the pools do not spill."""
-    out = tmp_path / "inspect.json"
+    out = tmp_path / "codegen.json"
     proc = _run(["--sample", "--jobs", "2", "--json", str(out)], interpret="0")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     doc = json.loads(out.read_text())
@@ -63,6 +63,8 @@ def test_sample_compiles_for_sm90(tmp_path):
         assert r["ok"] and r["registers"] > 0, r
         assert f"{r['name']}" in proc.stdout, f"{r['name']} missing from the printed table"
     for name, r in rows.items():
+        if r["module"] != "triton_kernels.codegen_specs":
+            continue  # other modules' kernels (lessons, lrn) are checked by their own specs' flags (r["ok"])
         if name.startswith("_conv2d_") and "bias" not in name:
             assert r["dtype"] == "bf16" and r["tensor_cores"], f"{name}: no wgmma/mma in bf16: {r}"
         if name.startswith("_max_pool2d"):

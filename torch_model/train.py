@@ -35,6 +35,8 @@ import torch
 from tqdm import tqdm
 
 from torch_model.backends import LEARNER_BACKENDS, Learner, make_learner
+from torch_model.device import resolve_device
+from torch_model.files import atomic_write
 from torch_model.data import CLASS_NAMES, batches, load_fashion_mnist
 from torch_model.model import check_resize
 
@@ -107,29 +109,6 @@ class NonFiniteLoss(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return torch.device(name)
-
-
-def atomic_write(path: Path, write: Callable[[io.IOBase], None], mode: str = "wb") -> None:
-    """Write to a temporary file in the same folder, then rename over `path`: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 @contextmanager
 def _sigint_deferred() -> Iterator[None]:

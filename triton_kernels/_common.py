@@ -52,6 +52,11 @@ if INTERPRET:
     check_interpreter_stack(triton.__version__, numpy.__version__)
 
 
+def interpret_mode() -> bool:
+    """INTERPRET, for code that still calls it (triton_kernels/lrn.py): read once at import, never again."""
+    return INTERPRET
+
+
 def launcher(kernel):
     """What to index with [grid] to launch `kernel` from inside a torch.library.triton_op: wrap_triton(kernel) on
     the GPU (so torch.compile traces the kernel into its graph), the kernel itself under the interpreter

@@ -316,7 +316,8 @@ def measure_one(spec, dtype, pss, impl, layout, args, device, peak, refs) -> dic
     t = C.time_ms(fn, device, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, repeat=args.repeat)
     ms = t["ms"]
     flops = spec.flops(pss)
-    nbytes = spec.bytes(pss, torch.finfo(C.torch_dtype(dtype)).bits // 8)
+    byte_impl = "torch-cpu" if impl == "cudnn" and device.type != "cuda" else impl  # whose traffic (pools)
+    nbytes = spec.bytes(pss, torch.finfo(C.torch_dtype(dtype)).bits // 8, impl=byte_impl)
     mm_peak = C.matmul_peak(peak, dtype)
     bw_peak = peak["copy_tb_per_s"]
     tflops = flops / (ms * 1e9) if spec.kind == "conv" else None
