@@ -85,6 +85,6 @@ def test_tile_demo_shows_the_a_tile_is_numpy_refs_columns():
 def test_the_quoted_spec_count_is_the_real_one():
     from triton_kernels.codegen_specs import SM90_COMPILE_SPECS
 
-    quoted = re.search(r"The full list has (\d+) specs", DOC.read_text())
+    quoted = re.search(r"pool.py's full list has (\d+) specs", DOC.read_text())
     assert quoted and int(quoted.group(1)) == len(SM90_COMPILE_SPECS), (quoted and quoted.group(0),
                                                                        len(SM90_COMPILE_SPECS))
