@@ -9,24 +9,8 @@ from torch import nn
 
 import numpy_ref
 from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
+from conftest import assert_rel
 from torch_model import alexnet as torch_alexnet
-
-
-def rel_max(actual: np.ndarray, expected: torch.Tensor | np.ndarray) -> float:
-    """max |a - b| / max |b|: the error relative to the array's scale (element-wise relative error is
-    meaningless for the many near-zero entries of a gradient)."""
-    e = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
-    assert actual.shape == e.shape, f"shape {actual.shape} != {e.shape}"
-    return float(np.abs(actual - e).max() / max(np.abs(e).max(), 1e-300))
-
-
-def assert_rel(actual, expected, tol: float, what: str):
-    err = rel_max(actual, expected)
-    if not err <= tol:
-        e = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
-        idx = np.unravel_index(int(np.abs(actual - e).argmax()), e.shape)
-        raise AssertionError(f"{what}: max|diff|/max|ref| = {err:.3g} > {tol}; worst at {idx}: got "
-                             f"{actual[idx]!r}, expected {e[idx]!r}")
 
 
 def _check_whole_model(variant: str, x: np.ndarray, y: np.ndarray, num_classes: int,

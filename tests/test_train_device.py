@@ -14,6 +14,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 def test_default_backend():
     assert D.default_backend(CUDA) == "triton" and D.default_backend(CPU) == "torch"
+    assert D.default_backend(CUDA, "paper") == "triton"
     assert resolve_config(TrainConfig(device="cpu")).backend == "torch"
 
 

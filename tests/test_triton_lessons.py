@@ -23,7 +23,7 @@ from triton_kernels.lessons import CONV_STEPS, POOL_STEPS, STEPS, harness
 
 REPO = Path(__file__).resolve().parents[1]
 # The sm_90 codegen tool; main renames it triton_kernels.codegen: this one constant is all that changes.
-CODEGEN_MODULE = "triton_kernels.inspect"
+CODEGEN_MODULE = "triton_kernels.codegen"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # fp32 with IEEE dots against a float64 reference: sums of <= 17*9 products of O(1) values, accumulated in fp32
 # (relative rounding ~6e-8 per add), stay far inside 1e-5; the gradients sum up to ~100 of them.

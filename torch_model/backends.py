@@ -105,20 +105,8 @@ def make_learner(backend: str, lr: float, device: torch.device, num_classes: int
                         channels_last=channels_last, momentum=momentum, weight_decay=weight_decay)
 
 
-# what each backend cannot run yet, and why (a ValueError naming the flags; an entry goes when the missing piece
-# lands: a Triton LRN kernel for the paper variant)
-_NOT_YET = {
-    ("triton", "paper"): "the Triton backend has no local response normalization kernel yet",
-}
-
-
-def supports(backend: str, variant: str) -> bool:
-    return backend in LEARNER_BACKENDS and (backend, variant) not in _NOT_YET
-
-
 def check_backend(backend: str, variant: str = "d2l") -> None:
-    """Refuse a backend that does not exist, or cannot build `variant`."""
+    """Refuse a backend that does not exist (every backend builds both variants: numpy_ref and triton_kernels
+    have the paper's local response normalization)."""
     if backend not in LEARNER_BACKENDS:
         raise ValueError(f"--backend must be one of {LEARNER_BACKENDS}, got {backend!r}")
-    if (backend, variant) in _NOT_YET:
-        raise ValueError(f"--backend {backend} --variant {variant}: {_NOT_YET[backend, variant]} (use --backend torch)")

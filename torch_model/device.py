@@ -23,11 +23,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_backend(device: torch.device, variant: str = "d2l") -> str:
-    """Our Triton kernels on a GPU (what the project is about) when they can build `variant`; torch's own kernels on
-    a CPU, where Triton only has its interpreter (minutes per batch)."""
-    from torch_model.backends import supports   # late: backends imports this module
-
-    return "triton" if device.type == "cuda" and supports("triton", variant) else "torch"
+    """Our Triton kernels on a GPU (what the project is about); torch's own kernels on a CPU, where Triton only has
+    its interpreter (minutes per batch). Both variants: the same rule."""
+    return "triton" if device.type == "cuda" else "torch"
 
 
 @lru_cache(maxsize=None)

@@ -2,7 +2,7 @@
 
     machine.py      who ran it: machine_info (the results file's name), versions, today / now_iso
     timing.py       the timer (time_ms), input Rotation, precision switches, measure_peaks / matmul_peak
-    layer_specs.py  LayerSpec and alexnet_specs: the layers timed and their napkin math (FLOPs, bytes)
+    layer_specs.py  LayerSpec, alexnet_specs, paper_lrn_specs: the layers timed and their napkin math (FLOPs, bytes)
     results.py      the results file: schema (validate_results), load, merge, save_run (atomic)
     report.py       tables, the README's markdown, the PNG charts, finish(); `python -m` re-renders the README
 
@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from torch_model.bench.layer_specs import LayerSpec, alexnet_specs, train_step_flops  # noqa: F401
+from torch_model.bench.layer_specs import LayerSpec, alexnet_specs, paper_lrn_specs, train_step_flops  # noqa: F401
 from torch_model.bench.machine import import_triton_kernels, machine_info, now_iso, today  # noqa: F401
 from torch_model.bench.report import (  # noqa: F401
     BEGIN,
@@ -45,6 +45,7 @@ from torch_model.bench.results import (  # noqa: F401
     DTYPES,
     GPU_IMPLS,
     LAYER_KEY,
+    LAYER_ORDER,
     LESSON_KEY,
     PASSES,
     REL_ERR_TOL,

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from torch_model.bench.results import (
     DEFAULT_OUT_DIR,
     DTYPES,
+    LAYER_ORDER,
     atomic_write_bytes,
     load_results,
     save_run,
@@ -57,6 +58,11 @@ def baseline_impl(data: dict) -> str:
     return "torch-cpu" if data.get("cpu") else "cudnn"
 
 
+def by_bytes(layer: str) -> bool:
+    """Pools and LRNs are judged by the bytes they move (MB, GB/s, % of the copy bandwidth); convs by FLOPs."""
+    return layer.startswith(("pool", "lrn"))
+
+
 def best_by_impl(data: dict) -> dict[tuple, dict]:
     """(layer, dtype, pass, impl) -> its fastest layout's entry."""
     best: dict[tuple, dict] = {}
@@ -74,16 +80,16 @@ def layer_rows(data: dict) -> tuple[list[str], list[list]]:
     best = best_by_impl(data)
     headers = ["layer", "dtype", "pass", "impl", "layout", "batch", "ms", "GFLOP | MB", "TFLOP/s | GB/s",
                "% peak", f"x {base}", "err"]
-    order = {n: i for i, n in enumerate(["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3"])}
+    order = {n: i for i, n in enumerate(LAYER_ORDER)}
     impl_order = {n: i for i, n in enumerate(["triton", "cudnn", "torch-cpu", "compile"])}
     rows = []
     for e in sorted(data.get("layers", []), key=lambda e: (order.get(e["layer"], 99), e["dtype"], e["pass"],
                                                            impl_order.get(e["impl"], 9), e["layout"])):
         ref = best.get((e["layer"], e["dtype"], e["pass"], base))
         ratio = ref["ms"] / e["ms"] if ref else None
-        is_pool = e.get("kind") == "pool" or e["layer"].startswith("pool")
-        work = _g(e.get("bytes", 0) / 1e6) if is_pool else _g(e.get("flops", 0) / 1e9)
-        rate = _g(e.get("gb_per_s")) if is_pool else _g(e.get("tflops"))
+        is_bytes = e.get("kind") in ("pool", "lrn") or by_bytes(e["layer"])
+        work = _g(e.get("bytes", 0) / 1e6) if is_bytes else _g(e.get("flops", 0) / 1e9)
+        rate = _g(e.get("gb_per_s")) if is_bytes else _g(e.get("tflops"))
         frac = e.get("peak_fraction")
         err = e.get("rel_err")
         err_s = "" if err is None else f"{err:.0e}" + ("" if e.get("err_ok", True) else " WRONG")
@@ -93,7 +99,10 @@ def layer_rows(data: dict) -> tuple[list[str], list[list]]:
 
 
 def goal(layer: str, dtype: str, pss: str) -> tuple[float, float | None] | None:
-    """Issue 5's goal for a Triton figure: (minimum speed-up over cuDNN, minimum fraction of peak or None)."""
+    """Issue 5's goal for a Triton figure: (minimum speed-up over cuDNN, minimum fraction of peak or None).
+    The LRNs (issue 13) have none."""
+    if layer.startswith("lrn"):
+        return None
     if layer.startswith("pool"):
         return (1.2, 0.70) if pss == "fwd+bwd" else None
     if pss == "fwd+bwd":
@@ -109,15 +118,14 @@ def summary_rows(data: dict) -> tuple[list[str], list[list]]:
     best = best_by_impl(data)
     headers = ["layer", "dtype", "pass", "GFLOP | MB", f"{base} ms", "triton ms", "TFLOP/s | GB/s", "% peak",
                f"triton x {base}", "compile ms", f"compile x {base}", "goal", "met"]
-    order = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3"]
     groups = sorted({(e["layer"], e["dtype"], e["pass"]) for e in data.get("layers", [])},
-                    key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1], k[2]))
+                    key=lambda k: (LAYER_ORDER.index(k[0]) if k[0] in LAYER_ORDER else 99, k[1], k[2]))
     rows = []
     for layer, dtype, pss in groups:
         ref, tri, comp = (best.get((layer, dtype, pss, i)) for i in (base, "triton", "compile"))
         any_e = ref or tri or comp
-        is_pool = layer.startswith("pool")
-        # a pool's MB are what Triton's kernels move (each implementation moves its own: compare times)
+        is_pool = by_bytes(layer)
+        # a pool's or LRN's MB are what Triton's kernels move (each implementation moves its own: compare times)
         work = _g((tri or any_e).get("bytes", 0) / 1e6) if is_pool else _g(any_e.get("flops", 0) / 1e9)
         cell = lambda e: "" if e is None else f"{_g(e['ms'])} ({e['layout']})"  # noqa: E731
         ratio = lambda e: _g(ref["ms"] / e["ms"]) if e and ref else ""  # noqa: E731
@@ -277,8 +285,7 @@ def plot_layers(data: dict, path: Path) -> Path | None:
     base = baseline_impl(data)
     best = best_by_impl(data)
     panels = sorted({(e["dtype"], e["pass"]) for e in entries})
-    order = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3"]
-    layers = [n for n in order if any(e["layer"] == n for e in entries)]
+    layers = [n for n in LAYER_ORDER if any(e["layer"] == n for e in entries)]
     impls = [i for i in ("triton", "compile") if any(e["impl"] == i for e in entries)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 1.1 * len(layers) + 2), 2.8 * len(panels) + 0.8),
                              dpi=110, squeeze=False)

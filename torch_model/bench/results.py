@@ -17,6 +17,9 @@ PASSES = ("fwd", "fwd+bwd")
 REL_ERR_TOL = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 5e-2}
 
 
+# the layers of `bench layers`, in the order tables and charts show them: d2l's AlexNet (the seed's), then the
+# paper variant's two local response normalizations (d2l's model has none)
+LAYER_ORDER = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3", "lrn1", "lrn2")
 LAYER_KEY = ("layer", "dtype", "pass", "impl", "layout", "batch")
 TRAIN_KEY = ("backend", "dtype", "layout", "batch")
 SEED_KEY = ("backend", "dtype", "epochs", "batch", "limit_train", "limit_test")
