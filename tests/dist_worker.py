@@ -3,10 +3,10 @@
 
     python tests/dist_worker.py SCENARIO [TIMEOUT_S]
 
-check  a small conv net (AlexNet's layer types at a tenth of its width; eval mode: no dropout) through
-       DistributedLearner: each rank's shard of the same seeded
-       global batch gives, after DDP's all-reduce, the gradients one process computes over the whole batch
-       (uneven shards, and a rank with an empty shard); the shards of the epoch's permutation; evaluation counts
+check  a small conv net (AlexNet's layer types at a tiny size; eval mode: no dropout) through
+       DistributedLearner, as torch modules and through our Triton kernels (tritonize): each rank's shard of the
+       same seeded global batch gives, after DDP's all-reduce, the gradients one process computes over the whole
+       batch (uneven shards, and a rank with an empty shard); the shards of the epoch's permutation; evaluation counts
        summed over the ranks; ranks that disagree on the data refused on both; rank 0's decisions (and
        failures) reaching rank 1.
 die    rank 1 exits before a collective: rank 0 must raise RankFailure at once.
@@ -24,27 +24,27 @@ from conftest import assert_close_verbose  # noqa: E402
 from torch_model import distributed as D  # noqa: E402
 
 
-def check(ctx: D.DistContext) -> None:
+def small_alexnet():
+    """AlexNet's layer types at a tiny size: 1x32x32 -> conv 11/4: 6x6 -> pool: 2x2 -> conv 3: 16x2x2 -> 10."""
     from torch import nn
 
+    return nn.Sequential(nn.Conv2d(1, 8, 11, stride=4, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(16 * 2 * 2, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
+
+
+def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
     from torch_model.backends import TorchLearner
-
-    # the same permutation everywhere; the shards of each global batch partition it, in order
-    batches = list(D.local_batches(11, 4, seed=7, shuffle=True, rank=ctx.rank, world_size=ctx.world_size))
-    everyone = D.all_gather_object(ctx, [idx.tolist() for _, idx in batches])
-    order = D.epoch_order(11, 7, True).tolist()
-    assert [a + b for a, b in zip(*everyone)] == [order[s:s + 4] for s in range(0, 11, 4)], everyone
-
-    # gradients: DDP over the shards == one process over the global batch (float32 summation tolerance)
-    def small_alexnet():   # 1x32x32 -> conv 11/4: 6x6 -> pool: 2x2 -> conv 3: 16x2x2 -> 10 classes
-        return nn.Sequential(nn.Conv2d(1, 8, 11, stride=4, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
-                             nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                             nn.Linear(16 * 2 * 2, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
 
     torch.manual_seed(0)
     net = small_alexnet()
-    ref = TorchLearner(small_alexnet(), lr=0.01, device=torch.device("cpu"))
+    ref = TorchLearner(small_alexnet(), lr=0.01, device=torch.device("cpu"))   # one process, torch's ops
     ref.net.load_state_dict(net.state_dict())
+    if backend == "triton":
+        from triton_kernels.modules import TritonConv2d, tritonize
+
+        tritonize(net)                                   # same parameters, our kernels
+        assert sum(isinstance(m, TritonConv2d) for m in net) == 2
     learner = D.DistributedLearner(TorchLearner(net, lr=0.01, device=torch.device("cpu")), ctx)
     g = torch.Generator().manual_seed(1)
     for global_n in (3, 1):                      # shards of 2 + 1 images, then 1 + 0 (rank 1 empty)
@@ -56,13 +56,29 @@ def check(ctx: D.DistContext) -> None:
         ref_loss, ref_logits = ref.step(X, y)
         assert logits.shape == (len(mine), 10)
         total = D.sum_over_ranks(ctx, loss * len(mine))[0]
-        assert abs(total / global_n - ref_loss) <= 1e-5 * abs(ref_loss), (total / global_n, ref_loss)
+        assert abs(total / global_n - ref_loss) <= 1e-5 * abs(ref_loss), (backend, total / global_n, ref_loss)
         for (name, p), q in zip(net.named_parameters(), ref.net.parameters()):
             # float32 sums of up to a few thousand products per element, in another order (per rank, then
-            # over the ranks): errors ~ sqrt(K) * 2^-24 of the largest terms; 1e-5 of the largest gradient is ample
+            # over the ranks; the Triton kernels' own order): errors ~ sqrt(K) * 2^-24 of the largest terms;
+            # 1e-5 of the tensor's largest gradient is ample
             scale = q.grad.abs().max().item()
-            assert_close_verbose(p.grad, q.grad, atol=1e-5 * scale, rtol=1e-5, what=f"{name}.grad, batch {global_n}")
-            assert_close_verbose(p, q, atol=1e-6, rtol=1e-5, what=f"{name} after the step")
+            what = f"{backend}: {name}.grad, batch {global_n}"
+            assert_close_verbose(p.grad, q.grad, atol=1e-5 * scale, rtol=1e-5, what=what)
+            assert_close_verbose(p, q, atol=1e-6, rtol=1e-5, what=f"{backend}: {name} after the step")
+
+
+def check(ctx: D.DistContext) -> None:
+
+    # the same permutation everywhere; the shards of each global batch partition it, in order
+    batches = list(D.local_batches(11, 4, seed=7, shuffle=True, rank=ctx.rank, world_size=ctx.world_size))
+    everyone = D.all_gather_object(ctx, [idx.tolist() for _, idx in batches])
+    order = D.epoch_order(11, 7, True).tolist()
+    assert [a + b for a, b in zip(*everyone)] == [order[s:s + 4] for s in range(0, 11, 4)], everyone
+
+    # gradients: DDP over the shards == one process's torch model over the global batch, for the torch backend
+    # and for the triton one (our conv/pool kernels, in the interpreter on a CPU), to float32 summation tolerance
+    compare_with_one_process(ctx, "torch")
+    compare_with_one_process(ctx, "triton")
 
     # evaluation: each rank counts on its shard; the sums are the whole set's
     labels = torch.arange(23) % 3
