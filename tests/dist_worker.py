@@ -126,7 +126,7 @@ def main() -> int:
             raise AssertionError(f"rank 0 summed with a peer that is gone ({time.perf_counter() - t0:.1f} s)")
     except D.RankFailure as exc:
         print(f"RankFailure: {exc}", flush=True)
-        return 3
+        D.exit_after_failure(3)                      # as `alexnet train` does (with status 1)
     print(f"ok {scenario} rank {ctx.rank}", flush=True)
     D.teardown(ctx)
     return 0

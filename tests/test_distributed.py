@@ -277,3 +277,22 @@ def test_bench_train_ddp_figure(tmp_path):
     assert entries["ddp"]["first_loss"] == pytest.approx(entries["torch"]["first_loss"], rel=1e-5)  # same model, data
     assert entries["ddp"]["vs_torch"] == pytest.approx(entries["ddp"]["img_per_s"] / entries["torch"]["img_per_s"])
     assert not dist.is_initialized()
+
+
+def test_train_reports_a_lost_rank_in_one_line_and_exits_at_once(monkeypatch, capsys):
+    from torch_model import train
+    from torch_model.cli import main
+
+    def lost(cfg, ctx=None):
+        raise D.RankFailure("rank 1 of 2: the training step's all-reduce failed: another process died")
+
+    def exit_now(status):     # the real one is os._exit: the test process must survive it
+        raise SystemExit(status)
+
+    monkeypatch.setattr(train, "fit", lost)
+    monkeypatch.setattr(D, "exit_after_failure", exit_now)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 1
+    assert err == ["alexnet train: error: rank 1 of 2: the training step's all-reduce failed: another process died"]

@@ -23,9 +23,10 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -102,6 +103,16 @@ def setup(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> DistCon
 def teardown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_after_failure(status: int) -> NoReturn:
+    """End this process now, after a RankFailure has been reported: the broken process group's destructors may wait
+    for the lost peer or abort the process (gloo: "terminate called without an active exception", exit status -6),
+    so neither they nor the interpreter's shutdown run. Files are already closed: the training loop's own cleanup
+    (metrics, curves, the run folder's lock) ran as the error came up through it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _is_comm_failure(exc: BaseException) -> bool:

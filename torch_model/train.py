@@ -934,7 +934,7 @@ def run(args: argparse.Namespace) -> int:
         return 2                                    # rank 0 printed why
     except D.RankFailure as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        D.exit_after_failure(1)                     # not through the broken process group's teardown
     finally:
         D.teardown(ctx)
     if not ctx.is_main:
