@@ -124,12 +124,12 @@ def main() -> int:
             t0 = time.perf_counter()
             D.sum_over_ranks(ctx, 1.0, what="summing the epoch's counts")
             raise AssertionError(f"rank 0 summed with a peer that is gone ({time.perf_counter() - t0:.1f} s)")
+        D.barrier(ctx)
     except D.RankFailure as exc:
         print(f"RankFailure: {exc}", flush=True)
-        D.exit_after_failure(3)                      # as `alexnet train` does (with status 1)
+        D.exit_now(3)                                # as `alexnet train` does (with status 1)
     print(f"ok {scenario} rank {ctx.rank}", flush=True)
-    D.teardown(ctx)
-    return 0
+    D.exit_now(0)                                    # as `alexnet train` ends under torchrun
 
 
 if __name__ == "__main__":

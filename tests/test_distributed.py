@@ -289,8 +289,11 @@ def test_train_reports_a_lost_rank_in_one_line_and_exits_at_once(monkeypatch, ca
     def exit_now(status):     # the real one is os._exit: the test process must survive it
         raise SystemExit(status)
 
+    # rank 0 of a torchrun pair whose peer is lost during fit (the collectives themselves are the 2-process tests')
+    monkeypatch.setattr(D, "setup", lambda device, timeout_s: D.DistContext(0, 2, 0, "gloo", timeout_s))
+    monkeypatch.setattr(D, "from_main", lambda ctx, fn, *args, what="": fn(*args))
     monkeypatch.setattr(train, "fit", lost)
-    monkeypatch.setattr(D, "exit_after_failure", exit_now)
+    monkeypatch.setattr(D, "exit_now", exit_now)
     with pytest.raises(SystemExit) as info:
         main(["train", "--device", "cpu", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()

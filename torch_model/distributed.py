@@ -105,11 +105,12 @@ def teardown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def exit_after_failure(status: int) -> NoReturn:
-    """End this process now, after a RankFailure has been reported: the broken process group's destructors may wait
-    for the lost peer or abort the process (gloo: "terminate called without an active exception", exit status -6),
-    so neither they nor the interpreter's shutdown run. Files are already closed: the training loop's own cleanup
-    (metrics, curves, the run folder's lock) ran as the error came up through it."""
+def exit_now(status: int) -> NoReturn:
+    """End a torchrun process now, output flushed, without the process group's teardown or the interpreter's
+    shutdown: once a peer has gone, the group's destructors may wait for it or abort the process (gloo: "terminate
+    called without an active exception", exit status -6, even after a successful run when the peers leave in
+    another order). Every file is closed by then: the training loop's own cleanup (metrics, curves, the run
+    folder's lock) ran as the run ended or as the error came up through it."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

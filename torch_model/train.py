@@ -924,19 +924,33 @@ def parse_channels(text: str, flag: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """One process, or one of torchrun's: rank 0 settles the settings, prints and writes; a failure on rank 0 is
-    its one line (the others stop quietly), a lost rank is one line on each of the others (exit status 1)."""
+    """One process, or one of torchrun's. Under torchrun rank 0 settles the settings, prints and writes; a failure
+    on rank 0 is its one line (the others stop quietly), a lost rank is one line on each of the others (exit status
+    1); every process ends through distributed.exit_now (not the process group's teardown, which can abort)."""
     ctx = D.setup(args.device or "auto", args.dist_timeout or D.DEFAULT_TIMEOUT_S)
+    if not ctx.enabled:
+        return report(args, ctx)
     try:
-        cfg = D.from_main(ctx, config_from_args, args, what="receiving the run's settings from rank 0")
-        result = fit(cfg, ctx=ctx)
+        status = report(args, ctx)
+        D.barrier(ctx, "waiting for every rank at the end of the run")   # leave together
     except D.RankZeroError:
-        return 2                                    # rank 0 printed why
+        status = 2                                  # rank 0 printed why
     except D.RankFailure as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr, flush=True)
-        D.exit_after_failure(1)                     # not through the broken process group's teardown
-    finally:
-        D.teardown(ctx)
+        status = 1
+    except (ValueError, OSError) as exc:            # what cli.main prints for one process
+        print(f"alexnet train: error: {exc}", file=sys.stderr, flush=True)
+        status = 2
+    except KeyboardInterrupt:
+        print("alexnet train: interrupted", file=sys.stderr, flush=True)
+        status = 130
+    D.exit_now(status)
+
+
+def report(args: argparse.Namespace, ctx: D.DistContext) -> int:
+    """Train as the flags say and print the outcome (rank 0): d2l's two lines, the run folder; the exit status."""
+    cfg = D.from_main(ctx, config_from_args, args, what="receiving the run's settings from rank 0")
+    result = fit(cfg, ctx=ctx)
     if not ctx.is_main:
         return {"interrupted": 130, "nan": 3}.get(result.status, 0)
     if result.status == "nothing to do":
