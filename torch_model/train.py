@@ -70,6 +70,7 @@ class TrainConfig:
     preset: str = "custom"
     progress: bool = True
     checkpoint: bool = True         # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
+    pictures: bool = False          # confusion/mistakes/filters PNGs at the end (the CLI's default; --no-pictures)
 
 
 @dataclass
@@ -294,6 +295,9 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
     if history:
         write_metrics(out, history)
         plot_curves(out, history, title)
+    if history and cfg.pictures and result.status == "completed":
+        from torch_model.evaluate import write_run_pictures
+        write_run_pictures(out, learner, test_ds, cfg.resize, cfg.batch_size, cfg.seed, cfg.progress)
     result.seconds = time.perf_counter() - t_start
     return result
 
@@ -341,6 +345,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-checkpoint", action="store_true",
                         help="write no last.pt/best.pt (timing runs; such a run cannot be resumed)")
+    parser.add_argument("--no-pictures", action="store_true",
+                        help="skip confusion.png, mistakes.png and filters.png at the end (one more test-set pass)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -355,6 +361,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             values[k] = v
     values["progress"] = not args.no_progress
     values["checkpoint"] = not args.no_checkpoint
+    values["pictures"] = not args.no_pictures
     values["preset"] = preset if not explicit else f"{preset}+flags"
     return TrainConfig(**values)
 
@@ -382,7 +389,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"loss {result.loss:.3f}, train acc {result.train_acc:.3f}, test acc {result.test_acc:.3f}")
         print(f"{result.examples_per_sec:.1f} examples/sec on {result.device}")
     print(f"run folder: {result.out_dir} (config.json, metrics.csv, curves.png"
-          f"{', last.pt, best.pt' if cfg.checkpoint else ''})")
+          f"{', last.pt, best.pt' if cfg.checkpoint else ''}"
+          f"{', confusion.png, mistakes.png, filters.png' if cfg.pictures and result.status == 'completed' else ''})")
     if result.status == "interrupted":
         print(f"interrupted: {len(result.history)} completed epoch(s) saved; continue with "
               f"`alexnet train --resume --out {result.out_dir}`")

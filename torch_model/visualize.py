@@ -1,0 +1,248 @@
+"""`alexnet visualize`: what a trained AlexNet learned, seen through numpy_ref on the checkpoint's weights.
+
+    alexnet visualize --checkpoint runs/R/best.pt              # test image 0
+    alexnet visualize --checkpoint runs/R/best.pt --index 42 --out pictures/
+
+Writes into --out (default: the checkpoint's folder):
+    filters.png       conv1's 96 learned 11x11 filters as a grid; beside them the same filters at initialisation
+                      (rebuilt from the run's seed) and what training added (trained - initial)
+    feature_maps.png  test image I after each conv/pool block (pool1, pool2, conv3, conv4, pool5): its most active
+                      channels, largest mean activation first
+    saliency.png      |d score of the predicted class / d input pixel| for test images I..I+5, over the images
+and prints the class probabilities of image I (numpy_ref's, and torch's as a check).
+
+The saliency is numpy_ref's own backward: the forward in float64 keeps every layer's cache, then
+`net.backward(dout)` with dout = one-hot of the predicted class on the logits runs the chain rule back to the
+input, layer by layer (the walkthrough's backward with another starting gradient). A test holds it equal to
+torch autograd's in float64.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torch_model.data import CLASS_NAMES, load_split, find_data_dir, to_input
+from torch_model.evaluate import Checkpoint, _pyplot, load_checkpoint, output_dir, save_figure
+
+# the layers after which feature_maps.png shows the activations: (index in the Sequential, name)
+BLOCKS = ((2, "pool1"), (5, "pool2"), (7, "conv3+relu"), (9, "conv4+relu"), (12, "pool5"))
+SALIENCY_IMAGES = 6
+
+
+# ----------------------------------------------------------------------------------------------- numpy_ref
+
+def numpy_model(state: dict[str, torch.Tensor], dtype=np.float64):
+    """numpy_ref.alexnet holding the checkpoint's weights (torch's keys load as they are), eval mode."""
+    import numpy_ref
+
+    net = numpy_ref.alexnet(int(state["20.weight"].shape[0]), dtype=dtype, init=False)
+    net.load_state_dict({k: v.detach().cpu().numpy() for k, v in state.items()})
+    return net.eval()
+
+
+def saliency(net, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(d logits[n, target[n]] / d x, logits, target) with target = the predicted class, by numpy_ref's backward.
+
+    x (N, 1, R, R). In eval mode the images do not interact, so one backward of sum_n logits[n, target[n]]
+    (dout = one-hot rows) gives every image's own gradient. Parameter gradients are discarded."""
+    logits = net.forward(x)                                           # (N, C), every layer keeps its cache
+    target = logits.argmax(axis=1)                                    # (N,)
+    dout = np.zeros_like(logits)                                      # (N, C)
+    dout[np.arange(len(target)), target] = 1.0
+    dx = net.backward(dout)                                           # (N, 1, R, R)
+    net.zero_grad()
+    return dx, logits, target
+
+
+def activations(net, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output for x, in order (forward only; the caches are freed)."""
+    outs = []
+    for layer in net:
+        x = layer.forward(x)
+        outs.append(x)
+    net.clear_cache()
+    return outs
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+
+def _montage(filters: np.ndarray, columns: int = 12) -> np.ndarray:
+    """(F, KH, KW) -> one image of the filters in a grid, each scaled to [0, 1] by its own min/max, 1-px gaps
+    (NaN, drawn as the background)."""
+    F, KH, KW = filters.shape
+    rows = math.ceil(F / columns)
+    grid = np.full((rows * (KH + 1) + 1, columns * (KW + 1) + 1), np.nan)
+    for f in range(F):
+        w = filters[f]
+        span = w.max() - w.min()
+        r, c = divmod(f, columns)
+        grid[1 + r * (KH + 1): 1 + r * (KH + 1) + KH, 1 + c * (KW + 1): 1 + c * (KW + 1) + KW] = \
+            (w - w.min()) / span if span > 0 else 0.5
+    return grid
+
+
+def initial_conv1(seed: int) -> np.ndarray:
+    """conv1's weights at the start of the run: `alexnet train` seeds torch with the run's seed, then builds the
+    model with d2l's init (torch_model.backends.make_learner), so the same two steps rebuild them."""
+    from torch_model.model import alexnet
+
+    with torch.random.fork_rng(devices=[]):                           # leave the caller's RNG as it was
+        torch.manual_seed(seed)
+        return alexnet(len(CLASS_NAMES)).state_dict()["0.weight"].numpy()   # (96, 1, 11, 11)
+
+
+def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: str = "") -> Path:
+    """conv1's filters (96, 1, 11, 11) as a 8x12 grid; with the run's seed also at initialisation and the change."""
+    plt = _pyplot()
+    trained = conv1[:, 0]                                             # (96, 11, 11)
+    panels = [("after training", trained)]
+    if seed is not None:
+        init = initial_conv1(seed)[:, 0]                              # (96, 11, 11)
+        change = trained - init
+        rel = np.linalg.norm(change) / np.linalg.norm(init)
+        panels = [(f"at initialisation (seed {seed})", init), ("after training", trained),
+                  (f"trained - initial (|change| = {rel:.0%} of |initial|)", change)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False)
+    cmap = plt.get_cmap("gray").copy()
+    cmap.set_bad("#c8d4e6")
+    for ax, (name, w) in zip(axes.flat, panels):
+        ax.imshow(_montage(w), cmap=cmap, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title or "conv1: 96 filters of 11x11, each scaled to its own min (black) .. max (white)",
+                 fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_feature_maps(image: np.ndarray, outs: list[np.ndarray], path: Path, title: str, channels: int = 8) -> Path:
+    """One row per block of BLOCKS: the `channels` channels with the largest mean activation, each scaled to its
+    own max (black = 0), titled with its channel number and max."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(BLOCKS), channels + 1, figsize=((channels + 1) * 1.05, len(BLOCKS) * 1.2 + 0.5),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, (idx, name) in enumerate(BLOCKS):
+        act = outs[idx][0]                                            # (C, H, W)
+        mean = act.mean(axis=(1, 2))                                  # (C,)
+        top = np.argsort(-mean, kind="stable")[:channels]
+        if row == 0:
+            axes[row, 0].imshow(image, cmap="gray_r", interpolation="nearest")
+            axes[row, 0].set_title("input", fontsize=7)
+        live = np.mean(act.max(axis=(1, 2)) > 0)
+        axes[row, 0].text(0.5, -0.05 if row == 0 else 0.5,
+                          f"{name}\n{act.shape[0]}x{act.shape[1]}x{act.shape[2]}\n{live:.0%} ch. active",
+                          transform=axes[row, 0].transAxes, ha="center", va="top" if row == 0 else "center",
+                          fontsize=7)
+        for col, c in enumerate(top, start=1):
+            a = act[c]
+            axes[row, col].imshow(a, cmap="magma", vmin=0, vmax=max(a.max(), 1e-12), interpolation="nearest")
+            axes[row, col].set_title(f"ch {c} max {a.max():.2g}", fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_saliency(x: np.ndarray, grads: np.ndarray, labels: list[int], target: np.ndarray, probs: np.ndarray,
+                  indices: list[int], path: Path) -> Path:
+    """Top row: the (resized) test images; bottom row: |gradient| over the image in grey, each map scaled to its
+    own 99.5th percentile (so one extreme pixel does not hide the rest)."""
+    plt = _pyplot()
+    n = len(indices)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.7), squeeze=False)
+    for k, i in enumerate(indices):
+        img = x[k, 0]                                                 # (R, R) in [0, 1]
+        sal = np.abs(grads[k, 0])                                     # (R, R)
+        sal = np.clip(sal / max(np.percentile(sal, 99.5), 1e-30), 0, 1)
+        axes[0, k].imshow(img, cmap="gray_r", vmin=0, vmax=1)
+        axes[0, k].set_title(f"#{i} {CLASS_NAMES[labels[k]]}\npred {CLASS_NAMES[target[k]]} "
+                             f"{probs[k, target[k]]:.0%}", fontsize=7)
+        axes[1, k].imshow(img, cmap="gray_r", vmin=0, vmax=1)
+        axes[1, k].imshow(sal, cmap="hot", alpha=np.clip(sal * 1.5, 0, 0.9), vmin=0, vmax=1)
+        for ax in axes[:, k]:
+            ax.axis("off")
+    fig.suptitle("|d score(predicted class) / d input pixel|, numpy_ref's backward (bright = the score is most "
+                 "sensitive there)", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------- the command
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pt / last.pt of a run")
+    parser.add_argument("--index", type=int, default=0, metavar="I",
+                        help="test image for the feature maps and probabilities; saliency shows I..I+5 (default 0)")
+    parser.add_argument("--out", metavar="DIR", help="where the pictures go (default: the checkpoint's folder)")
+    parser.add_argument("--data-dir", help="folder with the four IDX files (.gz or raw); or FASHION_MNIST_DIR")
+
+
+def check_index(index: int, n: int) -> None:
+    if not 0 <= index < n:
+        raise ValueError(f"--index {index}: the test set has {n} images, so --index must be in 0..{n - 1}")
+
+
+def probabilities_table(probs: np.ndarray, label: int) -> str:
+    lines = []
+    for c in np.argsort(-probs, kind="stable"):
+        mark = "  <- true class" if c == label else ""
+        lines.append(f"  {CLASS_NAMES[c]:<11} {probs[c]:7.2%} {'#' * int(round(probs[c] * 40))}{mark}")
+    return "\n".join(lines)
+
+
+def visualize(ckpt: Checkpoint, test_images: torch.Tensor, test_labels: torch.Tensor, index: int, out: Path) -> dict:
+    """Write the three pictures and return what was printed about image `index` (for tests)."""
+    from torch_model.model import alexnet
+
+    check_index(index, len(test_labels))
+    out.mkdir(parents=True, exist_ok=True)
+    net = numpy_model(ckpt.state)                                     # float64
+    written = [plot_filters(ckpt.state["0.weight"].numpy(), out / "filters.png", seed=ckpt.seed)]
+
+    x_one = to_input(test_images[index:index + 1], ckpt.resize).double().numpy()   # (1, 1, R, R)
+    outs = activations(net, x_one)
+    probs = softmax(outs[-1][0])                                      # (C,)
+    label = int(test_labels[index])
+    pred = int(probs.argmax())
+    written.append(plot_feature_maps(test_images[index].numpy(), outs, out / "feature_maps.png",
+                                     f"test image #{index} ({CLASS_NAMES[label]}, predicted {CLASS_NAMES[pred]} "
+                                     f"{probs[pred]:.0%}): its most active channels after each block"))
+
+    indices = list(range(index, min(index + SALIENCY_IMAGES, len(test_labels))))
+    x = to_input(test_images[indices], ckpt.resize).double().numpy()  # (n, 1, R, R)
+    grads, logits, target = saliency(net, x)
+    written.append(plot_saliency(x, grads, [int(test_labels[i]) for i in indices], target, softmax(logits),
+                                 indices, out / "saliency.png"))
+
+    ref = alexnet(len(CLASS_NAMES), init=False).eval()                # the torch model, same weights, float32
+    ref.load_state_dict(ckpt.state)
+    with torch.no_grad():
+        torch_probs = torch.softmax(ref(torch.from_numpy(x_one).float()), dim=1)[0].double().numpy()
+    return dict(probs=probs, label=label, pred=pred, torch_probs=torch_probs, written=written)
+
+
+def run(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    out = output_dir(args.out, ckpt.path)
+    test = load_split(find_data_dir(args.data_dir), "test")
+    check_index(args.index, len(test))
+    print(f"visualizing {ckpt.describe()} through numpy_ref (float64), test image #{args.index}", flush=True)
+    result = visualize(ckpt, test.images, test.labels, args.index, out)
+    print(f"\ntest image #{args.index}: true class {CLASS_NAMES[result['label']]}, predicted "
+          f"{CLASS_NAMES[result['pred']]}; class probabilities (numpy_ref):")
+    print(probabilities_table(result["probs"], result["label"]))
+    diff = np.abs(result["probs"] - result["torch_probs"]).max()
+    print(f"torch (float32) on the same weights: predicts {CLASS_NAMES[int(result['torch_probs'].argmax())]}, "
+          f"max |probability difference| {diff:.1e}")
+    print(f"\nwrote {', '.join(str(p) for p in result['written'])}")
+    return 0
