@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,10 +77,13 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         raise ValueError(f"{flag} {path}: is a folder; pass a checkpoint file such as {path / 'best.pt'}")
     if not path.is_file():
         raise ValueError(f"{flag} {path}: no such file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{flag} {path}: not a readable checkpoint (not written by torch.save, or damaged)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged or foreign file: name it, never a bare traceback
-        raise ValueError(f"{flag} {path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"{flag} {path}: not a readable checkpoint ({exc.__class__.__name__}: {first})") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"{flag} {path}: holds a {type(obj).__name__}, not a checkpoint dict")
     state = _find_weights(obj)

@@ -8,7 +8,8 @@ Writes into --out (default: the checkpoint's folder):
                       (rebuilt from the run's seed) and what training added (trained - initial)
     feature_maps.png  test image I after each conv/pool block (pool1, pool2, conv3, conv4, pool5): its most active
                       channels, largest mean activation first
-    saliency.png      |d score of the predicted class / d input pixel| for test images I..I+5, over the images
+    saliency.png      |d score of the predicted class / d input| for test images I..I+5, over the images: on the
+                      224x224 input the network sees, and carried back through the resize to the 28x28 pixels
 and prints the class probabilities of image I (numpy_ref's, and torch's as a check).
 
 The saliency is numpy_ref's own backward: the forward in float64 keeps every layer's cache, then
@@ -112,8 +113,7 @@ def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: 
         panels = [(f"at initialisation (seed {seed})", init), ("after training", trained),
                   (f"trained - initial (|change| = {rel:.0%} of |initial|)", change)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False)
-    cmap = plt.get_cmap("gray").copy()
-    cmap.set_bad("#c8d4e6")
+    cmap = plt.get_cmap("gray").with_extremes(bad="#c8d4e6")         # the gaps between filters
     for ax, (name, w) in zip(axes.flat, panels):
         ax.imshow(_montage(w), cmap=cmap, interpolation="nearest")
         ax.set_title(name, fontsize=9)
@@ -153,25 +153,45 @@ def plot_feature_maps(image: np.ndarray, outs: list[np.ndarray], path: Path, tit
     return save_figure(fig, path)
 
 
-def plot_saliency(x: np.ndarray, grads: np.ndarray, labels: list[int], target: np.ndarray, probs: np.ndarray,
-                  indices: list[int], path: Path) -> Path:
-    """Top row: the (resized) test images; bottom row: |gradient| over the image in grey, each map scaled to its
-    own 99.5th percentile (so one extreme pixel does not hide the rest)."""
+def to_pixels(grad: np.ndarray, size: int = 28) -> np.ndarray:
+    """The gradient w.r.t. the network's input (N, 1, R, R) carried back through the 28 -> R bilinear resize to the
+    image's own pixels (N, size, size): the resize is x = A img B^T (numpy_ref.walkthrough.bilinear_matrix), so
+    d/d img = A^T G B."""
+    from numpy_ref.walkthrough import bilinear_matrix
+
+    A = bilinear_matrix(size, grad.shape[-2])                         # (R, size)
+    B = bilinear_matrix(size, grad.shape[-1])                         # (R, size)
+    return A.T @ grad[:, 0] @ B                                       # (N, size, size)
+
+
+def _scaled(sal: np.ndarray) -> np.ndarray:
+    """|gradient| scaled to [0, 1] by its 99.5th percentile (so one extreme pixel does not hide the rest)."""
+    sal = np.abs(sal)
+    return np.clip(sal / max(np.percentile(sal, 99.5), 1e-30), 0, 1)
+
+
+def plot_saliency(x: np.ndarray, images: np.ndarray, grads: np.ndarray, labels: list[int], target: np.ndarray,
+                  probs: np.ndarray, indices: list[int], path: Path) -> Path:
+    """Row 1: the test images. Row 2: |gradient| on the network's R x R input, over the image. Row 3: the same
+    gradient carried back to the 28x28 pixels of the image (to_pixels)."""
     plt = _pyplot()
     n = len(indices)
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.7), squeeze=False)
+    pixels = to_pixels(grads)                                         # (n, 28, 28)
+    fig, axes = plt.subplots(3, n, figsize=(n * 1.6, 5.4), squeeze=False)
     for k, i in enumerate(indices):
-        img = x[k, 0]                                                 # (R, R) in [0, 1]
-        sal = np.abs(grads[k, 0])                                     # (R, R)
-        sal = np.clip(sal / max(np.percentile(sal, 99.5), 1e-30), 0, 1)
-        axes[0, k].imshow(img, cmap="gray_r", vmin=0, vmax=1)
+        axes[0, k].imshow(images[k], cmap="gray_r", vmin=0, vmax=255)
         axes[0, k].set_title(f"#{i} {CLASS_NAMES[labels[k]]}\npred {CLASS_NAMES[target[k]]} "
                              f"{probs[k, target[k]]:.0%}", fontsize=7)
-        axes[1, k].imshow(img, cmap="gray_r", vmin=0, vmax=1)
-        axes[1, k].imshow(sal, cmap="hot", alpha=np.clip(sal * 1.5, 0, 0.9), vmin=0, vmax=1)
+        for row, (background, sal) in enumerate(((x[k, 0], grads[k, 0]), (images[k] / 255.0, pixels[k])), start=1):
+            s = _scaled(sal)
+            axes[row, k].imshow(background, cmap="gray_r", vmin=0, vmax=1)
+            axes[row, k].imshow(s, cmap="hot", alpha=np.clip(s * 1.5, 0, 0.9), vmin=0, vmax=1)
         for ax in axes[:, k]:
-            ax.axis("off")
-    fig.suptitle("|d score(predicted class) / d input pixel|, numpy_ref's backward (bright = the score is most "
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[1, 0].set_ylabel(f"on the {x.shape[-1]}x{x.shape[-1]} input", fontsize=7)
+    axes[2, 0].set_ylabel("on the 28x28 pixels", fontsize=7)
+    fig.suptitle("|d score(predicted class) / d input|, numpy_ref's backward (bright = the score is most "
                  "sensitive there)", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -221,8 +241,8 @@ def visualize(ckpt: Checkpoint, test_images: torch.Tensor, test_labels: torch.Te
     indices = list(range(index, min(index + SALIENCY_IMAGES, len(test_labels))))
     x = to_input(test_images[indices], ckpt.resize).double().numpy()  # (n, 1, R, R)
     grads, logits, target = saliency(net, x)
-    written.append(plot_saliency(x, grads, [int(test_labels[i]) for i in indices], target, softmax(logits),
-                                 indices, out / "saliency.png"))
+    written.append(plot_saliency(x, test_images[indices].numpy(), grads, [int(test_labels[i]) for i in indices],
+                                 target, softmax(logits), indices, out / "saliency.png"))
 
     ref = alexnet(len(CLASS_NAMES), init=False).eval()                # the torch model, same weights, float32
     ref.load_state_dict(ckpt.state)
@@ -232,10 +252,10 @@ def visualize(ckpt: Checkpoint, test_images: torch.Tensor, test_labels: torch.Te
 
 
 def run(args: argparse.Namespace) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
-    out = output_dir(args.out, ckpt.path)
     test = load_split(find_data_dir(args.data_dir), "test")
     check_index(args.index, len(test))
+    ckpt = load_checkpoint(args.checkpoint)
+    out = output_dir(args.out, ckpt.path)
     print(f"visualizing {ckpt.describe()} through numpy_ref (float64), test image #{args.index}", flush=True)
     result = visualize(ckpt, test.images, test.labels, args.index, out)
     print(f"\ntest image #{args.index}: true class {CLASS_NAMES[result['label']]}, predicted "
