@@ -110,8 +110,10 @@ def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: 
         init = initial_conv1(seed)[:, 0]                              # (96, 11, 11)
         change = trained - init
         rel = np.linalg.norm(change) / np.linalg.norm(init)
+        still = int((np.abs(change).reshape(len(change), -1).max(axis=1) == 0).sum())   # got no gradient at all
         panels = [(f"at initialisation (seed {seed})", init), ("after training", trained),
-                  (f"trained - initial (|change| = {rel:.0%} of |initial|)", change)]
+                  (f"trained - initial: |change| {rel:.0%} of |initial|\n"
+                   f"{still} filters unchanged (flat grey)", change)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False)
     cmap = plt.get_cmap("gray").with_extremes(bad="#c8d4e6")         # the gaps between filters
     for ax, (name, w) in zip(axes.flat, panels):
@@ -120,8 +122,8 @@ def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: 
         ax.axis("off")
     fig.suptitle(title or "conv1: 96 filters of 11x11, each scaled to its own min (black) .. max (white)",
                  fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))                            # room for the suptitle over 2-line titles
+    return save_figure(fig, path, dpi=80)
 
 
 def plot_feature_maps(image: np.ndarray, outs: list[np.ndarray], path: Path, title: str, channels: int = 8) -> Path:
@@ -194,7 +196,7 @@ def plot_saliency(x: np.ndarray, images: np.ndarray, grads: np.ndarray, labels: 
     fig.suptitle("|d score(predicted class) / d input|, numpy_ref's backward (bright = the score is most "
                  "sensitive there)", fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=80)
 
 
 # ----------------------------------------------------------------------------------------------- the command
