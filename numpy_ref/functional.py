@@ -9,154 +9,100 @@ Each op comes as
                                              # a single array for the one-input ops (relu, max_pool2d, ...)
 
 with the backward right under its forward. Dtype follows the input: float64 for checks, float32 for speed.
-The plain-loop twins of conv2d and max_pool2d, which read like the formulas, live in numpy_ref.naive; the
-tests hold both equal to each other and to torch. The math of every backward is in docs/numpy_reference.md.
+The plain-loop twins, which read like the formulas, live in numpy_ref.naive; the tests hold both equal to
+each other and to torch. Argument checks and output sizes live in numpy_ref.geometry. The math of every
+backward is in docs/numpy_reference.md.
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from numpy_ref.geometry import (
+    ConvGeometry, PoolGeometry, check_dout, check_float, check_lrn_args, check_same_dtype, conv2d_geometry,
+    max_pool2d_geometry,
+)
+
 __all__ = [
     "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward",
+    "local_response_norm_forward", "local_response_norm_backward",
     "relu_forward", "relu_backward",
     "linear_forward", "linear_backward",
     "dropout_forward", "dropout_backward",
     "flatten_forward", "flatten_backward",
     "cross_entropy_forward", "cross_entropy_backward",
-    "conv2d_output_size", "max_pool2d_output_size",
 ]
 
 
 # ----------------------------------------------------------------------------------------------------------
-# argument checking shared by the fast ops here and the naive ones in numpy_ref.naive
-
-def _int_pair(value, name: str, op: str) -> tuple[int, int]:
-    """An int or a pair of ints (torch's `_pair`), as a tuple of two Python ints."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
-        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _check_float(a: np.ndarray, name: str, op: str) -> None:
-    if not isinstance(a, np.ndarray):
-        raise ValueError(f"{op}: {name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype not in (np.float32, np.float64):
-        raise ValueError(f"{op}: {name} must be float32 or float64, got {a.dtype} with shape {a.shape}")
-
-
-def _check_same_dtype(op: str, **arrays: np.ndarray | None) -> None:
-    given = {name: a for name, a in arrays.items() if a is not None}
-    for name, a in given.items():
-        _check_float(a, name, op)
-    dtypes = {a.dtype for a in given.values()}
-    if len(dtypes) > 1:
-        listing = ", ".join(f"{name} {a.dtype}{a.shape}" for name, a in given.items())
-        raise ValueError(f"{op}: arrays must share one dtype, got {listing}")
-
-
-def _check_dout(dout: np.ndarray, shape: tuple, dtype, op: str) -> None:
-    if not isinstance(dout, np.ndarray) or dout.shape != tuple(shape):
-        got = getattr(dout, "shape", type(dout).__name__)
-        raise ValueError(f"{op}_backward: dout must have the forward output's shape {tuple(shape)}, got {got}")
-    if dout.dtype != dtype:
-        raise ValueError(f"{op}_backward: dout must be {dtype} like the forward input, got {dout.dtype}")
-
-
-def conv2d_output_size(size: int, kernel: int, stride: int = 1, pad_total: int = 0, dilation: int = 1) -> int:
-    """OH = (H + pad_top + pad_bottom - dilation*(KH-1) - 1) // stride + 1  (the same formula for W)."""
-    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    """Everything conv2d's forward and backward need to know about the shapes, checked once."""
-
-    N: int
-    C: int
-    H: int
-    W: int
-    F: int
-    KH: int
-    KW: int
-    G: int
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    pad_h: tuple[int, int]  # (top, bottom)
-    pad_w: tuple[int, int]  # (left, right)
-    OH: int
-    OW: int
-    unbatched: bool
-
-    @property
-    def Cg(self) -> int:  # input channels per group
-        return self.C // self.G
-
-    @property
-    def Fg(self) -> int:  # filters per group
-        return self.F // self.G
-
-
-def conv2d_geometry(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride, padding, dilation,
-                    groups) -> ConvGeometry:
-    """Check conv2d's arguments as torch does (ValueError naming the argument and the shapes) and work out
-    the output size. padding: int, pair, 'valid' (no padding) or 'same' (stride 1 only; an odd total
-    padding puts the extra row/column at the bottom/right, as torch does)."""
-    op = "conv2d"
-    _check_same_dtype(op, input=x, weight=weight, bias=bias)
-    if x.ndim not in (3, 4):
-        raise ValueError(f"{op}: input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
-    if weight.ndim != 4:
-        raise ValueError(f"{op}: weight must be 4-D (F, C/groups, KH, KW), got shape {weight.shape}")
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    unbatched = x.ndim == 3
-    N, C, H, W = (1, *x.shape) if unbatched else x.shape
-    F, Cg, KH, KW = weight.shape
-    if F % groups:
-        raise ValueError(f"{op}: groups={groups} must divide the filters: weight has shape {weight.shape}")
-    if Cg * groups != C:
-        raise ValueError(f"{op}: input has {C} channels (shape {x.shape}) but weight {weight.shape} with "
-                         f"groups={groups} expects {Cg * groups}")
-    if bias is not None and bias.shape != (F,):
-        raise ValueError(f"{op}: bias must have shape ({F},) for weight {weight.shape}, got {bias.shape}")
-    sh, sw = _int_pair(stride, "stride", op)
-    dh, dw = _int_pair(dilation, "dilation", op)
-    if sh < 1 or sw < 1:
-        raise ValueError(f"{op}: stride must be positive, got {stride!r}")
-    if dh < 1 or dw < 1:
-        raise ValueError(f"{op}: dilation must be positive, got {dilation!r}")
-    if isinstance(padding, str):
-        if padding == "valid":
-            pad_h, pad_w = (0, 0), (0, 0)
-        elif padding == "same":
-            if (sh, sw) != (1, 1):
-                raise ValueError(f"{op}: padding='same' needs stride 1, got stride={stride!r}")
-            th, tw = dh * (KH - 1), dw * (KW - 1)
-            pad_h, pad_w = (th // 2, th - th // 2), (tw // 2, tw - tw // 2)
-        else:
-            raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-    else:
-        ph, pw = _int_pair(padding, "padding", op)
-        if ph < 0 or pw < 0:
-            raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
-        pad_h, pad_w = (ph, ph), (pw, pw)
-    Hp, Wp = H + sum(pad_h), W + sum(pad_w)
-    if dh * (KH - 1) + 1 > Hp or dw * (KW - 1) + 1 > Wp:
-        raise ValueError(f"{op}: kernel {KH}x{KW} (dilation {dh}x{dw}) is larger than the padded input "
-                         f"{Hp}x{Wp} (input shape {x.shape}, padding {padding!r})")
-    OH = conv2d_output_size(H, KH, sh, sum(pad_h), dh)
-    OW = conv2d_output_size(W, KW, sw, sum(pad_w), dw)
-    return ConvGeometry(N, C, H, W, F, KH, KW, int(groups), (sh, sw), (dh, dw), pad_h, pad_w, OH, OW, unbatched)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # conv2d: im2col through a strided view + one BLAS matmul per group
+
+def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
+                   padding=0, dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
+    """out[n, f, oh, ow] = bias[f]
+                          + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
+    where g = f // (F/G) is the filter's group.  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1.
+
+    x (N, C, H, W) or (C, H, W); weight (F, C/G, KH, KW); bias (F,) or None -> out (N, F, OH, OW) or (F, OH, OW)."""
+    x = input  # torch.nn.functional's name for the first argument
+    g = conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
+    xp = _pad(x[None] if g.unbatched else x, g)                  # (N, C, Hp, Wp)
+    cols = _im2col(xp, g)                                        # (C*KH*KW, N*OH*OW)
+    w2 = weight.reshape(g.F, g.Cg * g.KH * g.KW)                 # (F, Cg*KH*KW)
+    Kg = g.Cg * g.KH * g.KW
+    out2 = _workspace("out2", (g.F, cols.shape[1]), x.dtype)    # (F, N*OH*OW)
+    for k in range(g.G):  # group k: its Fg filters see only its Cg channels
+        fs, cs = slice(k * g.Fg, (k + 1) * g.Fg), slice(k * Kg, (k + 1) * Kg)
+        np.matmul(w2[fs], cols[cs], out=out2[fs])                # (Fg, N*OH*OW): the whole conv, one GEMM
+    if bias is not None:
+        out2 += bias[:, None]                                    # (F, N*OH*OW)
+    out = out2.reshape(g.F, g.N, g.OH, g.OW).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view of scratch space
+    out = out.copy()  # (N, F, OH, OW), a fresh array: always a copy (for N = 1 the view is already
+    # contiguous, so np.ascontiguousarray would hand out the scratch buffer that the next call overwrites)
+    cache = (xp, weight, bias is not None, g)
+    return (out[0] if g.unbatched else out), cache
+
+
+def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Three correlations with the same columns (docs/numpy_reference.md, "conv2d backward"):
+        dweight = dout_2d @ cols.T                       (F, N*OH*OW) @ (N*OH*OW, Cg*KH*KW)
+        dbias   = dout summed over n, oh, ow
+        dx      = col2im(weight_2d.T @ dout_2d)          every column scattered back onto the input pixels it read
+    dout (N, F, OH, OW) -> dx like x, dweight like weight, dbias (F,) or None."""
+    xp, weight, has_bias, g = cache
+    out_shape = (g.F, g.OH, g.OW) if g.unbatched else (g.N, g.F, g.OH, g.OW)
+    check_dout(dout, out_shape, xp.dtype, "conv2d")
+    d4 = dout[None] if g.unbatched else dout                     # (N, F, OH, OW)
+    dout2 = d4.transpose(1, 0, 2, 3).reshape(g.F, g.N * g.OH * g.OW)  # (F, N*OH*OW)
+    cols = _im2col(xp, g)                                        # (C*KH*KW, N*OH*OW), recomputed: saves memory
+    w2 = weight.reshape(g.F, g.Cg * g.KH * g.KW)                 # (F, Cg*KH*KW)
+    Kg = g.Cg * g.KH * g.KW
+    dw2 = np.empty_like(w2)                                      # (F, Cg*KH*KW)
+    dcols = _workspace("dcols", cols.shape, cols.dtype)          # (C*KH*KW, N*OH*OW)
+    for k in range(g.G):
+        fs, cs = slice(k * g.Fg, (k + 1) * g.Fg), slice(k * Kg, (k + 1) * Kg)
+        dw2[fs] = (cols[cs] @ dout2[fs].T).T                     # (Fg, Cg*KH*KW); this operand order is
+        # the same product as dout2 @ cols.T, but OpenBLAS splits it better over threads (conv1: 20x at 2 threads)
+        np.matmul(w2[fs].T, dout2[fs], out=dcols[cs])            # (Cg*KH*KW, N*OH*OW)
+    dbias = dout2.sum(axis=1) if has_bias else None              # (F,)
+    # col2im: add each kernel tap's slab back where that tap read from (KH*KW strided adds, no Python pixel loop)
+    dcols6 = dcols.reshape(g.C, g.KH, g.KW, g.N, g.OH, g.OW)      # (C, KH, KW, N, OH, OW)
+    dxp = np.zeros(xp.shape, dtype=xp.dtype)                     # (N, C, Hp, Wp)
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    for kh in range(g.KH):
+        for kw in range(g.KW):
+            h0, w0 = kh * dh, kw * dw
+            dxp[:, :, h0:h0 + sh * (g.OH - 1) + 1:sh, w0:w0 + sw * (g.OW - 1) + 1:sw] += \
+                dcols6[:, kh, kw].transpose(1, 0, 2, 3)          # (N, C, OH, OW)
+    dx = dxp[:, :, g.pad_h[0]:g.pad_h[0] + g.H, g.pad_w[0]:g.pad_w[0] + g.W]  # (N, C, H, W)
+    dx = np.ascontiguousarray(dx[0] if g.unbatched else dx)     # like x
+    return dx, dw2.reshape(weight.shape), dbias
+
+
+# conv2d's helpers: the columns (im2col), the padding, the scratch space
 
 _scratch = threading.local()
 
@@ -194,143 +140,8 @@ def _pad(x4: np.ndarray, g: ConvGeometry, value: float = 0.0) -> np.ndarray:
     return np.pad(x4, ((0, 0), (0, 0), g.pad_h, g.pad_w), constant_values=value)  # (N, C, Hp, Wp)
 
 
-def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
-                   padding=0, dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
-    """out[n, f, oh, ow] = bias[f]
-                          + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
-    where g = f // (F/G) is the filter's group.  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1.
-
-    x (N, C, H, W) or (C, H, W); weight (F, C/G, KH, KW); bias (F,) or None -> out (N, F, OH, OW) or (F, OH, OW)."""
-    x = input  # torch.nn.functional's name for the first argument
-    g = conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
-    xp = _pad(x[None] if g.unbatched else x, g)                  # (N, C, Hp, Wp)
-    cols = _im2col(xp, g)                                        # (C*KH*KW, N*OH*OW)
-    w2 = weight.reshape(g.F, g.Cg * g.KH * g.KW)                 # (F, Cg*KH*KW)
-    Kg = g.Cg * g.KH * g.KW
-    out2 = _workspace("out2", (g.F, cols.shape[1]), x.dtype)    # (F, N*OH*OW)
-    for k in range(g.G):  # group k: its Fg filters see only its Cg channels
-        fs, cs = slice(k * g.Fg, (k + 1) * g.Fg), slice(k * Kg, (k + 1) * Kg)
-        np.matmul(w2[fs], cols[cs], out=out2[fs])                # (Fg, N*OH*OW): the whole conv, one GEMM
-    if bias is not None:
-        out2 += bias[:, None]                                    # (F, N*OH*OW)
-    out = out2.reshape(g.F, g.N, g.OH, g.OW).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
-    out = np.ascontiguousarray(out)                              # (N, F, OH, OW), a fresh array
-    cache = (xp, weight, bias is not None, g)
-    return (out[0] if g.unbatched else out), cache
-
-
-def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Three correlations with the same columns (docs/numpy_reference.md, "conv2d backward"):
-        dweight = dout_2d @ cols.T                       (F, N*OH*OW) @ (N*OH*OW, Cg*KH*KW)
-        dbias   = dout summed over n, oh, ow
-        dx      = col2im(weight_2d.T @ dout_2d)          every column scattered back onto the input pixels it read
-    dout (N, F, OH, OW) -> dx like x, dweight like weight, dbias (F,) or None."""
-    xp, weight, has_bias, g = cache
-    out_shape = (g.F, g.OH, g.OW) if g.unbatched else (g.N, g.F, g.OH, g.OW)
-    _check_dout(dout, out_shape, xp.dtype, "conv2d")
-    d4 = dout[None] if g.unbatched else dout                     # (N, F, OH, OW)
-    dout2 = d4.transpose(1, 0, 2, 3).reshape(g.F, g.N * g.OH * g.OW)  # (F, N*OH*OW)
-    cols = _im2col(xp, g)                                        # (C*KH*KW, N*OH*OW), recomputed: saves memory
-    w2 = weight.reshape(g.F, g.Cg * g.KH * g.KW)                 # (F, Cg*KH*KW)
-    Kg = g.Cg * g.KH * g.KW
-    dw2 = np.empty_like(w2)                                      # (F, Cg*KH*KW)
-    dcols = _workspace("dcols", cols.shape, cols.dtype)          # (C*KH*KW, N*OH*OW)
-    for k in range(g.G):
-        fs, cs = slice(k * g.Fg, (k + 1) * g.Fg), slice(k * Kg, (k + 1) * Kg)
-        dw2[fs] = (cols[cs] @ dout2[fs].T).T                     # (Fg, Cg*KH*KW); this operand order is
-        # the same product as dout2 @ cols.T, but OpenBLAS splits it better over threads (conv1: 20x at 2 threads)
-        np.matmul(w2[fs].T, dout2[fs], out=dcols[cs])            # (Cg*KH*KW, N*OH*OW)
-    dbias = dout2.sum(axis=1) if has_bias else None              # (F,)
-    # col2im: add each kernel tap's slab back where that tap read from (KH*KW strided adds, no Python pixel loop)
-    dcols6 = dcols.reshape(g.C, g.KH, g.KW, g.N, g.OH, g.OW)      # (C, KH, KW, N, OH, OW)
-    dxp = np.zeros(xp.shape, dtype=xp.dtype)                     # (N, C, Hp, Wp)
-    (sh, sw), (dh, dw) = g.stride, g.dilation
-    for kh in range(g.KH):
-        for kw in range(g.KW):
-            h0, w0 = kh * dh, kw * dw
-            dxp[:, :, h0:h0 + sh * (g.OH - 1) + 1:sh, w0:w0 + sw * (g.OW - 1) + 1:sw] += \
-                dcols6[:, kh, kw].transpose(1, 0, 2, 3)          # (N, C, OH, OW)
-    dx = dxp[:, :, g.pad_h[0]:g.pad_h[0] + g.H, g.pad_w[0]:g.pad_w[0] + g.W]  # (N, C, H, W)
-    dx = np.ascontiguousarray(dx[0] if g.unbatched else dx)     # like x
-    return dx, dw2.reshape(weight.shape), dbias
-
-
 # ----------------------------------------------------------------------------------------------------------
 # max_pool2d: the windows as a strided view, argmax routes the gradient
-
-def max_pool2d_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
-                           ceil_mode: bool) -> int:
-    """OH = floor_or_ceil((H + 2*pad - dil*(KH-1) - 1) / stride) + 1, and with ceil_mode the last window
-    must start inside the input or the left padding: if (OH-1)*stride >= H + pad, OH -= 1 (torch's rule)."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-@dataclass(frozen=True)
-class PoolGeometry:
-    N: int
-    C: int
-    H: int
-    W: int
-    KH: int
-    KW: int
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    OH: int
-    OW: int
-    unbatched: bool
-
-
-def max_pool2d_geometry(x: np.ndarray, kernel_size, stride, padding, dilation, ceil_mode) -> PoolGeometry:
-    """Check max_pool2d's arguments as torch does and work out the output size."""
-    op = "max_pool2d"
-    _check_float(x, "input", op)
-    if x.ndim not in (3, 4):
-        raise ValueError(f"{op}: input must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
-    KH, KW = _int_pair(kernel_size, "kernel_size", op)
-    sh, sw = _int_pair(kernel_size if stride is None or stride == () else stride, "stride", op)
-    ph, pw = _int_pair(padding, "padding", op)
-    dh, dw = _int_pair(dilation, "dilation", op)
-    if KH < 1 or KW < 1:
-        raise ValueError(f"{op}: kernel_size must be positive, got {kernel_size!r}")
-    if sh < 1 or sw < 1:
-        raise ValueError(f"{op}: stride must be positive, got {stride!r}")
-    if dh < 1 or dw < 1:
-        raise ValueError(f"{op}: dilation must be positive, got {dilation!r}")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
-    if ph > KH // 2 or pw > KW // 2:
-        raise ValueError(f"{op}: padding {padding!r} must be at most half the kernel_size {kernel_size!r}")
-    unbatched = x.ndim == 3
-    N, C, H, W = (1, *x.shape) if unbatched else x.shape
-    OH = max_pool2d_output_size(H, KH, sh, ph, dh, bool(ceil_mode))
-    OW = max_pool2d_output_size(W, KW, sw, pw, dw, bool(ceil_mode))
-    if OH < 1 or OW < 1:
-        raise ValueError(f"{op}: input shape {x.shape} is too small for kernel_size {kernel_size!r}, "
-                         f"padding {padding!r}, dilation {dilation!r}: output would be {OH}x{OW}")
-    return PoolGeometry(N, C, H, W, KH, KW, (sh, sw), (ph, pw), (dh, dw), OH, OW, unbatched)
-
-
-def _pool_windows(x4: np.ndarray, g: PoolGeometry) -> np.ndarray:
-    """Pad with -inf (enough for ceil_mode's last window) and return the windows as a view."""
-    (sh, sw), (ph, pw), (dh, dw) = g.stride, g.padding, g.dilation
-    Hp = max(g.H + ph, (g.OH - 1) * sh + dh * (g.KH - 1) + 1)
-    Wp = max(g.W + pw, (g.OW - 1) * sw + dw * (g.KW - 1) + 1)
-    xp = np.full((g.N, g.C, Hp, Wp), -np.inf, dtype=x4.dtype)   # (N, C, Hp, Wp)
-    xp[:, :, ph:ph + g.H, pw:pw + g.W] = x4
-    sN, sC, sH, sW = xp.strides
-    return as_strided(xp, shape=(g.N, g.C, g.OH, g.OW, g.KH, g.KW),
-                      strides=(sN, sC, sH * sh, sW * sw, sH * dh, sW * dw), writeable=False)  # (N, C, OH, OW, KH, KW)
-
-
-def _first_tap(start: np.ndarray, dilation: int) -> np.ndarray:
-    """The first tap start + k*dilation (k >= 0) that is not in the top/left padding, as torch finds it."""
-    return np.where(start < 0, start + (-start + dilation - 1) // dilation * dilation, start)
-
 
 def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
                        ceil_mode: bool = False, return_indices: bool = False):
@@ -365,10 +176,12 @@ def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, d
 
 def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """Each output's gradient goes to the one input pixel that won its window (indices), and adds up
-    where windows overlap: dx.flat[indices] += dout, done as one bincount. dout like out -> dx like x."""
+    where windows overlap: np.add.at(dx_plane, indices, dout) per (n, c) plane, done here as one np.bincount
+    over all planes. (Not `dx.flat[indices] += dout`: fancy-index += writes a repeated index once, so a pixel
+    that wins two windows would get only one of their gradients.) dout like out -> dx like x."""
     indices, g, dtype = cache
     out_shape = (g.C, g.OH, g.OW) if g.unbatched else (g.N, g.C, g.OH, g.OW)
-    _check_dout(dout, out_shape, dtype, "max_pool2d")
+    check_dout(dout, out_shape, dtype, "max_pool2d")
     plane = g.H * g.W
     offsets = np.arange(g.N * g.C, dtype=np.int64).reshape(g.N, g.C, 1, 1) * plane  # (N, C, 1, 1)
     i4 = indices.reshape(g.N, g.C, g.OH, g.OW)                   # (N, C, OH, OW)
@@ -382,13 +195,84 @@ def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     return dx
 
 
+# max_pool2d's helpers
+
+def _pool_windows(x4: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    """Pad with -inf (enough for ceil_mode's last window) and return the windows as a view."""
+    (sh, sw), (ph, pw), (dh, dw) = g.stride, g.padding, g.dilation
+    Hp = max(g.H + ph, (g.OH - 1) * sh + dh * (g.KH - 1) + 1)
+    Wp = max(g.W + pw, (g.OW - 1) * sw + dw * (g.KW - 1) + 1)
+    xp = np.full((g.N, g.C, Hp, Wp), -np.inf, dtype=x4.dtype)   # (N, C, Hp, Wp)
+    xp[:, :, ph:ph + g.H, pw:pw + g.W] = x4
+    sN, sC, sH, sW = xp.strides
+    return as_strided(xp, shape=(g.N, g.C, g.OH, g.OW, g.KH, g.KW),
+                      strides=(sN, sC, sH * sh, sW * sw, sH * dh, sW * dw), writeable=False)  # (N, C, OH, OW, KH, KW)
+
+
+def _first_tap(start: np.ndarray, dilation: int) -> np.ndarray:
+    """The first tap start + k*dilation (k >= 0) that is not in the top/left padding, as torch finds it."""
+    return np.where(start < 0, start + (-start + dilation - 1) // dilation * dilation, start)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# local_response_norm: each value divided by the energy of its neighbouring channels
+
+def local_response_norm_forward(input: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                                k: float = 1.0) -> tuple[np.ndarray, tuple]:
+    """torch.nn.functional.local_response_norm, the same arguments and numbers:
+
+        out[n, c, ...] = x[n, c, ...] / d[n, c, ...]**beta,
+        d[n, c, ...]   = k + alpha/size * sum_{j = c - size//2}^{c + (size-1)//2} x[n, j, ...]**2
+
+    channels outside 0..C-1 count as zeros (alpha is divided by `size` even at the edges: the squares are
+    averaged over the window, padding included). For an even size the window reaches one channel further
+    back than forward. Channels are axis 1 of an input of 3 or more dimensions, (N, C, *), as in torch: a
+    3-D input is (N, C, L), so an unbatched (C, H, W) image goes in as input[None].
+    The paper's b = a / (k + alpha' * sum over 5 channels of a^2)^beta is size=5, alpha = 5 * alpha'."""
+    x = input  # torch.nn.functional's name for the first argument
+    op = "local_response_norm"
+    check_lrn_args(x, size, alpha, beta, k, op)
+    alpha, beta, k = float(alpha), float(beta), float(k)  # Python floats: the result keeps x's dtype
+    d = k + (alpha / size) * _channel_window_sum(x * x, size // 2, (size - 1) // 2)  # like x, the normalizer
+    out = x * d ** -beta                                         # like x
+    return out, (x, d, size, alpha, beta)
+
+
+def local_response_norm_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    """out_c = x_c * d_c^-beta with d_c = k + alpha/size * sum_{j in W(c)} x_j^2, so (docs/numpy_reference.md)
+
+        dx_i = dout_i * d_i^-beta  -  (2*alpha*beta/size) * x_i * sum_{c : i in W(c)} dout_c * out_c / d_c
+
+    the second sum runs over the channels whose window holds i: c from i - (size-1)//2 to i + size//2, the
+    forward's window mirrored (the same for an odd size). dout like out -> dx like x."""
+    x, d, size, alpha, beta = cache
+    check_dout(dout, x.shape, x.dtype, "local_response_norm")
+    scale = d ** -beta                                           # like x
+    t = dout * (x * scale) / d                                   # like x: dout_c * out_c / d_c
+    back = _channel_window_sum(t, (size - 1) // 2, size // 2)    # like x, sum over the c whose window holds i
+    return dout * scale - x.dtype.type(2 * alpha * beta / size) * x * back  # like x
+
+
+def _channel_window_sum(a: np.ndarray, before: int, after: int) -> np.ndarray:
+    """s[:, c] = sum of a[:, j] for j from c - before to c + after (channels outside 0..C-1 are zeros):
+    pad axis 1 and add before + after + 1 shifted slices (a window of 5 is 5 adds, no Python channel loop)."""
+    C = a.shape[1]
+    pad = [(0, 0)] * a.ndim
+    pad[1] = (before, after)
+    ap = np.pad(a, pad)                                          # (N, before + C + after, *)
+    s = ap[:, 0:C].copy()                                        # like a
+    for j in range(1, before + after + 1):
+        s += ap[:, j:j + C]
+    return s
+
+
 # ----------------------------------------------------------------------------------------------------------
 # relu, linear, dropout, flatten
 
 def relu_forward(input: np.ndarray) -> tuple[np.ndarray, tuple]:
     """out = max(x, 0)."""
     x = input  # torch.nn.functional's name for the first argument
-    _check_float(x, "input", "relu")
+    check_float(x, "input", "relu")
     out = np.maximum(x, 0)                                       # like x
     return out, (out,)
 
@@ -396,7 +280,7 @@ def relu_forward(input: np.ndarray) -> tuple[np.ndarray, tuple]:
 def relu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """dx = dout where the output is positive, else 0 (torch's rule: the gradient at exactly 0 is 0)."""
     (out,) = cache
-    _check_dout(dout, out.shape, out.dtype, "relu")
+    check_dout(dout, out.shape, out.dtype, "relu")
     return np.where(out > 0, dout, 0).astype(out.dtype, copy=False)  # like x
 
 
@@ -404,7 +288,7 @@ def linear_forward(input: np.ndarray, weight: np.ndarray,
                    bias: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
     """out = x @ weight.T + bias.  x (..., in), weight (out, in), bias (out,) -> (..., out)."""
     x = input  # torch.nn.functional's name for the first argument
-    _check_same_dtype("linear", input=x, weight=weight, bias=bias)
+    check_same_dtype("linear", input=x, weight=weight, bias=bias)
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out, in), got shape {weight.shape}")
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
@@ -422,7 +306,7 @@ def linear_forward(input: np.ndarray, weight: np.ndarray,
 def linear_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """dx = dout @ weight;  dweight = dout_2d.T @ x_2d;  dbias = dout summed over every leading axis."""
     x, weight, has_bias = cache
-    _check_dout(dout, (*x.shape[:-1], weight.shape[0]), x.dtype, "linear")
+    check_dout(dout, (*x.shape[:-1], weight.shape[0]), x.dtype, "linear")
     dx = dout @ weight                                           # (..., in)
     d2 = dout.reshape(-1, weight.shape[0])                       # (M, out), M = prod of leading dims
     dweight = d2.T @ x.reshape(-1, weight.shape[1])              # (out, in)
@@ -436,7 +320,7 @@ def dropout_forward(input: np.ndarray, p: float = 0.5, training: bool = True,
     probability) and the survivors are scaled by 1/(1-p), so eval mode is the identity.
     Training needs an explicit np.random.Generator: the mask is rng.random(x.shape) >= p."""
     x = input  # torch.nn.functional's name for the first argument
-    _check_float(x, "input", "dropout")
+    check_float(x, "input", "dropout")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p!r}")
     if not training or p == 0.0:
@@ -454,14 +338,14 @@ def dropout_forward(input: np.ndarray, p: float = 0.5, training: bool = True,
 def dropout_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """dx = dout * mask (the same zeros and the same 1/(1-p) scale as the forward)."""
     mask, shape, dtype = cache
-    _check_dout(dout, shape, dtype, "dropout")
+    check_dout(dout, shape, dtype, "dropout")
     return dout.copy() if mask is None else dout * mask         # like x
 
 
 def flatten_forward(input: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> tuple[np.ndarray, tuple]:
     """torch.flatten(x, start_dim, end_dim); the defaults are nn.Flatten's: (N, C, H, W) -> (N, C*H*W)."""
     x = input  # torch.nn.functional's name for the first argument
-    _check_float(x, "input", "flatten")
+    check_float(x, "input", "flatten")
     nd = max(x.ndim, 1)
     s, e = start_dim % nd if -nd <= start_dim < nd else None, end_dim % nd if -nd <= end_dim < nd else None
     if s is None or e is None or s > e:
@@ -480,14 +364,21 @@ def flatten_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# cross-entropy (log-softmax + negative log-likelihood, mean over the batch)
+# cross-entropy (log-softmax + negative log-likelihood, then torch's reduction over the batch)
 
-def cross_entropy_forward(input: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """loss = mean_n ( logsumexp(logits[n]) - logits[n, target[n]] ).  logits (N, classes), target (N,) ints
-    in [0, classes) -> a 0-d array of the logits' dtype."""
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy_forward(input: np.ndarray, target: np.ndarray, reduction: str = "mean") -> tuple[np.ndarray, tuple]:
+    """loss[n] = logsumexp(logits[n]) - logits[n, target[n]], then reduced as torch's `reduction` says:
+    'mean' (the default) averages over the batch, 'sum' adds, 'none' keeps one loss per example.
+    logits (N, classes), target (N,) ints in [0, classes) -> a 0-d array ('mean', 'sum') or (N,) ('none'),
+    in the logits' dtype."""
     logits = input  # torch.nn.functional's name for the first argument
     op = "cross_entropy"
-    _check_float(logits, "input", op)
+    check_float(logits, "input", op)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if logits.ndim != 2:
         raise ValueError(f"{op}: input (logits) must be 2-D (N, classes), got shape {logits.shape}")
     target = np.asarray(target)
@@ -505,14 +396,23 @@ def cross_entropy_forward(input: np.ndarray, target: np.ndarray) -> tuple[np.nda
     shifted = logits - logits.max(axis=1, keepdims=True)         # (N, classes), max 0: exp cannot overflow
     logsumexp = np.log(np.exp(shifted).sum(axis=1))              # (N,)
     logprobs = shifted - logsumexp[:, None]                      # (N, classes)
-    loss = -logprobs[np.arange(N), target].mean()                # ()
-    return np.asarray(loss, dtype=logits.dtype), (logprobs, target)
+    losses = -logprobs[np.arange(N), target]                     # (N,)
+    loss = losses.mean() if reduction == "mean" else losses.sum() if reduction == "sum" else losses  # () or (N,)
+    return np.asarray(loss, dtype=logits.dtype), (logprobs, target, reduction)
 
 
 def cross_entropy_backward(dloss, cache: tuple) -> np.ndarray:
-    """dlogits = dloss * (softmax(logits) - onehot(target)) / N."""
-    logprobs, target = cache
+    """dlogits[n] = (softmax(logits[n]) - onehot(target[n])) * w[n], where w[n] = dloss / N ('mean'),
+    dloss ('sum') or dloss[n] ('none': dloss has the loss's shape (N,))."""
+    logprobs, target, reduction = cache
     N = logprobs.shape[0]
+    dloss = np.asarray(dloss, dtype=logprobs.dtype)              # () or (N,)
+    want = (N,) if reduction == "none" else ()
+    if dloss.shape != want:
+        raise ValueError(f"cross_entropy_backward: dloss must have the loss's shape {want} (reduction="
+                         f"{reduction!r}), got {dloss.shape}")
     dlogits = np.exp(logprobs)                                   # (N, classes), softmax
     dlogits[np.arange(N), target] -= 1
-    return dlogits * (np.asarray(dloss, dtype=logprobs.dtype) / N)  # (N, classes)
+    if reduction == "none":
+        return dlogits * dloss[:, None]                          # (N, classes)
+    return dlogits * (dloss / N if reduction == "mean" else dloss)  # (N, classes)

@@ -8,8 +8,14 @@ exactly what <op>_backward(dout, cache) returns, and it can be estimated without
 compared element by element with the relative error |a - b| / max(1e-8, |a| + |b|) (the max over elements is
 reported). In float64 with h = 1e-5 a correct backward agrees to ~1e-9 on most elements and ~1e-7 on the worst
 (those whose gradient nearly cancels); a wrong one (a missing transpose, a factor of 2, a gradient routed to the
-wrong pixel) is off by ~1e-1. Every op here is piecewise linear in its input except cross-entropy, so a larger
-h costs little truncation error and buys less round-off.
+wrong pixel) is off by ~1e-1. Every op here is piecewise linear in its input except cross-entropy and local
+response normalization, whose curvature is mild at these scales, so a larger h costs little truncation error
+and buys less round-off.
+
+Kinks: ReLU bends at 0 (max pooling where two window values are within h), and a difference that straddles the
+bend measures neither side's slope: an input within h of 0 gives (x + h) / (2h) against the backward's 0 or 1,
+a relative error up to 1 with a correct backward. Random normal inputs land that close with probability ~1e-5
+per element; a failure on a single element deserves a look at how close it is to a kink.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from numpy_ref import functional as Fn
-from numpy_ref.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from numpy_ref.layers import Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU, Sequential
 
 __all__ = ["rel_error", "numerical_gradient", "CheckResult", "check_ops", "check_network", "configure", "run"]
 
@@ -97,6 +103,14 @@ def check_ops(seed: int = 0, h: float = 1e-5) -> list[CheckResult]:
     results += _check("max_pool2d(k=3, s=2, p=1, ceil)",
                       lambda input: Fn.max_pool2d_forward(input, 3, 2, 1, 1, True),
                       Fn.max_pool2d_backward, {"input": r(2, 3, 8, 7)}, rng, h)
+    # local_response_norm: an odd window on 4-D input, an even (asymmetric) one wider than the channels on 3-D;
+    # alpha large enough that the normalizer's gradient matters
+    results += _check("local_response_norm(size=3)",
+                      lambda input: Fn.local_response_norm_forward(input, 3, 0.5, 0.75, 1.0),
+                      Fn.local_response_norm_backward, {"input": r(2, 5, 3, 4)}, rng, h)
+    results += _check("local_response_norm(size=4, 3-D)",
+                      lambda input: Fn.local_response_norm_forward(input, 4, 0.8, 0.6, 2.0),
+                      Fn.local_response_norm_backward, {"input": r(2, 3, 5)}, rng, h)
     results += _check("relu", Fn.relu_forward, Fn.relu_backward, {"input": r(3, 5, 4)}, rng, h)
     results += _check("linear", lambda input, weight, bias: Fn.linear_forward(input, weight, bias),
                       Fn.linear_backward, {"input": r(2, 3, 7), "weight": r(5, 7), "bias": r(5)}, rng, h)
@@ -106,8 +120,10 @@ def check_ops(seed: int = 0, h: float = 1e-5) -> list[CheckResult]:
                       Fn.dropout_backward, {"input": r(4, 9)}, rng, h)
     results += _check("flatten", Fn.flatten_forward, Fn.flatten_backward, {"input": r(2, 3, 2, 5)}, rng, h)
     target = rng.integers(0, 7, size=5)
-    results += _check("cross_entropy", lambda input: Fn.cross_entropy_forward(input, target),
-                      Fn.cross_entropy_backward, {"input": r(5, 7)}, rng, h)
+    for reduction in ("mean", "sum", "none"):
+        results += _check(f"cross_entropy(reduction={reduction!r})",
+                          lambda input, red=reduction: Fn.cross_entropy_forward(input, target, red),
+                          Fn.cross_entropy_backward, {"input": r(5, 7)}, rng, h)
     return results
 
 
@@ -116,6 +132,7 @@ def small_net(rng: np.random.Generator) -> Sequential:
     kw = dict(dtype=np.float64, rng=rng)
     return Sequential(
         Conv2d(2, 4, kernel_size=3, stride=2, padding=1, **kw), ReLU(),   # (N, 4, 5, 5)
+        LocalResponseNorm(3, alpha=0.5, beta=0.75, k=1.0),                # (N, 4, 5, 5)
         MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),               # (N, 4, 2, 2)
         Conv2d(4, 6, kernel_size=3, padding=1, groups=2, **kw), ReLU(),   # (N, 6, 2, 2)
         Flatten(),                                                        # (N, 24)

@@ -14,8 +14,10 @@ from typing import Iterator
 import numpy as np
 
 from numpy_ref import functional as Fn
+from numpy_ref.geometry import int_pair
 
-__all__ = ["Parameter", "Module", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Dropout", "Sequential"]
+__all__ = ["Parameter", "Module", "Conv2d", "ReLU", "MaxPool2d", "LocalResponseNorm", "Flatten", "Linear", "Dropout",
+           "Sequential"]
 
 
 class Parameter:
@@ -178,7 +180,7 @@ class Conv2d(_WeightBias):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        KH, KW = Fn._int_pair(kernel_size, "kernel_size", "Conv2d")
+        KH, KW = int_pair(kernel_size, "kernel_size", "Conv2d")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (KH, KW)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self._init_params((out_channels, in_channels // groups, KH, KW), in_channels // groups * KH * KW, bias,
@@ -245,6 +247,26 @@ class MaxPool2d(Module):
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class LocalResponseNorm(Module):
+    """torch.nn.LocalResponseNorm: out = x / (k + alpha/size * sum of x^2 over `size` neighbouring channels)^beta
+    (numpy_ref.functional.local_response_norm_forward). No parameters."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self._cache = None
+
+    def forward(self, x):
+        out, self._cache = Fn.local_response_norm_forward(x, self.size, self.alpha, self.beta, self.k)  # like x
+        return out
+
+    def backward(self, dout):
+        return Fn.local_response_norm_backward(dout, _cached(self))
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
 class Flatten(Module):

@@ -1,4 +1,5 @@
-"""conv2d and max_pool2d as plain loops that read like their formulas: the algorithmic reference.
+"""conv2d, max_pool2d and local_response_norm as plain loops that read like their formulas: the algorithmic
+reference.
 
     N batch, C channels in, F filters out, G groups, H/W height/width, K kernel (KH x KW), OH/OW output size
 
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_ref.functional import _check_dout, conv2d_geometry, max_pool2d_geometry
+from numpy_ref.geometry import check_dout, check_lrn_args, conv2d_geometry, max_pool2d_geometry
 
-__all__ = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward"]
+__all__ = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+           "local_response_norm_forward", "local_response_norm_backward"]
 
 
 def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
@@ -45,7 +47,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndar
         dweight[f, c, kh, kw] += dout[n, f, oh, ow] * x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw]
         dbias[f] += dout[n, f, oh, ow]"""
     xp, weight, has_bias, g = cache
-    _check_dout(dout, (g.F, g.OH, g.OW) if g.unbatched else (g.N, g.F, g.OH, g.OW), xp.dtype, "conv2d")
+    check_dout(dout, (g.F, g.OH, g.OW) if g.unbatched else (g.N, g.F, g.OH, g.OW), xp.dtype, "conv2d")
     d4 = dout[None] if g.unbatched else dout                             # (N, F, OH, OW)
     (sh, sw), (dh, dw) = g.stride, g.dilation
     dxp = np.zeros_like(xp)                                              # (N, C, Hp, Wp)
@@ -105,7 +107,7 @@ def max_pool2d_forward(input: np.ndarray, kernel_size, stride=None, padding=0, d
 def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """dx[n, c].flat[indices[n, c, oh, ow]] += dout[n, c, oh, ow], one output at a time."""
     indices, g, dtype = cache
-    _check_dout(dout, (g.C, g.OH, g.OW) if g.unbatched else (g.N, g.C, g.OH, g.OW), dtype, "max_pool2d")
+    check_dout(dout, (g.C, g.OH, g.OW) if g.unbatched else (g.N, g.C, g.OH, g.OW), dtype, "max_pool2d")
     d4 = dout[None] if g.unbatched else dout                             # (N, C, OH, OW)
     i4 = indices.reshape(g.N, g.C, g.OH, g.OW)                           # (N, C, OH, OW)
     dx = np.zeros((g.N, g.C, g.H * g.W), dtype=dtype)                    # (N, C, H*W)
@@ -117,3 +119,48 @@ def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
                         dx[n, c, i4[n, c, oh, ow]] += d4[n, c, oh, ow]
     dx = dx.reshape(g.N, g.C, g.H, g.W)                                  # (N, C, H, W)
     return dx[0] if g.unbatched else dx
+
+
+def local_response_norm_forward(input: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                                k: float = 1.0) -> tuple[np.ndarray, tuple]:
+    """out[n, c, p] = x[n, c, p] / (k + alpha/size * sum_{j = c - size//2}^{c + (size-1)//2} x[n, j, p]**2)**beta
+    for every position p of the trailing axes; channels outside 0..C-1 are skipped (they count as zeros)."""
+    x = input  # torch.nn.functional's name for the first argument
+    check_lrn_args(x, size, alpha, beta, k)
+    alpha, beta, k = float(alpha), float(beta), float(k)  # Python floats: the result keeps x's dtype
+    x3 = x.reshape(x.shape[0], x.shape[1], -1)                           # (N, C, P), P = prod of the rest
+    N, C, P = x3.shape
+    out = np.empty_like(x3)                                              # (N, C, P)
+    d = np.empty_like(x3)                                                # (N, C, P), the normalizer
+    for n in range(N):
+        for c in range(C):
+            for p in range(P):
+                acc = x.dtype.type(0)
+                for j in range(c - size // 2, c + (size - 1) // 2 + 1):
+                    if 0 <= j < C:
+                        acc += x3[n, j, p] * x3[n, j, p]
+                d[n, c, p] = k + alpha / size * acc
+                out[n, c, p] = x3[n, c, p] / d[n, c, p] ** beta
+    return out.reshape(x.shape), (x3, d, size, alpha, beta, x.shape)
+
+
+def local_response_norm_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    """The forward's loop run again, each output sending dout back to everything it read:
+        dx[n, c, p] += dout[n, c, p] / d[n, c, p]**beta                                 (the numerator)
+        dx[n, j, p] += dout[n, c, p] * x[n, c, p] * (-beta) * d[n, c, p]**(-beta-1) * alpha/size * 2*x[n, j, p]
+                                                                  for every j in c's window (the denominator)"""
+    x3, d, size, alpha, beta, shape = cache
+    check_dout(dout, shape, x3.dtype, "local_response_norm")
+    d3 = dout.reshape(x3.shape)                                          # (N, C, P)
+    N, C, P = x3.shape
+    dx = np.zeros_like(x3)                                               # (N, C, P)
+    for n in range(N):
+        for c in range(C):
+            for p in range(P):
+                g = d3[n, c, p]
+                dx[n, c, p] += g / d[n, c, p] ** beta
+                dd = g * x3[n, c, p] * -beta * d[n, c, p] ** (-beta - 1)   # dL/dd[n, c, p]
+                for j in range(c - size // 2, c + (size - 1) // 2 + 1):
+                    if 0 <= j < C:
+                        dx[n, j, p] += dd * alpha / size * 2 * x3[n, j, p]
+    return dx.reshape(shape)

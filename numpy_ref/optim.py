@@ -1,4 +1,4 @@
-"""Stochastic gradient descent, torch.optim.SGD's update rule (the seed uses plain SGD, lr 0.01):
+"""Stochastic gradient descent, torch.optim.SGD's update rule (d2l trains AlexNet with plain SGD, lr 0.01):
 
     g = p.grad + weight_decay * p
     buf = g                                   (first step)

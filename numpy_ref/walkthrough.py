@@ -47,9 +47,14 @@ def read_test_image(directory: Path, index: int) -> tuple[np.ndarray, int]:
     return images[index], int(labels[index])
 
 
+# (channels, size) of each variant's input; the paper's network sees the grey image repeated to 3 channels
+INPUTS = {"d2l": (1, 224), "paper": (3, 227)}
+
+
 def load_weights(path: str | os.PathLike, dtype=np.float64) -> Sequential:
-    """numpy_ref.alexnet with the weights of an .npz holding torch's state_dict keys (`alexnet export`).
-    Raises ValueError naming the file when it is missing, not an .npz, or not this network's weights."""
+    """numpy_ref.alexnet with the weights of an .npz holding torch's state_dict keys (`alexnet export`), of either
+    variant (the keys tell: the paper's network ends in 22.*, d2l's in 20.*); `net.variant` says which.
+    Raises ValueError naming the file when it is missing, not an .npz, or not AlexNet's weights."""
     path = Path(path)
     if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try to unpickle it
         raise ValueError(f"--weights {path}: not an .npz file (no zip archive inside)")
@@ -60,18 +65,21 @@ def load_weights(path: str | os.PathLike, dtype=np.float64) -> Sequential:
         raise ValueError(f"--weights {path}: no such file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"--weights {path}: not a readable .npz file ({exc.__class__.__name__}: {exc})") from exc
-    if "20.weight" not in state:
+    variant = "paper" if "22.weight" in state else "d2l"
+    last = "22.weight" if variant == "paper" else "20.weight"
+    if last not in state:
         have = ", ".join(sorted(state)[:4]) or "none"
-        raise ValueError(f"--weights {path}: not AlexNet's weights (no '20.weight'; keys: {have}); "
+        raise ValueError(f"--weights {path}: not AlexNet's weights (no '20.weight' or '22.weight'; keys: {have}); "
                          f"write one with `alexnet export --checkpoint RUN/best.pt --out FILE.npz`")
-    num_classes = int(state["20.weight"].shape[0])
+    num_classes = int(state[last].shape[0])
     if num_classes != len(CLASS_NAMES):
         raise ValueError(f"--weights {path}: a {num_classes}-class network; Fashion-MNIST has {len(CLASS_NAMES)}")
-    net = alexnet(num_classes, dtype=dtype, init=False)
+    net = alexnet(num_classes, dtype=dtype, init=False, variant=variant)
     try:
         net.load_state_dict(state)
     except ValueError as exc:
         raise ValueError(f"--weights {path}: {exc}") from exc
+    net.variant = variant
     return net
 
 
@@ -146,10 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", metavar="FILE.npz",
                         help="trained weights (`alexnet export`); default: untrained, d2l's init from --seed")
     parser.add_argument("--seed", type=int, default=0, help="seed of the untrained weights (and of --random's image)")
-    parser.add_argument("--break-at", type=int, metavar="IDX", help="enter pdb just before layer IDX (0..20)")
+    parser.add_argument("--break-at", type=int, metavar="IDX",
+                        help="enter pdb just before layer IDX (0..20; 0..22 for the paper's weights)")
     args = parser.parse_args(argv)
-    if args.break_at is not None and not 0 <= args.break_at <= 20:
-        parser.error(f"--break-at must be in 0..20, got {args.break_at}")
     try:
         return _run(args)
     except (ValueError, OSError) as exc:  # DatasetError is a ValueError: one line, no traceback
@@ -158,10 +165,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    net = None
+    net, channels, size = None, *INPUTS["d2l"]
     if args.weights is not None:
         net = load_weights(args.weights)
-        print(f"weights: {args.weights} (trained)")
+        channels, size = INPUTS[net.variant]
+        print(f"weights: {args.weights} (trained, the {net.variant} AlexNet)")
+    n_layers = len(net) if net is not None else 21
+    if args.break_at is not None and not 0 <= args.break_at < n_layers:
+        raise ValueError(f"--break-at must be in 0..{n_layers - 1}, got {args.break_at}")
     directory = None if args.random else find_data_dir(args.data_dir)
     if directory is None:
         if not args.random:
@@ -171,7 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         image, label = read_test_image(directory, args.index)
         print(f"test image {args.index} from {directory}: {CLASS_NAMES[label]}")
-    x = resize_bilinear(image / 255.0, 224)[None, None]                     # (1, 1, 224, 224), in [0, 1]
+    x = resize_bilinear(image / 255.0, size)[None, None]                    # (1, 1, 224, 224), in [0, 1]
+    x = np.repeat(x, channels, axis=1)                                      # (1, 3, 227, 227) for the paper's
     walk(x, label, seed=args.seed, break_at=args.break_at, net=net)
     return 0
 

@@ -14,22 +14,57 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def assert_close_verbose(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str):
-    """torch.testing-style check whose message names the worst element, its index and both values."""
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    same = (a == e) | (torch.isnan(a) & torch.isnan(e))  # equal infinities and NaN on both sides agree
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"  # where the Triton tests put their tensors (CPU: the kernels are interpreted)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The one GPU switch: a test marked `gpu` is skipped, with the reason, on a machine without CUDA."""
+    if CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marked gpu; on a CPU the kernels are checked in the interpreter)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def assert_close_verbose(actual, expected, atol: float, rtol: float, what: str, *, relative_to_max: bool = False,
+                         equal_nan: bool = True):
+    """The suite's one closeness check, for torch tensors and NumPy arrays alike (compared in float64); on failure
+    the message names how many elements are off, the worst one, its index and both values.
+
+    Element-wise (default): |a - e| <= atol + rtol*|e|, torch.testing's rule. relative_to_max=True measures the
+    error against the array's scale instead: |a - e| <= atol + rtol*max|e| (element-wise relative error means
+    nothing for the many near-zero entries of a gradient). equal_nan: NaN on both sides agrees; equal infinities
+    always agree."""
+    def as_float64(t):
+        return t.detach().double().cpu() if isinstance(t, torch.Tensor) else torch.from_numpy(np.asarray(t, np.float64))
+
+    assert tuple(actual.shape) == tuple(expected.shape), \
+        f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a, e = as_float64(actual), as_float64(expected)
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e)) if equal_nan else (a == e)
     err = torch.where(same, torch.zeros_like(a), (a - e).abs())
     err = torch.where(torch.isnan(err), torch.full_like(err, float("inf")), err)  # NaN on one side only
-    excess = err - (atol + rtol * e.abs().nan_to_num(0.0))
+    scale = e.abs().nan_to_num(0.0)
+    if relative_to_max:
+        scale = scale.max().expand_as(e) if e.numel() else scale
+    excess = err - (atol + rtol * scale)
     if a.numel() and excess.max() > 0:
         flat = int(excess.argmax())
         idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape))
+        rel = f", max|diff|/max|expected| {err.max().item() / max(scale.max().item(), 1e-300):.3g}" \
+            if relative_to_max else ""
         raise AssertionError(
             f"{what}: {int((excess > 0).sum())}/{a.numel()} elements off; worst at {idx}: got {a[idx].item()!r},"
-            f" expected {e[idx].item()!r} (|diff| {err[idx].item():.3g}, atol {atol}, rtol {rtol})"
+            f" expected {e[idx].item()!r} (|diff| {err[idx].item():.3g}, atol {atol}, rtol {rtol}{rel})"
         )
 
+
+def assert_rel(actual, expected, tol: float, what: str):
+    """max|a - e| <= tol * max|e| (the error relative to the array's scale), NaN never equal: assert_close_verbose
+    spelt as tests/test_numpy_model.py calls it."""
+    assert_close_verbose(actual, expected, 0.0, tol, what, relative_to_max=True, equal_nan=False)
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None, gz: bool | None = None,

@@ -7,7 +7,11 @@ in the format `alexnet train` writes (best.pt: epoch, test_acc, model, config; c
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -38,3 +42,11 @@ def make_probe_checkpoint(run_dir: Path, data_dir: Path, seed: int = 0) -> Path:
     torch.save(dict(epoch=1, test_acc=0.0, model=net.state_dict(), config=config), path)
     (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return path
+
+
+@functools.cache
+def shared_probe_checkpoint(data_dir: Path) -> Path:
+    """One probe checkpoint per test process, shared by every test module that reads it (never written to)."""
+    directory = Path(tempfile.mkdtemp(prefix="alexnet-probe-"))
+    atexit.register(shutil.rmtree, directory, True)
+    return make_probe_checkpoint(directory / "run", data_dir)

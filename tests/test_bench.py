@@ -45,12 +45,100 @@ def test_conv1_flops_and_bytes_known_case():
     assert conv1.flops("fwd+bwd") == 2 * conv1.flops("fwd")          # input is the data: dW only, no dX
     assert conv2.flops("fwd+bwd") == 3 * conv2.flops("fwd")          # dW and dX
     assert C.alexnet_specs(batch=128)[0].flops() == 128 * conv1.flops()
-    # pool1 forward reads 96x54x54 and writes 96x26x26 (fp32); the backward reads dy and x, writes dx
+    # pool1 forward under no_grad reads 96x54x54 and writes 96x26x26 (fp32)
     assert pool1.bytes("fwd", 4) == 4 * (96 * 54 * 54 + 96 * 26 * 26)
-    assert pool1.bytes("fwd+bwd", 2) == 2 * (96 * 54 * 54 + 96 * 26 * 26 + 96 * 26 * 26 + 2 * 96 * 54 * 54)
     assert pool1.flops() == 0
     # conv1 forward bytes: x + w + b + y
     assert conv1.bytes("fwd", 4) == 4 * (224 * 224 + 96 * 121 + 96 + 96 * 54 * 54)
+
+
+def test_pool_bytes_are_what_each_kernel_moves():
+    """Issue 9 item 7: a pool's GB/s counts the bytes its kernels really read and write. Ours: the training
+    forward reads x and writes out + a 1-byte tap per output; the backward reads dy + the taps and writes dx (it
+    never reads x). ATen's (the "cudnn" figures on a GPU): int64 indices always, and dx zero-filled before the
+    gather writes it. pool1 at batch 128 in bf16: our backward is 96.6 MB, not the 160 MB of dy + x + dx."""
+    pool1 = C.alexnet_specs(batch=128)[1]
+    x, y = 128 * 96 * 54 * 54, 128 * 96 * 26 * 26
+    fwd_train = 2 * (x + y) + 1 * y
+    bwd = 2 * y + 1 * y + 2 * x
+    assert pool1.bytes("fwd", 2, impl="triton") == 2 * (x + y)  # under no_grad no record is written
+    assert pool1.bytes("fwd+bwd", 2, impl="triton") == fwd_train + bwd
+    assert round(bwd / 1e6, 1) == 96.6 and round(fwd_train / 1e6, 1) == 96.6  # docs/triton_kernels.md's table
+    assert pool1.bytes("fwd", 2, impl="compile") == 2 * (x + y)
+    assert pool1.bytes("fwd+bwd", 2, impl="compile") == fwd_train + bwd  # inductor's int8 offsets
+    assert pool1.bytes("fwd", 2, impl="cudnn") == 2 * (x + y) + 8 * y
+    assert pool1.bytes("fwd+bwd", 2, impl="cudnn") == (2 * (x + y) + 8 * y) + (2 * y + 8 * y + 2 * 2 * x)
+    assert pool1.bytes("fwd", 4, impl="torch-cpu") == 4 * (x + y)
+    assert pool1.bytes("fwd+bwd", 4, impl="torch-cpu") == (4 * (x + y) + 8 * y) + (4 * y + 8 * y + 2 * 4 * x)
+    conv2 = C.alexnet_specs(batch=1)[2]  # convs: the fewest bytes, the same whoever computes them
+    assert len({conv2.bytes("fwd+bwd", 2, impl=i) for i in ("triton", "cudnn", "compile")}) == 1
+    with pytest.raises(ValueError, match="impl must be one of"):
+        pool1.bytes("fwd", 2, impl="cuDNN")
+
+
+def test_lrn_bytes_and_flops_known_case():
+    """Issue 13: lrn1 and lrn2 are the paper variant's two LRNs (after conv1+ReLU and conv2+ReLU on 3x227x227), and
+    each implementation's bytes are what its kernels move (docs/triton_lrn.md). E elements of x, n = 5, Ep =
+    N*(C+n-1)*H*W (torch's zero-padded squares). Ours: forward reads x, writes out (2E); backward reads x, dy,
+    writes dx (3E). torch: forward 8 kernels, (14E + 2Ep); backward 16 kernels, (38E + 2Ep). torch.compile: one
+    fused kernel under no_grad (2E); in training (5E + 2Ep) forward, (10E + Ep) backward."""
+    from torch_model.model import PAPER_LRN
+
+    lrn1, lrn2 = C.paper_lrn_specs(batch=128)
+    assert (lrn1.name, lrn1.kind, lrn1.N, lrn1.C, lrn1.H, lrn1.W) == ("lrn1", "lrn", 128, 96, 55, 55)
+    assert (lrn2.name, lrn2.N, lrn2.C, lrn2.H, lrn2.W) == ("lrn2", 128, 256, 27, 27)
+    assert lrn1.lrn == (PAPER_LRN["size"], PAPER_LRN["alpha"], PAPER_LRN["beta"], PAPER_LRN["k"]) == lrn2.lrn
+    assert (lrn1.F, lrn1.OH, lrn1.OW) == (96, 55, 55)  # the output has the input's shape
+    E, Ep = 128 * 96 * 55 * 55, 128 * (96 + 4) * 55 * 55
+    assert (E, Ep) == (37_171_200, 38_720_000)
+    assert lrn1.bytes("fwd", 4, impl="triton") == 4 * 2 * E
+    assert lrn1.bytes("fwd+bwd", 4, impl="triton") == 4 * (2 * E + 3 * E)
+    assert lrn1.bytes("fwd", 2, impl="triton") == 2 * 2 * E  # bf16: half
+    for impl in ("cudnn", "torch-cpu"):  # eager torch, on a GPU or a CPU: the same aten ops
+        assert lrn1.bytes("fwd", 4, impl=impl) == 4 * (14 * E + 2 * Ep)
+        assert lrn1.bytes("fwd+bwd", 4, impl=impl) == 4 * ((14 * E + 2 * Ep) + (38 * E + 2 * Ep))
+    assert lrn1.bytes("fwd", 4, impl="compile") == 4 * 2 * E
+    assert lrn1.bytes("fwd+bwd", 4, impl="compile") == 4 * ((5 * E + 2 * Ep) + (10 * E + Ep))
+    # docs/triton_lrn.md's figures at lrn1, fp32: torch ~2.4 GB forward and ~6.0 GB backward, ours 0.30 and 0.45
+    torch_bwd = lrn1.bytes("fwd+bwd", 4, impl="cudnn") - lrn1.bytes("fwd", 4, impl="cudnn")
+    assert round(lrn1.bytes("fwd", 4, impl="cudnn") / 1e9, 1) == 2.4 and round(torch_bwd / 1e9, 1) == 6.0
+    assert round(lrn1.bytes("fwd", 4) / 1e9, 2) == 0.30 and round(3 * 4 * E / 1e9, 2) == 0.45
+    E2, Ep2 = 128 * 256 * 27 * 27, 128 * 260 * 27 * 27
+    assert lrn2.bytes("fwd+bwd", 2, impl="cudnn") == 2 * (52 * E2 + 4 * Ep2)
+    # FLOPs: (2n+3) per element forward, + (2n^2+6n+1) backward: 13 and 81 for n = 5
+    assert lrn1.flops("fwd") == 13 * E and lrn1.flops("fwd+bwd") == (13 + 81) * E
+    assert lrn2.flops("fwd") == 13 * E2
+    assert lrn1.by_bytes and not C.alexnet_specs(batch=1)[0].by_bytes
+    assert C.goal("lrn1", "bf16", "fwd+bwd") is None  # issue 5's goals are for convs and pools
+    with pytest.raises(ValueError, match="impl must be one of"):
+        lrn1.bytes("fwd", 4, impl="cuDNN")
+
+
+def test_lrn_specs_are_the_paper_models_shapes():
+    """lrn1/lrn2's shapes are the ones alexnet(variant="paper") really feeds its LocalResponseNorms (run on the meta
+    device), at the paper's 227 and at the CPU smoke size (68, channels / 16)."""
+    from torch_model.model import alexnet
+
+    with torch.device("meta"):
+        net = alexnet(variant="paper", init=False)
+    last_lrn = max(i for i, m in enumerate(net) if isinstance(m, torch.nn.LocalResponseNorm))
+    net = net[:last_lrn + 1]  # the layers up to lrn2 (the dense layers take only 227..258)
+    for resize, div in ((227, 1), (68, 16)):
+        seen = []
+        hooks = [m.register_forward_hook(lambda m, i, o: seen.append((tuple(i[0].shape), tuple(o.shape))))
+                 for m in net if isinstance(m, torch.nn.LocalResponseNorm)]
+        with torch.no_grad():
+            net(torch.empty(2, 3, resize, resize, device="meta"))
+        for h in hooks:
+            h.remove()
+        specs = C.paper_lrn_specs(batch=2, resize=resize, channel_div=div)
+        assert [s.name for s in specs] == ["lrn1", "lrn2"] and len(seen) == 2
+        for spec, (x_shape, y_shape) in zip(specs, seen):
+            assert x_shape == y_shape
+            assert (spec.N, spec.C * div, spec.H, spec.W) == x_shape
+    assert [(s.C, s.H) for s in C.paper_lrn_specs(1, 68, 16)] == [(6, 15), (16, 7)]
+    with pytest.raises(ValueError, match="--resize 10: the paper variant's conv before lrn1"):
+        C.paper_lrn_specs(batch=1, resize=10)
 
 
 def test_train_step_flops_by_hand():
@@ -171,7 +259,7 @@ def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
         assert e["err_ok"] is True, f"{e['layer']} {e['pass']} {e['impl']}: rel_err {e['rel_err']}"
         assert e["interpreter"] is (not GPU and e["impl"] == "triton")
         spec = {s.name: s for s in C.alexnet_specs(1, 68, 16)}[e["layer"]]
-        assert e["flops"] == spec.flops(e["pass"]) and e["bytes"] == spec.bytes(e["pass"], 4)
+        assert e["flops"] == spec.flops(e["pass"]) and e["bytes"] == spec.bytes(e["pass"], 4, impl=e["impl"])
         if e["layer"] == "conv3":
             assert e["tflops"] == pytest.approx(e["flops"] / (e["ms"] * 1e9))
             assert e["peak_fraction"] == pytest.approx(e["tflops"] / data["peak"]["fp32_matmul_tflops"])
@@ -183,6 +271,44 @@ def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
         assert e["vs_baseline"] == pytest.approx(base / e["ms"])
     png = path.with_name(path.stem + "-layers.png")
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+
+
+def test_lrn_layers_end_to_end_in_the_interpreter(tmp_path, capsys):
+    """Issue 13: lrn1 and lrn2 (the paper variant's LRNs, tiny on a CPU) through `bench layers`: ours in the
+    interpreter against torch's F.local_response_norm, forward and forward+backward, each checked against float64
+    and its GB/s counted from its own traffic."""
+    out = tmp_path / "results"
+    args = parse(layers, ["--layers", "lrn1,lrn2", "--layouts", "nchw", "--impls", "triton,cudnn", "--repeat", "1",
+                          "--out-dir", str(out), "--no-progress", *DEVICE, *TINY])
+    assert layers.run(args) == 0
+    assert "lrn1, lrn2: the paper variant's, input 68x68" in capsys.readouterr().out
+    (path,) = out.glob("*.json")
+    data = read(path)
+    assert data["runs"]["layers"]["lrn_resize"] == 68
+    got = {(e["layer"], e["pass"], e["impl"]) for e in data["layers"]}
+    assert got == {(l, p, i) for l in ("lrn1", "lrn2") for p in C.PASSES for i in ("triton", BASE)}
+    specs = {s.name: s for s in C.paper_lrn_specs(1, 68, 16)}
+    for e in data["layers"]:
+        spec = specs[e["layer"]]
+        assert e["kind"] == "lrn" and e["err_ok"] is True, f"{e['layer']} {e['pass']} {e['impl']}: {e['rel_err']}"
+        assert e["shape"]["C"] == spec.C and e["shape"]["size"] == 5 and e["shape"]["k"] == 2.0
+        assert e["bytes"] == spec.bytes(e["pass"], 4, impl=e["impl"]) and e["flops"] == spec.flops(e["pass"])
+        assert e["tflops"] is None and e["gb_per_s"] == pytest.approx(e["bytes"] / (e["ms"] * 1e6))
+        assert e["peak_fraction"] == pytest.approx(e["gb_per_s"] / (data["peak"]["copy_tb_per_s"] * 1e3))
+        assert e["floor_ms"] == pytest.approx(e["bytes"] / (data["peak"]["copy_tb_per_s"] * 1e9))
+    bytes_of = {(e["layer"], e["pass"], e["impl"]): e["bytes"] for e in data["layers"]}
+    assert bytes_of[("lrn1", "fwd", BASE)] > 6 * bytes_of[("lrn1", "fwd", "triton")]  # torch's 8 kernels vs our 1
+    rows = C.summary_rows(data)[1]
+    assert [r[0] for r in rows] == ["lrn1", "lrn1", "lrn2", "lrn2"] and all(r[-2:] == ["", ""] for r in rows)
+
+
+def test_layers_help_says_lrns_are_the_paper_variants():
+    parser = argparse.ArgumentParser(prog="alexnet bench layers")
+    layers.configure(parser)
+    text = " ".join(parser.format_help().split())
+    assert "lrn1,lrn2 are the paper variant's two local response normalizations (d2l's model has none)" in text
+    assert parse(layers, []).layers == list(C.LAYER_ORDER)  # they run by default, after d2l's eight layers
+    assert C.LAYER_ORDER[-2:] == ("lrn1", "lrn2")
 
 
 def test_train_end_to_end_then_layers_merge_into_one_file(tmp_path, fake_data, capsys):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import write_fake_fashion_mnist
-from probe_checkpoint import make_probe_checkpoint
+from probe_checkpoint import shared_probe_checkpoint
 from torch_model.cli import main as alexnet_main
 from torch_model.data import CLASS_NAMES, load_split, to_input
 from torch_model.evaluate import Evaluation, load_checkpoint, make_predictor, predict_dataset
@@ -20,9 +20,9 @@ N_TEST = 40
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory, real_data_dir):
-    return make_probe_checkpoint(tmp_path_factory.mktemp("probe") / "run", real_data_dir)
+@pytest.fixture
+def probe(real_data_dir):
+    return shared_probe_checkpoint(real_data_dir)
 
 
 def _plain_torch_predictions(ckpt_path, images):
@@ -147,9 +147,13 @@ def test_train_leaves_its_pictures(tmp_path):
     for name in ("best.pt", "last.pt"):
         ckpt = load_checkpoint(out / name)
         assert ckpt.resize == 224 and ckpt.seed == 0 and ckpt.epoch == 1
-    skipped = fit(TrainConfig(epochs=1, batch_size=8, limit_train=8, data_dir=str(data), out=str(tmp_path / "no"),
-                              progress=False, pictures=False))
-    assert skipped.status == "completed" and not (tmp_path / "no" / "confusion.png").exists()
+    # the command line makes them unless told not to (fit's own default is off: tests and benchmarks call it)
+    from torch_model.cli import build_parser
+    from torch_model.train import config_from_args
+
+    for flags, wanted in (([], True), (["--no-pictures"], False)):
+        args = build_parser("train").parse_args(["--data-dir", str(data), "--out", str(tmp_path / "r"), *flags])
+        assert config_from_args(args).pictures is wanted
 
 
 # ----------------------------------------------------------------------------------------------- bad input
@@ -217,3 +221,57 @@ def test_evaluation_json_has_no_nan():
     assert report["per_class"][1]["precision"] is None and report["per_class"][1]["recall"] == 0
     assert not any(isinstance(v, float) and math.isnan(v) for row in report["per_class"] for v in row.values())
     json.dumps(report, allow_nan=False)
+
+
+# ----------------------------------------------------------------------------------------------- the paper variant
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    """A freshly built paper AlexNet saved as `alexnet train --variant paper` saves best.pt (its init, 10 classes)."""
+    torch.manual_seed(0)
+    net = alexnet(10, variant="paper")
+    run_dir = tmp_path_factory.mktemp("paper")
+    config = dict(variant="paper", resize=227, seed=0, backend="torch")
+    torch.save(dict(epoch=1, test_acc=0.1, model=net.state_dict(), config=config), run_dir / "best.pt")
+    return run_dir / "best.pt"
+
+
+def test_paper_variant_evaluate_visualize_export(paper_run, real_data_dir, tmp_path, capsys):
+    """A paper-variant run's checkpoint: 3x227x227 input (the grey image repeated), its own keys, every command."""
+    from numpy_ref import walkthrough
+
+    ckpt = load_checkpoint(paper_run)
+    assert (ckpt.variant, ckpt.resize, ckpt.channels) == ("paper", 227, 3)
+    test = load_split(real_data_dir, "test").subset(2)
+    with torch.no_grad():
+        x = to_input(test.images, 227).expand(-1, 3, -1, -1)                     # (2, 3, 227, 227)
+        net = alexnet(10, variant="paper", init=False).eval()
+        net.load_state_dict(torch.load(paper_run, weights_only=True)["model"])
+        expected = net(x)                                                        # (2, 10)
+    for backend in ("torch", "numpy"):
+        logits = predict_dataset(make_predictor(ckpt, backend), test, 2, ckpt.resize, False, channels=3)
+        _assert_same_predictions(logits, expected, f"paper {backend}")
+
+    out = tmp_path / "vis"
+    assert alexnet_main(["visualize", "--checkpoint", str(paper_run), "--index", "9998", "--out", str(out)]) == 0
+    assert "the paper AlexNet" in capsys.readouterr().out
+    assert all((out / n).read_bytes()[:8] == PNG for n in ("filters.png", "feature_maps.png", "saliency.png"))
+
+    npz = tmp_path / "paper.npz"
+    assert alexnet_main(["export", "--checkpoint", str(paper_run), "--out", str(npz)]) == 0
+    capsys.readouterr()
+    assert walkthrough.main(["--weights", str(npz), "--index", "0", "--data-dir", str(real_data_dir)]) == 0
+    printed = capsys.readouterr().out
+    top = int(expected[0].argmax())
+    assert "(trained, the paper AlexNet)" in printed and "(1, 3, 227, 227)" in printed
+    assert f"top 3: {CLASS_NAMES[top]} {torch.softmax(expected[0], 0)[top].item():.1%}" in printed
+
+
+def test_blocks_of_both_variants():
+    import numpy_ref
+    from torch_model.visualize import blocks
+
+    assert blocks(numpy_ref.alexnet(init=False)) == [(2, "pool1"), (5, "pool2"), (7, "conv3+relu"),
+                                                     (9, "conv4+relu"), (12, "pool5")]
+    assert blocks(numpy_ref.alexnet(init=False, variant="paper")) == [(3, "pool1"), (7, "pool2"), (9, "conv3+relu"),
+                                                                      (11, "conv4+relu"), (14, "pool5")]

@@ -8,15 +8,15 @@ import torch
 
 import numpy_ref
 from conftest import assert_close_verbose
-from probe_checkpoint import make_probe_checkpoint
+from probe_checkpoint import shared_probe_checkpoint
 from torch_model.cli import main as alexnet_main
 from torch_model.data import load_split, to_input
 from torch_model.model import alexnet
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory, real_data_dir):
-    return make_probe_checkpoint(tmp_path_factory.mktemp("probe") / "run", real_data_dir)
+@pytest.fixture
+def probe(real_data_dir):
+    return shared_probe_checkpoint(real_data_dir)
 
 
 def test_export_loads_in_numpy_ref_with_torchs_logits(probe, real_data_dir, tmp_path, capsys):

@@ -107,3 +107,31 @@ def test_alexnet_train_numpy_backend_end_to_end(fake_data, tmp_path):
     assert {"last.pt", "best.pt", "config.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert best["model"]["0.weight"].shape == (96, 1, 11, 11) and best["model"]["0.weight"].dtype == torch.float32
+
+
+def test_paper_variant_learner_steps_like_torch_sgd_with_weight_decay():
+    """NumpyLearner(variant="paper", momentum=0.9, weight_decay=5e-4) hands the settings to numpy_ref.SGD
+    (whose update is held to torch.optim.SGD's in tests/test_numpy_model.py); one step (dropout off) moves every
+    weight of the paper network like torch.optim.SGD with the same settings, to float32 accuracy."""
+    torch.manual_seed(0)
+    ref = torch_alexnet(num_classes=4, variant="paper").double().eval()
+    w0 = {k: v.float() for k, v in ref.state_dict().items()}
+    nl = NumpyLearner(w0, lr=0.01, num_classes=4, seed=0, variant="paper", momentum=0.9, weight_decay=5e-4)
+    assert (nl.optimizer.momentum, nl.optimizer.weight_decay) == (0.9, 5e-4)
+    ref.load_state_dict(w0)  # the float32 weights, so both start from the same numbers
+    opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    nl.eval()
+    X = torch.rand(1, 3, 227, 227, generator=torch.Generator().manual_seed(5)) * 255 - 128  # (1, 3, 227, 227)
+    y = torch.tensor([2])
+    loss, logits = nl.step(X, y)
+    tloss = F.cross_entropy(ref(X.double()), y)
+    tloss.backward()
+    opt.step()
+    assert logits.shape == (1, 4) and abs(loss - tloss.item()) <= 1e-5 * abs(tloss.item()), (loss, tloss.item())
+    state = nl.model_state_dict()
+    assert list(state) == list(w0)
+    for name, p in ref.named_parameters():
+        moved = (p.detach() - w0[name].double()).abs().max()
+        err = (state[name].double() - p.detach()).abs().max()
+        ulp = float(np.finfo(np.float32).eps) * p.detach().abs().max()         # float32 can hold no better
+        assert moved > 0 and err <= 1e-3 * moved + ulp, f"{name}: off by {err:.3g} of a {moved:.3g} move"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from numpy_ref import functional as Fn
-from numpy_ref.gradcheck import check_network, check_ops, numerical_gradient, rel_error
+from numpy_ref.gradcheck import check_network, check_ops, numerical_gradient, rel_error, small_net
+from numpy_ref.layers import LocalResponseNorm
 from torch_model.cli import main
 
 
@@ -32,8 +33,12 @@ def test_numerical_gradient_of_a_known_function():
 def test_every_op_and_parameter_passes(seed):
     results = check_ops(seed) + check_network(seed)
     ops = {r.op.split("(")[0] for r in results}
-    assert ops == {"conv2d", "max_pool2d", "relu", "linear", "dropout", "flatten", "cross_entropy", "small net"}
+    assert ops == {"conv2d", "max_pool2d", "local_response_norm", "relu", "linear", "dropout", "flatten",
+                   "cross_entropy", "small net"}
+    assert {r.op for r in results if r.op.startswith("cross_entropy")} == {
+        f"cross_entropy(reduction={red!r})" for red in ("mean", "sum", "none")}
     assert len([r for r in results if r.op == "small net"]) == 8                # 4 layers with weight and bias
+    assert any(isinstance(layer, LocalResponseNorm) for layer in small_net(np.random.default_rng(0)))
     worst = max(results, key=lambda r: r.error)
     assert worst.error < 1e-5, f"worst: {worst}"
 
@@ -53,8 +58,21 @@ def test_a_wrong_backward_is_caught():
 def test_cli_prints_the_table(capsys):
     assert main(["gradcheck", "--seed", "2"]) == 0
     out = capsys.readouterr().out
-    assert "max rel error" in out and "FAIL" not in out and "22/22 checks pass" in out
+    assert "max rel error" in out and "FAIL" not in out and "26/26 checks pass" in out
     assert main(["gradcheck", "--tol", "1e-30"]) == 1  # no finite-difference estimate is that exact
     assert "FAIL" in capsys.readouterr().out
     assert main(["gradcheck", "--h", "0"]) == 2
     assert "--h" in capsys.readouterr().err
+
+
+def test_relu_kink_gives_a_large_error():
+    """The warning in the module docstring and docs, shown: a correct relu backward, one input at h/2 from
+    the kink, and the centred difference is off by a relative 0.25/1.75; the same input 1 away is exact."""
+    h = 1e-5
+    x = np.array([h / 2, 1.0, -1.0])                                        # (3,)
+    _, cache = Fn.relu_forward(x)
+    analytic = Fn.relu_backward(np.ones(3), cache)                          # [1, 1, 0]
+    numeric = numerical_gradient(lambda v: Fn.relu_forward(v)[0], x, 1.0, h)
+    assert numeric[0] == pytest.approx(0.75)                                # ((h/2 + h) - 0) / (2h)
+    assert rel_error(analytic[:1], numeric[:1]) == pytest.approx(0.25 / 1.75)
+    assert rel_error(analytic[1:], numeric[1:]) < 1e-9

@@ -9,39 +9,22 @@ from torch import nn
 
 import numpy_ref
 from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
+from conftest import assert_rel
 from torch_model import alexnet as torch_alexnet
 
 
-def rel_max(actual: np.ndarray, expected: torch.Tensor | np.ndarray) -> float:
-    """max |a - b| / max |b|: the error relative to the array's scale (element-wise relative error is
-    meaningless for the many near-zero entries of a gradient)."""
-    e = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
-    assert actual.shape == e.shape, f"shape {actual.shape} != {e.shape}"
-    return float(np.abs(actual - e).max() / max(np.abs(e).max(), 1e-300))
-
-
-def assert_rel(actual, expected, tol: float, what: str):
-    err = rel_max(actual, expected)
-    if not err <= tol:
-        e = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
-        idx = np.unravel_index(int(np.abs(actual - e).argmax()), e.shape)
-        raise AssertionError(f"{what}: max|diff|/max|ref| = {err:.3g} > {tol}; worst at {idx}: got "
-                             f"{actual[idx]!r}, expected {e[idx]!r}")
-
-
-def test_alexnet_matches_torch_model_float64_224_batch2():
-    """Logits, loss and every parameter gradient within 1e-10 of torch_model.alexnet() from the same weights,
-    dropout in training mode with the same masks on both sides (numpy's masks are fed into torch's layers)."""
+def _check_whole_model(variant: str, x: np.ndarray, y: np.ndarray, num_classes: int,
+                       dropouts: tuple[int, int]) -> numpy_ref.Sequential:
+    """Logits, loss and every parameter gradient within 1e-10 of torch_model.alexnet(variant=...) from the same
+    weights, dropout in training mode with the same masks on both sides (numpy's masks are fed into torch's
+    layers: `dropouts` are their indices)."""
     torch.manual_seed(0)
-    tnet = torch_alexnet().double().train()
-    net = numpy_ref.alexnet(dtype=np.float64, seed=1).train()
+    tnet = torch_alexnet(num_classes=num_classes, variant=variant).double().train()
+    net = numpy_ref.alexnet(num_classes, dtype=np.float64, seed=1, variant=variant, init=False).train()
     net.load_state_dict({k: v.numpy() for k, v in tnet.state_dict().items()})
-    rng = np.random.default_rng(2)
-    x = rng.uniform(0, 1, (2, 1, 224, 224))                                   # (N, 1, 224, 224), like images
-    y = np.array([3, 8])                                                      # (N,)
 
-    logits = net.forward(x)                                                   # (N, 10)
-    masks = {i: net[i]._cache[0] for i in (16, 19)}                           # the Dropout layers' masks
+    logits = net.forward(x)                                                   # (N, classes)
+    masks = {i: net[i]._cache[0] for i in dropouts}                           # the Dropout layers' masks
     loss, cache = cross_entropy_forward(logits, y)
     net.backward(cross_entropy_backward(1.0, cache))
 
@@ -54,12 +37,30 @@ def test_alexnet_matches_torch_model_float64_224_batch2():
         h.remove()
     assert all(0.3 < (m == 0).mean() < 0.7 for m in masks.values()), "dropout masks should drop about half"
 
-    assert_rel(logits, tlogits, 1e-10, "logits")
+    assert_rel(logits, tlogits, 1e-10, f"{variant} logits")
     assert abs(float(loss) - tloss.item()) <= 1e-10 * abs(tloss.item()), (float(loss), tloss.item())
     grads = net.grad_dict()
     assert list(grads) == [k for k, _ in tnet.named_parameters()]
     for name, p in tnet.named_parameters():
-        assert_rel(grads[name], p.grad, 1e-10, f"d{name}")
+        assert_rel(grads[name], p.grad, 1e-10, f"{variant} d{name}")
+    return net
+
+
+def test_alexnet_matches_torch_model_float64_224_batch2():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (2, 1, 224, 224))                                   # (N, 1, 224, 224), like images
+    _check_whole_model("d2l", x, np.array([3, 8]), 10, dropouts=(16, 19))
+
+
+def test_paper_alexnet_matches_torch_paper_variant_float64_227_batch1():
+    """The 2012 paper's network (LRN, groups, its N(0, 0.01) init), the same checks. The input is in pixel
+    units minus the mean, as the paper fed it, so that the LRN's neighbours matter against its k = 2."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-128, 128, (1, 3, 227, 227))                              # (N, 3, 227, 227)
+    net = _check_whole_model("paper", x, np.array([4]), 5, dropouts=(18, 21))
+    a = net[1].forward(net[0].forward(x))                                     # conv1 + ReLU, what LRN 1 sees
+    b = net[2].forward(a)
+    assert np.abs(a / 2.0 ** 0.75 - b).max() > 1e-3 * np.abs(b).max(), "LRN should do more than divide by k^beta"
 
 
 def test_alexnet_structure_matches_torch():
@@ -76,6 +77,32 @@ def test_alexnet_structure_matches_torch():
     assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound and abs(w.mean()) < 0.01 * bound
     with pytest.raises(ValueError, match="num_classes"):
         numpy_ref.alexnet(num_classes=0)
+
+
+def test_paper_alexnet_structure_and_init_match_torch():
+    tnet = torch_alexnet(num_classes=1000, variant="paper")
+    net = numpy_ref.alexnet(variant="paper", num_classes=1000, seed=0)
+    tstate = tnet.state_dict()
+    assert list(net.state_dict()) == list(tstate)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: tuple(v.shape) for k, v in tstate.items()}
+    assert numpy_ref.num_parameters(net) == sum(p.numel() for p in tnet.parameters()) == 60_965_224
+    assert [type(m).__name__ for m in net] == [type(m).__name__ for m in tnet]
+    assert [m.groups for m in net if isinstance(m, numpy_ref.Conv2d)] == [1, 2, 1, 2, 2]
+    lrns = [m for m in net if isinstance(m, numpy_ref.LocalResponseNorm)]
+    assert [(m.size, m.alpha, m.beta, m.k) for m in lrns] == [(5, 5e-4, 0.75, 2.0)] * 2
+    # the paper's init, as torch_model's: N(0, 0.01) weights, biases 1 in conv2, conv4, conv5, fc6, fc7, else 0
+    state = net.state_dict()
+    for key in ("0", "4", "8", "10", "12", "16", "19", "22"):
+        assert abs(state[f"{key}.weight"].std() - 0.01) < 1e-3 and abs(state[f"{key}.weight"].mean()) < 1e-3
+        assert np.array_equal(state[f"{key}.bias"], tstate[f"{key}.bias"].numpy()), f"{key}.bias"
+    shapes, x = [], np.zeros((1, 3, 227, 227), dtype=np.float32)
+    for layer in net:
+        x = layer.forward(x)
+        shapes.append(x.shape[1:])
+    assert shapes[3] == (96, 27, 27) and shapes[7] == (256, 13, 13) and shapes[14] == (256, 6, 6)
+    assert shapes[22] == (1000,)
+    with pytest.raises(ValueError, match="variant"):
+        numpy_ref.alexnet(variant="caffe")
 
 
 def _small_pair(seed: int):
@@ -95,7 +122,7 @@ def _small_pair(seed: int):
     return net, tnet
 
 
-@pytest.mark.parametrize("opts", [dict(), dict(momentum=0.9, weight_decay=1e-3),
+@pytest.mark.parametrize("opts", [dict(), dict(momentum=0.9, weight_decay=1e-3), dict(momentum=0.9, weight_decay=5e-4),
                                   dict(momentum=0.8, dampening=0.1), dict(momentum=0.9, nesterov=True)])
 def test_sgd_steps_match_torch_sgd(opts):
     net, tnet = _small_pair(0)

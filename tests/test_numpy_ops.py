@@ -5,6 +5,9 @@ powers of two, every argument combination via hypothesis); max pooling also comp
 """
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +15,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import numpy_ref
 from numpy_ref import functional as Fn
+from numpy_ref import geometry
 from numpy_ref import naive
 
 # dtype -> (atol, rtol). float64: sums of a few hundred products in another order agree to ~1e-15 relative.
@@ -71,7 +76,7 @@ def _conv_inputs(c, dtype=np.float64):
     w = rng.standard_normal((F_, c["Cg"], c["KH"], c["KW"])).astype(dtype)            # (F, C/G, KH, KW)
     b = rng.standard_normal(F_).astype(dtype) if c["bias"] else None                  # (F,)
     try:
-        Fn.conv2d_geometry(x, w, b, stride, c["padding"], c["dilation"], c["groups"])
+        geometry.conv2d_geometry(x, w, b, stride, c["padding"], c["dilation"], c["groups"])
     except ValueError:
         return None  # kernel larger than the padded input: the error tests cover this
     return x, w, b, rng
@@ -140,7 +145,7 @@ def _pool_inputs(c):
 def test_max_pool2d_matches_torch_float64(c):
     x, args, rng = _pool_inputs(c)
     try:
-        Fn.max_pool2d_geometry(x, *args)
+        geometry.max_pool2d_geometry(x, *args)
     except ValueError:
         with pytest.raises(RuntimeError):  # then torch refuses it too
             F.max_pool2d(torch.from_numpy(x), *args)
@@ -225,6 +230,119 @@ def test_cross_entropy_is_stable_for_huge_logits():
     ref = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(target))
     assert np.isfinite(loss) and np.isclose(loss, ref.item(), rtol=1e-12)
     assert np.isfinite(Fn.cross_entropy_backward(1.0, cache)).all()
+
+
+# ------------------------------------------------------------------------------------- local_response_norm
+
+LRN_SHAPES = {"N=2, 4-D": (2, None, 3, 4), "N=1, 4-D": (1, None, 5, 2), "3-D (N, C, L)": (3, None, 4),
+              "5-D": (2, None, 2, 3, 2)}
+
+
+@pytest.mark.parametrize("shape", list(LRN_SHAPES), ids=list(LRN_SHAPES))
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("C", [1, 3, 7, 10])  # below, around and above every window size
+def test_local_response_norm_matches_torch_float64(size, C, shape):
+    rng = np.random.default_rng(size * 100 + C)
+    x = rng.standard_normal(tuple(C if d is None else d for d in LRN_SHAPES[shape])) * 2  # (N, C, *)
+    alpha, beta, k = 0.3, 0.75, 1.5  # a large alpha, so the neighbours matter at this scale
+    out, cache = Fn.local_response_norm_forward(x, size, alpha, beta, k)
+    dout = rng.standard_normal(out.shape)
+    ref, g = torch_grads(lambda input: F.local_response_norm(input, size, alpha, beta, k), {"input": x}, dout)
+    what = f"local_response_norm size={size} C={C} {shape}"
+    assert_close(out, ref, f"{what} out")
+    assert_close(Fn.local_response_norm_backward(dout, cache), g["input"], f"{what} dx")
+
+
+def test_local_response_norm_defaults_and_float32_follow_torch():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((2, 9, 5, 5)) * 30).astype(np.float32)  # large values: the default alpha 1e-4 bites
+    out, cache = Fn.local_response_norm_forward(x, 5)                                  # torch's defaults
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    ref, g = torch_grads(lambda input: F.local_response_norm(input, 5), {"input": x}, dout)
+    assert_close(out, ref, "lrn f32 out", np.float32)
+    assert_close(Fn.local_response_norm_backward(dout, cache), g["input"], "lrn f32 dx", np.float32)
+    assert not np.allclose(out, x, rtol=1e-3), "the normalizer should matter at this scale"
+
+
+@pytest.mark.parametrize("size,shape", [(1, (2, 3, 4)), (2, (1, 5, 2, 3)), (4, (2, 3, 2, 2)), (5, (1, 7, 3, 2)),
+                                        (6, (2, 4, 3))])
+def test_local_response_norm_naive_equals_fast(size, shape):
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal(shape)
+    fast, fcache = Fn.local_response_norm_forward(x, size, 0.4, 0.6, 1.2)
+    slow, scache = naive.local_response_norm_forward(x, size, 0.4, 0.6, 1.2)
+    assert_close(slow, fast, f"naive lrn size={size} {shape} out")
+    dout = rng.standard_normal(shape)
+    assert_close(naive.local_response_norm_backward(dout, scache), Fn.local_response_norm_backward(dout, fcache),
+                 f"naive lrn size={size} {shape} dx")
+
+
+def _paper_lrn(a: np.ndarray, n: int, k: float, alpha: float, beta: float) -> np.ndarray:
+    """Krizhevsky et al. 2012, section 3.3, as printed: for N kernels (channels),
+    b[i] = a[i] / (k + alpha * sum_{j = max(0, i - n/2)}^{min(N-1, i + n/2)} a[j]^2)^beta, n/2 rounded down."""
+    N = a.shape[1]
+    b = np.empty_like(a)
+    for i in range(N):
+        js = range(max(0, i - n // 2), min(N - 1, i + n // 2) + 1)
+        b[:, i] = a[:, i] / (k + alpha * sum(a[:, j] ** 2 for j in js)) ** beta
+    return b
+
+
+def test_paper_lrn_is_local_response_norm_with_alpha_times_size():
+    """The paper's k=2, n=5, alpha=1e-4, beta=0.75 is local_response_norm(size=5, alpha=5e-4, beta=0.75, k=2):
+    torch (and numpy_ref) divide alpha by the window size. numpy_ref's PAPER_LRN is torch_model's."""
+    from numpy_ref.model import PAPER_LRN
+    from torch_model.model import PAPER_LRN as TORCH_PAPER_LRN
+
+    assert PAPER_LRN == TORCH_PAPER_LRN == dict(size=5, alpha=5e-4, beta=0.75, k=2.0)
+    a = np.abs(np.random.default_rng(2).standard_normal((2, 11, 3, 3))) * 40  # ReLU outputs, large enough to bite
+    paper = _paper_lrn(a, n=5, k=2.0, alpha=1e-4, beta=0.75)
+    ours, _ = Fn.local_response_norm_forward(a, **PAPER_LRN)
+    assert_close(ours, paper, "numpy_ref LRN vs the paper's formula")
+    assert_close(ours, torch.nn.LocalResponseNorm(**PAPER_LRN)(torch.from_numpy(a)), "numpy_ref vs torch")
+    unmapped, _ = Fn.local_response_norm_forward(a, 5, alpha=1e-4, beta=0.75, k=2.0)  # the paper's alpha, unmapped
+    assert np.abs(unmapped - paper).max() > 1e-3 * np.abs(paper).max(), "alpha must be scaled by the size"
+
+
+def test_local_response_norm_layer_and_bad_arguments():
+    x = np.random.default_rng(3).standard_normal((2, 6, 4, 4))
+    layer = numpy_ref.LocalResponseNorm(4, alpha=0.2, beta=0.5, k=1.0)
+    out = layer.forward(x)
+    assert_close(out, F.local_response_norm(torch.from_numpy(x), 4, 0.2, 0.5, 1.0), "LocalResponseNorm layer")
+    dx = layer.backward(np.ones_like(out))
+    assert dx.shape == x.shape and "4, alpha=0.2" in repr(layer)
+    for kwargs, words in [(dict(size=0), ["size", "0"]), (dict(size=2.0), ["size", "2.0"]),
+                          (dict(size=3, alpha="a"), ["alpha"]), (dict(size=3, beta=None), ["beta"]),
+                          (dict(size=3, k=True), ["k must"])]:
+        with pytest.raises(ValueError) as info:
+            Fn.local_response_norm_forward(x, **kwargs)
+        assert all(w in str(info.value) for w in words), (kwargs, str(info.value))
+    with pytest.raises(ValueError, match=r"3 or more dimensions.*\(6, 4\)"):
+        Fn.local_response_norm_forward(x[0, :, :, 0], 3)
+    with pytest.raises(ValueError, match="dout"):
+        Fn.local_response_norm_backward(np.ones((2, 6, 4)), Fn.local_response_norm_forward(x, 3)[1])
+
+
+# ------------------------------------------------------------------------------------ cross_entropy reduction
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_reduction_matches_torch(reduction, dtype):
+    rng = np.random.default_rng(12)
+    logits, target = (rng.standard_normal((6, 5)) * 3).astype(dtype), rng.integers(0, 5, 6)
+    loss, cache = Fn.cross_entropy_forward(logits, target, reduction=reduction)
+    dloss = rng.standard_normal(loss.shape).astype(dtype)                             # () or (N,)
+    ref, g = torch_grads(lambda input: F.cross_entropy(input, torch.from_numpy(target), reduction=reduction),
+                         {"input": logits}, dloss)
+    assert_close(loss, ref, f"cross_entropy({reduction}) loss", dtype)
+    assert_close(Fn.cross_entropy_backward(dloss, cache), g["input"], f"cross_entropy({reduction}) dlogits", dtype)
+    with pytest.raises(ValueError, match="dloss must have the loss's shape"):
+        Fn.cross_entropy_backward(np.ones(7) if reduction == "none" else np.ones(6), cache)
+
+
+def test_cross_entropy_refuses_an_unknown_reduction():
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"):
+        Fn.cross_entropy_forward(np.zeros((2, 3)), np.array([0, 1]), reduction="avg")
 
 
 # --------------------------------------------------------------------------------------------------- dropout
@@ -372,3 +490,190 @@ def test_max_pool2d_nan_and_inf_follow_torch():
         assert_close(slow, ref, f"naive max_pool2d{args} out")
         assert np.array_equal(idx, ref_idx.numpy()) and np.array_equal(sidx, idx), f"max_pool2d{args} indices"
         assert_close(Fn.max_pool2d_backward(dout, cache), grads["input"], f"max_pool2d{args} dx")
+
+
+# ------------------------------------------------------------------------------------------- output sizes
+
+def test_output_size_formulas_match_torch():
+    """geometry's one conv formula and one pool formula give torch's output size wherever torch accepts the
+    arguments: every size 1..10 against every kernel, stride, padding and dilation below (and ceil_mode)."""
+    checked = {"conv": 0, "pool": 0}
+    for size in range(1, 11):
+        x = torch.zeros(1, 1, size, 1, dtype=torch.float64)                          # one axis at a time
+        for k in range(1, 6):
+            w = torch.zeros(1, 1, k, 1, dtype=torch.float64)
+            for s in (1, 2, 3):
+                for p in (0, 1, 2):
+                    for d in (1, 2, 3):
+                        if d < 3:  # a conv call costs ~1 ms on the CPU: a smaller grid than the pool's
+                            try:
+                                ref = F.conv2d(x, w, stride=(s, 1), padding=(p, 0), dilation=(d, 1)).shape[2]
+                            except RuntimeError:
+                                ref = None  # kernel larger than the padded input
+                            if ref is not None:
+                                assert geometry.conv_output_size(size, k, s, p, d) == ref, (size, k, s, p, d)
+                                assert geometry.conv_output_size(size, k, s, (p, p), d) == ref
+                                checked["conv"] += 1
+                        if p > k // 2:
+                            continue
+                        for ceil in (False, True):
+                            try:
+                                ref = F.max_pool2d(x, (k, 1), (s, 1), (p, 0), (d, 1), ceil).shape[2]
+                            except RuntimeError:
+                                continue  # output below one pixel: geometry refuses it too (test_bad_input)
+                            assert geometry.pool_output_size(size, k, s, p, d, ceil) == ref, (size, k, s, p, d, ceil)
+                            checked["pool"] += 1
+        for k in range(1, 6):  # padding='same': an uneven (before, after) split for an even kernel
+            w = torch.zeros(1, 1, k, 1, dtype=torch.float64)
+            for d in (1, 2):
+                total = d * (k - 1)
+                with warnings.catch_warnings():  # torch notes that it copies the input for an uneven split
+                    warnings.simplefilter("ignore", UserWarning)
+                    ref = F.conv2d(x, w, padding="same", dilation=(d, 1)).shape[2]
+                assert geometry.conv_output_size(size, k, 1, (total // 2, total - total // 2), d) == ref == size
+    assert checked["conv"] > 300 and checked["pool"] > 300, checked
+
+
+def _transposed_conv_dxp(dout: np.ndarray, w: np.ndarray, x_shape, stride, padding, dilation, groups,
+                         extra_rows: bool = True) -> np.ndarray:
+    """docs/numpy_reference.md's recipe for conv2d's dx, step by step: spread dout out by the stride, pad it
+    by d*(K-1) (plus r = (Hp - d*(K-1) - 1) % s extra zero rows/columns at the bottom/right), correlate it with
+    the kernel rotated by 180 degrees with its channel axes swapped per group. Returns the gradient of the
+    padded input, (N, C, Hp, Wp) (r rows/columns fewer without the extra ones)."""
+    N, F_, OH, OW = dout.shape
+    _, Cg, KH, KW = w.shape
+    H, W = x_shape[2:]
+    Hp, Wp = H + 2 * padding, W + 2 * padding
+    spread = np.zeros((N, F_, (OH - 1) * stride + 1, (OW - 1) * stride + 1))          # zeros between
+    spread[:, :, ::stride, ::stride] = dout
+    th, tw = dilation * (KH - 1), dilation * (KW - 1)
+    rh, rw = ((Hp - th - 1) % stride, (Wp - tw - 1) % stride) if extra_rows else (0, 0)
+    z = np.pad(spread, ((0, 0), (0, 0), (th, th + rh), (tw, tw + rw)))
+    Fg = F_ // groups
+    wt = np.concatenate([w[g * Fg:(g + 1) * Fg].transpose(1, 0, 2, 3) for g in range(groups)])  # (C, Fg, KH, KW)
+    dxp, _ = Fn.conv2d_forward(z, np.ascontiguousarray(wt[:, :, ::-1, ::-1]), dilation=dilation, groups=groups)
+    return dxp                                                                         # (N, C, Hp, Wp)
+
+
+@pytest.mark.parametrize("N,C,F_,H,K,stride,padding,dilation,groups", [
+    (1, 2, 3, 224, 11, 4, 1, 1, 1),   # conv1's geometry: r = (226 - 10 - 1) % 4 = 3 extra rows
+    (2, 4, 6, 13, 3, 3, 1, 2, 2),     # dilation and groups: r = (15 - 4 - 1) % 3 = 1
+    (1, 2, 2, 12, 5, 2, 2, 1, 1),     # r = (16 - 4 - 1) % 2 = 1
+    (1, 3, 2, 9, 3, 2, 0, 1, 1),      # r = 0: the extra rows are not always needed
+])
+def test_transposed_convolution_recipe_gives_dx(N, C, F_, H, K, stride, padding, dilation, groups):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, H))
+    w = rng.standard_normal((F_, C // groups, K, K))
+    out, cache = Fn.conv2d_forward(x, w, None, stride, padding, dilation, groups)
+    dout = rng.standard_normal(out.shape)
+    dx, _, _ = Fn.conv2d_backward(dout, cache)
+    dxp = _transposed_conv_dxp(dout, w, x.shape, stride, padding, dilation, groups)
+    assert dxp.shape == (N, C, H + 2 * padding, H + 2 * padding)
+    assert_close(dxp[:, :, padding:padding + H, padding:padding + H], dx, "recipe dx")  # the padding cut off
+    r = (H + 2 * padding - dilation * (K - 1) - 1) % stride
+    short = _transposed_conv_dxp(dout, w, x.shape, stride, padding, dilation, groups, extra_rows=False)
+    assert short.shape[2] == H + 2 * padding - r  # without the extra rows: r rows short of the padded input
+    if (H, K, stride, padding) == (224, 11, 4, 1):
+        assert r == 3 and short.shape[2] == 223  # conv1: 223 rows, not 226
+
+
+# ------------------------------------------------------------------ every op twice in a row: nothing shared
+
+def _twice_cases():
+    """(name, forward, backward, make(lead, rng) -> inputs): `lead` is the batch part of the shape, () for an
+    unbatched call. Every op of numpy_ref.functional and numpy_ref.naive."""
+    r = lambda rng, *s: rng.standard_normal(s)  # noqa: E731
+    conv = lambda lead, rng: {"input": r(rng, *lead, 4, 7, 6), "weight": r(rng, 6, 2, 3, 3),  # noqa: E731
+                              "bias": r(rng, 6)}
+    pool = lambda lead, rng: {"input": r(rng, *lead, 3, 7, 6)}  # noqa: E731
+    cases = []
+    for mod in (Fn, naive):
+        cases += [
+            (f"{mod.__name__}.conv2d", lambda m=mod, **a: m.conv2d_forward(**a, stride=2, padding=1, groups=2),
+             mod.conv2d_backward, conv),
+            (f"{mod.__name__}.max_pool2d", lambda m=mod, **a: m.max_pool2d_forward(**a, kernel_size=3, stride=2),
+             mod.max_pool2d_backward, pool),
+            (f"{mod.__name__}.local_response_norm", lambda m=mod, **a: m.local_response_norm_forward(**a, size=3),
+             mod.local_response_norm_backward, pool),
+        ]
+    cases += [
+        ("relu", Fn.relu_forward, Fn.relu_backward, lambda lead, rng: {"input": r(rng, *lead, 5)}),
+        ("linear", Fn.linear_forward, Fn.linear_backward,
+         lambda lead, rng: {"input": r(rng, *lead, 7), "weight": r(rng, 5, 7), "bias": r(rng, 5)}),
+        ("dropout", lambda input: Fn.dropout_forward(input, 0.5, True, np.random.default_rng(0)),
+         Fn.dropout_backward, lambda lead, rng: {"input": r(rng, *lead, 9)}),
+        ("dropout(eval)", lambda input: Fn.dropout_forward(input, 0.5, False), Fn.dropout_backward,
+         lambda lead, rng: {"input": r(rng, *lead, 9)}),
+        ("flatten", lambda input: Fn.flatten_forward(input, 0), Fn.flatten_backward,
+         lambda lead, rng: {"input": r(rng, *lead, 3, 2)}),
+    ]
+    # cross_entropy has no unbatched form here: its batch-1 case stands in for it
+    for reduction in ("mean", "sum", "none"):
+        cases.append((f"cross_entropy({reduction})",
+                      lambda red=reduction, **a: Fn.cross_entropy_forward(**a, reduction=red),
+                      Fn.cross_entropy_backward,
+                      lambda lead, rng: {"input": r(rng, *(lead or (1,)), 4),
+                                         "target": rng.integers(0, 4, (lead or (1,))[0])}))
+    return cases
+
+
+def _arrays(result) -> list[np.ndarray]:
+    result = result if isinstance(result, tuple) else (result,)
+    return [a for a in result if isinstance(a, np.ndarray)]
+
+
+@pytest.mark.parametrize("lead", [(1,), (), (2,)], ids=["batch1", "unbatched", "batch2"])
+@pytest.mark.parametrize("name,forward,backward,make", _twice_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_op_twice_in_a_row_leaves_the_first_result_alone(name, forward, backward, make, lead):
+    """A reference never hands out its scratch space: the first call's output and gradients keep their values
+    after a second call with other inputs, and share no memory with the second call's."""
+    rng = np.random.default_rng(0)
+    first_in, second_in = make(lead, rng), make(lead, rng)
+    out1, cache1 = forward(**first_in)
+    kept = [a.copy() for a in _arrays(out1)]
+    out2, cache2 = forward(**second_in)
+    for a, b, k in zip(_arrays(out1), _arrays(out2), kept):
+        assert np.array_equal(a, k), f"{name} {lead}: the first output changed when the op ran again"
+        assert not np.shares_memory(a, b), f"{name} {lead}: the two outputs share memory"
+    d1 = rng.standard_normal(np.shape(_arrays(out1)[0]))
+    d2 = rng.standard_normal(np.shape(_arrays(out2)[0]))
+    g1 = backward(d1, cache1)
+    kept = [a.copy() for a in _arrays(g1)]
+    g2 = backward(d2, cache2)
+    for a, b, k in zip(_arrays(g1), _arrays(g2), kept):
+        assert np.array_equal(a, k), f"{name} {lead}: the first backward's gradient changed when it ran again"
+        assert not np.shares_memory(a, b), f"{name} {lead}: the two backwards' gradients share memory"
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(stride=1.5), "stride"), (dict(padding=1.0), "padding"), (dict(dilation=None), "dilation"),
+    (dict(stride="2"), "stride"), (dict(dilation=(1, 2, 3)), "dilation"), (dict(padding=(1.0, 0)), "padding"),
+])
+def test_conv2d_non_int_arguments_raise_value_error_naming_them(kwargs, name):
+    x, w = _a(1, 2, 8, 8), _a(3, 2, 3, 3)
+    for mod in (Fn, naive):
+        message = f"{name} must be an int or a pair of ints, got {kwargs[name]!r}"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            mod.conv2d_forward(x, w, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(kernel_size=2.0), "kernel_size"), (dict(kernel_size=None), "kernel_size"),
+    (dict(kernel_size=2, stride=1.5), "stride"), (dict(kernel_size=2, padding=0.0), "padding"),
+    (dict(kernel_size=2, dilation=None), "dilation"),
+])
+def test_max_pool2d_non_int_arguments_raise_value_error_naming_them(kwargs, name):
+    for mod in (Fn, naive):
+        with pytest.raises(ValueError, match=f"{name} must be an int or a pair of ints"):
+            mod.max_pool2d_forward(_a(1, 2, 8, 8), **kwargs)
+    with pytest.raises(ValueError, match="kernel_size must be an int or a pair of ints, got 2.5"):
+        numpy_ref.Conv2d(2, 3, kernel_size=2.5)
+
+
+def test_local_response_norm_keeps_float32_with_numpy_scalar_arguments():
+    x = np.random.default_rng(0).standard_normal((1, 4, 3, 3)).astype(np.float32)
+    for mod in (Fn, naive):
+        out, cache = mod.local_response_norm_forward(x, 3, np.float64(0.1), np.float64(0.75), np.float64(1.0))
+        assert out.dtype == np.float32, mod.__name__
+        assert mod.local_response_norm_backward(np.ones_like(out), cache).dtype == np.float32, mod.__name__

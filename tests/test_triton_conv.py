@@ -18,20 +18,21 @@ import torch
 import torch.nn.functional as F
 
 import triton_kernels
+from triton_kernels import _common
+from triton_kernels import codegen_specs
 from triton_kernels import conv as conv_mod
 from triton_kernels import conv2d, conv2d_relu
-from conftest import assert_close_verbose
+from conftest import CUDA, DEVICE, assert_close_verbose
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (kernels are checked in the interpreter otherwise)")
 REPO = Path(__file__).resolve().parents[1]
 
 # Our fp32 result vs the float64 reference, with exact IEEE fp32 dots (input_precision="ieee"). The worst sum
 # here has ~600 products of unit-normal numbers (wgrad over N*OH*OW); fp32 rounding per add is 6e-8 relative,
 # so the random-walk error is about sqrt(600) * 6e-8 * |partial sums ~ 25| ~ 4e-5 at worst: tolerance 1e-4
 # absolute plus 1e-5 relative. (Measured worst: a few 1e-6.) fp16 (interpreter) rounds inputs/outputs to 11 bits.
+# float64 (fp64 dots and accumulators): the same random walk at 1.1e-16 per add, ~1e-13: 1e-12 both ways.
 TOL = {  # dtype -> (atol, rtol) against the float64 reference
+    torch.float64: (1e-12, 1e-12),
     torch.float32: (1e-4, 1e-5),
     torch.float16: (5e-2, 5e-3),
 }
@@ -165,6 +166,121 @@ def test_fp16_in_the_interpreter(poison):
     check_against_torch(x, w, b, "fp16", relu=True, dtype=torch.float16, padding=1)
 
 
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("path", ["flat", "taps"])
+def test_nan_propagates_like_torch(relu, path, poison, monkeypatch):
+    """relu(conv2d(...)) keeps a NaN as torch's does (so a diverging run trips the NaN stop), and the backward's
+    ReLU mask lets the gradient through a NaN output as torch's relu backward does (it zeroes only out <= 0)."""
+    _forward_path(monkeypatch, path)
+    x = _random((2, 3, 7, 6), seed=70)
+    x[0, 1, 3, 2] = float("nan")  # one NaN pixel: 9 NaN outputs per filter through a 3x3 window
+    x[1, 0, 0, 0] = float("nan")  # in a corner, next to the padding
+    w, b = _random((4, 3, 3, 3), seed=71), _random((4,), seed=72)
+    out = conv2d(x, w, b, padding=1, relu=relu, input_precision="ieee")
+    assert out.isnan().any(), "a NaN input must give NaN outputs"
+    check_against_torch(x, w, b, f"NaN input, relu={relu}, {path}", relu=relu, padding=1)
+
+
+def test_nan_output_passes_the_gradient_in_every_backward_kernel(poison):
+    """The backward ops themselves, given a saved output holding NaN: dgrad, wgrad and the bias grad gate
+    grad_out by `out <= 0 -> 0`, so a NaN output passes its gradient (torch's threshold_backward)."""
+    x, w = _random((1, 2, 5, 5), seed=73), _random((3, 2, 3, 3), seed=74)
+    out = conv2d_relu(x, w, padding=1, input_precision="ieee").detach()  # (1, 3, 5, 5)
+    out[0, 1, 2, 2] = float("nan")
+    dy = _random(out.shape, seed=75)
+    g = torch.where(out.double() <= 0, 0.0, dy.double())  # torch's rule, NaN out -> dy
+    x64, w64 = x.double().requires_grad_(True), w.double().requires_grad_(True)
+    b64 = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    dx_ref, dw_ref, db_ref = torch.autograd.grad(F.conv2d(x64, w64, b64, padding=1), [x64, w64, b64], g)
+    args = ([1, 1], [1, 1, 1, 1], [1, 1], 1, "ieee")
+    ops = torch.ops.triton_kernels
+    assert_close_verbose(ops.conv2d_dgrad(dy, out, w, x, *args), dx_ref, *TOL[torch.float32], "dgrad, NaN out")
+    assert_close_verbose(ops.conv2d_wgrad(dy, out, x, w, *args), dw_ref, *TOL[torch.float32], "wgrad, NaN out")
+    assert_close_verbose(ops.conv2d_bias_grad(dy, out), db_ref, *TOL[torch.float32], "bias grad, NaN out")
+
+
+@pytest.mark.parametrize("path", ["flat", "taps"])
+def test_float64(path, poison, monkeypatch):
+    """float64 end to end (fp64 dots and accumulators, fp64 split-K workspaces), for gradient checks."""
+    _forward_path(monkeypatch, path)
+    x, w, b = (_random(s, torch.float64, seed) for s, seed in (((2, 3, 7, 6), 76), ((4, 3, 3, 3), 77), ((4,), 78)))
+    check_against_torch(x, w, b, f"float64/{path}", relu=True, dtype=torch.float64, padding=1, stride=(1, 2))
+    x, w = _random((2, 3, 17, 17), torch.float64, 79), _random((4, 3, 3, 3), torch.float64, 80)
+    out = conv2d_relu(x, w, padding=1)  # (2, 4, 17, 17)
+    dy = _random(out.shape, torch.float64, 81)
+    x64, w64 = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    b64 = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    dw_ref, db_ref = torch.autograd.grad(F.conv2d(x64, w64, b64, padding=1), [w64, b64], dy * (out > 0))
+    for splits in (1, 3):  # the split partial sums are fp64 too: fp32 ones would miss 1e-12 by far
+        args = ((1, 1), (1, 1, 1, 1), (1, 1), 1, True, "ieee")
+        dw = conv_mod._launch_wgrad(dy, out, x, w, *args, splits=splits)
+        assert_close_verbose(dw, dw_ref, *TOL[torch.float64], f"float64 wgrad, {splits} splits")
+        db = conv_mod._launch_bias_grad(dy, out, True, splits=splits)
+        assert_close_verbose(db, db_ref, *TOL[torch.float64], f"float64 bias grad, {splits} splits")
+
+
+def test_gradcheck_float64():
+    """torch.autograd.gradcheck through the registered ops (forward, dgrad, wgrad, bias grad): every Jacobian
+    entry (slow mode) for a plain strided, padded conv; fast mode (random projections) for the fused ReLU, whose
+    inputs are drawn away from its kink (no pre-activation within 1e-3 of 0, where h = 1e-6 would cross it)."""
+    x = _random((1, 2, 4, 3), torch.float64, 82).requires_grad_(True)
+    w = _random((2, 2, 2, 2), torch.float64, 83).requires_grad_(True)
+    b = _random((2,), torch.float64, 84).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda *t: conv2d(*t, stride=(2, 1), padding=1), (x, w, b))
+    x = _random((1, 3, 5, 5), torch.float64, 85).requires_grad_(True)
+    w = _random((4, 3, 3, 3), torch.float64, 86).requires_grad_(True)
+    with torch.no_grad():
+        z = F.conv2d(x, w, b.new_zeros(4), padding=1, groups=1)
+    assert z.abs().min() > 1e-3, "a pre-activation sits on the ReLU's kink: pick another seed"
+    assert torch.autograd.gradcheck(lambda *t: conv2d_relu(*t, padding=1), (x, w), fast_mode=True)
+
+
+interpreted_only = pytest.mark.skipif(not triton_kernels.INTERPRET, reason="about the Triton interpreter")
+
+
+@interpreted_only
+def test_bfloat16_refused_in_the_interpreter(no_launch):
+    """The interpreter computes bf16 wrongly (a conv was off by ~1e10): refused, the dtype named, nothing run."""
+    x, w, b = _x(dtype=torch.bfloat16), _w(dtype=torch.bfloat16), _random((4,), torch.bfloat16)
+    for call in (lambda: conv2d(x, w, b), lambda: conv2d_relu(x, w, b)):
+        with pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is not supported in the Triton interpreter"):
+            call()
+    dy, args = _random((2, 4, 5, 5), torch.bfloat16), ([1, 1], [0, 0, 0, 0], [1, 1], 1, "ieee")
+    ops = torch.ops.triton_kernels
+    for op, op_args in ((ops.conv2d_dgrad, (dy, None, w, x, *args)), (ops.conv2d_wgrad, (dy, None, x, w, *args)),
+                        (ops.conv2d_bias_grad, (dy, None))):
+        with pytest.raises(ValueError, match=r"grad_out dtype torch.bfloat16 is not supported in the Triton interp"):
+            op(*op_args)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is"):
+        conv2d(_x(), _w())  # `--amp bf16` on a CPU: refused, not garbage
+
+
+@interpreted_only
+def test_interpreted_launch_does_not_need_wrap_triton(monkeypatch, poison):
+    """torch < 2.13's wrap_triton refuses interpreted kernels (the GPU machine has torch 2.11): under the
+    interpreter the ops launch the kernels directly, so forward and backward run without it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("wrap_triton called under the interpreter")
+
+    monkeypatch.setattr(torch.library, "wrap_triton", refuse)
+    check_against_torch(_random((1, 2, 5, 5), seed=87), _random((3, 2, 3, 3), seed=88), _random((3,), seed=89),
+                        "without wrap_triton", relu=True, padding=1)
+
+
+@pytest.mark.parametrize("triton_version, numpy_version, broken", [
+    ("3.6.0", "2.4.6", True), ("3.6.0", "2.5.2", True), ("3.5.1", "2.4.0", True),
+    ("3.6.0", "2.3.5", False), ("3.8.0", "2.4.6", False), ("3.9.0", "2.5.2", False), ("3.6.0", "1.26.4", False),
+])
+def test_interpreter_stack_check(triton_version, numpy_version, broken):
+    """triton < 3.7's interpreter breaks on numpy >= 2.4 (upstream issue 9171): refused at import, both named."""
+    if broken:
+        with pytest.raises(ImportError, match=rf"triton {triton_version}'s interpreter does not work with numpy "
+                                              rf"{numpy_version}"):
+            _common.check_interpreter_stack(triton_version, numpy_version)
+    else:
+        _common.check_interpreter_stack(triton_version, numpy_version)
+
+
 def test_autocast_runs_the_conv_in_the_autocast_dtype(poison):
     """`--amp bf16` relies on this: autocast knows no rule for a custom op, so conv2d casts like torch's conv.
     (fp16 on the CPU here: the interpreter mishandles bf16.) fp32 parameters still get fp32 gradients."""
@@ -271,7 +387,6 @@ def _w(shape=(4, 3, 3, 3), dtype=torch.float32):
 ERRORS = [  # (id, thunk making the call's arguments, text the message must contain)
     ("x-2d", lambda: dict(x=_x((3, 7)), weight=_w()), "x must be 3-D or 4-D"),
     ("x-int", lambda: dict(x=_x().long(), weight=_w()), "x dtype"),
-    ("x-float64", lambda: dict(x=_x().double(), weight=_w().double()), "x dtype"),
     ("x-empty", lambda: dict(x=_x((0, 3, 7, 7)), weight=_w()), "x must not be empty"),
     ("x-not-tensor", lambda: dict(x=[[1.0]], weight=_w()), "x must be a torch.Tensor"),
     ("weight-3d", lambda: dict(x=_x(), weight=_w((4, 3, 3))), "weight must be 4-D"),
@@ -316,7 +431,7 @@ def test_bad_arguments_raise_value_error(make, match, no_launch):
 
 
 def test_cpu_tensors_refused_without_interpreter(monkeypatch, no_launch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(_common, "INTERPRET", False)
     with pytest.raises(ValueError, match="x must be on a CUDA device, got cpu"):
         conv2d(torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3))
 
@@ -352,11 +467,11 @@ def test_op_schema_and_autograd_registration():
 # --- sm_90 codegen without a GPU --------------------------------------------------------------------------
 
 def test_sm90_specs_cover_every_kernel_and_dtype():
-    specs = conv_mod.SM90_COMPILE_SPECS
+    specs = codegen_specs.CONV_SPECS
     names = [s["name"] for s in specs]
     assert len(set(names)) == len(names), "duplicate spec names"
     for kernel in ("conv2d_fwd[", "conv2d_fwd_small_c[", "conv2d_dgrad[", "conv2d_wgrad[", "conv2d_bias_grad["):
-        for dtype in ("fp32", "bf16"):
+        for dtype in ("fp32", "bf16", "fp64"):
             assert any(n.startswith(kernel) and dtype in n for n in names), f"no spec for {kernel}{dtype}"
     for s in specs:
         assert list(s["signature"]) == list(s["fn"].arg_names), f"{s['name']}: signature misses arguments"
@@ -370,8 +485,8 @@ os.environ["TRITON_INTERPRET"] = "0"  # the real @triton.jit functions, not the 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from triton_kernels.conv import SM90_COMPILE_SPECS
-spec = next(s for s in SM90_COMPILE_SPECS if s["name"] == sys.argv[1])
+from triton_kernels.codegen_specs import CONV_SPECS
+spec = next(s for s in CONV_SPECS if s["name"] == sys.argv[1])
 k = triton.compile(ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"],
                              attrs=spec.get("attrs")),
                    target=GPUTarget("cuda", 90, 32),
@@ -383,7 +498,7 @@ print(json.dumps({"wgmma": "wgmma" in k.asm["ptx"], "shared": k.metadata.shared,
 
 def test_sm90_compile_of_a_forward_spec():
     """The bf16 forward of AlexNet's conv1 compiles for the H200 with tensor cores (wgmma), on this machine."""
-    name = next(s["name"] for s in conv_mod.SM90_COMPILE_SPECS if s["name"].startswith("conv2d_fwd_small_c[bf16"))
+    name = next(s["name"] for s in codegen_specs.CONV_SPECS if s["name"].startswith("conv2d_fwd_small_c[bf16"))
     env = dict(os.environ, TRITON_INTERPRET="0")
     proc = subprocess.run([sys.executable, "-c", _COMPILE_ONE, name], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -421,7 +536,6 @@ def _rms(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a.double() - ref).square().mean().sqrt() / ref.square().mean().sqrt()).item()
 
 
-@gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["fp32-ieee", "tf32", "bf16"])
 @pytest.mark.parametrize("layer", range(5), ids=[f"conv{i + 1}" for i in range(5)])
@@ -460,7 +574,6 @@ def test_gpu_alexnet_shapes(layer, mode):
                                    f"{allowed:.2e} (torch's own: {e_torch:.2e})")
 
 
-@gpu
 @pytest.mark.gpu
 def test_gpu_opcheck():
     for dtype, cl in ((torch.float32, False), (torch.bfloat16, True)):
@@ -479,7 +592,6 @@ def test_gpu_opcheck():
         torch.library.opcheck(torch.ops.triton_kernels.conv2d_bias_grad.default, (dy, out))
 
 
-@gpu
 @pytest.mark.gpu
 def test_gpu_torch_compile_of_conv2d_relu():
     x = _random((4, 3, 17, 17), seed=60)
@@ -495,3 +607,14 @@ def test_gpu_torch_compile_of_conv2d_relu():
     assert_close_verbose(loss, eager, 1e-4, 1e-6, "compiled loss")
     for name, a, e in zip(("x", "weight", "bias"), leaves, leaves_eager):
         assert_close_verbose(a.grad, e.grad, 1e-4, 1e-5, f"compiled grad {name}")
+
+
+def test_output_size_formula_is_torchs():
+    """_common.conv_output_size, the one formula conv.py uses, against torch's own shapes (meta tensors: no data)."""
+    for h in (1, 2, 5, 13, 224):
+        for k, s, p, d in ((1, 1, 0, 1), (3, 1, 1, 1), (11, 4, 1, 1), (5, 2, 2, 1), (3, 3, 0, 2), (2, 1, 0, 3)):
+            if h + 2 * p < d * (k - 1) + 1:
+                continue
+            want = F.conv2d(torch.empty(1, 1, h, h, device="meta"), torch.empty(1, 1, k, k, device="meta"),
+                            stride=s, padding=p, dilation=d).shape[-1]
+            assert _common.conv_output_size(h, k, s, 2 * p, d) == want, (h, k, s, p, d)

@@ -12,11 +12,8 @@ from torch import nn
 
 from torch_model.model import alexnet
 from triton_kernels.modules import FusedReLU, TritonConv2d, TritonMaxPool2d, tritonize
-from conftest import assert_close_verbose
+from conftest import CUDA, DEVICE, assert_close_verbose
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (the model is checked small in the interpreter)")
 
 # fp32 both sides; the conv sums C*KH*KW products in another order than torch's, so not bitwise.
 ATOL, RTOL = 1e-5, 1e-4
@@ -153,7 +150,6 @@ def _alexnet_pair():
 
 
 @pytest.mark.gpu
-@gpu
 def test_gpu_alexnet_batch128_matches_torch_ieee():
     """Exact-fp32 dots on both sides (TF32 off), so the only difference is summation order."""
     net, ref = _alexnet_pair()
@@ -174,7 +170,6 @@ def test_gpu_alexnet_batch128_matches_torch_ieee():
 
 
 @pytest.mark.gpu
-@gpu
 def test_gpu_torch_compile_triton_alexnet():
     net, _ = _alexnet_pair()
     net.eval()
@@ -187,3 +182,43 @@ def test_gpu_torch_compile_triton_alexnet():
     scale = eager.abs().max().item()
     assert_close_verbose(out, eager, 1e-5 * scale, 1e-4, "compiled logits")
     assert_close_verbose(g_comp, g_eager, 1e-5 * g_eager.abs().max().item(), 1e-4, "compiled grad x")
+
+
+def test_gpu_marker_skips_without_cuda(monkeypatch):
+    """conftest.py is the one place that turns `@pytest.mark.gpu` into a skip on a machine without CUDA."""
+    import conftest
+
+    class Item:
+        def __init__(self, keywords):
+            self.keywords, self.markers = keywords, []
+
+        def add_marker(self, marker):
+            self.markers.append(marker)
+
+    gpu_item, cpu_item = Item({"gpu": True}), Item({})
+    monkeypatch.setattr(conftest, "CUDA", False)
+    conftest.pytest_collection_modifyitems(None, [gpu_item, cpu_item])
+    assert [m.name for m in gpu_item.markers] == ["skip"] and "CUDA" in gpu_item.markers[0].kwargs["reason"]
+    assert cpu_item.markers == []
+    monkeypatch.setattr(conftest, "CUDA", True)
+    gpu_item.markers.clear()
+    conftest.pytest_collection_modifyitems(None, [gpu_item])
+    assert gpu_item.markers == []
+
+
+def test_the_one_assert_close_helper():
+    """conftest.assert_close_verbose takes torch tensors and NumPy arrays, element-wise or relative to the scale
+    (assert_rel, test_numpy_model's spelling), and names the worst element when it fails."""
+    import numpy as np
+
+    from conftest import assert_rel
+
+    e = torch.tensor([1.0, -2.0, 1e-9, float("nan")], dtype=torch.float64)
+    assert_close_verbose(e.numpy() + 1e-12, e, 1e-11, 0.0, "numpy vs torch, NaN on both sides")
+    with pytest.raises(AssertionError, match=r"1/4 elements off; worst at \(2,\): got 1\.1"):
+        assert_close_verbose(e.numpy() + np.array([0, 0, 1e-10, 0]), e, 0.0, 1e-3, "element-wise")
+    assert_rel(e[:3].numpy() + np.array([0, 0, 1e-10]), e[:3], 1e-9, "scale-relative: 1e-10 of max|e| = 2")
+    with pytest.raises(AssertionError, match=r"max\|diff\|/max\|expected\| 0.05"):
+        assert_rel(e[:3].numpy() + np.array([0.1, 0, 0]), e[:3], 1e-3, "scale-relative")
+    with pytest.raises(AssertionError, match="1/4 elements off"):
+        assert_rel(e.numpy(), e, 1e-3, "assert_rel never takes NaN for equal")

@@ -11,12 +11,11 @@ import torch.nn.functional as F
 
 import triton_kernels
 from triton_kernels import max_pool2d
+from triton_kernels import _common
+from triton_kernels import codegen_specs
 from triton_kernels import pool as pool_mod
-from conftest import assert_close_verbose
+from conftest import CUDA, DEVICE, assert_close_verbose
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (kernels are checked in the interpreter otherwise)")
 
 # Max pooling only copies values, so the forward is exact in every dtype; the backward sums at most
 # ceil(K/S)^2 gradients in fp32 (in torch's order), so fp32/fp64 are exact too and fp16/bf16 differ from torch
@@ -96,7 +95,8 @@ def test_matches_torch_fp32(case):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_matches_torch_other_dtypes(dtype):
-    # bfloat16 is wrong in the Triton interpreter (TRITON.md): it is checked in the gpu tests.
+    # bfloat16 is wrong in the Triton interpreter (refused there, test_bfloat16_refused_in_the_interpreter): it is
+    # checked in the gpu tests.
     torch.manual_seed(1)
     check_against_torch(torch.randn(2, 3, 9, 8, device=DEVICE, dtype=dtype), str(dtype), kernel_size=3, stride=2,
                         padding=1)
@@ -156,6 +156,18 @@ def test_ties_nan_and_inf_follow_torch():
     x[1, 2, 4:7, 4:7] = float("-inf")
     x[1, 1, 0, 0] = float("inf")
     check_against_torch(x, "ties/nan/inf", kernel_size=3, stride=2, padding=1)
+
+
+def test_several_nans_in_a_window_follow_torch():
+    """torch takes a NaN over anything, and a later NaN over an earlier one: out is NaN, the index points at the
+    window's last NaN, and the gradient goes there. A window of NaN only, and NaN next to +inf, too."""
+    torch.manual_seed(12)
+    x = torch.randn(1, 2, 7, 7, device=DEVICE)  # (N, C, H, W)
+    x[0, 0, 1, 1] = x[0, 0, 2, 2] = float("nan")  # two NaN in the window of output (0, 0) and (1, 1)
+    x[0, 1, 4:7, 4:7] = float("nan")  # a window of NaN only
+    x[0, 1, 0, 0], x[0, 1, 0, 1] = float("nan"), float("inf")
+    for kwargs in (dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=1, padding=1)):
+        check_against_torch(x, f"several NaN {kwargs}", **kwargs)
 
 
 def test_return_indices_false_returns_tensor_and_grad_accumulates():
@@ -226,7 +238,7 @@ def test_bad_arguments_raise_value_error(x_shape, kwargs, match):
 def test_bad_tensor_arguments():
     with pytest.raises(ValueError, match="x must be a torch.Tensor, got list"):
         max_pool2d([[1.0]], 2)
-    with pytest.raises(ValueError, match=r"x must be one of .* got torch.int64 \(shape \(1, 2, 4, 4\)\)"):
+    with pytest.raises(ValueError, match=r"x dtype must be one of .* got torch.int64 \(shape \(1, 2, 4, 4\)\)"):
         max_pool2d(torch.ones(1, 2, 4, 4, dtype=torch.int64, device=DEVICE), 2)
 
 
@@ -240,13 +252,46 @@ def test_op_refuses_malformed_calls():
 
 
 def test_cpu_tensor_refused_without_interpreter(monkeypatch):
-    monkeypatch.setattr(pool_mod, "_INTERPRET", False)
-    with pytest.raises(ValueError, match=r"x is on cpu \(shape \(1, 2, 4, 4\)\): Triton kernels need a CUDA"):
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    with pytest.raises(ValueError, match=r"x must be on a CUDA device, got cpu \(shape \(1, 2, 4, 4\)\)"):
         max_pool2d(torch.randn(1, 2, 4, 4), 2)
 
 
+interpreted_only = pytest.mark.skipif(not triton_kernels.INTERPRET, reason="about the Triton interpreter")
+
+
+@interpreted_only
+def test_bfloat16_refused_in_the_interpreter(monkeypatch):
+    """The interpreter gets bf16 pools wrong (values and indices): refused with the dtype named, forward and
+    backward op, before anything is launched. (float16 and float64 come out right: checked above.)"""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel was launched for a call that should have been refused")
+
+    monkeypatch.setattr(pool_mod, "launcher", refuse)
+    x = torch.randn(1, 2, 6, 6, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is not supported in the Triton interpreter"):
+        max_pool2d(x, 2)
+    with pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is not supported in the Triton interpreter"):
+        torch.ops.triton_kernels.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, "taps")
+    taps = torch.zeros(1, 2, 3, 3, dtype=torch.int8)
+    with pytest.raises(ValueError, match=r"grad_out dtype torch.bfloat16 is not supported in the Triton interp"):
+        torch.ops.triton_kernels.max_pool2d_backward(torch.randn(1, 2, 3, 3, dtype=torch.bfloat16), taps,
+                                                     [1, 2, 6, 6], [2, 2], [2, 2], [0, 0], [1, 1], False, False)
+
+
+@interpreted_only
+def test_interpreted_launch_does_not_need_wrap_triton(monkeypatch):
+    """torch < 2.13's wrap_triton refuses interpreted kernels: under the interpreter the ops launch directly."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("wrap_triton called under the interpreter")
+
+    monkeypatch.setattr(torch.library, "wrap_triton", refuse)
+    torch.manual_seed(13)
+    check_against_torch(torch.randn(1, 2, 7, 6), "without wrap_triton", kernel_size=3, stride=2, padding=1)
+
+
 def test_sm90_specs_cover_every_kernel_dtype_and_layout():
-    specs = pool_mod.SM90_COMPILE_SPECS
+    specs = codegen_specs.POOL_SPECS
     assert len({s["name"] for s in specs}) == len(specs), "duplicate spec names"
     assert len(specs) == 3 * 3 * 2 * len(pool_mod._GPU_CONFIGS)  # (fwd taps, fwd none, bwd) x dtypes x layouts
     for s in specs:
@@ -284,7 +329,6 @@ GPU_CASES = ([(shape, dtype, False) for shape in ALEXNET_POOLS for dtype in (tor
 
 
 @pytest.mark.gpu
-@gpu
 @pytest.mark.parametrize("shape, dtype, channels_last", GPU_CASES,
                          ids=["x".join(map(str, s)) + f"-{str(d)[6:]}-{'nhwc' if cl else 'nchw'}"
                               for s, d, cl in GPU_CASES])
@@ -297,7 +341,6 @@ def test_gpu_alexnet_shapes(shape, dtype, channels_last):
 
 
 @pytest.mark.gpu
-@gpu
 def test_gpu_opcheck():
     torch.manual_seed(9)
     x = torch.randn(4, 6, 13, 11, device="cuda", requires_grad=True)
@@ -309,7 +352,6 @@ def test_gpu_opcheck():
 
 
 @pytest.mark.gpu
-@gpu
 def test_gpu_torch_compile():
     torch.manual_seed(10)
     x = torch.randn(8, 16, 27, 27, device="cuda", requires_grad=True)
@@ -318,3 +360,14 @@ def test_gpu_torch_compile():
     fn(x).backward()
     F.max_pool2d(x_ref, 3, 2).square().sum().backward()
     assert_close_verbose(x.grad, x_ref.grad, 1e-6, 1e-6, "compiled grad")
+
+
+def test_output_size_formula_is_torchs():
+    """_common.pool_output_size, the one formula pool.py uses, against torch's own shapes, ceil_mode included."""
+    for h in (1, 2, 5, 8, 10, 13, 54):
+        for k, s, p, d in ((1, 1, 0, 1), (2, 2, 0, 1), (3, 2, 0, 1), (3, 2, 1, 1), (2, 3, 1, 1), (3, 2, 1, 2)):
+            for ceil_mode in (False, True):
+                if h + 2 * p < d * (k - 1) + 1:
+                    continue
+                want = F.max_pool2d(torch.empty(1, 1, h, h, device="meta"), k, s, p, d, ceil_mode).shape[-1]
+                assert _common.pool_output_size(h, k, s, p, d, ceil_mode) == want, (h, k, s, p, d, ceil_mode)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_close_verbose
-from probe_checkpoint import make_probe_checkpoint
+from probe_checkpoint import shared_probe_checkpoint
 from torch_model.cli import main as alexnet_main
 from torch_model.data import load_split, to_input
 from torch_model.evaluate import load_checkpoint
@@ -18,9 +18,9 @@ from torch_model.visualize import initial_conv1, numpy_model, saliency, to_pixel
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory, real_data_dir):
-    return make_probe_checkpoint(tmp_path_factory.mktemp("probe") / "run", real_data_dir)
+@pytest.fixture
+def probe(real_data_dir):
+    return shared_probe_checkpoint(real_data_dir)
 
 
 def test_saliency_numpy_backward_equals_torch_autograd_float64(probe, real_data_dir):

@@ -13,7 +13,7 @@ import torch
 
 from conftest import write_fake_fashion_mnist, write_idx
 from numpy_ref import walkthrough
-from probe_checkpoint import make_probe_checkpoint
+from probe_checkpoint import shared_probe_checkpoint
 from torch_model.data import CLASS_NAMES, load_split, to_input
 from torch_model.export import export_npz
 from torch_model.model import alexnet
@@ -23,9 +23,8 @@ PROG = "python -m numpy_ref.walkthrough"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory, real_data_dir):
-    directory = tmp_path_factory.mktemp("probe")
-    return export_npz(make_probe_checkpoint(directory / "run", real_data_dir), directory / "alexnet.npz"), \
-        directory / "alexnet.npz"
+    path = tmp_path_factory.mktemp("probe") / "alexnet.npz"
+    return export_npz(shared_probe_checkpoint(real_data_dir), path), path
 
 
 def test_walkthrough_with_weights_predicts_what_torch_predicts(weights, real_data_dir, capsys):
@@ -40,7 +39,7 @@ def test_walkthrough_with_weights_predicts_what_torch_predicts(weights, real_dat
                                  "--data-dir", str(real_data_dir)]) == 0
         out = capsys.readouterr().out
         top = int(probs.argmax())
-        assert f"weights: {path} (trained)" in out
+        assert f"weights: {path} (trained, the d2l AlexNet)" in out
         assert f"top 3: {CLASS_NAMES[top]} {probs[top].item():.1%}" in out, out[-400:]
 
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from torch_model.data import CLASS_NAMES, FashionMNIST, batches, load_fashion_mnist
 from torch_model.files import atomic_write
-from torch_model.model import check_resize
+from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
 EVAL_BACKENDS = ("torch", "triton", "numpy")
 DPI = 100                       # the pictures are for reading on screen and committing: tens of KB each
@@ -44,7 +44,8 @@ DPI = 100                       # the pictures are for reading on screen and com
 
 @dataclass
 class Checkpoint:
-    """The weights of one trained d2l AlexNet (torch's state_dict keys, float32 CPU tensors) and its run's config."""
+    """The weights of one trained AlexNet (torch's state_dict keys, float32 CPU tensors) and its run's config
+    (which says the variant, d2l or paper, and the resize)."""
     path: Path
     state: dict[str, torch.Tensor]
     config: dict = field(default_factory=dict)
@@ -52,27 +53,36 @@ class Checkpoint:
 
     @property
     def resize(self) -> int:
-        return int(self.config.get("resize") or 224)
+        return int(self.config.get("resize") or INPUT_SHAPES[self.variant][1])
 
     @property
     def seed(self) -> int | None:
         return self.config.get("seed")
 
+    @property
+    def variant(self) -> str:
+        return self.config.get("variant") or "d2l"     # runs recorded before variants existed are d2l's
+
+    @property
+    def channels(self) -> int:
+        return INPUT_SHAPES[self.variant][0]           # grey images repeated to 3 channels for the paper's network
+
     def describe(self) -> str:
         return f"{self.path}" + (f" (epoch {self.epoch})" if self.epoch is not None else "")
 
 
-def _expected_shapes() -> dict[str, tuple[int, ...]]:
+def _expected_shapes(variant: str) -> dict[str, tuple[int, ...]]:
     from torch_model.model import alexnet
 
     with torch.device("meta"):                      # shapes only: no memory, no init
-        net = alexnet(len(CLASS_NAMES), init=False)
+        net = alexnet(len(CLASS_NAMES), init=False, variant=variant)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
     """Read and check a checkpoint; every problem is a ValueError naming the file: missing, unreadable, no weights,
-    another network's weights (shape, number of classes), non-finite weights, a resize the model cannot take."""
+    another network's weights than its variant's (shape, number of classes), non-finite weights, a resize the model
+    cannot take."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{flag} {path}: is a folder; pass a checkpoint file such as {path / 'best.pt'}")
@@ -92,24 +102,29 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         keys = ", ".join(map(str, list(obj)[:6])) or "none"
         raise ValueError(f"{flag} {path}: no model weights inside (keys: {keys}); expected alexnet train's "
                          f"best.pt or last.pt, or a state_dict")
-    expected = _expected_shapes()
-    if "20.weight" in state and state["20.weight"].ndim == 2 and state["20.weight"].shape[0] != len(CLASS_NAMES):
-        raise ValueError(f"{flag} {path}: a {state['20.weight'].shape[0]}-class model; Fashion-MNIST has "
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else _config_beside(path, flag)
+    if "variant" not in config:   # a bare state_dict, or a run from before variants: its keys tell
+        config = {**config, "variant": "paper" if "22.weight" in state else "d2l"}
+    ckpt = Checkpoint(path, {}, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None)
+    if ckpt.variant not in VARIANTS:
+        raise ValueError(f"{flag} {path}: the run's variant {ckpt.variant!r} is none of {VARIANTS}")
+    expected = _expected_shapes(ckpt.variant)
+    last = [k for k in expected if k.endswith(".weight")][-1]          # the output layer: (classes, 4096)
+    if last in state and state[last].ndim == 2 and state[last].shape[0] != len(CLASS_NAMES):
+        raise ValueError(f"{flag} {path}: a {state[last].shape[0]}-class model; Fashion-MNIST has "
                          f"{len(CLASS_NAMES)} classes")
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{flag} {path}: not the d2l AlexNet's weights (missing keys {missing[:4]}, "
+        raise ValueError(f"{flag} {path}: not the {ckpt.variant} AlexNet's weights (missing keys {missing[:4]}, "
                          f"unexpected keys {unexpected[:4]})")
     for key, shape in expected.items():
         if tuple(state[key].shape) != shape:
-            raise ValueError(f"{flag} {path}: {key} has shape {tuple(state[key].shape)}, the d2l AlexNet's is "
-                             f"{shape}")
+            raise ValueError(f"{flag} {path}: {key} has shape {tuple(state[key].shape)}, the {ckpt.variant} "
+                             f"AlexNet's is {shape}")
         if not torch.isfinite(state[key]).all():
             raise ValueError(f"{flag} {path}: {key} holds NaN or inf (weights of a diverged run)")
-    state = {k: state[k].detach().to(torch.float32).contiguous() for k in expected}   # NCHW, float32, CPU
-    config = obj.get("config") if isinstance(obj.get("config"), dict) else _config_beside(path, flag)
-    ckpt = Checkpoint(path, state, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None)
-    check_resize(ckpt.resize, flag=f"{flag} {path}: the run's resize")
+    ckpt.state = {k: state[k].detach().to(torch.float32).contiguous() for k in expected}  # NCHW, float32, CPU
+    check_resize(ckpt.resize, flag=f"{flag} {path}: the run's resize", variant=ckpt.variant)
     return ckpt
 
 
@@ -146,12 +161,13 @@ def make_predictor(ckpt: Checkpoint, backend: str = "torch", device: torch.devic
             raise ValueError("--backend numpy runs on the CPU only; use --device cpu")
         from torch_model.numpy_backend import NumpyLearner
 
-        learner = NumpyLearner(ckpt.state, lr=0.01, num_classes=len(CLASS_NAMES))   # lr unused: no step is taken
+        learner = NumpyLearner(ckpt.state, lr=0.01, num_classes=len(CLASS_NAMES),   # lr unused: no step is taken
+                               variant=ckpt.variant)
     else:
         from torch_model.backends import TorchLearner
         from torch_model.model import alexnet
 
-        net = alexnet(len(CLASS_NAMES), backend=backend, init=False)
+        net = alexnet(len(CLASS_NAMES), backend=backend, init=False, variant=ckpt.variant)
         net.load_state_dict(ckpt.state)
         learner = TorchLearner(net, lr=0.01, device=device)
     learner.eval()
@@ -159,13 +175,15 @@ def make_predictor(ckpt: Checkpoint, backend: str = "torch", device: torch.devic
 
 
 def predict_dataset(learner, ds: FashionMNIST, batch_size: int = 128, resize: int = 224, progress: bool = True,
-                    desc: str = "evaluate") -> torch.Tensor:
-    """Logits (N, classes) float32 on the CPU for every image of ds, in order, dropout off; a tqdm bar per batch."""
+                    desc: str = "evaluate", channels: int = 1) -> torch.Tensor:
+    """Logits (N, classes) float32 on the CPU for every image of ds, in order, dropout off; a tqdm bar per batch.
+    channels: the model's input channels (the grey image is repeated, as `alexnet train` feeds the paper's net)."""
     learner.eval()
     out = []
     bar = tqdm(batches(ds, batch_size, resize), total=math.ceil(len(ds) / batch_size), desc=desc, unit="batch",
                leave=False, disable=not progress, dynamic_ncols=True)
-    for X, _ in bar:
+    for X, _ in bar:                                             # X (B, 1, R, R)
+        X = X.expand(-1, channels, -1, -1)                       # (B, channels, R, R)
         out.append(learner.predict(X).float().cpu())             # (B, classes)
     return torch.cat(out)                                        # (N, classes)
 
@@ -332,18 +350,18 @@ def write_evaluation(out: Path, ev: Evaluation, images: np.ndarray, what: str = 
 
 
 def write_run_pictures(run_dir: str | Path, learner, test_ds: FashionMNIST, resize: int = 224, batch_size: int = 128,
-                       seed: int | None = None, progress: bool = True) -> list[Path]:
+                       seed: int | None = None, progress: bool = True, variant: str = "d2l") -> list[Path]:
     """What `alexnet train` leaves in its run folder at the end: confusion.png, mistakes.png, evaluation.json
     (from the learner's own predictions on test_ds, as the run measured its test accuracy) and filters.png
     (conv1's filters at initialisation, rebuilt from `seed`, and after training). Returns the paths written."""
     from torch_model.visualize import plot_filters
 
     run_dir = Path(run_dir)
-    logits = predict_dataset(learner, test_ds, batch_size, resize, progress, desc="pictures")
+    logits = predict_dataset(learner, test_ds, batch_size, resize, progress, "pictures", INPUT_SHAPES[variant][0])
     ev = Evaluation(test_ds.labels.cpu().numpy(), logits.numpy())
     written = write_evaluation(run_dir, ev, test_ds.images.cpu().numpy())
-    conv1 = learner.model_state_dict()["0.weight"].detach().float().cpu().numpy()   # (96, 1, 11, 11)
-    written.append(plot_filters(conv1, run_dir / "filters.png", seed=seed))
+    conv1 = learner.model_state_dict()["0.weight"].detach().float().cpu().numpy()   # (96, C, 11, 11)
+    written.append(plot_filters(conv1, run_dir / "filters.png", seed=seed, variant=variant))
     return written
 
 
@@ -384,12 +402,13 @@ def run(args: argparse.Namespace) -> int:
     _, test_ds = load_fashion_mnist(args.data_dir)
     test_ds = test_ds.subset(args.limit_test)
     learner = make_predictor(ckpt, args.backend, device)
-    print(f"evaluating {ckpt.describe()} on {len(test_ds)} test images with the {args.backend} backend on {device} "
-          f"(float32, resize {ckpt.resize})", flush=True)
+    print(f"evaluating {ckpt.describe()}, the {ckpt.variant} AlexNet, on {len(test_ds)} test images with the "
+          f"{args.backend} backend on {device} (float32, resize {ckpt.resize})", flush=True)
     if args.backend == "triton" and device.type == "cpu":
         print("note: on a CPU the Triton kernels run in the interpreter: minutes per image at 224x224; "
               "use a tiny --limit-test", flush=True)
-    logits = predict_dataset(learner, test_ds.to(device), args.batch_size, ckpt.resize, not args.no_progress)
+    logits = predict_dataset(learner, test_ds.to(device), args.batch_size, ckpt.resize, not args.no_progress,
+                             channels=ckpt.channels)
     ev = Evaluation(test_ds.labels.numpy(), logits.numpy())
     print(f"test accuracy {ev.accuracy:.4f} ({int(np.trace(ev.confusion))}/{ev.n})\n")
     print(format_report(ev))

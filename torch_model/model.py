@@ -48,6 +48,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from numpy_ref.geometry import conv_output_size, pool_output_size
+
 BACKENDS = ("torch", "triton")
 VARIANTS = ("d2l", "paper")
 # (channels, height, width) of one input image, per variant
@@ -56,10 +58,12 @@ INPUT_SHAPES = {"d2l": (1, 224, 224), "paper": (3, 227, 227)}
 # k=2, alpha=1e-4, beta=0.75. torch's LocalResponseNorm divides alpha by the window size (it averages the squares), so
 # the paper's alpha of 1e-4 is torch's alpha = 5 * 1e-4.
 PAPER_LRN = dict(size=5, alpha=5e-4, beta=0.75, k=2.0)
-# (kernel, stride, padding) of the convs and pools, in order: what decides the spatial size before Flatten
+# (kind, kernel, stride, padding) of the convs and pools, in order: what decides the spatial size before Flatten
 _SPATIAL_STACKS = {
-    "d2l": ((11, 4, 1), (3, 2, 0), (5, 1, 2), (3, 2, 0), (3, 1, 1), (3, 1, 1), (3, 1, 1), (3, 2, 0)),
-    "paper": ((11, 4, 0), (3, 2, 0), (5, 1, 2), (3, 2, 0), (3, 1, 1), (3, 1, 1), (3, 1, 1), (3, 2, 0)),
+    "d2l": (("conv", 11, 4, 1), ("pool", 3, 2, 0), ("conv", 5, 1, 2), ("pool", 3, 2, 0), ("conv", 3, 1, 1),
+            ("conv", 3, 1, 1), ("conv", 3, 1, 1), ("pool", 3, 2, 0)),
+    "paper": (("conv", 11, 4, 0), ("pool", 3, 2, 0), ("conv", 5, 1, 2), ("pool", 3, 2, 0), ("conv", 3, 1, 1),
+              ("conv", 3, 1, 1), ("conv", 3, 1, 1), ("pool", 3, 2, 0)),
 }
 # height (= width) of the last pool's output the first Linear is built for: 256*5*5 = 6400, 256*6*6 = 9216
 _FINAL_SIZE = {"d2l": 5, "paper": 6}
@@ -71,13 +75,14 @@ def _check_variant(variant: str) -> None:
 
 
 def final_feature_size(resize: int, variant: str = "d2l") -> int:
-    """Height (= width) of the last pool's output for a resize x resize input, layer by layer
-    OH = (H + 2*pad - K) // stride + 1; d2l: 224 -> 54 -> 26 -> 26 -> 12 -> 12 -> 12 -> 12 -> 5,
-    paper: 227 -> 55 -> 27 -> 27 -> 13 -> 13 -> 13 -> 13 -> 6."""
+    """Height (= width) of the last pool's output for a resize x resize input, layer by layer with numpy_ref's
+    output-size formulas (OH = (H + 2*pad - K) // stride + 1 here); d2l: 224 -> 54 -> 26 -> 26 -> 12 -> 12 -> 12
+    -> 12 -> 5, paper: 227 -> 55 -> 27 -> 27 -> 13 -> 13 -> 13 -> 13 -> 6."""
     _check_variant(variant)
     size = resize
-    for k, stride, pad in _SPATIAL_STACKS[variant]:
-        size = (size + 2 * pad - k) // stride + 1
+    for kind, k, stride, pad in _SPATIAL_STACKS[variant]:
+        output_size = conv_output_size if kind == "conv" else pool_output_size
+        size = output_size(size, k, stride, pad) if size >= k - 2 * pad else 0
     return size
 
 

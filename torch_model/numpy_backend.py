@@ -22,18 +22,21 @@ def _to_numpy(X: torch.Tensor, name: str, ndim: int) -> np.ndarray:
 
 
 class NumpyLearner:
-    """numpy_ref.alexnet in float32 with numpy_ref.SGD; dropout masks from an np.random.Generator seeded by
-    `seed`, whose state is part of state_dict() so a resumed run continues bit for bit."""
+    """numpy_ref.alexnet(variant=...) in float32 with numpy_ref.SGD (torch.optim.SGD's momentum and weight
+    decay; the paper trains with momentum 0.9, weight_decay 5e-4); dropout masks from an np.random.Generator
+    seeded by `seed`, whose state is part of state_dict() so a resumed run continues bit for bit."""
 
-    def __init__(self, torch_state_dict: dict[str, torch.Tensor], lr: float, num_classes: int = 10, seed: int = 0):
+    def __init__(self, torch_state_dict: dict[str, torch.Tensor], lr: float, num_classes: int = 10, seed: int = 0,
+                 variant: str = "d2l", momentum: float = 0.0, weight_decay: float = 0.0):
         self.device = torch.device("cpu")
-        self.net = numpy_ref.alexnet(num_classes, dtype=np.float32, seed=seed, init=False)  # weights: loaded next
+        self.net = numpy_ref.alexnet(num_classes, dtype=np.float32, seed=seed, init=False,
+                                     variant=variant)  # weights: loaded next
         self.net.load_state_dict({k: v.detach().cpu().numpy() for k, v in torch_state_dict.items()})
         self.rng = np.random.default_rng(seed)  # the dropout masks' generator, shared by both Dropout layers
         for layer in self.net:
             if isinstance(layer, Dropout):
                 layer.rng = self.rng
-        self.optimizer = numpy_ref.SGD(self.net.parameters(), lr=lr)
+        self.optimizer = numpy_ref.SGD(self.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
     def train(self) -> None:
         self.net.train()
@@ -42,7 +45,7 @@ class NumpyLearner:
         self.net.eval()
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-        x = _to_numpy(X, "X", 4).astype(np.float32, copy=False)   # (N, 1, R, R)
+        x = _to_numpy(X, "X", 4).astype(np.float32, copy=False)   # (N, C, R, R): C = 1 (d2l) or 3 (paper)
         target = _to_numpy(y, "y", 1)                              # (N,)
         self.optimizer.zero_grad()
         logits = self.net.forward(x)                               # (N, classes)
@@ -52,7 +55,7 @@ class NumpyLearner:
         return float(loss), torch.from_numpy(logits)
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
-        x = _to_numpy(X, "X", 4).astype(np.float32, copy=False)   # (N, 1, R, R)
+        x = _to_numpy(X, "X", 4).astype(np.float32, copy=False)   # (N, C, R, R)
         logits = self.net.forward(x)                               # (N, classes)
         self.net.clear_cache()                                     # no backward follows: free what it would need
         return torch.from_numpy(logits)

@@ -5,58 +5,79 @@ Each epoch: a tqdm bar with ETA, then loss, train acc (on the training batches, 
 test acc and examples/sec (training examples per second of training time). At the end d2l's two lines:
     loss 0.328, train acc 0.880, test acc 0.883
     4123.6 examples/sec on cuda:0
-A run directory holds config.json, metrics.csv (one row per epoch), curves.png, last.pt and best.pt.
-Checkpoints are written atomically and carry the weights, the optimizer, the RNG states and the epoch, so
-`--resume` ends with exactly the metrics of an uninterrupted run. A NaN/inf loss stops the run and keeps the last
-good checkpoint; Ctrl-C stops it cleanly (completed epochs are already saved).
+A run folder holds config.json (every setting), metrics.csv (one row per epoch), curves.png, last.pt and best.pt,
+and while a run is in it a `.lock` file with the run's pid (a second run on the folder is refused; the lock of a run
+that died is taken over with a note). Checkpoints are written atomically and carry the weights, the optimizer, the
+RNG states and the epoch, so `alexnet train --resume --out R` continues the run recorded in R/config.json and ends
+with exactly the metrics of an uninterrupted run (`--epochs N` may extend it). A NaN/inf loss stops the run and
+keeps the last good checkpoint; Ctrl-C stops it cleanly (completed epochs are already saved); a full disk names the
+file it could not write and keeps the earlier checkpoint and the epoch's metrics.
 
-On a CPU the full seed run takes hours (about 30 img/s on 2 cores), so there `--preset auto` (the default)
-picks the `quick` preset: the seed model and hyper-parameters on the first 12,800 training images for one epoch,
-evaluated on the whole real test set. `--preset full` runs the seed configuration anywhere.
+On a CPU the full seed run takes hours, so there `--preset auto` (the default) picks the `quick` preset: the seed
+model and hyper-parameters on the first training images for one epoch (as many as ~10 minutes allow on 2 cores),
+evaluated on the whole real test set. Where the CPU computes bf16 natively the torch backend runs bf16 autocast with
+channels_last there (fp32 master weights and loss; torch_model/device.py decides, `--amp none` is the fp32 run).
+`--preset full` runs the seed configuration anywhere. `--variant paper` trains the 2012 paper's network (grey
+images repeated to 3 channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 import os
+import shutil
 import signal
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
 
-from torch_model.backends import LEARNER_BACKENDS, Learner, make_learner
-from torch_model.device import resolve_device
-from torch_model.files import atomic_write
+from torch_model.backends import LEARNER_BACKENDS, Learner, check_backend, make_learner
 from torch_model.data import CLASS_NAMES, batches, load_fashion_mnist
-from torch_model.model import check_resize
+from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_backend, resolve_device
+from torch_model.files import WriteError, atomic_write, current_umask
+from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
-SEED_CPU_IMG_PER_S = 30.0   # measured: torch 2.13 CPU, 2 cores, batch 128 (for the printed time estimate only)
+# training images/s of the seed model at batch 128 on the 2-core CPU machine (torch 2.13, `make train`): fp32 NCHW 27.1
+# (README), bf16 autocast + channels_last 64.4 (issue 11's run); only for the header's estimate of the full run
+CPU_TRAIN_IMG_PER_S = {("none", False): 27.1, ("bf16", True): 64.4}
 PRESETS = {
     # the seed (d2l): all 60,000 training images, 10 epochs
     "full": dict(epochs=10, limit_train=None, limit_test=None),
-    # fits in ~10 minutes on 2 CPU cores: 100 SGD steps of the seed model, then the full test set
-    "quick": dict(epochs=1, limit_train=12800, limit_test=None),
+    # fits in ~10 minutes on 2 CPU cores: one epoch on the first QUICK_LIMIT_TRAIN images, then the full test set
+    "quick": dict(epochs=1, limit_train=None, limit_test=None),
 }
-# what must agree between a run and its resumption (epochs may grow)
-RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "channels_last", "limit_train", "limit_test")
+# the quick preset's training images per (amp, channels_last), ~10 minutes on 2 idle cores: fp32 NCHW 100 steps of
+# 128; bf16 + channels_last steps 2.28-2.37x as fast (measured side by side, README) and evaluates faster: 240 steps
+# (9 min 0 s in all, measured)
+QUICK_LIMIT_TRAIN = {("none", False): 12800, ("bf16", True): 30720}
+# the optimizer each variant trains with when --momentum / --weight-decay are not given
+OPTIMIZER_DEFAULTS = {"d2l": dict(momentum=0.0, weight_decay=0.0),      # the seed's plain SGD
+                      "paper": dict(momentum=0.9, weight_decay=5e-4)}  # Krizhevsky et al., section 5
+# what a run is: recorded in config.json; on resume every one comes from there (epochs may grow)
+RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "channels_last", "limit_train", "limit_test",
+               "variant", "momentum", "weight_decay")
+# settings that predate a key: what a run recorded without it ran with
+LEGACY_SETTINGS = dict(variant="d2l", momentum=0.0, weight_decay=0.0)
+# where a resumed run may differ from the recorded one: where it runs and how it reports
+RUNTIME_KEYS = ("device", "data_dir", "progress")
+LOCK_NAME = ".lock"
 
 
 @dataclass
 class TrainConfig:
+    """One run. None means "decided for the device and variant" (resolve_config fills it in)."""
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.01
-    resize: int = 224
+    resize: int | None = None        # None: the variant's input size (224 d2l, 227 paper)
     device: str = "auto"
     seed: int = 0
     data_dir: str | None = None
@@ -64,13 +85,16 @@ class TrainConfig:
     resume: bool = False
     limit_train: int | None = None
     limit_test: int | None = None
-    backend: str | None = None      # None: triton on CUDA, torch elsewhere
-    amp: str = "none"
-    channels_last: bool = False     # NHWC weights and batches (torch/triton backends)
+    backend: str | None = None       # None: triton on CUDA, torch elsewhere (device.default_backend)
+    amp: str | None = None           # None: bf16 on a CPU with native bf16 (torch backend), else none
+    channels_last: bool | None = None  # NHWC weights and batches; None: with the CPU's bf16 default
+    variant: str = "d2l"             # d2l | paper (torch_model.model.alexnet)
+    momentum: float | None = None    # None: the variant's (OPTIMIZER_DEFAULTS)
+    weight_decay: float | None = None
     preset: str = "custom"
     progress: bool = True
-    checkpoint: bool = True         # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
-    pictures: bool = False          # confusion/mistakes/filters PNGs at the end (the CLI's default; --no-pictures)
+    checkpoint: bool = True          # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
+    pictures: bool = False           # confusion/mistakes/filters PNGs at the end (the CLI's default; --no-pictures)
 
 
 @dataclass
@@ -79,7 +103,8 @@ class TrainResult:
     seconds: float = 0.0            # wall time of the whole run, evaluation included
     out_dir: Path | None = None
     device: str = ""
-    status: str = "completed"      # completed | interrupted | nan
+    status: str = "completed"      # completed | interrupted | nan | nothing to do (a finished run resumed)
+    config: TrainConfig | None = None  # the run's settings, every default decided
 
     @property
     def last(self) -> dict:
@@ -109,7 +134,485 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-# ----------------------------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------------------------- the loop
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | None = None,
+        log: Callable[[str], None] = say) -> TrainResult:
+    """Train as the config says; returns the per-epoch history. Bad settings, data or checkpoints raise ValueError
+    before any file is made or changed; a failed write raises OSError naming the file.
+    on_epoch_end(epoch, row, learner) runs after each epoch is saved (tests use it to interrupt or poison)."""
+    t_start = time.perf_counter()
+    cfg = resolve_config(cfg)
+    checkpoint = check_run_folder(cfg)
+    device = resolve_device(cfg.device)
+    if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:   # a finished run: nothing to do, nothing touched
+        return TrainResult(history=list(checkpoint["history"]), out_dir=Path(cfg.out), device=str(device),
+                           status="nothing to do", config=cfg)
+    run = prepare(cfg, checkpoint)
+    cfg = run.cfg                                   # limits clamped to the data
+    if cfg.checkpoint:
+        check_free_space(Path(cfg.out or "runs"), run.checkpoint_bytes)
+    out, created = (Path(cfg.out), False) if cfg.resume else make_run_folder(cfg.out, cfg.backend)
+    lock = RunLock(out)
+    try:
+        lock.acquire(log)
+        write_config(out, cfg)                      # on resume: --epochs may have grown
+    except BaseException:
+        lock.release()
+        if created:
+            remove_empty_folder(out)
+        raise
+    for line in [*run.notes, *header(run, out)]:
+        log(line)
+    result = TrainResult(history=run.history, out_dir=out, device=str(device), config=cfg)
+    try:
+        result.status = train_epochs(run, out, on_epoch_end, log)
+    finally:
+        try:
+            finish(run, out, result.status, log)
+        finally:
+            lock.release()
+            result.seconds = time.perf_counter() - t_start
+    return result
+
+
+@dataclass
+class Run:
+    """A run ready to train: settings decided, data loaded, model built (and restored from last.pt on resume)."""
+    cfg: TrainConfig
+    device: torch.device
+    train_ds: object
+    test_ds: object
+    learner: Learner
+    history: list[dict]
+    start_epoch: int
+    best_acc: float
+    checkpoint_bytes: int
+    notes: list[str] = field(default_factory=list)
+    stop_reason: str = ""
+
+    @property
+    def channels(self) -> int:
+        return INPUT_SHAPES[self.cfg.variant][0]
+
+
+def check_run_folder(cfg: TrainConfig) -> dict | None:
+    """Before anything is loaded: the folder is free (no live run in it), and either holds nothing of a run (a new
+    run) or a last.pt that fits the settings (--resume: returned)."""
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None:
+        RunLock(out).refuse_if_held()
+    if not cfg.resume:
+        if out is not None and (out / "last.pt").exists():
+            raise ValueError(f"--out {out} already holds a run (last.pt); pass --resume to continue it "
+                             f"or choose another --out")
+        return None
+    if out is None:
+        raise ValueError("--resume needs --out, the folder of the run to continue")
+    checkpoint = load_resume_checkpoint(out / "last.pt")
+    saved = {**LEGACY_SETTINGS, **checkpoint["config"]}
+    changed = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    if changed:
+        raise ValueError(f"--resume: settings differ from the run in {out}: {'; '.join(changed)}")
+    done = checkpoint["epoch"]
+    if cfg.epochs < done:
+        raise ValueError(f"--epochs {cfg.epochs}: the run in {out} has already trained {done} epoch(s); pass a "
+                         f"larger --epochs to extend it, or leave it out to finish the run as recorded")
+    return checkpoint
+
+
+def prepare(cfg: TrainConfig, checkpoint: dict | None) -> Run:
+    """Load the data, build the learner, restore the checkpoint: every check that needs them, no file written."""
+    device = resolve_device(cfg.device)
+    train_ds, test_ds = load_fashion_mnist(cfg.data_dir)
+    notes = []
+    for name, ds in (("limit_train", train_ds), ("limit_test", test_ds)):
+        value = getattr(cfg, name)
+        if value is not None and value > len(ds):
+            notes.append(f"note: --{name.replace('_', '-')} {value} is more than the {len(ds)} {ds.split} images: "
+                         f"using all {len(ds)}")
+            cfg = replace(cfg, **{name: len(ds)})
+    train_ds = train_ds.subset(cfg.limit_train).to(device)
+    test_ds = test_ds.subset(cfg.limit_test).to(device)
+    torch.manual_seed(cfg.seed)
+    learner = make_learner(cfg.backend, cfg.lr, device, num_classes=len(CLASS_NAMES), amp=cfg.amp, seed=cfg.seed,
+                           channels_last=cfg.channels_last, variant=cfg.variant, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+    history, start_epoch, best_acc = [], 0, -1.0
+    if checkpoint is not None:
+        path = Path(cfg.out) / "last.pt"
+        try:
+            learner.load_state_dict(checkpoint["learner"])
+            _set_rng_state(checkpoint["rng"])
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            raise ValueError(f"{path}: does not fit the {cfg.backend} backend's model and optimizer ({what})") from exc
+        history = list(checkpoint["history"])
+        start_epoch = checkpoint["epoch"]
+        best_acc = max((h["test_acc"] for h in history), default=-1.0)
+    return Run(cfg, device, train_ds, test_ds, learner, history, start_epoch, best_acc,
+               checkpoint_bytes(learner, cfg.momentum), notes)
+
+
+def train_epochs(run: Run, out: Path, on_epoch_end, log: Callable[[str], None]) -> str:
+    """Epochs from where the run stands to cfg.epochs, each saved as it ends; returns the run's status."""
+    cfg = run.cfg
+    try:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            if cfg.checkpoint:
+                check_free_space(out, run.checkpoint_bytes)
+            row = train_epoch(run, epoch)
+            save_epoch(run, out, row)
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, train acc {row['train_acc']:.3f}, "
+                f"test acc {row['test_acc']:.3f}, {row['examples_per_sec']:.1f} examples/sec")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row, run.learner)
+    except KeyboardInterrupt:
+        return "interrupted"
+    except NonFiniteLoss as exc:
+        run.stop_reason = str(exc)
+        return "nan"
+    return "completed"
+
+
+def train_epoch(run: Run, epoch: int) -> dict:
+    """One pass over the training set (d2l's train_ch6 inner loop), then the test accuracy: the epoch's row."""
+    cfg, learner = run.cfg, run.learner
+    learner.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    curve: list[list[float]] = []   # [fractional epoch, running loss, running train acc]
+    steps = math.ceil(len(run.train_ds) / cfg.batch_size)
+    t0 = time.perf_counter()
+    bar = tqdm(model_batches(run.train_ds, cfg.batch_size, cfg.resize, run.channels, shuffle=True,
+                             seed=cfg.seed * 1000 + epoch),
+               total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+               disable=not cfg.progress, dynamic_ncols=True)
+    for step, (X, y) in enumerate(bar):
+        loss, logits = learner.step(X, y)
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss} at epoch {epoch + 1}, step {step + 1}")
+        loss_sum += loss * len(y)
+        correct += (logits.argmax(dim=1) == y).sum().item()
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:  # d2l's animator: 5 points an epoch
+            curve.append([epoch + (step + 1) / steps, loss_sum / seen, correct / seen])
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    train_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    test_acc = evaluate(learner, run.test_ds, cfg.batch_size, cfg.resize, cfg.progress, "test", run.channels)
+    return dict(epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
+                examples_per_sec=seen / train_seconds, examples=seen, train_seconds=train_seconds,
+                eval_seconds=time.perf_counter() - t1, curve=curve)
+
+
+def save_epoch(run: Run, out: Path, row: dict) -> None:
+    """The epoch's row, metrics.csv and checkpoints, saved together (a Ctrl-C waits). metrics.csv first: when only a
+    checkpoint cannot be written (a full disk), the epoch's numbers are kept and the earlier last.pt is intact."""
+    cfg, epoch = run.cfg, row["epoch"]
+    with _sigint_deferred():
+        run.history.append(row)
+        write_metrics(out, run.history)
+        if not cfg.checkpoint:
+            return
+        try:
+            if row["test_acc"] > run.best_acc:
+                save_checkpoint(out / "best.pt", dict(epoch=epoch, test_acc=row["test_acc"],
+                                                      model=run.learner.model_state_dict(), config=asdict(cfg)))
+                run.best_acc = row["test_acc"]
+            save_checkpoint(out / "last.pt", dict(epoch=epoch, learner=run.learner.state_dict(), rng=_rng_state(),
+                                                  config=asdict(cfg), history=run.history))
+        except WriteError as exc:
+            kept = (f"{out / 'last.pt'} still holds epoch {epoch - 1}" if epoch > 1
+                    else "no checkpoint was saved")
+            raise CheckpointWriteError(f"{exc}; epoch {epoch}'s metrics are in {out / 'metrics.csv'}, {kept}") from exc
+
+
+def finish(run: Run, out: Path, status: str, log: Callable[[str], None]) -> None:
+    """metrics.csv and curves.png of the epochs done (also after Ctrl-C, NaN or a failed save); the NaN stop says
+    what the folder really holds."""
+    if run.history:
+        try:
+            write_metrics(out, run.history)
+            plot_curves(out, run.history, curves_title(run))
+        except OSError as exc:          # a full disk: the error that stopped the run is the one to report
+            log(f"note: {exc}")
+    if status == "completed" and run.history and run.cfg.pictures:
+        from torch_model.evaluate import write_run_pictures
+        write_run_pictures(out, run.learner, run.test_ds, run.cfg.resize, run.cfg.batch_size, run.cfg.seed,
+                           run.cfg.progress, variant=run.cfg.variant)
+    if status == "nan":
+        files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        if run.cfg.checkpoint and (out / "last.pt").is_file():
+            kept = f"the last good checkpoint is {out / 'last.pt'} (epoch {len(run.history)})"
+        elif run.history:
+            kept = f"no checkpoint (--no-checkpoint); the {len(run.history)} good epoch(s) are in metrics.csv"
+        else:
+            kept = "no epoch was completed, so there is no checkpoint"
+        log(f"stopped: {run.stop_reason}; {kept}; {out} holds {', '.join(files)}")
+
+
+def header(run: Run, out: Path) -> list[str]:
+    """What runs, on what, and why: the lines printed before the first epoch."""
+    cfg = run.cfg
+    n_train, n_test = len(run.train_ds), len(run.test_ds)
+    lines = []
+    if cfg.preset.startswith("quick"):
+        speed = CPU_TRAIN_IMG_PER_S.get((cfg.amp, cfg.channels_last), CPU_TRAIN_IMG_PER_S[("none", False)])
+        budget = " (~10 minutes on 2 idle cores)" if cfg.preset == "quick" and cfg.variant == "d2l" else ""
+        what = "the seed model and hyper-parameters" if cfg.variant == "d2l" else f"the {cfg.variant} AlexNet"
+        lines.append(f"preset quick (a CPU, no CUDA): {what} on the first {n_train} "
+                     f"training images for {cfg.epochs} epoch(s){budget}, tested on {n_test} real test images. The "
+                     f"full seed run is `alexnet train --preset full` (about {10 * 60000 / speed / 3600:.1f} h at "
+                     f"~{speed:.0f} img/s on 2 CPU cores; minutes on a GPU).")
+    lines.append(f"training on {run.device} with the {cfg.backend} backend in {precision_note(cfg)}: "
+                 f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, resize {cfg.resize}, seed {cfg.seed}, "
+                 f"{n_train} train / {n_test} test images")
+    if cfg.variant != "d2l" or cfg.momentum or cfg.weight_decay:
+        c, r = INPUT_SHAPES[cfg.variant][0], cfg.resize
+        model = (f"the {cfg.variant} AlexNet ({c}x{r}x{r}" + (": each grey image repeated to 3 channels), "
+                                                               if c == 3 else "), "))
+        lines.append(f"{model}SGD momentum {cfg.momentum}, weight decay {cfg.weight_decay}")
+    if cfg.resume:
+        lines.append(f"resuming {out}: {run.start_epoch} of {cfg.epochs} epoch(s) done")
+    if cfg.backend == "triton" and run.device.type == "cpu":
+        lines.append("note: on a CPU the Triton kernels run in the Triton interpreter (one program instance at a time, "
+                     "in Python): minutes per batch at 224x224. Meant for stepping through a kernel, e.g. with a tiny "
+                     "--limit-train; train on a GPU for speed.")
+    return lines
+
+
+def curves_title(run: Run) -> str:
+    cfg = run.cfg
+    model = "AlexNet" if cfg.variant == "d2l" else f"AlexNet ({cfg.variant})"
+    return (f"{model} ({cfg.backend}, {run.device}), lr {cfg.lr}, batch {cfg.batch_size}, "
+            f"{len(run.train_ds)} train / {len(run.test_ds)} test images")
+
+
+# ----------------------------------------------------------------------------------------------- configuration
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """The config with every None decided (backend, amp, channels_last, resize, momentum, weight_decay) and every
+    value checked: ValueError naming the flag. Does no I/O, so a bad run fails before it makes a folder."""
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("limit_train", "limit_test"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
+    if cfg.variant not in VARIANTS:
+        raise ValueError(f"--variant must be one of {VARIANTS}, got {cfg.variant!r}")
+    values = {}
+    for name, default in OPTIMIZER_DEFAULTS[cfg.variant].items():
+        value = getattr(cfg, name)
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
+        values[name] = float(default if value is None else value)
+    values["resize"] = INPUT_SHAPES[cfg.variant][1] if cfg.resize is None else cfg.resize
+    check_resize(values["resize"], "--resize", cfg.variant)
+    device = resolve_device(cfg.device)
+    backend = values["backend"] = cfg.backend or default_backend(device, cfg.variant)
+    check_backend(backend, cfg.variant)
+    amp, channels_last, _ = cpu_default_amp(device, backend)
+    if cfg.amp is not None and cfg.amp != amp:
+        channels_last = False   # a precision asked for: the layout too unless asked (--amp none is the seed's run)
+    values["amp"] = cfg.amp if cfg.amp is not None else amp
+    values["channels_last"] = cfg.channels_last if cfg.channels_last is not None else channels_last
+    check_amp(values["amp"], backend, device, values["channels_last"])
+    return replace(cfg, **values)
+
+
+def precision_note(cfg: TrainConfig) -> str:
+    """What the header says about the precision and layout, and why."""
+    what = ("bf16 autocast" if cfg.amp == "bf16" else "fp32") + (" + channels_last" if cfg.channels_last else "")
+    amp, channels_last, why = cpu_default_amp(resolve_device(cfg.device), cfg.backend)
+    return f"{what} ({why if (amp, channels_last) == (cfg.amp, cfg.channels_last) else 'as asked'})"
+
+
+def quick_limit_train(cfg: TrainConfig) -> int:
+    """The quick preset's training images for the precision and layout that run: ~10 minutes on 2 CPU cores."""
+    return QUICK_LIMIT_TRAIN.get((cfg.amp, cfg.channels_last), QUICK_LIMIT_TRAIN[("none", False)])
+
+
+def recorded_settings(out: Path) -> dict:
+    """The settings of the run in `out`, from its config.json (keys it predates get what such a run ran with)."""
+    path = out / "config.json"
+    if not path.is_file():
+        where = f"{out} is not a folder" if not out.is_dir() else f"{path} not found"
+        raise ValueError(f"--resume: {where} (pass the folder of the run to continue as --out)")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--resume: {path}: not readable as JSON ({exc})") from exc
+    if not isinstance(saved, dict) or "epochs" not in saved:
+        raise ValueError(f"--resume: {path}: not a run's config.json (no 'epochs')")
+    names = {f.name for f in fields(TrainConfig)}
+    return {**LEGACY_SETTINGS, **{k: v for k, v in saved.items() if k in names}}
+
+
+def resume_config(out: Path, given: dict) -> TrainConfig:
+    """`--resume --out R` with the flags `given` on the command line: R's recorded run. A given setting must agree
+    with the record, except --epochs (may extend the run) and where/how it runs (RUNTIME_KEYS)."""
+    saved = recorded_settings(out)
+    differ = []
+    for key, value in given.items():
+        if key in RUNTIME_KEYS or key == "epochs":
+            saved[key] = value
+        elif key == "preset":
+            if not str(saved.get("preset", "")).startswith(value):
+                differ.append(f"--preset {value} (recorded {saved.get('preset')})")
+        elif value != saved.get(key):
+            differ.append(f"--{key.replace('_', '-')} {value} (recorded {saved.get(key)})")
+    if differ:
+        raise ValueError(f"--resume: {', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'} from the run "
+                         f"recorded in {out / 'config.json'}; drop {'it' if len(differ) == 1 else 'them'} to continue "
+                         f"the run as recorded, or start a new run with another --out")
+    saved.update(resume=True, out=str(out))
+    return TrainConfig(**saved)
+
+
+def write_config(out: Path, cfg: TrainConfig) -> None:
+    atomic_write(out / "config.json", lambda f: f.write(json.dumps(asdict(cfg), indent=2) + "\n"), mode="w")
+
+
+# ----------------------------------------------------------------------------------------------- the run folder
+
+class RunLock:
+    """`out/.lock` holding the pid of the run that uses the folder. Created whole (written elsewhere, then hard-linked
+    into place, which fails if one is there), so a reader never sees it half written. A lock whose pid is no longer
+    running (the run was killed) is stale: taken over, with a note."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK_NAME
+        self.held = False
+
+    def holder(self) -> int | None:
+        """The pid of a live run holding the folder, or None (no lock, or a stale one)."""
+        try:
+            pid = int(self.path.read_text().split()[0])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, IndexError):
+            return -1                 # unreadable: assume held rather than break into a live run
+        return pid if _alive(pid) else None
+
+    def refuse_if_held(self) -> None:
+        pid = self.holder()
+        if pid is not None:
+            who = f"pid {pid}" if pid > 0 else "another run"
+            raise ValueError(f"--out {self.path.parent} is in use by another run ({who}, {self.path}); wait for it "
+                             f"to finish or choose another --out")
+
+    def acquire(self, log: Callable[[str], None] = say) -> None:
+        folder = self.path.parent
+        for _ in range(3):
+            self.refuse_if_held()
+            if self.path.exists():    # stale: its run died without releasing it
+                stale = self.path.read_text().strip()
+                log(f"note: taking over the stale lock {self.path} of pid {stale} (no such process: it ended without "
+                    f"releasing the folder)")
+                self.path.unlink(missing_ok=True)
+            tmp = folder / f"{LOCK_NAME}.{os.getpid()}"
+            try:
+                tmp.write_text(f"{os.getpid()}\n")
+                os.chmod(tmp, 0o666 & ~current_umask())
+                os.link(tmp, self.path)
+            except FileExistsError:
+                continue              # another run got there first: look again
+            except OSError as exc:
+                raise WriteError(folder / "config.json", exc) from exc
+            finally:
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass              # a read-only folder: nothing was made
+            self.held = True
+            return
+        self.refuse_if_held()
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # someone else's live process
+        return True
+    return True
+
+
+def make_run_folder(out: str | None, backend: str) -> tuple[Path, bool]:
+    """(folder, created). The default runs/DATE-TIME-BACKEND gets -2, -3, ... when taken (mkdir is atomic, so two runs
+    started in the same second get two folders)."""
+    if out:
+        path = Path(out)
+        existed = path.is_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        return path, not existed
+    base = Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{backend}")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path, True
+        except FileExistsError:
+            continue
+    raise ValueError(f"{base}: 999 run folders of that name exist; pass --out")
+
+
+def remove_empty_folder(out: Path) -> None:
+    """Undo a run folder made for a run that could not start: no empty folder left behind."""
+    try:
+        out.rmdir()
+    except OSError:
+        pass                          # not empty: something else is in it, leave it
+
+
+def checkpoint_bytes(learner: Learner, momentum: float) -> int:
+    """About how large last.pt is: the weights (plus one momentum buffer per weight) and a little more."""
+    weights = sum(t.numel() * t.element_size() for t in learner.model_state_dict().values())
+    return weights * (2 if momentum else 1) + (1 << 20)
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse to start an epoch whose checkpoint cannot fit: writing last.pt needs room for the new file beside the
+    old one (atomic_write renames it over only when it is whole)."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise ValueError(f"{folder}: {free / 2**20:.1f} MiB free on its filesystem, but saving an epoch's checkpoint "
+                         f"needs about {needed / 2**20:.0f} MiB; free some space, choose another --out, or pass "
+                         f"--no-checkpoint")
+
+
+class CheckpointWriteError(OSError):
+    """Saving an epoch failed (disk full, ...): names the file, and what is still in the folder."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# ------------------------------------------------------------------------------------- checkpoints, metrics, curves
 
 @contextmanager
 def _sigint_deferred() -> Iterator[None]:
@@ -138,6 +641,31 @@ def load_checkpoint(path: Path) -> dict:
         raise
     except Exception as exc:  # a damaged file: name it, never a bare traceback
         raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+
+
+# what last.pt holds (save_epoch writes it); best.pt holds epoch, test_acc, model and config only
+LAST_KEYS = ("epoch", "learner", "rng", "config", "history")
+
+
+def load_resume_checkpoint(path: Path) -> dict:
+    """last.pt, checked to be one: ValueError naming the file and what is missing (a best.pt copied over it, any
+    other torch.save'd object)."""
+    if not path.is_file():
+        raise ValueError(f"--resume: {path} not found (the run saved no epoch yet, or ran with --no-checkpoint)")
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a training checkpoint (a {type(checkpoint).__name__}, expected a dict with "
+                         f"{', '.join(LAST_KEYS)})")
+    missing = [k for k in LAST_KEYS if k not in checkpoint]
+    if missing:
+        hint = " (a best.pt? it holds the weights only and cannot be resumed)" if "model" in checkpoint else ""
+        raise ValueError(f"{path}: not a last.pt training checkpoint: no {', '.join(repr(k) for k in missing)} "
+                         f"(it has {', '.join(map(repr, checkpoint)) or 'nothing'}){hint}")
+    history = checkpoint["history"]
+    if (not isinstance(checkpoint["epoch"], int) or not isinstance(history, list) or len(history) != checkpoint["epoch"]
+            or not all(isinstance(h, dict) and "test_acc" in h for h in history)):
+        raise ValueError(f"{path}: damaged: epoch {checkpoint['epoch']!r} with {len(history)} history rows")
+    return checkpoint
 
 
 def _rng_state() -> dict:
@@ -189,157 +717,61 @@ def plot_curves(out: Path, history: list[dict], title: str) -> None:
     plt.close(fig)
 
 
-def evaluate(learner: Learner, ds, batch_size: int, resize: int, progress: bool, desc: str) -> float:
+def model_batches(ds, batch_size: int, resize: int, channels: int = 1, shuffle: bool = False,
+                  seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """data.batches, with the grey channel repeated to the model's `channels` (3 for the paper's RGB network)."""
+    for X, y in batches(ds, batch_size, resize, shuffle=shuffle, seed=seed):   # X (B, 1, R, R)
+        yield (X.expand(-1, channels, -1, -1) if channels != 1 else X), y       # (B, channels, R, R)
+
+
+def evaluate(learner: Learner, ds, batch_size: int, resize: int, progress: bool, desc: str,
+             channels: int = 1) -> float:
     """Accuracy over the whole dataset, dropout off."""
     learner.eval()
     correct = 0
-    bar = tqdm(batches(ds, batch_size, resize), total=math.ceil(len(ds) / batch_size), desc=desc,
+    bar = tqdm(model_batches(ds, batch_size, resize, channels), total=math.ceil(len(ds) / batch_size), desc=desc,
                unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
     for X, y in bar:
         correct += (learner.predict(X).argmax(dim=1) == y).sum().item()
     return correct / len(ds)
 
 
-# ----------------------------------------------------------------------------------------------- the loop
-
-def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | None = None) -> TrainResult:
-    """Train as the config says; returns the per-epoch history. Raises ValueError on bad settings.
-    on_epoch_end(epoch, row, learner) runs after each epoch is saved (tests use it to interrupt or poison)."""
-    t_start = time.perf_counter()
-    _check_config(cfg)
-    device = resolve_device(cfg.device)
-    backend = cfg.backend or ("triton" if device.type == "cuda" else "torch")
-    cfg.backend = backend
-    out = Path(cfg.out) if cfg.out else Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{backend}")
-    checkpoint = None
-    if cfg.resume:
-        if not (out / "last.pt").is_file():
-            raise ValueError(f"--resume: {out / 'last.pt'} not found (pass the run's folder as --out)")
-        checkpoint = load_checkpoint(out / "last.pt")
-        saved = checkpoint["config"]
-        changed = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
-        if changed:
-            raise ValueError(f"--resume: settings differ from the run in {out}: {'; '.join(changed)}")
-    elif (out / "last.pt").exists():
-        raise ValueError(f"--out {out} already holds a run (last.pt); pass --resume to continue it "
-                         f"or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-
-    train_ds, test_ds = load_fashion_mnist(cfg.data_dir)
-    train_ds = train_ds.subset(cfg.limit_train).to(device)
-    test_ds = test_ds.subset(cfg.limit_test).to(device)
-
-    torch.manual_seed(cfg.seed)
-    learner = make_learner(backend, cfg.lr, device, num_classes=len(CLASS_NAMES), amp=cfg.amp, seed=cfg.seed,
-                           channels_last=cfg.channels_last)
-    history: list[dict] = []
-    best_acc, start_epoch = -1.0, 0
-    if checkpoint is not None:
-        learner.load_state_dict(checkpoint["learner"])
-        _set_rng_state(checkpoint["rng"])
-        history = list(checkpoint["history"])
-        start_epoch = checkpoint["epoch"]
-        best_acc = max(h["test_acc"] for h in history)
-    atomic_write(out / "config.json", lambda f: f.write(json.dumps(asdict(cfg), indent=2) + "\n"), mode="w")
-
-    result = TrainResult(history=history, out_dir=out, device=str(device))
-    title = (f"AlexNet ({backend}, {device}), lr {cfg.lr}, batch {cfg.batch_size}, "
-             f"{len(train_ds)} train / {len(test_ds)} test images")
-    steps = math.ceil(len(train_ds) / cfg.batch_size)
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            learner.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            curve: list[list[float]] = []   # [fractional epoch, running loss, running train acc]
-            t0 = time.perf_counter()
-            bar = tqdm(batches(train_ds, cfg.batch_size, cfg.resize, shuffle=True, seed=cfg.seed * 1000 + epoch),
-                       total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       disable=not cfg.progress, dynamic_ncols=True)
-            for step, (X, y) in enumerate(bar):
-                loss, logits = learner.step(X, y)
-                if not math.isfinite(loss):
-                    raise NonFiniteLoss(f"loss became {loss} at epoch {epoch + 1}, step {step + 1}")
-                loss_sum += loss * len(y)
-                correct += (logits.argmax(dim=1) == y).sum().item()
-                seen += len(y)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-                if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:  # d2l's animator: 5 points an epoch
-                    curve.append([epoch + (step + 1) / steps, loss_sum / seen, correct / seen])
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            train_seconds = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            test_acc = evaluate(learner, test_ds, cfg.batch_size, cfg.resize, cfg.progress, "test")
-            row = dict(epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
-                       examples_per_sec=seen / train_seconds, examples=seen, train_seconds=train_seconds,
-                       eval_seconds=time.perf_counter() - t1, curve=curve)
-            with _sigint_deferred():  # the epoch's row, checkpoints and metrics.csv are saved together or not at all
-                history.append(row)
-                if cfg.checkpoint:
-                    if test_acc > best_acc:
-                        best_acc = test_acc
-                        save_checkpoint(out / "best.pt", dict(epoch=epoch + 1, test_acc=test_acc,
-                                                              model=learner.model_state_dict(), config=asdict(cfg)))
-                    save_checkpoint(out / "last.pt", dict(epoch=epoch + 1, learner=learner.state_dict(),
-                                                          rng=_rng_state(), config=asdict(cfg), history=history))
-                write_metrics(out, history)
-            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.3f}, train acc {row['train_acc']:.3f}, "
-                  f"test acc {test_acc:.3f}, {row['examples_per_sec']:.1f} examples/sec", flush=True)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, row, learner)
-    except KeyboardInterrupt:
-        result.status = "interrupted"
-    except NonFiniteLoss as exc:
-        result.status = "nan"
-        print(f"stopped: {exc}; the last good checkpoint ({len(history)} epoch(s)) is kept in {out / 'last.pt'}")
-    if history:
-        write_metrics(out, history)
-        plot_curves(out, history, title)
-    if history and cfg.pictures and result.status == "completed":
-        from torch_model.evaluate import write_run_pictures
-        write_run_pictures(out, learner, test_ds, cfg.resize, cfg.batch_size, cfg.seed, cfg.progress)
-    result.seconds = time.perf_counter() - t_start
-    return result
-
-
-def _check_config(cfg: TrainConfig) -> None:
-    for name in ("epochs", "batch_size", "resize"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("limit_train", "limit_test"):
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
-    check_resize(cfg.resize)
-    if cfg.backend is not None and cfg.backend not in LEARNER_BACKENDS:
-        raise ValueError(f"--backend must be one of {LEARNER_BACKENDS}, got {cfg.backend!r}")
-    if cfg.amp not in ("none", "bf16"):
-        raise ValueError(f"--amp must be none or bf16, got {cfg.amp!r}")
-
-
 # ----------------------------------------------------------------------------------------------- the command
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    # No defaults here (None): a flag that is not given is decided by the preset and resolve_config, or on --resume
+    # by the run's config.json; a given one is checked against it.
     d = TrainConfig()
-    parser.add_argument("--preset", choices=("auto", "quick", "full"), default="auto",
-                        help="auto: full on CUDA, quick on a CPU (%s)" % ", ".join(
-                            f"{k}: {v}" for k, v in PRESETS.items()))
-    parser.add_argument("--epochs", type=int, help=f"default: the preset's ({d.epochs} for full)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--resize", type=int, default=d.resize)
-    parser.add_argument("--device", default=d.device, help="auto | cpu | cuda[:N]")
+    parser.add_argument("--preset", choices=("auto", "quick", "full"),
+                        help="auto (default): full on CUDA, quick on a CPU (full: %s; quick: %s)" % (
+                            PRESETS["full"], dict(PRESETS["quick"], limit_train="~10 minutes' worth")))
+    parser.add_argument("--epochs", type=int, help=f"default: the preset's ({PRESETS['full']['epochs']} for full); "
+                                                   f"with --resume: extend the run to N epochs")
+    parser.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    parser.add_argument("--lr", type=float, help=f"default {d.lr}")
+    parser.add_argument("--variant", choices=VARIANTS,
+                        help="d2l (default): the seed's 1x224x224 AlexNet; paper: the 2012 paper's (3x227x227, LRN, "
+                             "groups), grey images repeated to 3 channels")
+    parser.add_argument("--resize", type=int, help="input height/width (default: the variant's, 224 d2l, 227 paper)")
+    parser.add_argument("--momentum", type=float,
+                        help="SGD momentum (default: the variant's: 0 d2l, as the seed; 0.9 paper)")
+    parser.add_argument("--weight-decay", type=float,
+                        help="SGD weight decay (default: the variant's: 0 d2l, as the seed; 5e-4 paper)")
+    parser.add_argument("--device", help="auto (default) | cpu | cuda[:N]")
     parser.add_argument("--backend", choices=LEARNER_BACKENDS,
                         help="torch (cuDNN / CPU), triton (our kernels; default on CUDA), numpy (numpy_ref, slow)")
-    parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="bf16 autocast (CUDA)")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="NHWC weights and batches (the Triton convs' fast layout on a GPU; same numbers)")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--amp", choices=AMP_CHOICES,
+                        help="bf16: bf16 autocast (fp32 master weights and loss); none: fp32. Default: bf16 with "
+                             "--channels-last on a CPU that computes bf16 natively (torch backend), else none")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                        help="NHWC weights and batches (same numbers; faster for oneDNN's bf16 and the Triton convs "
+                             "on a GPU). Default: with the CPU's bf16 default")
+    parser.add_argument("--seed", type=int, help=f"default {d.seed}")
     parser.add_argument("--data-dir", help="folder with the four IDX files (.gz or raw); or FASHION_MNIST_DIR")
-    parser.add_argument("--out", help="run folder (default runs/DATE-TIME-BACKEND)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--out", help="run folder (default runs/DATE-TIME-BACKEND, made unique)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out as its config.json records it (other flags must agree; "
+                             "--epochs may extend it)")
     parser.add_argument("--limit-train", type=int, help="train on the first N training images")
     parser.add_argument("--limit-test", type=int, help="evaluate on the first N test images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -349,48 +781,45 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="skip confusion.png, mistakes.png and filters.png at the end (one more test-set pass)")
 
 
+def given_flags(args: argparse.Namespace) -> dict:
+    """The settings given on the command line (argparse leaves the others None)."""
+    names = {f.name for f in fields(TrainConfig)} - {"out", "resume", "progress", "checkpoint"}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    device = resolve_device(args.device)
-    preset = args.preset if args.preset != "auto" else ("full" if device.type == "cuda" else "quick")
+    """The run's TrainConfig: on --resume the recorded one (given flags checked against it); otherwise the given flags,
+    then the preset, then the defaults for the device and variant."""
+    given = given_flags(args)
+    runtime = dict(progress=not args.no_progress, checkpoint=not args.no_checkpoint, pictures=not args.no_pictures)
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out, the folder of the run to continue")
+        return replace(resume_config(Path(args.out), given), **runtime)
+    preset = given.pop("preset", "auto")
+    if preset == "auto":
+        preset = "full" if resolve_device(given.get("device", "auto")).type == "cuda" else "quick"
+    cfg = resolve_config(TrainConfig(**given, out=args.out, **runtime))
     values = dict(PRESETS[preset])
-    explicit = {k: getattr(args, k) for k in ("epochs", "limit_train", "limit_test") if getattr(args, k) is not None}
-    values.update(explicit)
-    names = {f.name for f in fields(TrainConfig)}
-    for k, v in vars(args).items():
-        if k in names and k not in values and v is not None:
-            values[k] = v
-    values["progress"] = not args.no_progress
-    values["checkpoint"] = not args.no_checkpoint
-    values["pictures"] = not args.no_pictures
-    values["preset"] = preset if not explicit else f"{preset}+flags"
-    return TrainConfig(**values)
+    if preset == "quick":
+        values["limit_train"] = quick_limit_train(cfg)
+    explicit = [k for k in values if k in given]
+    values = {k: v for k, v in values.items() if k not in given}
+    return replace(cfg, **values, preset=preset + ("+flags" if explicit else ""))
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    device = resolve_device(cfg.device)
-    n_train = cfg.limit_train or 60000
-    if cfg.preset.startswith("quick"):
-        full_hours = 10 * 60000 / SEED_CPU_IMG_PER_S / 3600
-        print(f"preset quick (a CPU, no CUDA): the seed model and hyper-parameters on the first {n_train} training "
-              f"images for {cfg.epochs} epoch(s), tested on "
-              f"{'all 10000' if cfg.limit_test is None else cfg.limit_test} real test images.\n"
-              f"The full seed run is `alexnet train --preset full` (about {full_hours:.0f} h at "
-              f"~{SEED_CPU_IMG_PER_S:.0f} img/s on 2 CPU cores; minutes on a GPU).", flush=True)
-    print(f"training on {device} with the {cfg.backend or ('triton' if device.type == 'cuda' else 'torch')} "
-          f"backend: {cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, resize {cfg.resize}, "
-          f"seed {cfg.seed}", flush=True)
-    if cfg.backend == "triton" and device.type == "cpu":
-        print("note: on a CPU the Triton kernels run in the Triton interpreter (one program instance at a time, in "
-              "Python): minutes per batch at 224x224. Meant for stepping through a kernel, e.g. with a tiny "
-              "--limit-train; train on a GPU for speed.", flush=True)
     result = fit(cfg)
+    if result.status == "nothing to do":
+        print(f"nothing to do: {result.out_dir} has trained all {cfg.epochs} epoch(s) it was started for (test acc "
+              f"{result.test_acc:.3f}); pass --epochs N (more than {cfg.epochs}) to train it further")
+        return 0
     if result.history:
         print(f"loss {result.loss:.3f}, train acc {result.train_acc:.3f}, test acc {result.test_acc:.3f}")
         print(f"{result.examples_per_sec:.1f} examples/sec on {result.device}")
-    print(f"run folder: {result.out_dir} (config.json, metrics.csv, curves.png"
-          f"{', last.pt, best.pt' if cfg.checkpoint else ''}"
-          f"{', confusion.png, mistakes.png, filters.png' if cfg.pictures and result.status == 'completed' else ''})")
+    files = sorted(p.name for p in result.out_dir.iterdir() if not p.name.startswith("."))
+    print(f"run folder: {result.out_dir} ({', '.join(files)})")
     if result.status == "interrupted":
         print(f"interrupted: {len(result.history)} completed epoch(s) saved; continue with "
               f"`alexnet train --resume --out {result.out_dir}`")

@@ -29,32 +29,44 @@ import torch
 from torch_model.data import CLASS_NAMES, load_split, find_data_dir, to_input
 from torch_model.evaluate import Checkpoint, _pyplot, load_checkpoint, output_dir, save_figure
 
-# the layers after which feature_maps.png shows the activations: (index in the Sequential, name)
-BLOCKS = ((2, "pool1"), (5, "pool2"), (7, "conv3+relu"), (9, "conv4+relu"), (12, "pool5"))
 SALIENCY_IMAGES = 6
 
 
 # ----------------------------------------------------------------------------------------------- numpy_ref
 
-def numpy_model(state: dict[str, torch.Tensor], dtype=np.float64):
-    """numpy_ref.alexnet holding the checkpoint's weights (torch's keys load as they are), eval mode."""
+def numpy_model(state: dict[str, torch.Tensor], dtype=np.float64, variant: str = "d2l"):
+    """numpy_ref.alexnet(variant=...) holding the checkpoint's weights (torch's keys load as they are), eval mode."""
     import numpy_ref
 
-    net = numpy_ref.alexnet(int(state["20.weight"].shape[0]), dtype=dtype, init=False)
+    last = [k for k in state if k.endswith(".weight")][-1]            # the output layer (classes, 4096)
+    net = numpy_ref.alexnet(int(state[last].shape[0]), dtype=dtype, init=False, variant=variant)
     net.load_state_dict({k: v.detach().cpu().numpy() for k, v in state.items()})
     return net.eval()
+
+
+def blocks(net) -> list[tuple[int, str]]:
+    """Where feature_maps.png looks: the last layer of each conv block (the conv, its ReLU, an LRN, a pool), up to
+    the next conv or the Flatten, as (index in the Sequential, name): d2l's pool1, pool2, conv3, conv4, pool5."""
+    kinds = [type(layer).__name__ for layer in net]
+    convs = [i for i, k in enumerate(kinds) if k == "Conv2d"]
+    flatten = kinds.index("Flatten")
+    out = []
+    for n, i in enumerate(convs, start=1):
+        end = (convs[n] if n < len(convs) else flatten) - 1
+        out.append((end, f"pool{n}" if kinds[end] == "MaxPool2d" else f"conv{n}+relu"))
+    return out
 
 
 def saliency(net, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(d logits[n, target[n]] / d x, logits, target) with target = the predicted class, by numpy_ref's backward.
 
-    x (N, 1, R, R). In eval mode the images do not interact, so one backward of sum_n logits[n, target[n]]
+    x (N, C, R, R). In eval mode the images do not interact, so one backward of sum_n logits[n, target[n]]
     (dout = one-hot rows) gives every image's own gradient. Parameter gradients are discarded."""
     logits = net.forward(x)                                           # (N, C), every layer keeps its cache
     target = logits.argmax(axis=1)                                    # (N,)
     dout = np.zeros_like(logits)                                      # (N, C)
     dout[np.arange(len(target)), target] = 1.0
-    dx = net.backward(dout)                                           # (N, 1, R, R)
+    dx = net.backward(dout)                                           # (N, C, R, R)
     net.zero_grad()
     return dx, logits, target
 
@@ -91,23 +103,26 @@ def _montage(filters: np.ndarray, columns: int = 12) -> np.ndarray:
     return grid
 
 
-def initial_conv1(seed: int) -> np.ndarray:
+def initial_conv1(seed: int, variant: str = "d2l") -> np.ndarray:
     """conv1's weights at the start of the run: `alexnet train` seeds torch with the run's seed, then builds the
-    model with d2l's init (torch_model.backends.make_learner), so the same two steps rebuild them."""
+    model with its variant's init (torch_model.backends.make_learner), so the same two steps rebuild them."""
     from torch_model.model import alexnet
 
     with torch.random.fork_rng(devices=[]):                           # leave the caller's RNG as it was
         torch.manual_seed(seed)
-        return alexnet(len(CLASS_NAMES)).state_dict()["0.weight"].numpy()   # (96, 1, 11, 11)
+        return alexnet(len(CLASS_NAMES), variant=variant).state_dict()["0.weight"].numpy()   # (96, C, 11, 11)
 
 
-def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: str = "") -> Path:
-    """conv1's filters (96, 1, 11, 11) as a 8x12 grid; with the run's seed also at initialisation and the change."""
+def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: str = "",
+                 variant: str = "d2l") -> Path:
+    """conv1's filters (96, C, 11, 11) as a 8x12 grid; with the run's seed also at initialisation and the change.
+    With C = 3 (the paper's network fed grey images repeated to 3 channels) a filter acts on the grey image as the
+    sum of its channels, which is what is drawn."""
     plt = _pyplot()
-    trained = conv1[:, 0]                                             # (96, 11, 11)
+    trained = conv1.sum(axis=1)                                       # (96, 11, 11)
     panels = [("after training", trained)]
     if seed is not None:
-        init = initial_conv1(seed)[:, 0]                              # (96, 11, 11)
+        init = initial_conv1(seed, variant).sum(axis=1)               # (96, 11, 11)
         change = trained - init
         rel = np.linalg.norm(change) / np.linalg.norm(init)
         still = int((np.abs(change).reshape(len(change), -1).max(axis=1) == 0).sum())   # got no gradient at all
@@ -120,21 +135,23 @@ def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: 
         ax.imshow(_montage(w), cmap=cmap, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-    fig.suptitle(title or "conv1: 96 filters of 11x11, each scaled to its own min (black) .. max (white)",
+    summed = " (its 3 channels summed: what a grey image sees)" if conv1.shape[1] > 1 else ""
+    fig.suptitle(title or f"conv1: 96 filters of 11x11{summed}, each scaled to its own min (black) .. max (white)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.92))                            # room for the suptitle over 2-line titles
     return save_figure(fig, path, dpi=80)
 
 
-def plot_feature_maps(image: np.ndarray, outs: list[np.ndarray], path: Path, title: str, channels: int = 8) -> Path:
-    """One row per block of BLOCKS: the `channels` channels with the largest mean activation, each scaled to its
-    own max (black = 0), titled with its channel number and max."""
+def plot_feature_maps(image: np.ndarray, outs: list[np.ndarray], where: list[tuple[int, str]], path: Path, title: str,
+                      channels: int = 8) -> Path:
+    """One row per block (`where`, from blocks()): the `channels` channels with the largest mean activation, each
+    scaled to its own max (black = 0), titled with its channel number and max."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(BLOCKS), channels + 1, figsize=((channels + 1) * 1.05, len(BLOCKS) * 1.2 + 0.5),
+    fig, axes = plt.subplots(len(where), channels + 1, figsize=((channels + 1) * 1.05, len(where) * 1.2 + 0.5),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for row, (idx, name) in enumerate(BLOCKS):
+    for row, (idx, name) in enumerate(where):
         act = outs[idx][0]                                            # (C, H, W)
         mean = act.mean(axis=(1, 2))                                  # (C,)
         top = np.argsort(-mean, kind="stable")[:channels]
@@ -222,31 +239,39 @@ def probabilities_table(probs: np.ndarray, label: int) -> str:
     return "\n".join(lines)
 
 
+def model_input(images: torch.Tensor, ckpt: Checkpoint) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float64 (N, C, R, R) as the run fed its model (the grey image repeated to C channels)."""
+    x = to_input(images, ckpt.resize).double()                        # (N, 1, R, R)
+    return x.expand(-1, ckpt.channels, -1, -1).numpy()                # (N, C, R, R)
+
+
 def visualize(ckpt: Checkpoint, test_images: torch.Tensor, test_labels: torch.Tensor, index: int, out: Path) -> dict:
     """Write the three pictures and return what was printed about image `index` (for tests)."""
     from torch_model.model import alexnet
 
     check_index(index, len(test_labels))
     out.mkdir(parents=True, exist_ok=True)
-    net = numpy_model(ckpt.state)                                     # float64
-    written = [plot_filters(ckpt.state["0.weight"].numpy(), out / "filters.png", seed=ckpt.seed)]
+    net = numpy_model(ckpt.state, variant=ckpt.variant)               # float64
+    written = [plot_filters(ckpt.state["0.weight"].numpy(), out / "filters.png", seed=ckpt.seed,
+                            variant=ckpt.variant)]
 
-    x_one = to_input(test_images[index:index + 1], ckpt.resize).double().numpy()   # (1, 1, R, R)
+    x_one = model_input(test_images[index:index + 1], ckpt)          # (1, C, R, R)
     outs = activations(net, x_one)
-    probs = softmax(outs[-1][0])                                      # (C,)
+    probs = softmax(outs[-1][0])                                      # (classes,)
     label = int(test_labels[index])
     pred = int(probs.argmax())
-    written.append(plot_feature_maps(test_images[index].numpy(), outs, out / "feature_maps.png",
+    written.append(plot_feature_maps(test_images[index].numpy(), outs, blocks(net), out / "feature_maps.png",
                                      f"test image #{index} ({CLASS_NAMES[label]}, predicted {CLASS_NAMES[pred]} "
                                      f"{probs[pred]:.0%}): its most active channels after each block"))
 
     indices = list(range(index, min(index + SALIENCY_IMAGES, len(test_labels))))
-    x = to_input(test_images[indices], ckpt.resize).double().numpy()  # (n, 1, R, R)
+    x = model_input(test_images[indices], ckpt)                       # (n, C, R, R)
     grads, logits, target = saliency(net, x)
-    written.append(plot_saliency(x, test_images[indices].numpy(), grads, [int(test_labels[i]) for i in indices],
+    grey = grads.sum(axis=1, keepdims=True)                           # (n, 1, R, R): d/d the grey image (C copies)
+    written.append(plot_saliency(x[:, :1], test_images[indices].numpy(), grey, [int(test_labels[i]) for i in indices],
                                  target, softmax(logits), indices, out / "saliency.png"))
 
-    ref = alexnet(len(CLASS_NAMES), init=False).eval()                # the torch model, same weights, float32
+    ref = alexnet(len(CLASS_NAMES), init=False, variant=ckpt.variant).eval()   # the torch model, float32
     ref.load_state_dict(ckpt.state)
     with torch.no_grad():
         torch_probs = torch.softmax(ref(torch.from_numpy(x_one).float()), dim=1)[0].double().numpy()
@@ -258,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
     check_index(args.index, len(test))
     ckpt = load_checkpoint(args.checkpoint)
     out = output_dir(args.out, ckpt.path)
-    print(f"visualizing {ckpt.describe()} through numpy_ref (float64), test image #{args.index}", flush=True)
+    print(f"visualizing {ckpt.describe()}, the {ckpt.variant} AlexNet, through numpy_ref (float64), test image "
+          f"#{args.index}", flush=True)
     result = visualize(ckpt, test.images, test.labels, args.index, out)
     print(f"\ntest image #{args.index}: true class {CLASS_NAMES[result['label']]}, predicted "
           f"{CLASS_NAMES[result['pred']]}; class probabilities (numpy_ref):")

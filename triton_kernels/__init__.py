@@ -5,18 +5,11 @@
     max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
 
 On a machine without CUDA every kernel runs in the Triton interpreter on CPU tensors: TRITON_INTERPRET=1 is set
-here, before any @triton.jit runs (the decorator picks the interpreted function at definition time), so a learner
-can step through a kernel in pdb. Set TRITON_INTERPRET=0 yourself to opt out.
+by triton_kernels._common, imported first, before any @triton.jit runs (the decorator picks the interpreted
+function at definition time), so a learner can step through a kernel in pdb. Set TRITON_INTERPRET=0 yourself to
+opt out. bfloat16 is refused there (the interpreter computes it wrongly); float32, float16 and float64 work.
 """
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
+from triton_kernels._common import INTERPRET  # first: sets TRITON_INTERPRET before triton is imported
 from triton_kernels.conv import conv2d, conv2d_relu  # noqa: E402
 from triton_kernels.pool import max_pool2d  # noqa: E402
 

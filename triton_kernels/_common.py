@@ -1,4 +1,5 @@
-"""Small helpers shared by the Triton op wrappers (conv.py, pool.py).
+"""What every kernel file (conv.py, pool.py) needs, defined once: the interpreter flag, argument checks, the
+launch helper and the layout rule.
 
 Every check raises ValueError naming the argument and the shape/value it got, and runs BEFORE anything is
 allocated or launched, so a refused call writes nothing.
@@ -6,48 +7,118 @@ allocated or launched, so a refused call writes nothing.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+import re
+from collections.abc import Sequence
 
 import torch
 
-# Dtypes the kernels are written (and tested) for: fp32 accumulation inside, output in the input dtype.
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Without CUDA every kernel runs in the Triton interpreter on CPU tensors. TRITON_INTERPRET must be set before
+# any @triton.jit runs (the decorator picks the interpreted function at definition time), and this module is
+# the first thing `import triton_kernels` imports. Set TRITON_INTERPRET=0 yourself to opt out.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # kernels run interpreted, CPU tensors allowed
+
+# Dtypes the kernels are written (and tested) for: fp32 accumulation inside (fp64 for fp64 inputs: gradient
+# checks), output in the input dtype.
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+# Dtypes the interpreter gets wrong (checked: a bf16 conv is off by ~1e10 with triton 3.6 and 3.9; a bf16 pool
+# returns wrong values and indices with 3.9 and fails with 3.6): refused there, with the dtype named.
+# fp16 and fp64 come out right in the interpreter (tests/test_triton_conv.py, test_triton_pool.py check both).
+INTERPRETER_WRONG_DTYPES = (torch.bfloat16,)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:2])
+
+
+def check_interpreter_stack(triton_version: str, numpy_version: str) -> None:
+    """triton < 3.7's interpreter converts 1-element arrays to Python ints, which numpy >= 2.4 refuses: every
+    `for k in range(0, K, BLOCK_K)` in a kernel fails with "only 0-dimensional arrays can be converted to
+    Python scalars" (upstream triton-lang/triton issue 9171; triton 3.6 fails, 3.8 and 3.9 work, checked).
+    Raised at import under the interpreter, so the error names the cause instead of a kernel line."""
+    if _version(triton_version) < (3, 7) and _version(numpy_version) >= (2, 4):
+        raise ImportError(
+            f"triton {triton_version}'s interpreter does not work with numpy {numpy_version} (numpy >= 2.4 refuses "
+            f"its array-to-int conversions: upstream triton issue 9171, fixed in later triton). On this machine "
+            f"without CUDA the kernels run in that interpreter: install numpy < 2.4 or triton >= 3.8")
+
+
+if INTERPRET:
+    import numpy
+    import triton
+
+    check_interpreter_stack(triton.__version__, numpy.__version__)
 
 
 def interpret_mode() -> bool:
-    """True when @triton.jit kernels run in the Triton interpreter (TRITON_INTERPRET=1, set by
-    triton_kernels/__init__.py on machines without CUDA). Then CPU tensors are valid kernel arguments."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """INTERPRET, for code that still calls it (triton_kernels/lrn.py): read once at import, never again."""
+    return INTERPRET
 
 
-def _pair(value, name: str, minimum: int = 0) -> tuple[int, int]:
-    """int or length-2 sequence of ints -> (h, w); each entry must be an int >= minimum."""
+def launcher(kernel):
+    """What to index with [grid] to launch `kernel` from inside a torch.library.triton_op: wrap_triton(kernel) on
+    the GPU (so torch.compile traces the kernel into its graph), the kernel itself under the interpreter
+    (eager calls need no wrapper there, and torch < 2.13's wrap_triton refuses interpreted kernels)."""
+    if INTERPRET:
+        return kernel
+    from torch.library import wrap_triton
+
+    return wrap_triton(kernel)
+
+
+def pair(value, name: str, minimum: int | None = None) -> tuple[int, int]:
+    """int, or a sequence of one or two ints (torch's `_pair`) -> (h, w); each entry >= minimum if given."""
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
-        pair = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        pair = tuple(value)
+        out = (value, value)
+    elif (isinstance(value, Sequence) and not isinstance(value, str) and len(value) in (1, 2)
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        out = (value[0], value[0]) if len(value) == 1 else (value[0], value[1])
     else:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    for v in pair:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if v < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return (int(pair[0]), int(pair[1]))
+    if minimum is not None and min(out) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return (int(out[0]), int(out[1]))
 
 
-def check_tensor(t, name: str, ndims: Sequence[int]) -> None:
-    """t is a torch.Tensor with t.dim() in ndims and a dtype the kernels support."""
+def conv_output_size(size: int, kernel: int, stride: int = 1, pad_total: int = 0, dilation: int = 1) -> int:
+    """The convolution's output size along one dimension (pad_total = both sides' padding, 2*pad if symmetric):
+
+        OH = (H + pad_total - dil*(KH-1) - 1) // stride + 1
+    """
+    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
+    """torch's pooling_output_shape along one dimension:
+
+        OH = (H + 2*pad - dil*(KH-1) - 1 [+ stride-1 if ceil_mode]) // stride + 1
+
+    then, with ceil_mode, a last window that would start inside the right padding is dropped."""
+    out = (size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def check_tensor(t, name: str, ndims: Sequence[int], shapes: str | None = None, allow_empty: bool = False) -> None:
+    """t is a torch.Tensor with t.dim() in ndims (`shapes` spells them for the message, e.g. "(N, C, H, W) or
+    (C, H, W)"), a dtype the kernels support (and, under the interpreter, compute right), not empty unless
+    allow_empty."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() not in tuple(ndims):
-        want = " or ".join(f"{n}-D" for n in ndims)
+        want = shapes or " or ".join(f"{n}-D" for n in ndims)
         raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}")
     if t.dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f"{name} dtype must be one of {SUPPORTED_DTYPES}, got {t.dtype}")
-    if t.numel() == 0:
+        raise ValueError(f"{name} dtype must be one of {SUPPORTED_DTYPES}, got {t.dtype} (shape {tuple(t.shape)})")
+    if INTERPRET and t.dtype in INTERPRETER_WRONG_DTYPES:
+        raise ValueError(f"{name} dtype {t.dtype} is not supported in the Triton interpreter (it computes wrong "
+                         f"values there): use float32, float16 or float64 on this machine, {t.dtype} on a GPU")
+    if t.numel() == 0 and not allow_empty:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
 
 
@@ -61,10 +132,11 @@ def check_device(**tensors: torch.Tensor | None) -> torch.device:
     dev = first.device
     if dev.type == "cuda":
         return dev
-    if dev.type == "cpu" and interpret_mode():
+    if dev.type == "cpu" and INTERPRET:
         return dev
-    hint = " (CPU tensors run only in the Triton interpreter, TRITON_INTERPRET=1)" if dev.type == "cpu" else ""
-    raise ValueError(f"{first_name} must be on a CUDA device, got {dev}{hint}")
+    hint = (" (CPU tensors run only in the Triton interpreter, TRITON_INTERPRET=1, set automatically by "
+            "`import triton_kernels` without CUDA)") if dev.type == "cpu" else ""
+    raise ValueError(f"{first_name} must be on a CUDA device, got {dev} (shape {tuple(first.shape)}){hint}")
 
 
 def check_same_dtype(**tensors: torch.Tensor | None) -> torch.dtype:
@@ -75,14 +147,6 @@ def check_same_dtype(**tensors: torch.Tensor | None) -> torch.dtype:
         if t.dtype != first.dtype:
             raise ValueError(f"{n} dtype {t.dtype} differs from {first_name} dtype {first.dtype}")
     return first.dtype
-
-
-def tl_dtype_name(dtype: torch.dtype) -> str:
-    """torch dtype -> Triton signature spelling ("fp32", "fp16", "bf16")."""
-    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    if dtype not in names:
-        raise ValueError(f"dtype must be one of {tuple(names)}, got {dtype}")
-    return names[dtype]
 
 
 def strides_like_channels_last(t: torch.Tensor) -> bool:
@@ -101,4 +165,3 @@ def strides_like_channels_last(t: torch.Tensor) -> bool:
             return False
         smallest = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
     return True
-

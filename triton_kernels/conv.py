@@ -1,7 +1,7 @@
 """conv2d (+ fused bias and ReLU) in Triton: forward, grad input, grad weight, grad bias, all implicit GEMMs.
 
 Legend: N batch, C channels in, F filters out, H/W input height/width, OH/OW output height/width,
-KH/KW kernel, G groups, CG = C/G and FG = F/G channels per group, s stride, p padding, d dilation.
+KH/KW kernel, G groups, Cg = C/G and Fg = F/G channels per group, s stride, p padding, d dilation.
 
     conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False, input_precision=None)
     conv2d_relu(...)   # the same with relu=True: the ReLU runs in the GEMM's epilogue, no separate pass
@@ -11,10 +11,15 @@ Output size (per spatial dim):  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1
 The three GEMMs of a convolution, per group, without ever building an im2col matrix in memory
 (each kernel computes the addresses of its operand tiles from the GEMM indices):
 
-    forward  out[m, f] = sum_k A[m, k] W[k, f]     M = N*OH*OW   N = FG          K = CG*KH*KW
-    dgrad    dx[m, c]  = sum_k dY[m, k] W[k, c]    M = N*H*W     N = CG          K = FG*KH*KW
-    wgrad    dW[f, j]  = sum_k dY[f, k] A[k, j]    M = FG        N = CG*KH*KW    K = N*OH*OW
+                                                   rows M        columns       reduction K
+    forward  out[m, f] = sum_k A[m, k] W[k, f]     N*OH*OW       Fg            Cg*KH*KW
+    dgrad    dx[m, c]  = sum_k dY[m, k] W[k, c]    N*H*W         Cg            Fg*KH*KW
+    wgrad    dW[f, j]  = sum_k dY[f, k] A[k, j]    Fg            Cg*KH*KW      N*OH*OW
     bias     db[f]     = sum_m dY[m, f]            a column sum (Triton reduction)
+
+(N is always the batch here; the GEMM's column count is named by what it counts. Triton's BLOCK_M, BLOCK_N,
+BLOCK_K are a tile's rows, columns and reduction step.) numpy_ref.functional.conv2d_forward/_backward compute
+the same three products with an explicit im2col matrix `cols`; each kernel's header names its numpy_ref line.
 
 The K index of the forward (and the column index of wgrad) runs over (kh, kw, c) with c fastest: with a
 channels_last input, consecutive k are consecutive addresses, so a tile's loads coalesce (and, with channel
@@ -22,8 +27,9 @@ counts divisible by 16, become 16-byte async copies). The forward and dgrad walk
 (filters) at a time, so the padding test is one per row; AlexNet's conv1 (C = 1) walks K = 121 flat instead.
 wgrad's K = N*OH*OW is long and its tile grid small, so K is split over programs (split-K) whose fp32 partial
 sums the bias-gradient kernel then adds up (it is a column sum too).
-When the forward fused a ReLU, the backward kernels read the saved output and use dY * (out > 0) in place
-of dY while loading it (no extra elementwise pass, no mask tensor in memory).
+When the forward fused a ReLU, the backward kernels read the saved output and use where(out <= 0, 0, dY) in place
+of dY while loading it (no extra elementwise pass, no mask tensor in memory); like torch's relu, a NaN stays NaN
+forward and passes its gradient backward.
 
 Registered as torch.library.triton_op "triton_kernels::conv2d_fwd" (+ conv2d_dgrad, conv2d_wgrad,
 conv2d_bias_grad) with register_autograd: eager autograd runs in the Triton interpreter on CPU tensors,
@@ -36,18 +42,19 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from triton_kernels._common import (
-    _pair,
+    INTERPRET,
     check_device,
     check_same_dtype,
     check_tensor,
-    interpret_mode,
+    conv_output_size,
+    launcher,
+    pair,
     strides_like_channels_last,
 )
 
-INTERPRET = interpret_mode()
 PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cores or exact IEEE fp32
 
 
@@ -55,98 +62,76 @@ PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cor
 # Kernels
 # ----------------------------------------------------------------------------------------------------------
 
-# out[n, g*FG + f, oh, ow] = act(bias[g*FG + f]
-#     + sum_{kh, kw, c} x[n, g*CG + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w] * w[g*FG + f, c, kh, kw])
-# Implicit GEMM per group g (grid axis 1): rows m = (n, oh, ow) of M = N*OH*OW, columns f of FG,
-# reduction k = (kh, kw, c) of K = KH*KW*CG (c fastest); taps that fall in the padding load 0.
+# Forward. Computes numpy_ref.functional.conv2d_forward (im2col, then one matmul per group: out2 = w2 @ cols) and
+# its loop twin numpy_ref.naive.conv2d_forward (for n, f, oh, ow: acc = bias[f]; for c, kh, kw: acc += x * w):
+# out[n, g*Fg + f, oh, ow] = act(bias[g*Fg + f]
+#     + sum_{kh, kw, c} x[n, g*Cg + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w] * w[g*Fg + f, c, kh, kw])
+# Implicit GEMM per group g (grid axis 1): rows m = (n, oh, ow) of M = N*OH*OW, Fg columns f,
+# reduction k = (kh, kw, c) of K = KH*KW*Cg (c fastest); taps that fall in the padding load 0.
+# The A tile a program loads, A[m, k], is numpy_ref's cols[k', m] (transposed: cols has a row per k') with the
+# reduction reordered: numpy_ref's rows k' run over (c, kh, kw), ours over (kh, kw, c), so with channels_last
+# consecutive k are consecutive addresses (docs/triton_kernels.md works it through on a 4x4 image).
 # Two ways to walk K (constexpr SMALL_C):
 #   SMALL_C=False  tap by tap, BLOCK_K channels at a time: for one tap (kh, kw) the input row/column and its
-#                  padding test are per-row (BLOCK_M,) vectors, cheap in registers. Needs CG >= BLOCK_K to waste
+#                  padding test are per-row (BLOCK_M,) vectors, cheap in registers. Needs Cg >= BLOCK_K to waste
 #                  nothing (AlexNet's conv2..conv5: 96..384 channels).
 #   SMALL_C=True   k flattened over (kh, kw, c): no channel padding, but per-element (BLOCK_M, BLOCK_K) padding
 #                  tests, so it runs with a small BLOCK_K (AlexNet's conv1: C = 1, K = 121).
-# (CG is left to specialize: "CG divisible by 16" lets the compiler prove a channel chunk's mask uniform and
+# (Cg is left to specialize: "Cg divisible by 16" lets the compiler prove a channel chunk's mask uniform and
 # issue 16-byte async copies on channels_last inputs; the other sizes would only multiply recompilations.)
-@triton.jit(do_not_specialize=["M", "FG", "K", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h", "dil_w"])
+@triton.jit(do_not_specialize=["M", "Fg", "K", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h", "dil_w"])
 def _conv2d_fwd_kernel(
-    x_ptr,
-    w_ptr,
-    b_ptr,
-    out_ptr,
-    M,
-    FG,
-    K,
-    CG,
-    H,
-    W,
-    OH,
-    OW,
-    KH,
-    KW,
-    stride_h,
-    stride_w,
-    pad_h,
-    pad_w,
-    dil_h,
-    dil_w,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    swf,
-    swc,
-    swh,
-    sww,
-    son,
-    soc,
-    soh,
-    sow,
-    HAS_BIAS: tl.constexpr,
-    RELU: tl.constexpr,
-    SMALL_C: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    # Pointers
+    x_ptr, w_ptr, b_ptr, out_ptr,
+    # Sizes, then the convolution's stride, padding and dilation
+    M, Fg, K, Cg, H, W, OH, OW, KH, KW,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # Strides (in elements) of each tensor, n/c/h/w order
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wf, stride_wc, stride_wh, stride_ww,
+    stride_on, stride_oc, stride_oh, stride_ow,
+    # Meta-parameters
+    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, SMALL_C: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    num_pid_n = tl.cdiv(FG, BLOCK_N)
+    num_pid_n = tl.cdiv(Fg, BLOCK_N)
     pid_m = pid // num_pid_n  # neighbouring programs share one x tile (the big operand), w stays in L2
     pid_n = pid % num_pid_n
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows m = (n, oh, ow)
     offs_f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) filters within the group
     m_mask = offs_m < M  # (BLOCK_M,)
-    f_mask = offs_f < FG  # (BLOCK_N,)
+    f_mask = offs_f < Fg  # (BLOCK_N,)
     n = offs_m // (OH * OW)  # (BLOCK_M,)
     oh = (offs_m // OW) % OH  # (BLOCK_M,)
     ow = offs_m % OW  # (BLOCK_M,)
     ih0 = oh * stride_h - pad_h  # (BLOCK_M,) input row of tap kh = 0
     iw0 = ow * stride_w - pad_w  # (BLOCK_M,)
-    x_row = n * sxn + g * CG * sxc + ih0 * sxh + iw0 * sxw  # (BLOCK_M,) address of tap (0, 0), channel 0
-    f = g * FG + offs_f  # (BLOCK_N,) filter index in weight / out
+    x_row = n * stride_xn + g * Cg * stride_xc + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,) address of tap (0, 0), channel 0
+    f = g * Fg + offs_f  # (BLOCK_N,) filter index in weight / out
     offs_kk = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N)
     if SMALL_C:
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + offs_kk  # (BLOCK_K,) k = (kh, kw, c)
             k_mask = offs_k < K  # (BLOCK_K,)
-            c = offs_k % CG  # (BLOCK_K,)
-            kw = (offs_k // CG) % KW  # (BLOCK_K,)
-            kh = offs_k // (CG * KW)  # (BLOCK_K,)
+            c = offs_k % Cg  # (BLOCK_K,)
+            kw = (offs_k // Cg) % KW  # (BLOCK_K,)
+            kh = offs_k // (Cg * KW)  # (BLOCK_K,)
             ih = ih0[:, None] + (kh * dil_h)[None, :]  # (BLOCK_M, BLOCK_K)
             iw = iw0[:, None] + (kw * dil_w)[None, :]  # (BLOCK_M, BLOCK_K)
             a_mask = (m_mask[:, None] & k_mask[None, :]
                       & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # (BLOCK_M, BLOCK_K)
-            x_col = c * sxc + kh * dil_h * sxh + kw * dil_w * sxw  # (BLOCK_K,)
+            x_col = c * stride_xc + kh * dil_h * stride_xh + kw * dil_w * stride_xw  # (BLOCK_K,)
             a = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-            w_off = (c * swc + kh * swh + kw * sww)[:, None] + (f * swf)[None, :]  # (BLOCK_K, BLOCK_N)
+            w_off = (c * stride_wc + kh * stride_wh + kw * stride_ww)[:, None] + (f * stride_wf)[None, :]  # (BLOCK_K, BLOCK_N)
             b = tl.load(w_ptr + w_off, mask=k_mask[:, None] & f_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) fp32
     else:
-        n_chunks = tl.cdiv(CG, BLOCK_K)
+        n_chunks = tl.cdiv(Cg, BLOCK_K)
         for t in range(0, KH * KW * n_chunks):  # one flat loop (software-pipelined) over (tap, channel chunk)
             tap = t // n_chunks  # scalar: same for the whole tile
             c0 = (t - tap * n_chunks) * BLOCK_K
@@ -156,90 +141,67 @@ def _conv2d_fwd_kernel(
             iw = iw0 + kw * dil_w  # (BLOCK_M,)
             row_ok = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # (BLOCK_M,) tap inside the image
             offs_c = c0 + offs_kk  # (BLOCK_K,) channels within the group
-            c_mask = offs_c < CG  # (BLOCK_K,)
-            x_tap = x_row + kh * dil_h * sxh + kw * dil_w * sxw  # (BLOCK_M,)
-            a = tl.load(x_ptr + x_tap[:, None] + (offs_c * sxc)[None, :],
+            c_mask = offs_c < Cg  # (BLOCK_K,)
+            x_tap = x_row + kh * dil_h * stride_xh + kw * dil_w * stride_xw  # (BLOCK_M,)
+            a = tl.load(x_ptr + x_tap[:, None] + (offs_c * stride_xc)[None, :],
                         mask=row_ok[:, None] & c_mask[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
-            w_off = (offs_c * swc + kh * swh + kw * sww)[:, None] + (f * swf)[None, :]  # (BLOCK_K, BLOCK_N)
+            w_off = (offs_c * stride_wc + kh * stride_wh + kw * stride_ww)[:, None] + (f * stride_wf)[None, :]  # (BLOCK_K, BLOCK_N)
             b = tl.load(w_ptr + w_off, mask=c_mask[:, None] & f_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) fp32
 
     # Epilogue: bias and ReLU on the fp32 accumulator, then one cast and one store.
     if HAS_BIAS:
-        bias = tl.load(b_ptr + f, mask=f_mask, other=0.0).to(tl.float32)  # (BLOCK_N,)
+        bias = tl.load(b_ptr + f, mask=f_mask, other=0.0).to(ACC_DTYPE)  # (BLOCK_N,)
         acc = acc + bias[None, :]  # (BLOCK_M, BLOCK_N)
-    if RELU:
-        acc = tl.maximum(acc, 0.0)  # (BLOCK_M, BLOCK_N)
-    out_off = (n * son + oh * soh + ow * sow)[:, None] + (f * soc)[None, :]  # (BLOCK_M, BLOCK_N)
+    if RELU:  # torch's relu: negatives to 0, NaN stays NaN (tl.maximum(acc, 0) could turn NaN into 0)
+        acc = tl.where(acc < 0, 0.0, acc)  # (BLOCK_M, BLOCK_N)
+    out_off = (n * stride_on + oh * stride_oh + ow * stride_ow)[:, None] + (f * stride_oc)[None, :]  # (BLOCK_M, BLOCK_N)
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & f_mask[None, :])
 
 
-# dx[n, g*CG + c, ih, iw] = sum_{kh, kw, f} gy[n, g*FG + f, oh, ow] * w[g*FG + f, c, kh, kw]
+# Grad input. Computes the dx of numpy_ref.functional.conv2d_backward (dcols = w2.T @ dout2, then col2im scatters
+# each column back onto the pixels it read) and of numpy_ref.naive.conv2d_backward (its line
+# `dx_pad[n, c, h, w] += d * weight[f, c, kh, kw]`), as a gather: each program owns a tile of dx and sums what
+# reaches it, so nothing is written twice and no atomics are needed:
+# dx[n, g*Cg + c, ih, iw] = sum_{kh, kw, f} gy[n, g*Fg + f, oh, ow] * w[g*Fg + f, c, kh, kw]
 #     with oh = (ih + p_h - kh*d_h) / s_h taken only where it divides exactly and 0 <= oh < OH (same for ow),
 #     and gy = dy * (out > 0) when the forward fused a ReLU (the mask is applied as dy is loaded).
-# Implicit GEMM per group: rows m = (n, ih, iw) of M = N*H*W, columns c of CG, k = (kh, kw, f) of K = KH*KW*FG,
+# Implicit GEMM per group: rows m = (n, ih, iw) of M = N*H*W, Cg columns c, k = (kh, kw, f) of K = KH*KW*Fg,
 # walked tap by tap, BLOCK_K filters at a time (the forward's SMALL_C=False order). With stride s > 1 only one
 # tap in s*s reaches a given pixel: the others are masked off (AlexNet's one strided conv, conv1, needs no dgrad).
-@triton.jit(do_not_specialize=["M", "CG", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h", "dil_w"])
+@triton.jit(do_not_specialize=["M", "Cg", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h", "dil_w"])
 def _conv2d_dgrad_kernel(
-    dy_ptr,
-    out_ptr,
-    w_ptr,
-    dx_ptr,
-    M,
-    CG,
-    FG,
-    H,
-    W,
-    OH,
-    OW,
-    KH,
-    KW,
-    stride_h,
-    stride_w,
-    pad_h,
-    pad_w,
-    dil_h,
-    dil_w,
-    sgn,
-    sgc,
-    sgh,
-    sgw,
-    son,
-    soc,
-    soh,
-    sow,
-    swf,
-    swc,
-    swh,
-    sww,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    RELU: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    # Pointers
+    dy_ptr, out_ptr, w_ptr, dx_ptr,
+    # Sizes, then the convolution's stride, padding and dilation
+    M, Cg, Fg, H, W, OH, OW, KH, KW,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # Strides (in elements) of each tensor, n/c/h/w order
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    stride_on, stride_oc, stride_oh, stride_ow,
+    stride_wf, stride_wc, stride_wh, stride_ww,
+    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+    # Meta-parameters
+    RELU: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    num_pid_n = tl.cdiv(CG, BLOCK_N)
+    num_pid_n = tl.cdiv(Cg, BLOCK_N)
     pid_m = pid // num_pid_n
     pid_n = pid % num_pid_n
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows m = (n, ih, iw)
     offs_c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) input channels within the group
     m_mask = offs_m < M  # (BLOCK_M,)
-    c_mask = offs_c < CG  # (BLOCK_N,)
+    c_mask = offs_c < Cg  # (BLOCK_N,)
     n = offs_m // (H * W)  # (BLOCK_M,)
     ih = (offs_m // W) % H  # (BLOCK_M,)
     iw = offs_m % W  # (BLOCK_M,)
     offs_kk = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
-    n_chunks = tl.cdiv(FG, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N)
+    n_chunks = tl.cdiv(Fg, BLOCK_K)
     for t in range(0, KH * KW * n_chunks):  # one flat loop over (tap, filter chunk)
         tap = t // n_chunks  # scalar
         f0 = (t - tap * n_chunks) * BLOCK_K
@@ -252,74 +214,48 @@ def _conv2d_dgrad_kernel(
         row_ok = (m_mask & (th >= 0) & (tw >= 0) & (th % stride_h == 0) & (tw % stride_w == 0)
                   & (oh < OH) & (ow < OW))  # (BLOCK_M,)
         offs_f = f0 + offs_kk  # (BLOCK_K,) filters within the group
-        f_ok = offs_f < FG  # (BLOCK_K,)
-        f = g * FG + offs_f  # (BLOCK_K,) filter index in dy / w
+        f_ok = offs_f < Fg  # (BLOCK_K,)
+        f = g * Fg + offs_f  # (BLOCK_K,) filter index in dy / w
         a_mask = row_ok[:, None] & f_ok[None, :]  # (BLOCK_M, BLOCK_K)
-        a = tl.load(dy_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + (f * sgc)[None, :],
+        a = tl.load(dy_ptr + (n * stride_dyn + oh * stride_dyh + ow * stride_dyw)[:, None] + (f * stride_dyc)[None, :],
                     mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
         if RELU:
-            o = tl.load(out_ptr + (n * son + oh * soh + ow * sow)[:, None] + (f * soc)[None, :],
+            o = tl.load(out_ptr + (n * stride_on + oh * stride_oh + ow * stride_ow)[:, None] + (f * stride_oc)[None, :],
                         mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-            a = tl.where(o > 0, a, tl.zeros_like(a))  # (BLOCK_M, BLOCK_K) dy * relu'(z)
-        w_off = (f * swf + kh * swh + kw * sww)[:, None] + (offs_c * swc)[None, :]  # (BLOCK_K, BLOCK_N)
+            a = tl.where(o <= 0, tl.zeros_like(a), a)  # (BLOCK_M, BLOCK_K) dy * relu'(z), NaN out passes dy
+        w_off = (f * stride_wf + kh * stride_wh + kw * stride_ww)[:, None] + (offs_c * stride_wc)[None, :]  # (BLOCK_K, BLOCK_N)
         b = tl.load(w_ptr + w_off, mask=f_ok[:, None] & c_mask[None, :], other=0.0)  # (BLOCK_K, BLOCK_N)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) fp32
 
-    c = g * CG + offs_c  # (BLOCK_N,) channel index in dx
-    dx_off = (n * sxn + ih * sxh + iw * sxw)[:, None] + (c * sxc)[None, :]  # (BLOCK_M, BLOCK_N)
+    c = g * Cg + offs_c  # (BLOCK_N,) channel index in dx
+    dx_off = (n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None] + (c * stride_dxc)[None, :]  # (BLOCK_M, BLOCK_N)
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & c_mask[None, :])
 
 
-# dw[g*FG + f, c, kh, kw] = sum_{n, oh, ow} gy[n, g*FG + f, oh, ow]
-#                                          * x[n, g*CG + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w]
-# Implicit GEMM per group: rows f of FG, columns j = (kh, kw, c) of KH*KW*CG, k = (n, oh, ow) of K = N*OH*OW.
-# K is long and M, N short (AlexNet's first layer: 96 x 121 x 373248), so the K range is split over grid axis 2
-# (split-K): program k_split writes its partial sum to dw_ptr + k_split*sdk (an fp32 workspace when split > 1).
-@triton.jit(do_not_specialize=["FG", "NCOL", "K", "CG", "K_PER_SPLIT", "H", "W", "OH", "OW", "KW", "pad_h", "pad_w",
+# Grad weight. Computes the dweight of numpy_ref.functional.conv2d_backward (dw2 = dout2 @ cols.T) and of
+# numpy_ref.naive.conv2d_backward (`dweight[f, c, kh, kw] += d * x_pad[n, c, h, w]`), reading the forward's
+# implicit columns (the same addressing as the forward's A tile):
+# dw[g*Fg + f, c, kh, kw] = sum_{n, oh, ow} gy[n, g*Fg + f, oh, ow]
+#                                          * x[n, g*Cg + c, oh*s_h - p_h + kh*d_h, ow*s_w - p_w + kw*d_w]
+# Implicit GEMM per group: Fg rows f, NCOL = KH*KW*Cg columns j = (kh, kw, c), k = (n, oh, ow) of K = N*OH*OW.
+# K is long and the output small (AlexNet's conv1: 96 x 121 x 373248), so the K range is split over grid axis 2
+# (split-K): program k_split writes its partial sum to dw_ptr + k_split*stride_dws (fp32 workspace if split > 1).
+@triton.jit(do_not_specialize=["Fg", "NCOL", "K", "Cg", "K_PER_SPLIT", "H", "W", "OH", "OW", "KW", "pad_h", "pad_w",
                                 "dil_h", "dil_w"])
 def _conv2d_wgrad_kernel(
-    dy_ptr,
-    out_ptr,
-    x_ptr,
-    dw_ptr,
-    FG,
-    NCOL,
-    K,
-    CG,
-    K_PER_SPLIT,
-    H,
-    W,
-    OH,
-    OW,
-    KW,
-    stride_h,
-    stride_w,
-    pad_h,
-    pad_w,
-    dil_h,
-    dil_w,
-    sgn,
-    sgc,
-    sgh,
-    sgw,
-    son,
-    soc,
-    soh,
-    sow,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    sdk,
-    sdf,
-    sdc,
-    sdh,
-    sdw,
-    RELU: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    # Pointers
+    dy_ptr, out_ptr, x_ptr, dw_ptr,
+    # Sizes, then the convolution's stride, padding and dilation
+    Fg, NCOL, K, Cg, K_PER_SPLIT, H, W, OH, OW, KW,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    # Strides (in elements) of each tensor, n/c/h/w order
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    stride_on, stride_oc, stride_oh, stride_ow,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_dws, stride_dwf, stride_dwc, stride_dwh, stride_dww,
+    # Meta-parameters
+    RELU: tl.constexpr, DOT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -330,19 +266,19 @@ def _conv2d_wgrad_kernel(
 
     offs_f = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) filters within the group
     offs_j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) columns j = (kh, kw, c)
-    f_mask = offs_f < FG  # (BLOCK_M,)
+    f_mask = offs_f < Fg  # (BLOCK_M,)
     j_mask = offs_j < NCOL  # (BLOCK_N,)
-    f = g * FG + offs_f  # (BLOCK_M,) filter index in dy / dw
-    c = offs_j % CG  # (BLOCK_N,)
-    kw = (offs_j // CG) % KW  # (BLOCK_N,)
-    kh = offs_j // (CG * KW)  # (BLOCK_N,)
+    f = g * Fg + offs_f  # (BLOCK_M,) filter index in dy / dw
+    c = offs_j % Cg  # (BLOCK_N,)
+    kw = (offs_j // Cg) % KW  # (BLOCK_N,)
+    kh = offs_j // (Cg * KW)  # (BLOCK_N,)
     dh = kh * dil_h  # (BLOCK_N,)
     dw = kw * dil_w  # (BLOCK_N,)
-    x_col = (g * CG + c) * sxc + dh * sxh + dw * sxw  # (BLOCK_N,)
+    x_col = (g * Cg + c) * stride_xc + dh * stride_xh + dw * stride_xw  # (BLOCK_N,)
 
     k_start = k_split * K_PER_SPLIT
     k_end = tl.minimum(K, k_start + K_PER_SPLIT)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N)
     for k0 in range(k_start, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)  # (BLOCK_K,) k = (n, oh, ow)
         k_mask = offs_k < k_end  # (BLOCK_K,)
@@ -350,51 +286,43 @@ def _conv2d_wgrad_kernel(
         oh = (offs_k // OW) % OH  # (BLOCK_K,)
         ow = offs_k % OW  # (BLOCK_K,)
         a_mask = f_mask[:, None] & k_mask[None, :]  # (BLOCK_M, BLOCK_K)
-        gy_off = (f * sgc)[:, None] + (n * sgn + oh * sgh + ow * sgw)[None, :]  # (BLOCK_M, BLOCK_K)
+        gy_off = (f * stride_dyc)[:, None] + (n * stride_dyn + oh * stride_dyh + ow * stride_dyw)[None, :]  # (BLOCK_M, BLOCK_K)
         a = tl.load(dy_ptr + gy_off, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
         if RELU:
-            o_off = (f * soc)[:, None] + (n * son + oh * soh + ow * sow)[None, :]  # (BLOCK_M, BLOCK_K)
+            o_off = (f * stride_oc)[:, None] + (n * stride_on + oh * stride_oh + ow * stride_ow)[None, :]  # (BLOCK_M, BLOCK_K)
             o = tl.load(out_ptr + o_off, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-            a = tl.where(o > 0, a, tl.zeros_like(a))  # (BLOCK_M, BLOCK_K) dy * relu'(z)
+            a = tl.where(o <= 0, tl.zeros_like(a), a)  # (BLOCK_M, BLOCK_K) dy * relu'(z), NaN out passes dy
         ih0 = oh * stride_h - pad_h  # (BLOCK_K,)
         iw0 = ow * stride_w - pad_w  # (BLOCK_K,)
         ih = ih0[:, None] + dh[None, :]  # (BLOCK_K, BLOCK_N)
         iw = iw0[:, None] + dw[None, :]  # (BLOCK_K, BLOCK_N)
         b_mask = (k_mask[:, None] & j_mask[None, :]
                   & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # (BLOCK_K, BLOCK_N)
-        x_row = n * sxn + ih0 * sxh + iw0 * sxw  # (BLOCK_K,)
+        x_row = n * stride_xn + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_K,)
         b = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=b_mask, other=0.0)  # (BLOCK_K, BLOCK_N)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) fp32
 
-    dw_off = k_split * sdk + (f * sdf)[:, None] + (c * sdc + kh * sdh + kw * sdw)[None, :]  # (BLOCK_M, BLOCK_N)
+    dw_off = k_split * stride_dws + (f * stride_dwf)[:, None] + (c * stride_dwc + kh * stride_dwh + kw * stride_dww)[None, :]  # (BLOCK_M, BLOCK_N)
     tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=f_mask[:, None] & j_mask[None, :])
 
 
+# Grad bias. Computes numpy_ref.functional.conv2d_backward's dbias = dout2.sum(axis=1) (naive: `dbias[f] += d`),
+# with numpy_ref.functional.relu_backward's mask folded in when the forward fused the ReLU:
 # db[f] = sum_{n, oh, ow} gy[n, f, oh, ow]: the column sums of gy seen as an (N*OH*OW, F) matrix,
 #     gy = dy * (out > 0) when the forward fused a ReLU. Rows are split over grid axis 1; program r_split writes
-#     its partial sums to db_ptr + r_split*sdk (an fp32 workspace when split > 1).
+#     its partial sums to db_ptr + r_split*stride_dbs (an fp32 workspace when split > 1).
 @triton.jit(do_not_specialize=["M", "F", "OH", "OW", "ROWS_PER_SPLIT"])
 def _conv2d_bias_grad_kernel(
-    dy_ptr,
-    out_ptr,
-    db_ptr,
-    M,
-    F,
-    OH,
-    OW,
-    ROWS_PER_SPLIT,
-    sgn,
-    sgc,
-    sgh,
-    sgw,
-    son,
-    soc,
-    soh,
-    sow,
-    sdk,
-    RELU: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    # Pointers
+    dy_ptr, out_ptr, db_ptr,
+    # Sizes
+    M, F, OH, OW, ROWS_PER_SPLIT,
+    # Strides (in elements) of each tensor, n/c/h/w order
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    stride_on, stride_oc, stride_oh, stride_ow,
+    stride_dbs,
+    # Meta-parameters
+    RELU: tl.constexpr, ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_f = tl.program_id(0)
     r_split = tl.program_id(1)
@@ -402,22 +330,22 @@ def _conv2d_bias_grad_kernel(
     f_mask = offs_f < F  # (BLOCK_N,)
     m_start = r_split * ROWS_PER_SPLIT
     m_end = tl.minimum(M, m_start + ROWS_PER_SPLIT)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # (BLOCK_M, BLOCK_N) summed over rows at the end
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)  # (BLOCK_M, BLOCK_N) summed over rows at the end
     for m0 in range(m_start, m_end, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows m = (n, oh, ow)
         mask = (offs_m < m_end)[:, None] & f_mask[None, :]  # (BLOCK_M, BLOCK_N)
         n = offs_m // (OH * OW)  # (BLOCK_M,)
         oh = (offs_m // OW) % OH  # (BLOCK_M,)
         ow = offs_m % OW  # (BLOCK_M,)
-        gy_off = (n * sgn + oh * sgh + ow * sgw)[:, None] + (offs_f * sgc)[None, :]  # (BLOCK_M, BLOCK_N)
-        gy = tl.load(dy_ptr + gy_off, mask=mask, other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_N)
+        gy_off = (n * stride_dyn + oh * stride_dyh + ow * stride_dyw)[:, None] + (offs_f * stride_dyc)[None, :]  # (BLOCK_M, BLOCK_N)
+        gy = tl.load(dy_ptr + gy_off, mask=mask, other=0.0).to(ACC_DTYPE)  # (BLOCK_M, BLOCK_N)
         if RELU:
-            o_off = (n * son + oh * soh + ow * sow)[:, None] + (offs_f * soc)[None, :]  # (BLOCK_M, BLOCK_N)
+            o_off = (n * stride_on + oh * stride_oh + ow * stride_ow)[:, None] + (offs_f * stride_oc)[None, :]  # (BLOCK_M, BLOCK_N)
             o = tl.load(out_ptr + o_off, mask=mask, other=0.0)  # (BLOCK_M, BLOCK_N)
-            gy = tl.where(o > 0, gy, 0.0)  # (BLOCK_M, BLOCK_N)
+            gy = tl.where(o <= 0, 0.0, gy)  # (BLOCK_M, BLOCK_N) torch's rule: NaN out passes dy
         acc += gy
     db = tl.sum(acc, axis=0)  # (BLOCK_N,)
-    tl.store(db_ptr + r_split * sdk + offs_f, db.to(db_ptr.dtype.element_ty), mask=f_mask)
+    tl.store(db_ptr + r_split * stride_dbs + offs_f, db.to(db_ptr.dtype.element_ty), mask=f_mask)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -429,11 +357,11 @@ def _cfg(bm, bn, bk, warps, stages):
     return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "num_warps": warps, "num_stages": stages}
 
 
-# Configurations chosen by compiling candidates for sm_90 on the CPU (python -m triton_kernels.inspect):
+# Configurations chosen by compiling candidates for sm_90 on the CPU (python -m triton_kernels.codegen):
 # only those with no register spills (cuobjdump STACK 0) in both fp32/TF32 and bf16 are kept; 128x128 fp32
 # tiles spill in the epilogue (64 accumulators plus 128 registers of 64-bit store addresses per thread).
 # Every BLOCK_M is a multiple of 64 so tl.dot lowers to Hopper's warpgroup MMA (wgmma), TF32 or bf16.
-# Forward: M = N*OH*OW is huge (conv2: 86528), N = FG = 256/384 filters, K = CG*KH*KW = 2304..3456.
+# Forward: M = N*OH*OW rows is huge (conv2: 86528), Fg = 256/384 columns, K = Cg*KH*KW = 2304..3456.
 SM90_FWD_CONFIGS = [
     _cfg(128, 64, 32, 8, 4),
     _cfg(64, 128, 64, 8, 3),
@@ -447,18 +375,21 @@ SM90_FWD_SMALL_C_CONFIGS = [
     _cfg(256, 32, 16, 8, 3),
 ]
 SMALL_C_BELOW = 32  # the forward walks K flat (SMALL_C) when C/groups < this: channel chunks would waste > half
-# dgrad: M = N*H*W, N = CG = 96..384, K = FG*KH*KW (conv1's dgrad is never needed: images need no gradient).
+# dgrad: M = N*H*W rows, Cg = 96..384 columns, K = Fg*KH*KW (conv1's dgrad is never needed: images need no gradient).
 SM90_DGRAD_CONFIGS = [
     _cfg(128, 64, 16, 8, 3),
     _cfg(64, 128, 32, 8, 3),
     _cfg(64, 64, 32, 8, 3),
 ]
-# wgrad: M = FG = 96..384 filters, N = CG*KH*KW = 121..3456, K = N*OH*OW long (split over programs).
+# wgrad: Fg = 96..384 rows, Cg*KH*KW = 121..3456 columns, K = N*OH*OW long (split over programs).
 SM90_WGRAD_CONFIGS = [
     _cfg(128, 64, 32, 8, 3),
     _cfg(64, 128, 32, 8, 3),
 ]
 INTERPRET_CONFIG = _cfg(32, 16, 16, 4, 1)
+# float64 (gradient checks, not training) runs one small config, not autotuned, on the GPU and in the interpreter:
+# its tl.dot lowers to sm_90's fp64 MMA (DMMA, mma.sync m8n8k4 f64); the specs below compile it.
+FP64_CONFIG = _cfg(32, 32, 16, 4, 2)
 # The bias-gradient reduction is memory bound and not autotuned.
 BIAS_GRAD_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
 # Split-K targets: wgrad programs K_PER_SPLIT rows at least, and split so the grid fills the GPU twice over.
@@ -477,13 +408,20 @@ def _triton_configs(configs):
 
 
 _conv2d_fwd = triton.autotune(configs=_triton_configs(SM90_FWD_CONFIGS),
-                              key=["M", "FG", "K", "CG"])(_conv2d_fwd_kernel)
+                              key=["M", "Fg", "K", "Cg"])(_conv2d_fwd_kernel)
 _conv2d_fwd_small_c = triton.autotune(configs=_triton_configs(SM90_FWD_SMALL_C_CONFIGS),
-                                      key=["M", "FG", "K", "CG"])(_conv2d_fwd_kernel)
+                                      key=["M", "Fg", "K", "Cg"])(_conv2d_fwd_kernel)
 _conv2d_dgrad = triton.autotune(configs=_triton_configs(SM90_DGRAD_CONFIGS),
-                                key=["M", "CG", "FG", "KH", "KW"])(_conv2d_dgrad_kernel)
+                                key=["M", "Cg", "Fg", "KH", "KW"])(_conv2d_dgrad_kernel)
 _conv2d_wgrad = triton.autotune(configs=_triton_configs(SM90_WGRAD_CONFIGS),
-                                key=["FG", "NCOL", "K", "K_PER_SPLIT"])(_conv2d_wgrad_kernel)
+                                key=["Fg", "NCOL", "K", "K_PER_SPLIT"])(_conv2d_wgrad_kernel)
+
+
+def _kernel_for(autotuned, dtype: torch.dtype):
+    """(kernel, launch kwargs): the autotuned kernel, or for float64 the plain kernel with FP64_CONFIG."""
+    if dtype != torch.float64:
+        return autotuned, {}
+    return autotuned.fn, dict(FP64_CONFIG)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -502,7 +440,7 @@ def _conv_padding(padding, kernel_hw, dilation, stride) -> tuple[int, int, int, 
             total = [d * (k - 1) for d, k in zip(dilation, kernel_hw)]  # [pad_h total, pad_w total]
             return (total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2)
         raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
-    ph, pw = _pair(padding, "padding", minimum=0)
+    ph, pw = pair(padding, "padding", minimum=0)
     return (ph, ph, pw, pw)
 
 
@@ -516,13 +454,14 @@ def _check_int32(t: torch.Tensor, name: str) -> None:
 def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, input_precision):
     """Validate the public arguments (x already 4-D); return (stride, pad4, dilation) with
     pad4 = (top, bottom, left, right). Raises ValueError naming the argument and shapes."""
+    check_tensor(x, "x", (4,))  # again: autocast may have changed its dtype
     check_tensor(weight, "weight", (4,))
     if bias is not None:
         check_tensor(bias, "bias", (1,))
     check_device(x=x, weight=weight, bias=bias)
     check_same_dtype(x=x, weight=weight, bias=bias)
-    stride = _pair(stride, "stride", minimum=1)
-    dilation = _pair(dilation, "dilation", minimum=1)
+    stride = pair(stride, "stride", minimum=1)
+    dilation = pair(dilation, "dilation", minimum=1)
     pad4 = _conv_padding(padding, tuple(weight.shape[2:]), dilation, stride)
     _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_precision)
     return stride, pad4, dilation
@@ -555,8 +494,8 @@ def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_preci
                          f"{tuple(x.shape)}")
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {PRECISIONS} or None, got {input_precision!r}")
-    oh = (padded_h - eff_kh) // stride[0] + 1  # = (H + 2*pad - dil*(KH-1) - 1) // stride + 1
-    ow = (padded_w - eff_kw) // stride[1] + 1
+    oh = conv_output_size(h, kh, stride[0], pad4[0] + pad4[1], dilation[0])
+    ow = conv_output_size(w, kw, stride[1], pad4[2] + pad4[3], dilation[1])
     _check_int32(x, "x")
     _check_int32(weight, "weight")
     if n * f * oh * ow > 2**31:
@@ -590,9 +529,17 @@ def _split_rows(rows: int, tiles: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(rows, per), per
 
 
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulator (and split-K workspace) dtype: float64 for float64 operands (gradient checks), else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+
 def _dot_precision(dtype: torch.dtype, input_precision: str) -> str:
-    """input_precision only means something for fp32 operands; fp16/bf16 dots are compiled as "ieee" (the same
-    code) so that one compiled variant, the one in SM90_COMPILE_SPECS, serves both settings."""
+    """input_precision only means something for fp32 operands; fp16/bf16/fp64 dots are compiled as "ieee" (the
+    same code) so that one compiled variant, the one in codegen_specs.py, serves both settings."""
     return input_precision if dtype == torch.float32 else "ieee"
 
 
@@ -610,14 +557,16 @@ def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, i
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(fg, meta["BLOCK_N"]), groups)
 
     small_c = cg < SMALL_C_BELOW
-    wrap_triton(_conv2d_fwd_small_c if small_c else _conv2d_fwd)[grid](
+    kernel, meta = _kernel_for(_conv2d_fwd_small_c if small_c else _conv2d_fwd, x.dtype)
+    launcher(kernel)[grid](
         x, weight, bias if bias is not None else weight, out,
         m, fg, k, cg,
         h, w, oh, ow, kh, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *x.stride(), *weight.stride(), *out.stride(),
         HAS_BIAS=bias is not None, RELU=relu, SMALL_C=small_c,
-        DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
+        DOT_PRECISION=_dot_precision(weight.dtype, input_precision), ACC_DTYPE=_TL_DTYPES[_acc_dtype(x.dtype)],
+        **meta,
     )
     return out
 
@@ -634,13 +583,15 @@ def _launch_dgrad(grad_out, out, weight, x, stride, pad4, dilation, groups, relu
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups)
 
-    wrap_triton(_conv2d_dgrad)[grid](
+    kernel, meta = _kernel_for(_conv2d_dgrad, x.dtype)
+    launcher(kernel)[grid](
         grad_out, mask_src, weight, dx,
         m, cg, fg,
         h, w, oh, ow, kh, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *grad_out.stride(), *mask_src.stride(), *weight.stride(), *dx.stride(),
         RELU=relu, DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
+        ACC_DTYPE=_TL_DTYPES[_acc_dtype(x.dtype)], **meta,
     )
     return dx
 
@@ -658,28 +609,31 @@ def _launch_wgrad(grad_out, out, x, weight, stride, pad4, dilation, groups, relu
     else:
         per = triton.cdiv(triton.cdiv(k, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN
         splits = triton.cdiv(k, per)
-    dw = _new_output(weight, tuple(weight.shape))  # (F, CG, KH, KW) in weight's memory format
+    dw = _new_output(weight, tuple(weight.shape))  # (F, Cg, KH, KW) in weight's memory format
     dw_strides = (0, *dw.stride())
-    if splits > 1:  # each split writes an fp32 slab laid out like dw; the slabs are summed below
+    acc_dtype = _acc_dtype(x.dtype)
+    if splits > 1:  # each split writes an fp32 (fp64) slab laid out like dw; the slabs are summed below
         slab = f * cg * kh * kw
-        partials = _new_output(weight, (splits, slab), torch.float32)  # (splits, F*CG*KH*KW)
+        partials = _new_output(weight, (splits, slab), acc_dtype)  # (splits, F*Cg*KH*KW)
         dw_layout, dw, dw_strides = dw.stride(), partials, (slab, *dw.stride())
     mask_src = out if relu else grad_out
 
     def grid(meta):
         return (triton.cdiv(fg, meta["BLOCK_M"]) * triton.cdiv(ncol, meta["BLOCK_N"]), groups, splits)
 
-    wrap_triton(_conv2d_wgrad)[grid](
+    kernel, meta = _kernel_for(_conv2d_wgrad, x.dtype)
+    launcher(kernel)[grid](
         grad_out, mask_src, x, dw,
         fg, ncol, k, cg, per,
         h, w, oh, ow, kw,
         stride[0], stride[1], pad4[0], pad4[2], dilation[0], dilation[1],
         *grad_out.stride(), *mask_src.stride(), *x.stride(), *dw_strides,
-        RELU=relu, DOT_PRECISION=_dot_precision(weight.dtype, input_precision),
+        RELU=relu, DOT_PRECISION=_dot_precision(weight.dtype, input_precision), ACC_DTYPE=_TL_DTYPES[acc_dtype],
+        **meta,
     )
     if splits == 1:
         return dw
-    return _sum_partials(partials, weight.dtype).as_strided(tuple(weight.shape), dw_layout)  # (F, CG, KH, KW)
+    return _sum_partials(partials, weight.dtype).as_strided(tuple(weight.shape), dw_layout)  # (F, Cg, KH, KW)
 
 
 def _launch_bias_grad(grad_out, out, relu, splits=None, out_dtype=None):
@@ -695,13 +649,13 @@ def _launch_bias_grad(grad_out, out, relu, splits=None, out_dtype=None):
     if splits == 1:
         db = _new_output(grad_out, (f,), out_dtype)  # (F,)
     else:
-        db = _new_output(grad_out, (splits, f), torch.float32)  # (splits, F) partials
+        db = _new_output(grad_out, (splits, f), _acc_dtype(grad_out.dtype))  # (splits, F) partials
     mask_src = out if relu else grad_out
-    wrap_triton(_conv2d_bias_grad_kernel)[(triton.cdiv(f, bn), splits)](
+    launcher(_conv2d_bias_grad_kernel)[(triton.cdiv(f, bn), splits)](
         grad_out, mask_src, db,
         m, f, oh, ow, per,
         *grad_out.stride(), *mask_src.stride(), f,
-        RELU=relu, BLOCK_M=bm, BLOCK_N=bn,
+        RELU=relu, ACC_DTYPE=_TL_DTYPES[_acc_dtype(grad_out.dtype)], BLOCK_M=bm, BLOCK_N=bn,
         num_warps=BIAS_GRAD_CONFIG["num_warps"], num_stages=BIAS_GRAD_CONFIG["num_stages"],
     )
     if splits == 1:
@@ -827,7 +781,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
     x: (N, C, H, W) or unbatched (C, H, W), NCHW or channels_last (any strides); weight: (F, C/groups, KH, KW);
     bias: (F,) or None. stride, dilation: int or pair (>= 1); padding: int, pair, 'valid' or 'same' (stride 1).
-    dtypes fp32, fp16, bf16 (all the same), accumulated in fp32. input_precision ("tf32" or "ieee") sets the
+    dtypes fp32, fp16, bf16, fp64 (all the same; bf16 refused under the interpreter, which gets it wrong),
+    accumulated in fp32 (fp64 for fp64). input_precision ("tf32" or "ieee") sets the
     fp32 dot; None follows torch.backends.cudnn.allow_tf32 like torch's own conv. Output (N, F, OH, OW), with
 
         OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1      (and OW likewise)
@@ -854,85 +809,3 @@ def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     inside the backward kernels. Same arguments and output size as conv2d."""
     return conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups, relu=True,
                   input_precision=input_precision)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# What the H200 would compile: every kernel x config x dtype, for `python -m triton_kernels.inspect`
-# (triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32)) on any machine).
-# ----------------------------------------------------------------------------------------------------------
-
-# (pointer dtype, fp32 dot precision) pairs that training on the H200 runs: fp32 with TF32 (torch's default for
-# conv, cudnn.allow_tf32) and bf16 (--amp bf16). fp32 with "ieee" (exact tests) and fp16 are the same kernels with
-# an FMA dot / another pointer type; they are left out to keep the CPU compile check short (each spec takes
-# seconds to compile).
-SM90_DTYPES = (("fp32", "tf32"), ("bf16", "ieee"))
-
-
-# Layouts: "nchw" compiles every size and stride as a plain i32 (what any strides give); "cl" is what Triton's
-# launcher specializes for channels_last tensors with channel counts divisible by 16 (AlexNet's conv2..conv5):
-# unit channel strides become the constant 1, the other strides and the channel count are known multiples of 16,
-# so the channel-contiguous tiles load as 16-byte async copies (LDGSTS.128) and multi-buffer in shared memory.
-_CL_UNIT_STRIDES = {"fwd": ("sxc", "swc", "soc"), "dgrad": ("sgc", "soc", "swc", "sxc")}
-_CL_DIV16 = {"fwd": ("CG", "sxn", "sxh", "sxw", "swf", "swh", "sww", "son", "soh", "sow"),
-             "dgrad": ("FG", "sgn", "sgh", "sgw", "son", "soh", "sow", "swf", "swh", "sww", "sxn", "sxh", "sxw")}
-
-
-def _compile_spec(name, fn, pointers, constexprs, cfg, unit=(), div16=()):
-    """One spec: every argument typed (pointers as given, other non-constexpr arguments i32); `unit` arguments
-    compiled as the constant 1 and `div16` ones as known multiples of 16, as the launcher would specialize them."""
-    blocks = {k: v for k, v in cfg.items() if k.startswith("BLOCK")}
-    constexprs = {**constexprs, **blocks, **{a: 1 for a in unit}}
-    arg_names = list(fn.arg_names)
-    signature = {a: "constexpr" if a in constexprs else pointers.get(a, "i32") for a in arg_names}
-    spec = {"name": name + "x".join(str(v) for v in blocks.values()) + f"-w{cfg['num_warps']}-s{cfg['num_stages']}]",
-            "fn": fn, "signature": signature, "constexprs": constexprs,
-            "num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"],
-            "expect_tensor_cores": "DOT_PRECISION" in constexprs}  # the GEMMs must use wgmma / mma
-    if div16:
-        spec["attrs"] = {(arg_names.index(a),): [["tt.divisibility", 16]] for a in div16}
-    return spec
-
-
-def _sm90_compile_specs():
-    specs = []
-    for dt, prec in SM90_DTYPES:
-        tag = f"{dt}-{prec}" if dt == "fp32" else dt
-        p = f"*{dt}"
-        for layout in ("nchw", "cl"):
-            cl = layout == "cl"
-            for cfg in SM90_FWD_CONFIGS:
-                specs.append(_compile_spec(
-                    f"conv2d_fwd[{tag}, {layout}, ", _conv2d_fwd_kernel,
-                    {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
-                    {"HAS_BIAS": True, "RELU": True, "SMALL_C": False, "DOT_PRECISION": prec}, cfg,
-                    _CL_UNIT_STRIDES["fwd"] if cl else (), _CL_DIV16["fwd"] if cl else ()))
-            for cfg in SM90_DGRAD_CONFIGS:
-                specs.append(_compile_spec(
-                    f"conv2d_dgrad[{tag}, {layout}, ", _conv2d_dgrad_kernel,
-                    {"dy_ptr": p, "out_ptr": p, "w_ptr": p, "dx_ptr": p},
-                    {"RELU": True, "DOT_PRECISION": prec}, cfg,
-                    _CL_UNIT_STRIDES["dgrad"] if cl else (), _CL_DIV16["dgrad"] if cl else ()))
-        for cfg in SM90_FWD_SMALL_C_CONFIGS:  # conv1: one input channel, both layouts are the same
-            specs.append(_compile_spec(
-                f"conv2d_fwd_small_c[{tag}, ", _conv2d_fwd_kernel,
-                {"x_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p},
-                {"HAS_BIAS": True, "RELU": True, "SMALL_C": True, "DOT_PRECISION": prec}, cfg))
-        for cfg in SM90_WGRAD_CONFIGS:  # its K walk (n, oh, ow) and columns (kh, kw, c) gather in any layout
-            # AlexNet's wgrads all split K (see _split_rows), so dW goes to the fp32 workspace.
-            specs.append(_compile_spec(
-                f"conv2d_wgrad[{tag}, ", _conv2d_wgrad_kernel,
-                {"dy_ptr": p, "out_ptr": p, "x_ptr": p, "dw_ptr": "*fp32"},
-                {"RELU": True, "DOT_PRECISION": prec}, cfg))
-    for dt in dict.fromkeys(dt for dt, _ in SM90_DTYPES):  # bias grad: no dot, one spec per dtype
-        specs.append(_compile_spec(
-            f"conv2d_bias_grad[{dt}, ", _conv2d_bias_grad_kernel,
-            {"dy_ptr": f"*{dt}", "out_ptr": f"*{dt}", "db_ptr": "*fp32"},  # split rows: fp32 partial sums
-            {"RELU": True}, BIAS_GRAD_CONFIG))
-        specs.append(_compile_spec(  # the same kernel summing split partials (_sum_partials) into dtype
-            f"conv2d_bias_grad[partials->{dt}, ", _conv2d_bias_grad_kernel,
-            {"dy_ptr": "*fp32", "out_ptr": "*fp32", "db_ptr": f"*{dt}"},
-            {"RELU": False}, BIAS_GRAD_CONFIG))
-    return specs
-
-
-SM90_COMPILE_SPECS = _sm90_compile_specs()

@@ -2,6 +2,7 @@
 
     TritonConv2d(nn.Conv2d)       forward = triton_kernels.conv2d(x, weight, bias, ..., relu=self.relu)
     TritonMaxPool2d(nn.MaxPool2d)  forward = triton_kernels.max_pool2d(x, ...)
+    TritonLocalResponseNorm(nn.LocalResponseNorm)  forward = triton_kernels.lrn.local_response_norm(x, ...)
     FusedReLU(nn.Identity)         stands where a ReLU was that now runs inside the conv before it
 
 They subclass the torch modules they replace and keep the very same Parameter objects, so parameters(),
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from triton_kernels.conv import conv2d
+from triton_kernels.lrn import local_response_norm
 from triton_kernels.pool import max_pool2d
 
 
@@ -59,6 +61,20 @@ class TritonMaxPool2d(nn.MaxPool2d):
                           ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
 
+class TritonLocalResponseNorm(nn.LocalResponseNorm):
+    """nn.LocalResponseNorm (the 2012 paper's LRN, torch's parametrization: alpha is divided by size) through the
+    fused Triton kernels: one pass over the channel window per element forward, s recomputed in the backward."""
+
+    @classmethod
+    def from_lrn(cls, lrn: nn.LocalResponseNorm) -> "TritonLocalResponseNorm":
+        new = cls(lrn.size, alpha=lrn.alpha, beta=lrn.beta, k=lrn.k)
+        new.train(lrn.training)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
 class FusedReLU(nn.Identity):
     """Where a ReLU stood: the conv before it applies it in its epilogue, so here the tensor passes through."""
 
@@ -67,10 +83,11 @@ class FusedReLU(nn.Identity):
 
 
 def tritonize(net: nn.Sequential) -> nn.Sequential:
-    """Swap, in place, each Conv2d for a TritonConv2d (a directly following ReLU is fused into it and replaced by
-    FusedReLU) and each MaxPool2d for a TritonMaxPool2d; nested nn.Sequentials too. Everything else (Linear,
-    Dropout, Flatten, a ReLU not after a conv, subclasses of Conv2d/MaxPool2d) stays torch. Parameters are the same objects, so state_dict keys
-    and values do not change. Returns net."""
+    """Swap, in place, each Conv2d (grouped ones too) for a TritonConv2d (a directly following ReLU is fused into it
+    and replaced by FusedReLU), each MaxPool2d for a TritonMaxPool2d and each LocalResponseNorm for a
+    TritonLocalResponseNorm; nested nn.Sequentials too. Everything else (Linear, Dropout, Flatten, a ReLU not after
+    a conv, subclasses of these modules) stays torch. Parameters are the same objects, so state_dict keys and
+    values do not change. Returns net."""
     if not isinstance(net, nn.Sequential):
         raise ValueError(f"net must be an nn.Sequential, got {type(net).__name__}")
     names = list(net._modules)
@@ -86,6 +103,8 @@ def tritonize(net: nn.Sequential) -> nn.Sequential:
                 net._modules[names[i + 1]] = FusedReLU()
         elif type(module) is nn.MaxPool2d:
             net._modules[name] = TritonMaxPool2d.from_pool(module)
+        elif type(module) is nn.LocalResponseNorm:
+            net._modules[name] = TritonLocalResponseNorm.from_lrn(module)
         elif isinstance(module, nn.Sequential):
             tritonize(module)
     return net

@@ -5,9 +5,10 @@ SH/SW stride, PH/PW padding, DH/DW dilation.
 
     max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
 
-Same semantics as torch.nn.functional.max_pool2d: padding counts as -inf, NaN wins, the first maximum of a window
-wins ties, indices are flat positions ih*W + iw inside each (H, W) plane (int64), input (N, C, H, W) or (C, H, W),
-NCHW or channels_last, float16/bfloat16/float32 (float64 too, for gradient checks).
+Same semantics as torch.nn.functional.max_pool2d: padding counts as -inf, NaN wins (the window's last NaN), the
+first maximum of a window wins ties, indices are flat positions ih*W + iw inside each (H, W) plane (int64), input
+(N, C, H, W) or (C, H, W), NCHW or channels_last, float16/bfloat16/float32 (float64 too, for gradient checks;
+bfloat16 only on the GPU: the interpreter computes it wrongly and it is refused there).
 
     OH = (H + 2*PH - DH*(KH-1) - 1 + (SH-1 if ceil_mode else 0)) // SH + 1
     (with ceil_mode, a last window that would start past H + PH is dropped: OH -= 1 if (OH-1)*SH >= H + PH)
@@ -23,22 +24,26 @@ under no_grad, nothing.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from triton_kernels._common import interpret_mode, strides_like_channels_last
-
-_INTERPRET = interpret_mode()
+from triton_kernels._common import (
+    INTERPRET,
+    check_device,
+    check_tensor,
+    launcher,
+    pair,
+    pool_output_size,
+    strides_like_channels_last,
+)
 
 # (BLOCK, num_warps). On the GPU the autotuner picks per (size, layout); the interpreter runs program instances
 # one by one in Python and benchmarks every config without caching, so it gets a single one.
 _GPU_CONFIGS = [(256, 4), (512, 4), (1024, 4), (1024, 8)]  # 2, 4, 8, 4 elements per thread
 _INTERPRET_CONFIGS = [(256, 4)]
-_CONFIGS = _INTERPRET_CONFIGS if _INTERPRET else _GPU_CONFIGS
+_CONFIGS = _INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS
 
 
 def _triton_configs() -> list[triton.Config]:
@@ -69,7 +74,10 @@ def _unflatten(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
     return n, c, h, w
 
 
-# Forward: out[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]
+# Forward. Computes numpy_ref.functional.max_pool2d_forward (a strided view of the windows, argmax over each) and
+# its loop twin numpy_ref.naive.max_pool2d_forward (for n, c, oh, ow: over the window's taps, keep v if v > best or
+# v is NaN), one lane per output:
+#          out[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]
 #          (taps outside the image are -inf), and for the first maximum (NaN wins) one of
 #          INDICES == FLAT:  idx[n, c, oh, ow] = ih*W + iw   (int64, torch's return_indices)
 #          INDICES == TAPS:  idx[n, c, oh, ow] = kh*KW + kw  (int8 for a window of <= 127 taps: what the backward
@@ -78,31 +86,16 @@ def _unflatten(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
 # Sizes are not specialized (one compiled kernel serves every image size); strides are (a stride of 1 matters).
 @triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW"])
 def _max_pool2d_fwd_kernel(
-    x_ptr,
-    out_ptr,
-    idx_ptr,
-    C,
-    H,
-    W,
-    OH,
-    OW,
-    TOTAL,
-    stride_xn,
-    stride_xc,
-    stride_xh,
-    stride_xw,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
-    PH: tl.constexpr,
-    PW: tl.constexpr,
-    DH: tl.constexpr,
-    DW: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    INDICES: tl.constexpr,
-    BLOCK: tl.constexpr,
+    # Pointers
+    x_ptr, out_ptr, idx_ptr,
+    # Sizes (TOTAL: elements this kernel writes)
+    C, H, W, OH, OW, TOTAL,
+    # Strides (in elements), n/c/h/w order
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    # Meta-parameters: the window (kernel, stride, padding, dilation), then the variant and the block
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, INDICES: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if INDEX_64:
@@ -133,42 +126,27 @@ def _max_pool2d_fwd_kernel(
         tl.store(idx_ptr + offs, best_idx.to(idx_ptr.dtype.element_ty), mask=mask)
 
 
-# Backward (gather): grad_x[n, c, ih, iw] = sum over the windows (oh, ow) that contain (ih, iw) and chose it,
+# Backward. Computes numpy_ref.functional.max_pool2d_backward (one np.bincount of dout at the flat argmax indices)
+# and numpy_ref.naive.max_pool2d_backward (`dx[n, c, idx] += dout[n, c, oh, ow]`, one output at a time), turned
+# from a scatter into a gather, one lane per input element:
+# grad_x[n, c, ih, iw] = sum over the windows (oh, ow) that contain (ih, iw) and chose it,
 #                    idx[n, c, oh, ow] == ih*W + iw (FLAT) or == kh*KW + kw (TAPS), of grad_out[n, c, oh, ow].
 # Window (oh, ow) reaches ih through tap kh iff ih + PH - kh*DH = oh*SH, so each input element checks at most
 # KH*KW candidate windows and writes its own sum: no atomics, deterministic. The taps run from the last to the
 # first so the windows are summed in increasing (oh, ow), the order torch's CPU backward adds them in.
 @triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW"])
 def _max_pool2d_bwd_kernel(
-    grad_out_ptr,
-    idx_ptr,
-    grad_x_ptr,
-    C,
-    H,
-    W,
-    OH,
-    OW,
-    TOTAL,
-    stride_gn,
-    stride_gc,
-    stride_gh,
-    stride_gw,
-    stride_in,
-    stride_ic,
-    stride_ih,
-    stride_iw,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
-    PH: tl.constexpr,
-    PW: tl.constexpr,
-    DH: tl.constexpr,
-    DW: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    FLAT_INDICES: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    # Pointers
+    grad_out_ptr, idx_ptr, grad_x_ptr,
+    # Sizes (TOTAL: elements this kernel writes)
+    C, H, W, OH, OW, TOTAL,
+    # Strides (in elements), n/c/h/w order
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_in, stride_ic, stride_ih, stride_iw,
+    # Meta-parameters: the window (kernel, stride, padding, dilation), then the variant and the block
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, FLAT_INDICES: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -210,73 +188,12 @@ _max_pool2d_bwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# What the GPU compiles: every kernel x config x dtype x layout at AlexNet's pool (3x3, stride 2, no padding).
-# `python -m triton_kernels.inspect` compiles each for sm_90 on any machine and reports registers, spills, smem.
-# ----------------------------------------------------------------------------------------------------------------
-
-_TL_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
-# What the forward records for the backward (the kernels' INDICES constexpr): nothing, the tap kh*KW + kw of the
-# maximum (training: 1 byte), or torch's flat ih*W + iw (int64, for return_indices=True).
-_INDEX_KINDS = {"none": 0, "taps": 1, "flat": 2}
-_ALEXNET_POOL = {"KH": 3, "KW": 3, "SH": 2, "SW": 2, "PH": 0, "PW": 0, "DH": 1, "DW": 1}
-
-
-def _sm90_specs() -> list[dict]:
-    specs = []
-    ints = ["C", "H", "W", "OH", "OW", "TOTAL"]
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        ty = _TL_NAMES[dtype]
-        for channels_last in (False, True):
-            layout = "nhwc" if channels_last else "nchw"
-            for block, warps in _GPU_CONFIGS:
-                common = dict(_ALEXNET_POOL, CHANNELS_LAST=channels_last, INDEX_64=False)
-                # forward in training (int8 taps for the backward) and under no_grad (no indices)
-                for kind in ("taps", "none"):
-                    fwd_const = dict(common, INDICES=_INDEX_KINDS[kind], BLOCK=block)
-                    idx_ty = "*i8" if kind == "taps" else f"*{ty}"  # "none": out stands in, never written
-                    fwd_sig = {"x_ptr": f"*{ty}", "out_ptr": f"*{ty}", "idx_ptr": idx_ty}
-                    fwd_sig.update({k: "i32" for k in ints + ["stride_xn", "stride_xc", "stride_xh", "stride_xw"]})
-                    fwd_sig.update({k: "constexpr" for k in fwd_const})
-                    specs.append({
-                        "name": f"max_pool2d_fwd[{ty},{layout},{kind},BLOCK={block},w{warps}]",
-                        "fn": _max_pool2d_fwd_kernel,
-                        "signature": fwd_sig,
-                        "constexprs": fwd_const,
-                        "num_warps": warps,
-                        "num_stages": 1,
-                    })
-                bwd_const = dict(common, FLAT_INDICES=False, ACC_DTYPE=tl.float32, BLOCK=block)
-                bwd_sig = {"grad_out_ptr": f"*{ty}", "idx_ptr": "*i8", "grad_x_ptr": f"*{ty}"}
-                strides = [f"stride_{t}{d}" for t in "gi" for d in "nchw"]
-                bwd_sig.update({k: "i32" for k in ints + strides})
-                bwd_sig.update({k: "constexpr" for k in bwd_const})
-                specs.append({
-                    "name": f"max_pool2d_bwd[{ty},{layout},taps,BLOCK={block},w{warps}]",
-                    "fn": _max_pool2d_bwd_kernel,
-                    "signature": bwd_sig,
-                    "constexprs": bwd_const,
-                    "num_warps": warps,
-                    "num_stages": 1,
-                })
-    return specs
-
-
-SM90_COMPILE_SPECS = _sm90_specs()
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------------------------
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _is_channels_last(t: torch.Tensor) -> bool:
-    """Output in channels_last when x's strides say so, by torch's rule (also for C == 1: see
-    strides_like_channels_last); the kernels read x through its strides either way."""
-    return strides_like_channels_last(t)
-
-
+# What the forward records for the backward (the kernels' INDICES constexpr): nothing, the tap kh*KW + kw of the
+# maximum (training: 1 byte), or torch's flat ih*W + iw (int64, for return_indices=True).
+_INDEX_KINDS = {"none": 0, "taps": 1, "flat": 2}
 def _needs_int64(*tensors: torch.Tensor) -> bool:
     """True when some element offset of these tensors does not fit in int32."""
     for t in tensors:
@@ -284,15 +201,6 @@ def _needs_int64(*tensors: torch.Tensor) -> bool:
         if t.numel() >= 2**31 or extent >= 2**31:
             return True
     return False
-
-
-def _pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """torch's pooling_output_shape: OH = (H + 2P - D(K-1) - 1 [+ S-1 if ceil]) // S + 1, then drop a last
-    window that would start inside the right padding."""
-    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
 
 
 def _tap_dtype(kernel_size) -> torch.dtype:
@@ -324,10 +232,12 @@ def _max_pool2d_op(
         raise ValueError(f"triton_kernels::max_pool2d wants x (N, C, H, W), pairs and indices_kind in "
                          f"{tuple(_INDEX_KINDS)}; got x {tuple(x.shape)}, kernel_size {kernel_size}, stride {stride}, "
                          f"padding {padding}, dilation {dilation}, indices_kind {indices_kind!r}")
+    check_tensor(x, "x", (4,), allow_empty=True)
+    check_device(x=x)
     N, C, H, W = x.shape
-    OH = _pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
-    OW = _pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
-    channels_last = _is_channels_last(x)
+    OH = pool_output_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
+    OW = pool_output_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
+    channels_last = strides_like_channels_last(x)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((N, C, OH, OW), dtype=x.dtype, device=x.device, memory_format=fmt)  # (N, C, OH, OW)
     if indices_kind == "none":
@@ -342,7 +252,7 @@ def _max_pool2d_op(
     def grid(meta):
         return (triton.cdiv(total, meta["BLOCK"]),)
 
-    wrap_triton(_max_pool2d_fwd)[grid](
+    launcher(_max_pool2d_fwd)[grid](
         x, out, indices if indices_kind != "none" else out,
         C, H, W, OH, OW, total,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
@@ -368,6 +278,8 @@ def _max_pool2d_backward_op(
 ) -> torch.Tensor:
     """grad_out, indices (N, C, OH, OW) -> grad_x (N, C, H, W) = input_size, channels_last like the input was.
     indices are flat ih*W + iw when flat_indices, else taps kh*KW + kw."""
+    check_tensor(grad_out, "grad_out", (4,), allow_empty=True)
+    check_device(grad_out=grad_out, indices=indices)
     N, C, H, W = input_size
     OH, OW = grad_out.shape[2], grad_out.shape[3]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -379,7 +291,7 @@ def _max_pool2d_backward_op(
     def grid(meta):
         return (triton.cdiv(total, meta["BLOCK"]),)
 
-    wrap_triton(_max_pool2d_bwd)[grid](
+    launcher(_max_pool2d_bwd)[grid](
         grad_out, indices, grad_x,
         C, H, W, OH, OW, total,
         grad_out.stride(0), grad_out.stride(1), grad_out.stride(2), grad_out.stride(3),
@@ -404,7 +316,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(indices)
     ctx.input_size = list(x.shape)
     ctx.window = (kernel_size, stride, padding, dilation)
-    ctx.channels_last = _is_channels_last(x)
+    ctx.channels_last = strides_like_channels_last(x)
     ctx.indices_kind = indices_kind
 
 
@@ -425,19 +337,6 @@ _max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
 # Public function: checks before anything is launched or allocated
 # ----------------------------------------------------------------------------------------------------------------
 
-def _as_pair(name: str, value, *, allow_empty: bool = False) -> tuple[int, int] | None:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if allow_empty and len(value) == 0:
-            return None
-        if len(value) in (1, 2) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return (value[0], value[0]) if len(value) == 1 else (value[0], value[1])
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-
-
 def max_pool2d(
     x: torch.Tensor,
     kernel_size,
@@ -457,22 +356,12 @@ def max_pool2d(
 
     Raises ValueError naming the argument and the shapes it got, before anything runs.
     """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in (3, 4):
-        raise ValueError(f"x must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
-    if x.dtype not in _DTYPES:
-        raise ValueError(f"x must be one of {[str(d) for d in _DTYPES]}, got {x.dtype} (shape {tuple(x.shape)})")
-    if x.device.type != "cuda" and not (_INTERPRET and x.device.type == "cpu"):
-        raise ValueError(
-            f"x is on {x.device} (shape {tuple(x.shape)}): Triton kernels need a CUDA tensor"
-            " (or a CPU tensor with TRITON_INTERPRET=1, set automatically by `import triton_kernels` without CUDA)"
-        )
-    k = _as_pair("kernel_size", kernel_size)
-    s = None if stride is None else _as_pair("stride", stride, allow_empty=True)
-    s = k if s is None else s
-    p = _as_pair("padding", padding)
-    d = _as_pair("dilation", dilation)
+    check_tensor(x, "x", (3, 4), shapes="(N, C, H, W) or (C, H, W)", allow_empty=True)
+    check_device(x=x)
+    k = pair(kernel_size, "kernel_size")
+    s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else pair(stride, "stride")
+    p = pair(padding, "padding")
+    d = pair(dilation, "dilation")
     if min(k) < 1:
         raise ValueError(f"kernel_size must be positive, got {k}")
     if min(s) < 1:
@@ -485,8 +374,8 @@ def max_pool2d(
     if min(plane) < 1:
         raise ValueError(f"x must have non-empty C, H, W, got shape {tuple(x.shape)}")
     H, W = plane[1], plane[2]
-    OH = _pool_output_size(H, k[0], s[0], p[0], d[0], bool(ceil_mode))
-    OW = _pool_output_size(W, k[1], s[1], p[1], d[1], bool(ceil_mode))
+    OH = pool_output_size(H, k[0], s[0], p[0], d[0], bool(ceil_mode))
+    OW = pool_output_size(W, k[1], s[1], p[1], d[1], bool(ceil_mode))
     if OH < 1 or OW < 1:
         raise ValueError(
             f"output size ({OH}, {OW}) is too small: x shape {tuple(x.shape)}, kernel_size {k}, stride {s},"

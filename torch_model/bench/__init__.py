@@ -1,5 +1,6 @@
 """`alexnet bench`: `numpy` (NumPy vs torch CPU), `layers` (Triton vs cuDNN vs torch.compile per layer),
-`train` (training-step throughput per backend). Each lives in its own module with configure/run."""
+`train` (training-step throughput per backend), `lessons` (the steps of triton_kernels/lessons per layer). Each lives
+in its own module with configure/run."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "numpy": ("torch_model.bench.numpy_bench", "fast NumPy path vs torch CPU, per layer and whole network"),
     "layers": ("torch_model.bench.layers", "each conv+ReLU and pool: Triton vs cuDNN vs torch.compile"),
     "train": ("torch_model.bench.train", "training-step images/s per backend, and the full seed run"),
+    "lessons": ("torch_model.bench.lessons", "every step of triton_kernels/lessons per layer, from step 1 to cuDNN"),
 }
 
 

@@ -1,19 +1,25 @@
-"""`alexnet bench layers`: every conv (+bias+ReLU) and pool of the seed's AlexNet, timed three ways side by side.
+"""`alexnet bench layers`: every conv (+bias+ReLU) and pool of the seed's AlexNet, and the two local response
+normalizations of the paper's (lrn1, lrn2), timed three ways side by side.
 
-    triton    triton_kernels.conv2d_relu / max_pool2d (ours: the ReLU fused into the conv's epilogue)
-    cudnn     eager PyTorch, F.relu(F.conv2d(x, w, b, ...)) / F.max_pool2d, cudnn.benchmark on; measured in NCHW
-              and channels_last, the faster one is the reference every ratio is taken against
+    triton    triton_kernels.conv2d_relu / max_pool2d / lrn.local_response_norm (ours: the ReLU fused into the conv's
+              epilogue; the LRN one kernel forward, one backward)
+    cudnn     eager PyTorch, F.relu(F.conv2d(x, w, b, ...)) / F.max_pool2d / F.local_response_norm (several
+              elementwise kernels: no cuDNN in the last two, "cudnn" names the eager figure), cudnn.benchmark on;
+              measured in NCHW and channels_last, the faster one is the reference every ratio is taken against
     compile   torch.compile of the same eager function, mode "max-autotune-no-cudagraphs" by default: the same
               kernel search as "max-autotune" without CUDA graphs, whose static input buffers would add a copy of
               every rotated input to each timed call. Compiles are slow, so by default only the bf16 forward in
               NCHW (--compile-dtypes / --compile-passes / --compile-layouts): inductor lowers a conv's backward
               to aten's convolution_backward, i.e. cuDNN, anyway.
 
-at the seed's shapes (224x224 input, batch 128), forward and forward+backward, bf16 and fp32-with-TF32. The forward
+at the seed's shapes (224x224 input, batch 128; lrn1 and lrn2 at the paper variant's, after its conv1 and conv2 on a
+227x227 input: 96x55x55 and 256x27x27, torch_model.model.PAPER_LRN), forward and forward+backward, bf16 and
+fp32-with-TF32 (for a pool or LRN: fp32 storage). The forward
 runs under torch.no_grad() (no activations kept); forward+backward is out = f(x, w, b) then torch.autograd.grad
 for w, b and x (not x for conv1: its input is the data). Each result is checked against float64 first (rel_err).
 
-On a machine without CUDA the same command is a smoke test: tiny scaled shapes (resize 68, channels / 16, batch 1),
+On a machine without CUDA the same command is a smoke test: tiny scaled shapes (resize 68 for both networks,
+channels / 16, batch 1: lrn1 6x15x15, lrn2 16x7x7),
 Triton in its interpreter, torch's CPU kernels labelled "torch-cpu" in place of cuDNN, torch.compile skipped,
 fp32 only, and the file is marked "cpu": true and named after the CPU. Those numbers are never GPU results.
 """
@@ -29,21 +35,27 @@ import torch.nn.functional as F
 
 from torch_model.bench import common as C
 
-LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3")
+LAYERS = C.LAYER_ORDER  # conv1..pool3 of d2l's AlexNet, then lrn1, lrn2 of the paper variant
+LRN_LAYERS = tuple(name for name in LAYERS if name.startswith("lrn"))
 IMPLS = ("triton", "cudnn", "compile")
 LAYOUTS = ("nchw", "channels_last")
 COMPILE_MODES = ("max-autotune", "max-autotune-no-cudagraphs", "default", "reduce-overhead")
-CPU_DEFAULTS = dict(batch=1, resize=68, channel_div=16, dtypes=["fp32"])
-GPU_DEFAULTS = dict(batch=128, resize=224, channel_div=1, dtypes=["bf16", "tf32"])
+# resize: d2l's input; lrn_resize: the paper variant's, whose conv1 and conv2 give lrn1 and lrn2 their shapes
+CPU_DEFAULTS = dict(batch=1, resize=68, lrn_resize=68, channel_div=16, dtypes=["fp32"])
+GPU_DEFAULTS = dict(batch=128, resize=224, lrn_resize=227, channel_div=1, dtypes=["bf16", "tf32"])
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (parser.description or "") + (
         ". Per layer: time (median), FLOPs or bytes, TFLOP/s or GB/s, fraction of the peak measured in the same "
-        "run, speed-up over the best cuDNN layout.")
+        "run, speed-up over the best cuDNN layout. lrn1, lrn2 are the local response normalizations of "
+        "alexnet(variant='paper') (not in d2l's model): ours vs torch's F.local_response_norm.")
     parser.add_argument("--batch", type=C.positive_int, help="batch size (default 128 on a GPU, 1 on a CPU)")
     parser.add_argument("--layers", type=C.csv_choices(LAYERS, "layer"), default=list(LAYERS),
-                        help=f"comma-separated subset of {','.join(LAYERS)} (default: all)")
+                        help=f"comma-separated subset of {','.join(LAYERS)} (default: all). conv1..pool3 are "
+                             "d2l's AlexNet (the seed's); lrn1,lrn2 are the paper variant's two local response "
+                             "normalizations (d2l's model has none), at its shapes after conv1 and conv2: 96x55x55 "
+                             "and 256x27x27 on a 227x227 input")
     parser.add_argument("--dtypes", type=C.csv_choices(C.DTYPES, "dtype"),
                         help="bf16, tf32 (fp32 storage, TF32 tensor cores), fp32 (TF32 off); "
                              "default bf16,tf32 on a GPU, fp32 on a CPU")
@@ -65,7 +77,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "aten's, i.e. cuDNN's)")
     parser.add_argument("--compile-layouts", type=C.csv_choices(LAYOUTS, "layout"), default=["nchw"],
                         help="layouts that get a torch.compile figure (default: nchw)")
-    parser.add_argument("--resize", type=C.positive_int, help="input height/width (default 224 on a GPU, 68 on a CPU)")
+    parser.add_argument("--resize", type=C.positive_int,
+                        help="input height/width (default 224 on a GPU, for lrn1/lrn2 the paper's 227; 68 on a CPU)")
     parser.add_argument("--channel-div", type=C.positive_int,
                         help="divide every channel count by this (default 1 on a GPU, 16 on a CPU)")
     parser.add_argument("--warmup-ms", type=float, default=25.0, help="do_bench warm-up on a GPU (default 25)")
@@ -90,7 +103,8 @@ def _triton_precision_kwargs(fn, dtype: str) -> dict:
 
 
 def make_op(spec: C.LayerSpec, impl: str, dtype: str, compile_mode: str):
-    """f(x, w, b) -> relu(conv2d(x, w, b)) for a conv, f(x) -> max_pool2d(x) for a pool, as `impl` computes it."""
+    """f(x, w, b) -> relu(conv2d(x, w, b)) for a conv, f(x) -> max_pool2d(x) for a pool, f(x) ->
+    local_response_norm(x, size, alpha, beta, k) for an LRN, as `impl` computes it."""
     s, p, k = spec.stride, spec.padding, spec.K
     if impl == "triton":
         import triton_kernels
@@ -98,11 +112,18 @@ def make_op(spec: C.LayerSpec, impl: str, dtype: str, compile_mode: str):
         if spec.kind == "conv":
             extra = _triton_precision_kwargs(triton_kernels.conv2d_relu, dtype)
             return lambda x, w, b: triton_kernels.conv2d_relu(x, w, b, stride=s, padding=p, **extra)
+        if spec.kind == "lrn":
+            from triton_kernels.lrn import local_response_norm
+
+            return lambda x: local_response_norm(x, *spec.lrn)
         return lambda x: triton_kernels.max_pool2d(x, k, s)
 
     if spec.kind == "conv":
         def eager(x, w, b):
             return F.relu(F.conv2d(x, w, b, stride=s, padding=p))
+    elif spec.kind == "lrn":
+        def eager(x):
+            return F.local_response_norm(x, *spec.lrn)
     else:
         def eager(x):
             return F.max_pool2d(x, k, s)
@@ -113,7 +134,9 @@ def make_op(spec: C.LayerSpec, impl: str, dtype: str, compile_mode: str):
 
 
 def make_inputs(spec: C.LayerSpec, dtype: str, layout: str, device: torch.device, seed: int, grad: bool):
-    """A function i -> (x, w, b, dy) (pools: (x, dy)): random data, never zeros; the i-th set of a rotation."""
+    """A function i -> (x, w, b, dy) (pools, LRNs: (x, dy)): random data, never zeros; the i-th set of a rotation.
+    An LRN's x is scaled so that its window term alpha/size * sum of x^2 is about k (as it is on the paper's ReLU
+    outputs: it matters), or the float64 check could not see the window."""
     tdt = C.torch_dtype(dtype)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     N, Cin, H, W, Fo, K = spec.N, spec.C, spec.H, spec.W, spec.F, spec.K
@@ -121,9 +144,13 @@ def make_inputs(spec: C.LayerSpec, dtype: str, layout: str, device: torch.device
     def make(i: int):
         g = torch.Generator(device=device).manual_seed(seed * 1000 + i)
         rnd = lambda *shape: torch.randn(*shape, generator=g, device=device)  # noqa: E731
-        x = rnd(N, Cin, H, W).to(tdt).contiguous(memory_format=fmt)
-        dy = rnd(N, Fo, spec.OH, spec.OW).to(tdt).contiguous(memory_format=fmt)
-        if spec.kind == "pool":
+        x = rnd(N, Cin, H, W)  # (N, C, H, W)
+        if spec.kind == "lrn":
+            _, alpha, _, k = spec.lrn
+            x = x * (k / alpha) ** 0.5  # E[alpha/size * sum over the window of x^2] = k (inside the channels)
+        x = x.to(tdt).contiguous(memory_format=fmt)
+        dy = rnd(N, Fo, spec.OH, spec.OW).to(tdt).contiguous(memory_format=fmt)  # (N, F, OH, OW)
+        if spec.by_bytes:
             return (x.requires_grad_(grad), dy)
         w = (rnd(Fo, Cin, K, K) * (2.0 / (Cin * K * K)) ** 0.5).to(tdt).contiguous(memory_format=fmt)
         b = (rnd(Fo) * 0.1).to(tdt)
@@ -206,7 +233,12 @@ def run(args: argparse.Namespace) -> int:
     C.check_dtypes(args.dtypes, device)
     if args.warmup_ms <= 0 or args.rep_ms <= 0:
         raise ValueError(f"--warmup-ms and --rep-ms must be > 0, got {args.warmup_ms}, {args.rep_ms}")
-    specs = {s.name: s for s in C.alexnet_specs(batch, resize, channel_div) if s.kind != "linear"}
+    lrn_resize = args.resize or defaults["lrn_resize"]
+    specs = {}  # each network's shapes only when one of its layers is asked for (a --resize may fit one only)
+    if any(layer not in LRN_LAYERS for layer in args.layers):
+        specs.update((s.name, s) for s in C.alexnet_specs(batch, resize, channel_div) if s.kind != "linear")
+    if any(layer in LRN_LAYERS for layer in args.layers):
+        specs.update((s.name, s) for s in C.paper_lrn_specs(batch, lrn_resize, channel_div))
     todo, skipped = plan(args, device)
     if not todo:
         raise ValueError("nothing to measure: --layers/--dtypes/--passes/--impls leave no figure")
@@ -214,7 +246,9 @@ def run(args: argparse.Namespace) -> int:
     info = C.machine_info(device)
     base = "cudnn" if gpu else "torch-cpu"
     label = lambda impl: base if impl == "cudnn" else impl  # noqa: E731
-    print(f"alexnet bench layers on {info['device_name']}: batch {batch}, input {resize}x{resize}"
+    lrn_input = (f" (lrn1, lrn2: the paper variant's, input {lrn_resize}x{lrn_resize})"
+                 if any(s.kind == "lrn" for s in specs.values()) else "")
+    print(f"alexnet bench layers on {info['device_name']}: batch {batch}, input {resize}x{resize}{lrn_input}"
           + (f", channels / {channel_div}" if channel_div > 1 else "") + f", {len(todo)} figures", flush=True)
     if not gpu:
         print("CPU smoke run: tiny scaled shapes, Triton in its interpreter, torch CPU kernels as 'torch-cpu'; "
@@ -228,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
         add_ratios(entries, base)
         run_meta = {
             "started": started, "seconds": round(time.perf_counter() - t_run, 1), "complete": complete,
-            "argv": sys.argv[1:], "batch": batch, "resize": resize, "channel_div": channel_div,
+            "argv": sys.argv[1:], "batch": batch, "resize": resize, "lrn_resize": lrn_resize,
+            "channel_div": channel_div,
             "compile_mode": args.compile_mode,
             "compile_for": {"dtypes": args.compile_dtypes, "passes": args.compile_passes,
                             "layouts": args.compile_layouts},
@@ -253,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(C.format_table(*C.summary_rows(final)))
     print(f"x {base}: the best {base} layout's time over this one's (> 1 = faster than {base}); % peak: of the "
-          f"{'matmul' if gpu else 'fp32 matmul'} peak for convs, of the copy bandwidth for pools.")
+          f"{'matmul' if gpu else 'fp32 matmul'} peak for convs, of the copy bandwidth for pools and LRNs (each "
+          f"implementation's own bytes).")
     print(f"{len(entries)} figures in {final['runs']['layers']['seconds']:.0f} s")
     C.finish(args.out_dir, final, "layers", args.update_readme)
     for e in entries:
@@ -316,12 +352,15 @@ def measure_one(spec, dtype, pss, impl, layout, args, device, peak, refs) -> dic
     t = C.time_ms(fn, device, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, repeat=args.repeat)
     ms = t["ms"]
     flops = spec.flops(pss)
-    nbytes = spec.bytes(pss, torch.finfo(C.torch_dtype(dtype)).bits // 8)
+    byte_impl = "torch-cpu" if impl == "cudnn" and device.type != "cuda" else impl  # whose traffic (pools, LRNs)
+    nbytes = spec.bytes(pss, torch.finfo(C.torch_dtype(dtype)).bits // 8, impl=byte_impl)
     mm_peak = C.matmul_peak(peak, dtype)
     bw_peak = peak["copy_tb_per_s"]
     tflops = flops / (ms * 1e9) if spec.kind == "conv" else None
     gb_per_s = nbytes / (ms * 1e6)
-    floor_ms = max(flops / (mm_peak * 1e9) if mm_peak else 0.0, nbytes / (bw_peak * 1e9))
+    # an LRN's few FLOPs are elementwise work, not matmul: its floor is its bytes over the copy bandwidth
+    flop_floor = flops / (mm_peak * 1e9) if mm_peak and spec.kind == "conv" else 0.0
+    floor_ms = max(flop_floor, nbytes / (bw_peak * 1e9))
     return {
         "layer": spec.name, "kind": spec.kind, "dtype": dtype, "pass": pss, "impl": impl, "layout": layout,
         "batch": spec.N, **t,

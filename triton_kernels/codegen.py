@@ -1,24 +1,26 @@
 """Compile every kernel configuration the H200 would run, for sm_90, on any machine (no GPU needed), and report
 its resources: registers per thread, stack and spill traffic, shared memory, tensor-core instructions.
 
-    python -m triton_kernels.inspect                    # every spec in conv.py and pool.py, a table per kernel
-    python -m triton_kernels.inspect --sample           # one spec per kernel (bf16 if it has one): the CI subset
-    python -m triton_kernels.inspect --filter pool --json out.json --jobs 4
-    python -m triton_kernels.inspect --list             # names only, nothing compiled
+    python -m triton_kernels.codegen                    # every spec, a table per kernel
+    python -m triton_kernels.codegen --sample           # one spec per kernel (bf16 if it has one): the CI subset
+    python -m triton_kernels.codegen --filter pool --json out.json --jobs 4
+    python -m triton_kernels.codegen --list             # names only, nothing compiled
 
-Each module lists its specs in SM90_COMPILE_SPECS: dicts {"name", "fn" (the @triton.jit function, not the
-autotuner), "signature", "constexprs", "num_warps", "num_stages"}, optionally "expect_tensor_cores": True (the
-spec fails when no wgmma/mma shows up). The compiler is Triton's own, with the ptxas and cuobjdump its wheel
+The specs come from modules that list them in SM90_COMPILE_SPECS (the format: triton_kernels/codegen_specs.py's
+docstring): triton_kernels.codegen_specs (conv.py's and pool.py's kernels), plus triton_kernels.lessons.specs and
+triton_kernels.lrn when those modules exist and define the list (--module picks others). The compiler is Triton's own, with the ptxas and cuobjdump its wheel
 carries (triton/backends/nvidia/bin/); pointer arguments are compiled as 16-byte aligned, as torch allocates them.
 Exits 1 when any spec fails, 2 when no spec matches.
 
 On a machine without CUDA `import triton_kernels` turns the interpreter on, and interpreted kernels cannot be
-compiled: main() then runs itself again in a fresh `python -m triton_kernels.inspect` with TRITON_INTERPRET=0.
+compiled: main() then runs itself again in a fresh `python -m triton_kernels.codegen` with TRITON_INTERPRET=0.
+(The tool was called `inspect` before; that name shadowed the standard library's module.)
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -29,12 +31,14 @@ import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 
-DEFAULT_MODULES = ("triton_kernels.conv", "triton_kernels.pool")
+DEFAULT_MODULES = ("triton_kernels.codegen_specs",)
+# Read too when they exist and define SM90_COMPILE_SPECS (skipped silently otherwise).
+OPTIONAL_MODULES = ("triton_kernels.lessons.specs", "triton_kernels.lrn")
 TARGET_ARCH = 90  # sm_90: H100 / H200
 # Hopper, per SM: 64K 32-bit registers (allocated per warp in 256-register chunks), 64 warps, 32 CTAs,
 # 228 KB shared memory of which 1 KB is reserved per CTA. Used for the "CTAs/SM" estimate only.
 _SM_REGS, _SM_WARPS, _SM_CTAS, _SM_SMEM, _CTA_SMEM_RESERVED = 65536, 64, 32, 228 * 1024, 1024
-_TENSOR_CORE_SASS = ("HGMMA", "HMMA")  # warpgroup MMA (Hopper wgmma), warp MMA (mma.sync)
+_TENSOR_CORE_SASS = ("HGMMA", "HMMA", "DMMA")  # warpgroup MMA (Hopper wgmma), warp MMA (mma.sync), fp64 MMA
 _TENSOR_CORE_PTX = ("wgmma.mma_async", "mma.sync")
 
 
@@ -44,6 +48,20 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
+def default_modules() -> list[str]:
+    """DEFAULT_MODULES, then each of OPTIONAL_MODULES that exists and defines SM90_COMPILE_SPECS. A module that
+    exists but fails to import is an error, not skipped."""
+    mods = list(DEFAULT_MODULES)
+    for name in OPTIONAL_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if found and hasattr(importlib.import_module(name), "SM90_COMPILE_SPECS"):
+            mods.append(name)
+    return mods
+
+
 def _load_specs(modules: list[str]) -> list[tuple[str, int, dict]]:
     """(module, index, spec) for every spec of every module."""
     out = []
@@ -51,7 +69,7 @@ def _load_specs(modules: list[str]) -> list[tuple[str, int, dict]]:
         mod = importlib.import_module(mod_name)
         specs = getattr(mod, "SM90_COMPILE_SPECS", None)
         if specs is None:
-            raise SystemExit(f"inspect: {mod_name} has no SM90_COMPILE_SPECS")
+            raise SystemExit(f"codegen: {mod_name} has no SM90_COMPILE_SPECS")
         out.extend((mod_name, i, spec) for i, spec in enumerate(specs))
     return out
 
@@ -72,12 +90,19 @@ def _occupancy(regs: int, smem: int, num_warps: int) -> int:
     return max(0, min(_SM_CTAS, _SM_WARPS // num_warps, by_regs, by_smem))
 
 
+def _kernel_name(fn) -> str:
+    """module.name of a spec's @triton.jit function (the module that defines the kernel, not the spec list)."""
+    inner = getattr(fn, "fn", fn)
+    return f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__name__', str(fn))}"
+
+
 def _compile_one(job: tuple[str, int]) -> dict:
     """Compile spec `index` of module `mod_name` for sm_90 and measure it. Never raises: errors go in the dict."""
     mod_name, index = job
     spec = importlib.import_module(mod_name).SM90_COMPILE_SPECS[index]
     row = {
         "module": mod_name, "name": spec["name"], "kernel": getattr(spec["fn"], "__name__", str(spec["fn"])),
+        "kernel_path": _kernel_name(spec["fn"]),
         "dtype": _dtype_of(spec), "num_warps": spec["num_warps"], "num_stages": spec["num_stages"], "ok": False,
     }
     t0 = time.perf_counter()
@@ -143,7 +168,7 @@ def _print_tables(rows: list[dict]) -> None:
              f"{'smem B':>7} {'tensor cores':>12} {'CTAs/SM':>7} {'compile s':>9}"
     kernels: dict[str, list[dict]] = {}
     for r in rows:
-        kernels.setdefault(f"{r['module']}.{r['kernel']}", []).append(r)
+        kernels.setdefault(r["kernel_path"], []).append(r)
     for kernel, krows in kernels.items():
         print(f"\n{kernel}  (sm_{TARGET_ARCH})")
         print(header)
@@ -160,12 +185,13 @@ def _print_tables(rows: list[dict]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m triton_kernels.inspect", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m triton_kernels.codegen", description=__doc__.split("\n\n")[0])
     p.add_argument("--filter", action="append", default=[], metavar="NAME",
                    help="keep specs whose name contains NAME (repeatable: any of them)")
     p.add_argument("--sample", action="store_true", help="one spec per kernel, its first bf16 one if any (the CI subset)")
     p.add_argument("--module", action="append", default=None, metavar="MOD",
-                   help=f"module(s) holding SM90_COMPILE_SPECS (default: {', '.join(DEFAULT_MODULES)})")
+                   help=f"module(s) holding SM90_COMPILE_SPECS (default: {', '.join(DEFAULT_MODULES)}, and "
+                        f"{', '.join(OPTIONAL_MODULES)} where they define it)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile in this many processes")
     p.add_argument("--list", action="store_true", help="print the spec names and exit")
@@ -176,23 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.jobs < 1:
-        raise SystemExit(f"inspect: --jobs must be >= 1, got {args.jobs}")
+        raise SystemExit(f"codegen: --jobs must be >= 1, got {args.jobs}")
     if os.environ.get("TRITON_INTERPRET", "0") == "1" or "triton_kernels.conv" in sys.modules and _interpreted():
         # The kernels in this process were defined for the interpreter: start over where they are not.
         env = dict(os.environ, TRITON_INTERPRET="0")
-        return subprocess.run([sys.executable, "-m", "triton_kernels.inspect", *argv], env=env).returncode
+        return subprocess.run([sys.executable, "-m", "triton_kernels.codegen", *argv], env=env).returncode
 
     # triton 3.9 warns once per process that its FP-fusion default will change; the GPU's triton fuses too.
     warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION.*")
     import triton
 
-    specs = _select(_load_specs(args.module or list(DEFAULT_MODULES)), args.filter, args.sample)
+    specs = _select(_load_specs(args.module or default_modules()), args.filter, args.sample)
     if args.list:
         for mod_name, _, spec in specs:
             print(f"{mod_name}: {spec['name']}")
         return 0 if specs else 2
     if not specs:
-        print(f"inspect: no spec matches --filter {args.filter}", file=sys.stderr)
+        print(f"codegen: no spec matches --filter {args.filter}", file=sys.stderr)
         return 2
     jobs = [(m, i) for m, i, _ in specs]
     t0 = time.perf_counter()

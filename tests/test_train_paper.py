@@ -1,0 +1,106 @@
+"""`alexnet train --variant paper` (issue 13): the 2012 paper's network on Fashion-MNIST (grey images repeated to 3
+channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4); d2l's run keeps the seed's plain
+SGD."""
+import json
+
+import pytest
+import torch
+
+from torch_model import cli
+from torch_model.backends import make_learner
+from torch_model.train import TrainConfig, fit, load_checkpoint, resolve_config, resume_config
+
+CPU = torch.device("cpu")
+
+
+def _paper(out, data, **kw):
+    base = dict(variant="paper", epochs=2, batch_size=4, limit_train=4, limit_test=4, out=str(out),
+                data_dir=str(data), progress=False, seed=2, amp="none")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _history(result):
+    return [{k: h[k] for k in ("epoch", "loss", "train_acc", "test_acc", "examples")} for h in result.history]
+
+
+def test_paper_variant_trains_and_resumes(tmp_path, fake_data):
+    full = fit(_paper(tmp_path / "full", fake_data))
+    assert full.status == "completed" and len(full.history) == 2
+    cfg = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert (cfg["variant"], cfg["resize"], cfg["momentum"], cfg["weight_decay"]) == ("paper", 227, 0.9, 5e-4)
+    best = load_checkpoint(tmp_path / "full" / "best.pt")["model"]
+    assert best["0.weight"].shape == (96, 3, 11, 11) and best["22.weight"].shape == (10, 4096)
+    last = load_checkpoint(tmp_path / "full" / "last.pt")["learner"]["optimizer"]
+    assert last["param_groups"][0]["momentum"] == 0.9 and last["param_groups"][0]["weight_decay"] == 5e-4
+    assert all("momentum_buffer" in s for s in last["state"].values()) and len(last["state"]) == 16
+
+    def interrupt(epoch, row, learner):
+        raise KeyboardInterrupt
+    cut = fit(_paper(tmp_path / "cut", fake_data), on_epoch_end=interrupt)
+    assert cut.status == "interrupted"
+    with pytest.raises(ValueError, match=r"--momentum 0.5 \(recorded 0.9\)"):
+        resume_config(tmp_path / "cut", {"momentum": 0.5})
+    with pytest.raises(ValueError, match=r"momentum: 0\.9 -> 0\.0"):
+        fit(_paper(tmp_path / "cut", fake_data, momentum=0.0, resume=True))
+    resumed = fit(resume_config(tmp_path / "cut", {"progress": False}))   # what `--resume --out cut` runs
+    assert _history(resumed) == _history(full)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["learner"]
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")["learner"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["optimizer"]["state"][i]["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+               for i in a["optimizer"]["state"])
+
+
+def test_optimizer_defaults_follow_the_variant():
+    paper, d2l = resolve_config(TrainConfig(variant="paper")), resolve_config(TrainConfig())
+    assert (paper.momentum, paper.weight_decay, paper.resize) == (0.9, 5e-4, 227)
+    assert (d2l.momentum, d2l.weight_decay, d2l.resize) == (0.0, 0.0, 224)
+    mixed = resolve_config(TrainConfig(variant="paper", momentum=0.5))
+    assert (mixed.momentum, mixed.weight_decay) == (0.5, 5e-4)
+    with pytest.raises(ValueError, match="--weight-decay must be a number >= 0, got -1"):
+        resolve_config(TrainConfig(weight_decay=-1.0))
+    with pytest.raises(ValueError, match=r"--resize 224: the paper AlexNet takes 227\.\.258"):
+        resolve_config(TrainConfig(variant="paper", resize=224))
+
+
+def test_the_learners_sgd_is_torchs_with_the_papers_settings():
+    torch.manual_seed(0)
+    learner = make_learner("torch", 0.01, CPU, variant="paper", momentum=0.9, weight_decay=5e-4)
+    assert type(learner.optimizer) is torch.optim.SGD
+    reference = torch.optim.SGD(learner.net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    assert learner.optimizer.defaults == reference.defaults
+    assert learner.optimizer.param_groups[0]["params"] == list(learner.net.parameters())
+    X = torch.rand(2, 3, 227, 227)                          # (2, 3, 227, 227)
+    assert learner.predict(X).shape == (2, 10)
+    plain = make_learner("torch", 0.01, CPU, variant="paper")  # the d2l defaults when called bare: the seed's SGD
+    assert (plain.optimizer.defaults["momentum"], plain.optimizer.defaults["weight_decay"]) == (0, 0)
+
+
+def test_numpy_learner_gets_the_same_sgd_settings():
+    learner = make_learner("numpy", 0.01, CPU, momentum=0.9, weight_decay=5e-4)
+    opt = learner.optimizer.state_dict()
+    assert (opt["lr"], opt["momentum"], opt["weight_decay"]) == (0.01, 0.9, 5e-4)
+
+
+def test_the_triton_backend_builds_the_paper_variant():
+    """The paper variant through the Triton backend: LRN and grouped convs swapped for our kernels, same parameters
+    (a forward through it is tests/test_triton_paper.py's, at a reduced size: the interpreter is slow)."""
+    from torch_model.backends import check_backend
+    from torch_model.model import alexnet
+    from triton_kernels.modules import TritonLocalResponseNorm
+
+    check_backend("triton", "paper")
+    net = alexnet(variant="paper", backend="triton", init=False)
+    assert sum(isinstance(m, TritonLocalResponseNorm) for m in net) == 2
+
+
+def test_paper_variant_through_numpy_ref(tmp_path, fake_data):
+    """The numpy backend trains the paper network (numpy_ref.alexnet(variant="paper"), numpy_ref.SGD with the
+    paper's momentum and weight decay): one step, resumable like the others."""
+    result = fit(_paper(tmp_path / "np", fake_data, backend="numpy", epochs=1, batch_size=2, limit_train=2,
+                        limit_test=2))
+    assert result.status == "completed" and result.config.backend == "numpy"
+    opt = load_checkpoint(tmp_path / "np" / "last.pt")["learner"]["optimizer"]
+    assert (opt["momentum"], opt["weight_decay"]) == (0.9, 5e-4)
+    assert [b.shape for b in opt["momentum_buffer"][:1]] == [(96, 3, 11, 11)]

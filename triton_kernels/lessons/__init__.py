@@ -1,0 +1,21 @@
+"""From a 40-line convolution to triton_kernels/conv.py, one small step at a time (docs/triton_lessons.md).
+
+    step1_direct_conv    direct convolution: a block of output pixels of one filter, loops over (c, kh, kw), FMAs
+    step2_implicit_gemm  the same sum as an implicit GEMM: (M = N*OH*OW) x (N = F) tiles, tl.dot over K = C*KH*KW
+    step3_tap_walk       K walked tap by tap, any strides (channels_last loads coalesce), bias+ReLU epilogue,
+                         autotuned tiles: where triton_kernels/conv.py starts
+    step4_backward       dgrad as the convolution of dY with the flipped, transposed weights (step 2's kernel),
+                         wgrad as a GEMM over N*OH*OW
+    step5_pool_direct    max pooling: one lane per output, a loop over the window
+    step6_pool_argmax    the production pool: a 1-byte argmax record and a gather backward (no atomics)
+
+Each step exposes `conv2d(x, weight, bias=None, stride=1, padding=0, relu=False)` (the pools
+`max_pool2d(x, kernel_size, stride=None, padding=0)`), and checks itself against torch on AlexNet's layer
+hyper-parameters: `python -m triton_kernels.lessons.step1_direct_conv` (on a GPU it also times itself against cuDNN
+and the previous step). `alexnet bench lessons` times every step on every layer; specs.py lists what
+`python -m triton_kernels.inspect --module triton_kernels.lessons.specs` compiles for sm_90.
+"""
+
+CONV_STEPS = ("step1_direct_conv", "step2_implicit_gemm", "step3_tap_walk", "step4_backward")
+POOL_STEPS = ("step5_pool_direct", "step6_pool_argmax")
+STEPS = CONV_STEPS + POOL_STEPS

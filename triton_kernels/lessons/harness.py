@@ -1,0 +1,233 @@
+"""What every lesson shares and no kernel needs: argument checks, AlexNet's layers, the inputs and reference a step
+is checked against, and the self-check each step runs as `python -m triton_kernels.lessons.<step>`.
+
+Legend: N batch, C channels in, F filters out, H/W input, OH/OW output, K kernel, s stride, p padding.
+    OH = (H + 2*p - K) // s + 1
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from triton_kernels.lessons import STEPS
+
+# AlexNet's layers at 224x224 (torch_model/model.py; tests/test_triton_lessons.py holds the two equal).
+CONVS = {  # name: (C, F, K, stride, padding, H = W)
+    "conv1": (1, 96, 11, 4, 1, 224), "conv2": (96, 256, 5, 1, 2, 26), "conv3": (256, 384, 3, 1, 1, 12),
+    "conv4": (384, 384, 3, 1, 1, 12), "conv5": (384, 256, 3, 1, 1, 12)}
+POOLS = {"pool1": (96, 3, 2, 0, 54), "pool2": (256, 3, 2, 0, 26), "pool3": (256, 3, 2, 0, 12)}  # (C, K, s, p, H)
+# The CPU self-check's sizes: each layer's K, stride and padding, few channels (odd counts), tiny odd images.
+SMALL = {"conv1": (1, 5, 23), "conv2": (3, 5, 7), "conv3": (3, 5, 5), "conv4": (5, 3, 6), "conv5": (3, 7, 5),
+         "pool1": (3, 0, 9), "pool2": (2, 0, 8), "pool3": (3, 0, 7)}  # (C, F, H)
+REL_TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}  # ||got - ref|| / ||ref|| vs float64
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_tensor(t, name: str, dims: int, dtype=None) -> None:
+    if not isinstance(t, torch.Tensor) or t.dim() != dims:
+        raise ValueError(f"{name} must be a {dims}-D torch.Tensor, got {getattr(t, 'shape', type(t).__name__)}")
+    allowed = (torch.float32,) if t.device.type == "cpu" else (torch.float32, torch.float16, torch.bfloat16)
+    if t.dtype not in allowed:
+        raise ValueError(f"{name} dtype must be one of {allowed} on {t.device.type} (the interpreter computes "
+                         f"bf16/fp16 wrongly), got {t.dtype}")
+    if t.device.type != "cuda" and not (t.device.type == "cpu" and interpreted()):
+        raise ValueError(f"{name} must be on a CUDA device (or a CPU with TRITON_INTERPRET=1), got {t.device}")
+    if dtype is not None and t.dtype != dtype:
+        raise ValueError(f"{name} dtype {t.dtype} differs from x dtype {dtype}")
+
+
+def check_conv_args(x, weight, bias, stride, padding) -> tuple[int, ...]:
+    """Validate a lesson's conv2d arguments before anything runs -> (N, C, H, W, F, KH, KW, OH, OW)."""
+    _check_tensor(x, "x", 4)
+    _check_tensor(weight, "weight", 4, x.dtype)
+    _check_int(stride, "stride", 1)
+    _check_int(padding, "padding", 0)
+    n, c, h, w = x.shape
+    f, cw, kh, kw = weight.shape
+    if cw != c:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} wants {cw} input channels, x {tuple(x.shape)} has {c}")
+    if bias is not None:
+        _check_tensor(bias, "bias", 1, x.dtype)
+        if tuple(bias.shape) != (f,):
+            raise ValueError(f"bias must have shape ({f},) for weight {tuple(weight.shape)}, got {tuple(bias.shape)}")
+    oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit x {tuple(x.shape)} padded by {padding}")
+    return n, c, h, w, f, kh, kw, oh, ow
+
+
+def check_pool_args(x, kernel_size, stride, padding) -> tuple[int, ...]:
+    """Validate a lesson's max_pool2d arguments -> (N, C, H, W, K, s, p, OH, OW)."""
+    _check_tensor(x, "x", 4)
+    k = _check_int(kernel_size, "kernel_size", 1)
+    s = k if stride is None else _check_int(stride, "stride", 1)
+    p = _check_int(padding, "padding", 0)
+    if p > k // 2:
+        raise ValueError(f"padding must be at most kernel_size // 2 = {k // 2}, got {p}")
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"kernel_size {k} does not fit x {tuple(x.shape)} padded by {p}")
+    return n, c, h, w, k, s, p, oh, ow
+
+
+def bias_relu(out: torch.Tensor, bias, relu: bool) -> torch.Tensor:
+    """Steps 1 and 2 finish in torch: two more passes over the output (step 3 moves them into the kernel)."""
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)  # (N, F, OH, OW)
+    return torch.relu(out) if relu else out  # torch.relu keeps NaN, like the epilogue of step 3
+
+
+# ------------------------------------------------------------------------------------ inputs, ops, reference
+
+def make_inputs(layer: str, batch: int, dtype, device, seed: int = 0, small: bool = False,
+                layout: str = "nchw", grad: bool = False) -> tuple:
+    """Random inputs (never zeros) for one layer: (x, w, b, dy) for a conv, (x, dy) for a pool."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    rnd = lambda *shape: torch.randn(*shape, generator=g, device=device)  # noqa: E731
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    if layer in POOLS:
+        c, k, s, p, h = POOLS[layer]
+        c, _, h = SMALL[layer] if small else (c, 0, h)
+        oh = (h + 2 * p - k) // s + 1
+        x = rnd(batch, c, h, h).to(dtype).contiguous(memory_format=fmt)
+        return x.requires_grad_(grad), rnd(batch, c, oh, oh).to(dtype).contiguous(memory_format=fmt)
+    c, f, k, s, p, h = CONVS[layer]
+    if small:
+        c, f, h = SMALL[layer]
+    oh = (h + 2 * p - k) // s + 1
+    x = rnd(batch, c, h, h).to(dtype).contiguous(memory_format=fmt)
+    w = (rnd(f, c, k, k) * (2.0 / (c * k * k)) ** 0.5).to(dtype).contiguous(memory_format=fmt)
+    b = (rnd(f) * 0.1).to(dtype)
+    dy = rnd(batch, f, oh, oh).to(dtype).contiguous(memory_format=fmt)
+    return x.requires_grad_(grad and layer != "conv1"), w.requires_grad_(grad), b.requires_grad_(grad), dy
+
+
+def make_op(impl: str, layer: str):
+    """f(x, w, b) -> relu(conv2d(x, w, b)) or f(x) -> max_pool2d(x), computed by a lesson step, by "cudnn" (eager
+    torch) or by "production" (triton_kernels.conv2d_relu / max_pool2d)."""
+    pool = layer in POOLS
+    _, k, s, p, _ = POOLS[layer] if pool else CONVS[layer][1:]
+    if impl in STEPS:
+        mod = importlib.import_module(f"triton_kernels.lessons.{impl}")
+        if pool:
+            return lambda x: mod.max_pool2d(x, k, s, p)
+        return lambda x, w, b: mod.conv2d(x, w, b, stride=s, padding=p, relu=True)
+    if impl == "production":
+        import triton_kernels
+
+        if pool:
+            return lambda x: triton_kernels.max_pool2d(x, k, s, p)
+        return lambda x, w, b: triton_kernels.conv2d_relu(x, w, b, stride=s, padding=p, input_precision="ieee")
+    if impl == "cudnn":
+        if pool:
+            return lambda x: F.max_pool2d(x, k, s, p)
+        return lambda x, w, b: F.relu(F.conv2d(x, w, b, stride=s, padding=p))
+    raise ValueError(f"impl must be a step {STEPS}, 'production' or 'cudnn', got {impl!r}")
+
+
+def run_pass(op, pss: str, inputs: tuple) -> tuple:
+    """One call: the forward under no_grad ("fwd"), or forward + the gradients of the inputs that want one."""
+    *args, dy = inputs
+    if pss == "fwd":
+        with torch.no_grad():
+            return op(*args), []
+    out = op(*args)
+    return out, list(torch.autograd.grad(out, [a for a in args if a.requires_grad], dy))
+
+
+def reference(layer: str, inputs: tuple) -> tuple:
+    """Forward and gradients in float64 through eager torch, from the same inputs."""
+    *args, dy = inputs
+    args64 = [a.detach().double().requires_grad_(a.requires_grad) for a in args]
+    out = make_op("cudnn", layer)(*args64)
+    wanted = [a for a in args64 if a.requires_grad]
+    return out.detach(), list(torch.autograd.grad(out, wanted, dy.double())) if wanted else []
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return (got.detach().double() - ref).norm().item() / max(ref.norm().item(), 1e-30)
+
+
+def worst(got: torch.Tensor, ref: torch.Tensor) -> str:
+    """The worst element, its index and both values (what a failed check prints)."""
+    diff = (got.detach().double() - ref).abs().nan_to_num(float("inf"))
+    idx = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
+    return f"worst at {idx}: got {got[idx].item()!r}, expected {ref[idx].item()!r}"
+
+
+# ------------------------------------------------------------------------------------ the self-check
+
+def _forward_backward(op, args: list, dy: torch.Tensor) -> list:
+    """[out, then the gradient of every arg that requires one]; under no_grad when none does."""
+    wanted = [a for a in args if a is not None and a.requires_grad]
+    if not wanted:
+        with torch.no_grad():
+            return [op(*args)]
+    out = op(*args)
+    return [out.detach()] + list(torch.autograd.grad(out, wanted, dy))
+
+
+def self_check(step: str, device: torch.device) -> list[str]:
+    """Check one step against float64 torch on every AlexNet layer of its kind at the SMALL sizes (fp32), bias and
+    ReLU on and off; the gradients too when the step has a backward. Prints a line per check; returns failures."""
+    mod = importlib.import_module(f"triton_kernels.lessons.{step}")
+    conv = mod.KIND == "conv"
+    failures = []
+    for layer in (CONVS if conv else POOLS):
+        for seed, (bias, relu) in enumerate(((True, True), (False, False)) if conv else ((None, None),)):
+            *args, dy = make_inputs(layer, 2, torch.float32, device, seed, small=True, grad="fwd+bwd" in mod.PASSES)
+            if conv:
+                _, k, s, p, _ = CONVS[layer][1:]
+                args[2] = args[2] if bias else None
+
+                def op(x, w, b, s=s, p=p, relu=relu):
+                    return mod.conv2d(x, w, b, stride=s, padding=p, relu=relu)
+
+                def ref_op(x, w, b, s=s, p=p, relu=relu):
+                    return bias_relu(F.conv2d(x, w, stride=s, padding=p), b, relu)
+            else:
+                op, ref_op = make_op(step, layer), make_op("cudnn", layer)
+            got = _forward_backward(op, args, dy)
+            args64 = [None if a is None else a.detach().double().requires_grad_(a.requires_grad) for a in args]
+            ref = _forward_backward(ref_op, args64, dy.double())
+            names = ["out"] + [n for n, a in zip(("dx", "dw", "db"), args) if a is not None and a.requires_grad]
+            what = f"{step} {layer} x {'x'.join(str(d) for d in args[0].shape)}" + (
+                f" bias={bias} relu={relu}" if conv else "")
+            for name, g, r in zip(names, got, ref):
+                ok = g.shape == r.shape and rel_err(g, r) <= REL_TOL[torch.float32]
+                print(f"{what} {name}: rel err {rel_err(g, r):.1e} " + ("ok" if ok else f"FAILED {worst(g, r)}"))
+                if not ok:
+                    failures.append(f"{what} {name}")
+    return failures
+
+
+def main(step: str) -> int:
+    """`python -m triton_kernels.lessons.<step>`: the self-check (exit 1 on any mismatch); on a GPU then the
+    timing at batch 128 in bf16 against cuDNN and the previous step (torch_model/bench/lessons.py measures)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"{step}: checking against torch (float64) on AlexNet's layers, small sizes, fp32, {device.type}"
+          + (" (Triton interpreter)" if interpreted() else ""))
+    failures = self_check(step, device)
+    if failures:
+        print(f"{len(failures)} check(s) FAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    print("all checks passed")
+    if device.type == "cuda":
+        from torch_model.bench.lessons import print_step_timings
+
+        print_step_timings(step, device)
+    return 0
