@@ -171,6 +171,13 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
     result = TrainResult(history=run.history, out_dir=out, device=str(device), config=cfg)
     try:
         result.status = train_epochs(run, out, on_epoch_end, log)
+        if result.status == "completed" and cfg.pictures:     # confusion.png, mistakes.png, filters.png
+            from torch_model.evaluate import write_run_pictures
+            try:
+                write_run_pictures(out, run.learner, run.test_ds, cfg.resize, cfg.batch_size, cfg.seed,
+                                   cfg.progress, variant=cfg.variant)
+            except OSError as exc:              # the run itself is saved; only a picture is missing
+                log(f"note: {exc}")
     finally:
         try:
             finish(run, out, result.status, log)
@@ -342,10 +349,6 @@ def finish(run: Run, out: Path, status: str, log: Callable[[str], None]) -> None
             plot_curves(out, run.history, curves_title(run))
         except OSError as exc:          # a full disk: the error that stopped the run is the one to report
             log(f"note: {exc}")
-    if status == "completed" and run.history and run.cfg.pictures:
-        from torch_model.evaluate import write_run_pictures
-        write_run_pictures(out, run.learner, run.test_ds, run.cfg.resize, run.cfg.batch_size, run.cfg.seed,
-                           run.cfg.progress, variant=run.cfg.variant)
     if status == "nan":
         files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
         if run.cfg.checkpoint and (out / "last.pt").is_file():
@@ -791,7 +794,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig: on --resume the recorded one (given flags checked against it); otherwise the given flags,
     then the preset, then the defaults for the device and variant."""
     given = given_flags(args)
-    runtime = dict(progress=not args.no_progress, checkpoint=not args.no_checkpoint, pictures=not args.no_pictures)
+    runtime = dict(progress=not args.no_progress, checkpoint=not args.no_checkpoint)
+    if args.no_pictures or not args.resume:         # a resumed run makes the pictures its config.json records
+        runtime["pictures"] = not args.no_pictures
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the folder of the run to continue")
