@@ -10,7 +10,9 @@
     numpy_ref.model        alexnet(num_classes=10, variant="d2l" | "paper"): d2l's network or the 2012 paper's,
                            with torch_model's state_dict keys
     numpy_ref.gradcheck    finite differences (`alexnet gradcheck`)
-    numpy_ref.walkthrough  one image through the network, layer by layer (`python -m numpy_ref.walkthrough`)
+    numpy_ref.idx          the Fashion-MNIST IDX reader (validated; torch_model.data uses it too)
+    numpy_ref.walkthrough  one image through the network, layer by layer (`python -m numpy_ref.walkthrough`,
+                           `--weights FILE.npz` for a trained one from `alexnet export`)
 """
 from numpy_ref.functional import (
     conv2d_backward, conv2d_forward, cross_entropy_backward, cross_entropy_forward, dropout_backward,

@@ -4,62 +4,83 @@
     python -m numpy_ref.walkthrough --index 42       # another test image
     python -m numpy_ref.walkthrough --break-at 3     # stop in pdb just before layer 3 (x, layer, net in scope)
     python -m numpy_ref.walkthrough --random         # no dataset needed
+    python -m numpy_ref.walkthrough --weights run.npz --index 42   # the trained network (`alexnet export`)
 
-The image is read from the IDX files without torch (FASHION_MNIST_DIR, --data-dir, ./data/fashion-mnist or
-/usr/share/datasets/fashion-mnist), scaled to [0, 1] and resized 28 -> 224 with bilinear interpolation
-(torch's F.interpolate(mode="bilinear", align_corners=False), as the seed's transforms.Resize does).
-The network is untrained (d2l's init from --seed), so expect about 10% for every class.
+The image is read from the IDX files without torch (numpy_ref.idx: FASHION_MNIST_DIR, --data-dir,
+./data/fashion-mnist or /usr/share/datasets/fashion-mnist), scaled to [0, 1] and resized 28 -> 224 with bilinear
+interpolation (torch's F.interpolate(mode="bilinear", align_corners=False), as the seed's transforms.Resize does).
+Without --weights the network is untrained (d2l's init from --seed), so expect about 10% for every class; with
+--weights (an .npz of torch's state_dict keys, written by `alexnet export`) it is the trained one.
+Bad input (an index outside the test set, a folder without the files, a damaged file, an .npz that is not
+AlexNet's) is one line naming the argument or file, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
+from numpy_ref.idx import CLASS_NAMES, load_split_arrays
+from numpy_ref.idx import find_data_dir as _find_data_dir
+from numpy_ref.layers import Sequential
 from numpy_ref.model import alexnet
 
-CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
-DATA_DIRS = (Path("data/fashion-mnist"), Path("/usr/share/datasets/fashion-mnist"))
-IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
-
-
-def _open_idx(directory: Path, name: str) -> bytes:
-    for path in (directory / f"{name}.gz", directory / name):
-        if path.is_file():
-            return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    raise FileNotFoundError(f"{name}(.gz) not in {directory}")
+PROG = "python -m numpy_ref.walkthrough"
 
 
 def find_data_dir(data_dir: str | None = None) -> Path | None:
-    """--data-dir, else FASHION_MNIST_DIR, else the first default folder holding the test images."""
-    explicit = data_dir or os.environ.get("FASHION_MNIST_DIR")
-    candidates = [Path(explicit)] if explicit else list(DATA_DIRS)
-    for d in candidates:
-        if any((d / f"t10k-images-idx3-ubyte{s}").is_file() for s in (".gz", "")):
-            return d
-    if explicit:
-        raise ValueError(f"no t10k-images-idx3-ubyte(.gz) in {explicit}")
-    return None
+    """--data-dir, else FASHION_MNIST_DIR, else the first default folder holding the test files (None if none)."""
+    return _find_data_dir(data_dir, splits=("test",))
 
 
 def read_test_image(directory: Path, index: int) -> tuple[np.ndarray, int]:
-    """Test image `index` as uint8 (28, 28) and its label. IDX: big-endian int32 magic, then the sizes, then bytes."""
-    images = _open_idx(directory, "t10k-images-idx3-ubyte")
-    labels = _open_idx(directory, "t10k-labels-idx1-ubyte")
-    magic, n, rows, cols = np.frombuffer(images[:16], dtype=">i4")          # the header: 4 big-endian int32
-    lmagic, ln = np.frombuffer(labels[:8], dtype=">i4")
-    if magic != IMAGES_MAGIC or lmagic != LABELS_MAGIC or n != ln or len(images) != 16 + n * rows * cols:
-        raise ValueError(f"{directory}: not Fashion-MNIST's IDX test files (magic {magic}/{lmagic}, {n}/{ln} items)")
-    if not 0 <= index < n:
-        raise ValueError(f"--index must be in [0, {n}), got {index}")
-    start = 16 + index * rows * cols
-    image = np.frombuffer(images[start:start + rows * cols], dtype=np.uint8).reshape(rows, cols)  # (28, 28)
-    return image, int(labels[8 + index])
+    """Test image `index` as uint8 (28, 28) and its label, from the validated test split."""
+    images, labels = load_split_arrays(directory, "test")                     # (N, 28, 28) uint8, (N,) int64
+    if not 0 <= index < len(labels):
+        raise ValueError(f"--index {index}: the test set in {directory} has {len(labels)} images, "
+                         f"so --index must be in 0..{len(labels) - 1}")
+    return images[index], int(labels[index])
+
+
+# (channels, size) of each variant's input; the paper's network sees the grey image repeated to 3 channels
+INPUTS = {"d2l": (1, 224), "paper": (3, 227)}
+
+
+def load_weights(path: str | os.PathLike, dtype=np.float64) -> Sequential:
+    """numpy_ref.alexnet with the weights of an .npz holding torch's state_dict keys (`alexnet export`), of either
+    variant (the keys tell: the paper's network ends in 22.*, d2l's in 20.*); `net.variant` says which.
+    Raises ValueError naming the file when it is missing, not an .npz, or not AlexNet's weights."""
+    path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try to unpickle it
+        raise ValueError(f"--weights {path}: not an .npz file (no zip archive inside)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            state = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise ValueError(f"--weights {path}: no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"--weights {path}: not a readable .npz file ({exc.__class__.__name__}: {exc})") from exc
+    variant = "paper" if "22.weight" in state else "d2l"
+    last = "22.weight" if variant == "paper" else "20.weight"
+    if last not in state:
+        have = ", ".join(sorted(state)[:4]) or "none"
+        raise ValueError(f"--weights {path}: not AlexNet's weights (no '20.weight' or '22.weight'; keys: {have}); "
+                         f"write one with `alexnet export --checkpoint RUN/best.pt --out FILE.npz`")
+    num_classes = int(state[last].shape[0])
+    if num_classes != len(CLASS_NAMES):
+        raise ValueError(f"--weights {path}: a {num_classes}-class network; Fashion-MNIST has {len(CLASS_NAMES)}")
+    net = alexnet(num_classes, dtype=dtype, init=False, variant=variant)
+    try:
+        net.load_state_dict(state)
+    except ValueError as exc:
+        raise ValueError(f"--weights {path}: {exc}") from exc
+    net.variant = variant
+    return net
 
 
 def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -87,10 +108,14 @@ def _stats(a: np.ndarray) -> str:
             f"zeros {np.mean(a == 0):5.1%}")
 
 
-def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, out=None) -> dict:
+def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, out=None,
+         net: Sequential | None = None) -> dict:
     """Forward x (1, 1, 224, 224) layer by layer, the loss against `label`, then backward layer by layer.
+    `net`: the network to step through (default: untrained, d2l's init from `seed`, float64).
     Returns the logits, the loss and each layer's output and input-gradient shapes (for tests)."""
-    net = alexnet(dtype=np.float64, seed=seed).eval()                      # dropout off: one deterministic pass
+    if net is None:
+        net = alexnet(dtype=np.float64, seed=seed)
+    net.eval()                                                              # dropout off: one deterministic pass
     p = lambda *a: print(*a, file=out or sys.stdout)                        # noqa: E731
     p(f"input  {str(x.shape):<20} {_stats(x)}")
     shapes = []
@@ -122,15 +147,32 @@ def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m numpy_ref.walkthrough", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--index", type=int, default=0, help="which test image (default 0)")
     parser.add_argument("--data-dir", help="folder with the IDX files (default: FASHION_MNIST_DIR or the usual places)")
     parser.add_argument("--random", action="store_true", help="a random image instead of a real one")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights (and of --random's image)")
-    parser.add_argument("--break-at", type=int, metavar="IDX", help="enter pdb just before layer IDX (0..20)")
+    parser.add_argument("--weights", metavar="FILE.npz",
+                        help="trained weights (`alexnet export`); default: untrained, d2l's init from --seed")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the untrained weights (and of --random's image)")
+    parser.add_argument("--break-at", type=int, metavar="IDX",
+                        help="enter pdb just before layer IDX (0..20; 0..22 for the paper's weights)")
     args = parser.parse_args(argv)
-    if args.break_at is not None and not 0 <= args.break_at <= 20:
-        parser.error(f"--break-at must be in 0..20, got {args.break_at}")
+    try:
+        return _run(args)
+    except (ValueError, OSError) as exc:  # DatasetError is a ValueError: one line, no traceback
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    net, channels, size = None, *INPUTS["d2l"]
+    if args.weights is not None:
+        net = load_weights(args.weights)
+        channels, size = INPUTS[net.variant]
+        print(f"weights: {args.weights} (trained, the {net.variant} AlexNet)")
+    n_layers = len(net) if net is not None else 21
+    if args.break_at is not None and not 0 <= args.break_at < n_layers:
+        raise ValueError(f"--break-at must be in 0..{n_layers - 1}, got {args.break_at}")
     directory = None if args.random else find_data_dir(args.data_dir)
     if directory is None:
         if not args.random:
@@ -140,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         image, label = read_test_image(directory, args.index)
         print(f"test image {args.index} from {directory}: {CLASS_NAMES[label]}")
-    x = resize_bilinear(image / 255.0, 224)[None, None]                     # (1, 1, 224, 224), in [0, 1]
-    walk(x, label, seed=args.seed, break_at=args.break_at)
+    x = resize_bilinear(image / 255.0, size)[None, None]                    # (1, 1, 224, 224), in [0, 1]
+    x = np.repeat(x, channels, axis=1)                                      # (1, 3, 227, 227) for the paper's
+    walk(x, label, seed=args.seed, break_at=args.break_at, net=net)
     return 0
 
 

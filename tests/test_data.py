@@ -96,6 +96,17 @@ def test_missing_dir_and_files(tmp_path, monkeypatch):
         find_data_dir()
 
 
+def test_data_dir_that_is_a_file(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DatasetError, match=r"--data-dir .*afile: is a file, not a directory"):
+        find_data_dir(tmp_path / "afile")
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "afile"))
+    with pytest.raises(DatasetError, match=r"FASHION_MNIST_DIR .*afile: is a file"):
+        find_data_dir()
+    with pytest.raises(DatasetError, match="--data-dir is empty"):
+        find_data_dir("")
+
+
 def test_real_dataset(real_data_dir):
     train, test = load_fashion_mnist(real_data_dir)
     assert (len(train), len(test)) == (60000, 10000)

@@ -199,8 +199,10 @@ def test_torchrun_trains_and_resumes_into_one_folder(fake_data, tmp_path):
     assert all(r.split(",")[5] == "4" for r in rows[1:])                 # examples: both shards counted
     last = torch.load(out / "last.pt", weights_only=True)
     assert last["epoch"] == 2 and len(last["rng_ranks"]) == 2 and last["config"]["epochs"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "curves.png", "last.pt",
-                                                     "metrics.csv"]      # one folder, no lock left, no stray files
+    # one folder, the pictures written once (rank 0), no lock left, no stray files
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "confusion.png", "curves.png",
+                                                     "evaluation.json", "filters.png", "last.pt", "metrics.csv",
+                                                     "mistakes.png"]
     # the same two epochs without the interruption: the same numbers (each rank's RNG stream came back)
     whole = _torchrun("--data-dir", str(fake_data), "--limit-train", "4", "--limit-test", "4", "--batch-size", "4",
                       "--epochs", "2", "--out", str(tmp_path / "whole"), "--device", "cpu", "--amp", "none", *common)

@@ -339,6 +339,7 @@ def test_train_on_an_image_folder_reports_the_skip(tmp_path, capsys):
     assert f"warning: skipped unreadable image {data / 'train' / 'cat' / 'broken.png'}" in text
     assert f"warning: skipped unreadable image {data / 'val' / 'bee' / 'cut.jpg'}" in text
     assert "epoch 1/1: loss" in text and "2 unreadable image(s) skipped" in text
+    assert "note: no confusion/mistakes/filters pictures for an image folder" in text
     saved = json.loads((out / "config.json").read_text())
     assert saved["dataset"] == "imagefolder" and len(saved["mean"]) == len(saved["std"]) == 1   # d2l: grey
     rows = (out / "metrics.csv").read_text().splitlines()

@@ -36,18 +36,26 @@ def _run(args: list[str], interpret: str | None, extra_path: Path | None = None,
 
 
 def _all_specs():
-    return [(m, s) for m in codegen.default_modules() for s in importlib.import_module(m).SM90_COMPILE_SPECS]
+    return [(m, s) for m in codegen.DEFAULT_MODULES for s in importlib.import_module(m).SM90_COMPILE_SPECS]
 
 
 def test_list_reexecs_out_of_the_interpreter():
     """From an interpreter session (what `import triton_kernels` gives on a CPU box) --list still works: main()
-    starts itself again with TRITON_INTERPRET=0 and lists every spec of the default modules."""
+    starts itself again with TRITON_INTERPRET=0 and lists every spec of the default modules: conv's, pool's and
+    LRN's from codegen_specs, then every lesson step's."""
     proc = _run(["--list"], interpret="1" if not CUDA else None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     listed = proc.stdout.strip().splitlines()
     expected = [f"{mod}: {s['name']}" for mod, s in _all_specs()]
     assert listed == expected
     assert len(set(expected)) == len(expected), "two specs share a name"
+    from triton_kernels.lessons import STEPS
+
+    kinds = {line.split(": ")[1].split("[")[0].split(".")[0]: line.split(": ")[0] for line in listed}
+    ops = {"conv2d_fwd", "conv2d_fwd_small_c", "conv2d_dgrad", "conv2d_wgrad", "conv2d_bias_grad",
+           "max_pool2d_fwd", "max_pool2d_bwd", "lrn_fwd", "lrn_bwd"}
+    assert kinds == {**{k: "triton_kernels.codegen_specs" for k in ops},
+                     **{k: "triton_kernels.lessons.specs" for k in STEPS}}, kinds
 
 
 def test_sample_compiles_for_sm90(tmp_path):
@@ -64,10 +72,10 @@ def test_sample_compiles_for_sm90(tmp_path):
         assert f"{r['name']}" in proc.stdout, f"{r['name']} missing from the printed table"
     for name, r in rows.items():
         if r["module"] != "triton_kernels.codegen_specs":
-            continue  # other modules' kernels (lessons, lrn) are checked by their own specs' flags (r["ok"])
+            continue  # the lessons' kernels: tests/test_triton_lessons.py checks each step's facts
         if name.startswith("_conv2d_") and "bias" not in name:
             assert r["dtype"] == "bf16" and r["tensor_cores"], f"{name}: no wgmma/mma in bf16: {r}"
-        if name.startswith("_max_pool2d"):
+        if name.startswith(("_max_pool2d", "_lrn")):  # memory-bound elementwise walks: no spills, no MMA
             assert r["spill_stores"] == 0 and r["stack_bytes"] == 0, f"{name} spills: {r}"
             assert r["tensor_cores"] == [], r
     assert doc["target"] == "cuda sm_90" and doc["triton"]
@@ -112,15 +120,20 @@ def test_select_and_occupancy():
     assert _occupancy(regs=64, smem=100 * 1024, num_warps=4) == 2  # shared-memory-limited
 
 
-def test_default_modules_take_optional_spec_lists_when_present(tmp_path, monkeypatch):
-    """The default module list grows by OPTIONAL_MODULES that exist and define SM90_COMPILE_SPECS; a missing
-    module (or package) and one without the list are skipped silently."""
-    (tmp_path / "with_specs.py").write_text("SM90_COMPILE_SPECS = []\n")
-    (tmp_path / "without_specs.py").write_text("X = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(codegen, "OPTIONAL_MODULES",
-                        ("no_such_package.specs", "with_specs", "without_specs", "no_such_module"))
-    assert codegen.default_modules() == [*codegen.DEFAULT_MODULES, "with_specs"]
+def test_default_modules_are_the_ops_and_the_lessons():
+    """The ops' specs are tooling, all in codegen_specs (none left in an op file); the lessons keep their own list;
+    those two are the default modules."""
+    from triton_kernels import conv, lrn, pool
+
+    assert codegen.DEFAULT_MODULES == ("triton_kernels.codegen_specs", "triton_kernels.lessons.specs")
+    for op_file in (conv, pool, lrn):
+        assert not hasattr(op_file, "SM90_COMPILE_SPECS"), op_file.__name__
+    from triton_kernels import codegen_specs
+
+    assert codegen_specs.SM90_COMPILE_SPECS == (codegen_specs.CONV_SPECS + codegen_specs.POOL_SPECS
+                                                + codegen_specs.LRN_SPECS)
+    kernels = {s["fn"].__name__ for s in codegen_specs.SM90_COMPILE_SPECS}
+    assert {"_lrn_fwd_kernel", "_lrn_bwd_kernel", "_max_pool2d_fwd_kernel", "_conv2d_fwd_kernel"} <= kernels
 
 
 def test_codegen_does_not_shadow_the_standard_library():

@@ -1,6 +1,6 @@
 """docs/triton_kernels.md's commands still run and still print what the page says they print: the two pdb
 recipes (each finds its kernel line with grep, so a moved line cannot make it stale), the worked example behind
-`python -m triton_kernels.tile_demo`, and the spec count the page quotes."""
+`python -m triton_kernels.tile_demo`, and the spec counts it and the LRN and lessons pages quote."""
 from __future__ import annotations
 
 import os
@@ -82,9 +82,25 @@ def test_tile_demo_shows_the_a_tile_is_numpy_refs_columns():
     assert tile_demo.main() == 0
 
 
-def test_the_quoted_spec_count_is_the_real_one():
-    from triton_kernels.codegen_specs import SM90_COMPILE_SPECS
+def test_the_quoted_spec_counts_are_the_real_ones():
+    """Every spec count docs/triton_kernels.md, triton_lrn.md and triton_lessons.md quote, against the lists the
+    codegen tool reads."""
+    from triton_kernels import codegen_specs
+    from triton_kernels.lessons import specs as lesson_specs
 
-    quoted = re.search(r"pool.py's full list has (\d+) specs", DOC.read_text())
-    assert quoted and int(quoted.group(1)) == len(SM90_COMPILE_SPECS), (quoted and quoted.group(0),
-                                                                       len(SM90_COMPILE_SPECS))
+    ops, lessons = len(codegen_specs.SM90_COMPILE_SPECS), len(lesson_specs.SM90_COMPILE_SPECS)
+    conv_pool, lrn = len(codegen_specs.CONV_SPECS) + len(codegen_specs.POOL_SPECS), len(codegen_specs.LRN_SPECS)
+    docs = REPO / "docs"
+    quotes = [  # (page, pattern, the real counts)
+        ("triton_kernels.md", r"codegen_specs.py's full list has (\d+) specs", (ops,)),
+        ("triton_kernels.md", r"a default run adds the\s+lessons' (\d+), (\d+) in all", (lessons, ops + lessons)),
+        ("triton_kernels.md", r"conv.py's and pool.py's (\d+), the (\d+) that training compiles",
+         (conv_pool, conv_pool - sum("fp64" in s["name"] for s in codegen_specs.CONV_SPECS))),
+        ("triton_kernels.md", r"and lrn.py's (\d+)\s", (lrn,)),
+        ("triton_lrn.md", r"the fast power: (\d+) specs", (lrn,)),
+        ("triton_lessons.md", r"in bf16: (\d+) specs .*?compiles them after the ops' (\d+)\)", (lessons, ops)),
+    ]
+    for page, pattern, real in quotes:
+        quoted = re.search(pattern, (docs / page).read_text(), flags=re.S)
+        assert quoted, f"{page} no longer says {pattern!r}"
+        assert tuple(int(g) for g in quoted.groups()) == real, (page, quoted.group(0), real)

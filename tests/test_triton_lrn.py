@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 import triton_kernels
+from triton_kernels import _common, codegen_specs
 from triton_kernels import lrn as lrn_mod
 from triton_kernels.lrn import local_response_norm
 from conftest import assert_close_verbose
@@ -292,7 +293,7 @@ def test_forward_writes_every_element_and_no_grad():
 
 
 @pytest.mark.parametrize("args, kwargs, match", [
-    ((torch.randn(2, 3), 3), {}, r"x must have at least 3 dims \(N, C, \*\), got shape \(2, 3\)"),
+    ((torch.randn(2, 3), 3), {}, r"x must be \(N, C, \*\) with at least 3 dims, got shape \(2, 3\)"),
     ((torch.randn(1, 3, 4), 0), {}, r"size must be between 1 and 32 .*got 0"),
     ((torch.randn(1, 3, 4), 33), {}, r"size must be between 1 and 32 .*got 33"),
     ((torch.randn(1, 3, 4), 2.0), {}, r"size must be an int, got 2.0"),
@@ -310,16 +311,27 @@ def test_bad_arguments_raise_value_error(args, kwargs, match):
         local_response_norm(*args, **kwargs)
 
 
-def test_bfloat16_refused_in_the_interpreter():
+def test_bfloat16_refused_in_the_interpreter(monkeypatch):
+    """Refused by the public function and by both ops, before anything is launched."""
     if CUDA:
         pytest.skip("CUDA machine: bf16 runs compiled (test_gpu_alexnet_shapes)")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel was launched for a call that should have been refused")
+
+    monkeypatch.setattr(lrn_mod, "launcher", refuse)
+    x = torch.randn(1, 3, 4, 4, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is not supported in the Triton interpreter"):
-        local_response_norm(torch.randn(1, 3, 4, 4, dtype=torch.bfloat16), 3)
+        local_response_norm(x, 3)
+    with pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is not supported in the Triton interpreter"):
+        torch.ops.triton_kernels.local_response_norm(x, 3, 1e-4, 0.75, 1.0)
+    with pytest.raises(ValueError, match=r"x dtype torch.bfloat16 is not supported in the Triton interpreter"):
+        torch.ops.triton_kernels.local_response_norm_backward(x, x, 3, 1e-4, 0.75, 1.0)
 
 
 def test_cpu_tensor_refused_without_interpreter(monkeypatch):
-    monkeypatch.setattr(lrn_mod, "_INTERPRET", False)
-    with pytest.raises(ValueError, match=r"x is on cpu \(shape \(1, 2, 4, 4\)\): Triton kernels need a CUDA"):
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    with pytest.raises(ValueError, match=r"x must be on a CUDA device, got cpu \(shape \(1, 2, 4, 4\)\)"):
         local_response_norm(torch.randn(1, 2, 4, 4), 3)
 
 
@@ -327,7 +339,7 @@ def test_op_refuses_malformed_calls():
     """The registered ops (torch.ops.triton_kernels.local_response_norm*) check their own arguments too."""
     x = torch.randn(1, 4, 3, 3, device=DEVICE)
     ops = torch.ops.triton_kernels
-    with pytest.raises(ValueError, match=r"wants x \(N, C, \*\) dense .*got x \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"x must be \(N, C, \*\) with at least 3 dims, got shape \(3, 3\)"):
         ops.local_response_norm(x[0, 0], 3, 1e-4, 0.75, 1.0)
     with pytest.raises(ValueError, match=r"strides \(72, 18, 3, 1\)"):
         ops.local_response_norm(torch.randn(1, 8, 3, 3, device=DEVICE)[:, ::2], 3, 1e-4, 0.75, 1.0)
@@ -341,7 +353,7 @@ def test_interpreter_runs_on_this_machine():
     """The CPU tests above ran in the interpreter (the premise of this file on a CPU box)."""
     if CUDA:
         pytest.skip("CUDA machine: the kernels ran compiled")
-    assert triton_kernels.INTERPRET and lrn_mod._INTERPRET
+    assert triton_kernels.INTERPRET and lrn_mod.INTERPRET
     x = torch.randn(1, 3, 2, 2)
     out = torch.full_like(x, float("nan"))
     lrn_mod._lrn_fwd_kernel[(1,)](x, out, 12, 3, 4, 0.5 / 3, -0.75, 1.0, SIZE=3, GENERAL_POW=False,
@@ -379,11 +391,11 @@ def test_tritonize_swaps_local_response_norm():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# sm_90 codegen: the specs `python -m triton_kernels.inspect --module triton_kernels.lrn` compiles.
+# sm_90 codegen: lrn.py's specs in triton_kernels/codegen_specs.py (`python -m triton_kernels.codegen --filter lrn`).
 # ----------------------------------------------------------------------------------------------------------------
 
 def test_sm90_specs_cover_both_kernels_dtypes_and_layouts():
-    specs = lrn_mod.SM90_COMPILE_SPECS
+    specs = codegen_specs.LRN_SPECS
     assert len({s["name"] for s in specs}) == len(specs), "duplicate spec names"
     assert len(specs) == 2 * 3 * 2 * len(lrn_mod._GPU_CONFIGS)  # (fwd, bwd) x dtypes x layouts x configs
     for s in specs:
@@ -404,8 +416,8 @@ def test_specs_compile_for_sm90():
         import re, triton
         from triton.backends.compiler import GPUTarget
         from triton.compiler import ASTSource
-        from triton_kernels import lrn
-        for spec in lrn.SM90_COMPILE_SPECS:
+        from triton_kernels.codegen_specs import LRN_SPECS
+        for spec in LRN_SPECS:
             if "BLOCK=256,w4" not in spec["name"] or "bf16" not in spec["name"]:
                 continue
             src = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"])
@@ -423,7 +435,7 @@ def test_specs_compile_for_sm90():
     rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in proc.stdout.strip().splitlines()}
     assert len(rows) == 4, proc.stdout  # (fwd, bwd) x (nchw, nhwc), bf16
     per_thread = 256 // (4 * 32)  # BLOCK=256 over 4 warps: 2 elements a thread, one load instruction each
-    n = lrn_mod.ALEXNET_SIZE
+    n = codegen_specs.ALEXNET_LRN_SIZE
     for name, (loads, ex2, lg2) in rows.items():
         if name.startswith("lrn_fwd"):
             assert (loads, ex2, lg2) == (n * per_thread, per_thread, per_thread), (name, loads, ex2, lg2)

@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("torch_model.summary", "each layer's output shape, parameters and FLOPs for one 224x224 image"),
     "gradcheck": ("numpy_ref.gradcheck", "finite-difference check of every NumPy op and parameter"),
     "bench": ("torch_model.bench", "benchmarks: `bench numpy`, `bench layers`, `bench train`"),
+    "evaluate": ("torch_model.evaluate", "a checkpoint's test accuracy, per-class table, confusion matrix, mistakes"),
+    "visualize": ("torch_model.visualize", "conv1 filters, feature maps, saliency and class probabilities"),
+    "export": ("torch_model.export", "a checkpoint's weights as an .npz that numpy_ref loads"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Fashion-MNIST from its four IDX files, parsed and validated here (no torchvision), batched the seed's way.
+"""Fashion-MNIST from its four IDX files (read and validated by numpy_ref.idx, no torchvision), batched the seed's
+way.
 
 The seed (d2l `load_data_fashion_mnist(batch_size=128, resize=224)`) turns each 28x28 uint8 image into a float
 in [0, 1] and resizes it to 224x224 with bilinear interpolation. Here the images stay uint8 in memory (47 MB for
@@ -12,71 +13,23 @@ gzipped (`.gz`) or raw. If none is found the official download into ./data/fashi
 """
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import tempfile
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat",
-               "sandal", "shirt", "sneaker", "bag", "ankle boot")
-FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049   # 0x00000803: ubyte, 3 dims; 0x00000801: ubyte, 1 dim
-DEFAULT_DIRS = (Path("data/fashion-mnist"), Path("/usr/share/datasets/fashion-mnist"))
+# The IDX reader and its checks are torch-free and shared with numpy_ref.walkthrough; re-exported here.
+from numpy_ref.idx import (CLASS_NAMES, DEFAULT_DIRS, FILES, HOW_TO_GET, IMAGES_MAGIC, LABELS_MAGIC,  # noqa: F401
+                           DatasetError, find_file, load_split_arrays, missing_files, read_idx)
+from numpy_ref.idx import find_data_dir as _find_explicit_or_default
+
 DOWNLOAD_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-HOW_TO_GET = ("get the four Fashion-MNIST IDX files with `apt-get install dataset-fashion-mnist` (Debian: "
-              "/usr/share/datasets/fashion-mnist) or put them in ./data/fashion-mnist, or pass --data-dir / "
-              "set FASHION_MNIST_DIR")
-
-
-class DatasetError(ValueError):
-    """A data file is missing, unreadable or not what Fashion-MNIST's IDX format says it should be."""
-
-
-# ----------------------------------------------------------------------------------------------- IDX parsing
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:  # gzip raises BadGzipFile (an OSError) or EOFError when cut
-        raise DatasetError(f"{path}: cannot read: {exc}") from exc
-
-
-def read_idx(path: str | os.PathLike, expected_magic: int) -> np.ndarray:
-    """Parse one IDX file: a big-endian int32 magic (0x0000 08 NDIM for unsigned bytes), NDIM big-endian int32
-    sizes, then prod(sizes) bytes. Every mismatch raises DatasetError naming the file."""
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DatasetError(f"{path}: {len(raw)} bytes, too short for an IDX header")
-    magic = int.from_bytes(raw[:4], "big")
-    if magic != expected_magic:
-        raise DatasetError(f"{path}: magic number {magic}, expected {expected_magic} "
-                           f"({'images' if expected_magic == IMAGES_MAGIC else 'labels'} file)")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetError(f"{path}: truncated header ({len(raw)} bytes, need {header})")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DatasetError(f"{path}: {what}: {len(raw)} bytes, dims {dims} need {expected}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 # ----------------------------------------------------------------------------------------------- the dataset
@@ -106,32 +59,12 @@ class FashionMNIST:
         return torch.bincount(self.labels, minlength=len(CLASS_NAMES)).tolist()
 
 
-def _find_file(directory: Path, name: str) -> Path | None:
-    for candidate in (directory / f"{name}.gz", directory / name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _missing(directory: Path) -> list[str]:
-    return [name for names in FILES.values() for name in names if _find_file(directory, name) is None]
-
-
 def find_data_dir(data_dir: str | os.PathLike | None = None, download: bool | None = None) -> Path:
-    """The first folder holding all four files. An explicit data_dir (or FASHION_MNIST_DIR) must hold them."""
-    explicit = data_dir if data_dir is not None else os.environ.get("FASHION_MNIST_DIR") or None
-    if explicit is not None:
-        directory = Path(explicit)
-        source = "--data-dir" if data_dir is not None else "FASHION_MNIST_DIR"
-        if not directory.is_dir():
-            raise DatasetError(f"{source} {directory}: no such directory; {HOW_TO_GET}")
-        missing = _missing(directory)
-        if missing:
-            raise DatasetError(f"{source} {directory}: missing {', '.join(missing)} (.gz or raw); {HOW_TO_GET}")
+    """The first folder holding all four files. An explicit data_dir (or FASHION_MNIST_DIR) must hold them;
+    when no default folder does, the official download is tried once (unless ALEXNET_NO_DOWNLOAD=1)."""
+    directory = _find_explicit_or_default(data_dir)
+    if directory is not None:
         return directory
-    for directory in DEFAULT_DIRS:
-        if directory.is_dir() and not _missing(directory):
-            return directory
     if download is None:
         download = os.environ.get("ALEXNET_NO_DOWNLOAD", "0") != "1"
     if download:
@@ -145,7 +78,7 @@ def _download(dest: Path) -> Path:
     print(f"Fashion-MNIST not found; trying the official download into {dest} ...")
     try:
         for name in (n for names in FILES.values() for n in names):
-            if _find_file(dest, name):
+            if find_file(dest, name):
                 continue
             with urllib.request.urlopen(DOWNLOAD_URL + name + ".gz", timeout=15) as response, \
                     tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
@@ -157,25 +90,8 @@ def _download(dest: Path) -> Path:
 
 
 def load_split(directory: str | os.PathLike, split: str) -> FashionMNIST:
-    if split not in FILES:
-        raise ValueError(f"split must be one of {tuple(FILES)}, got {split!r}")
-    directory = Path(directory)
-    image_name, label_name = FILES[split]
-    image_path, label_path = _find_file(directory, image_name), _find_file(directory, label_name)
-    if image_path is None or label_path is None:
-        raise DatasetError(f"{directory}: missing {image_name if image_path is None else label_name} (.gz or raw)")
-    images = read_idx(image_path, IMAGES_MAGIC)                  # (N, 28, 28) uint8
-    labels = read_idx(label_path, LABELS_MAGIC)                  # (N,) uint8
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DatasetError(f"{image_path}: images of shape {images.shape[1:]}, expected (28, 28)")
-    if labels.shape[0] != images.shape[0]:
-        raise DatasetError(f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images in {image_path}")
-    if labels.size and labels.max() >= len(CLASS_NAMES):
-        bad = int(np.argmax(labels >= len(CLASS_NAMES)))
-        raise DatasetError(f"{label_path}: label {labels[bad]} at index {bad} is outside 0..{len(CLASS_NAMES) - 1}")
-    return FashionMNIST(torch.from_numpy(images.copy()),         # (N, 28, 28) uint8
-                        torch.from_numpy(labels.astype(np.int64)),  # (N,) int64
-                        split)
+    images, labels = load_split_arrays(directory, split)         # (N, 28, 28) uint8, (N,) int64, validated
+    return FashionMNIST(torch.from_numpy(images.copy()), torch.from_numpy(labels), split)
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> tuple[FashionMNIST, FashionMNIST]:

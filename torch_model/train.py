@@ -101,6 +101,7 @@ class TrainConfig:
     preset: str = "custom"
     progress: bool = True
     checkpoint: bool = True          # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
+    pictures: bool = False           # confusion/mistakes/filters PNGs at the end (the CLI's default; --no-pictures)
     # --- image folders and torchrun (torch_model/imagefolder.py, torch_model/distributed.py)
     dataset: str = "fashion-mnist"   # fashion-mnist | imagefolder (--data-dir: CLASS/ folders, or train/ [+ val/])
     workers: int | None = None       # DataLoader decoding processes for imagefolder (None: up to 8, CPUs allowing)
@@ -199,6 +200,15 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
     result = TrainResult(history=run.history, out_dir=out, device=str(device), config=cfg)
     try:
         result.status = train_epochs(run, out, on_epoch_end, log)
+        if result.status == "completed" and cfg.pictures and cfg.dataset != "fashion-mnist":
+            log("note: no confusion/mistakes/filters pictures for an image folder (they are Fashion-MNIST's so far)")
+        elif result.status == "completed" and cfg.pictures and ctx.is_main:  # confusion, mistakes, filters PNGs
+            from torch_model.evaluate import write_run_pictures
+            try:
+                write_run_pictures(out, run.learner, run.test_ds, cfg.resize, cfg.batch_size, cfg.seed,
+                                   cfg.progress, variant=cfg.variant)
+            except OSError as exc:              # the run itself is saved; only a picture is missing
+                log(f"note: {exc}")
     finally:
         try:
             if ctx.is_main:
@@ -885,6 +895,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-checkpoint", action="store_true",
                         help="write no last.pt/best.pt (timing runs; such a run cannot be resumed)")
+    parser.add_argument("--no-pictures", action="store_true",
+                        help="skip confusion.png, mistakes.png and filters.png at the end (one more test-set pass)")
 
 
 def given_flags(args: argparse.Namespace) -> dict:
@@ -898,6 +910,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     then the preset, then the defaults for the device and variant."""
     given = given_flags(args)
     runtime = dict(progress=not args.no_progress, checkpoint=not args.no_checkpoint)
+    if args.no_pictures or not args.resume:         # a resumed run makes the pictures its config.json records
+        runtime["pictures"] = not args.no_pictures
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the folder of the run to continue")
@@ -931,8 +945,7 @@ def run(args: argparse.Namespace) -> int:
     if not ctx.enabled:
         return report(args, ctx)
     try:
-        status = report(args, ctx)
-        D.barrier(ctx, "waiting for every rank at the end of the run")   # leave together
+        status = report(args, ctx)     # no barrier after it: rank 0 may still draw pictures while the others leave
     except D.RankZeroError:
         status = 2                                  # rank 0 printed why
     except D.RankFailure as exc:

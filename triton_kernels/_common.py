@@ -1,4 +1,4 @@
-"""What every kernel file (conv.py, pool.py) needs, defined once: the interpreter flag, argument checks, the
+"""What every kernel file (conv.py, pool.py, lrn.py) needs, defined once: the interpreter flag, argument checks, the
 launch helper and the layout rule.
 
 Every check raises ValueError naming the argument and the shape/value it got, and runs BEFORE anything is
@@ -52,11 +52,6 @@ if INTERPRET:
     check_interpreter_stack(triton.__version__, numpy.__version__)
 
 
-def interpret_mode() -> bool:
-    """INTERPRET, for code that still calls it (triton_kernels/lrn.py): read once at import, never again."""
-    return INTERPRET
-
-
 def launcher(kernel):
     """What to index with [grid] to launch `kernel` from inside a torch.library.triton_op: wrap_triton(kernel) on
     the GPU (so torch.compile traces the kernel into its graph), the kernel itself under the interpreter
@@ -104,14 +99,15 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation
     return out
 
 
-def check_tensor(t, name: str, ndims: Sequence[int], shapes: str | None = None, allow_empty: bool = False) -> None:
-    """t is a torch.Tensor with t.dim() in ndims (`shapes` spells them for the message, e.g. "(N, C, H, W) or
-    (C, H, W)"), a dtype the kernels support (and, under the interpreter, compute right), not empty unless
-    allow_empty."""
+def check_tensor(t, name: str, ndims: Sequence[int] | None = None, shapes: str | None = None,
+                 allow_empty: bool = False, min_ndim: int | None = None) -> None:
+    """t is a torch.Tensor with t.dim() in ndims, or at least min_ndim dims (`shapes` spells them for the message,
+    e.g. "(N, C, H, W) or (C, H, W)"), a dtype the kernels support (and, under the interpreter, compute right), not
+    empty unless allow_empty."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() not in tuple(ndims):
-        want = shapes or " or ".join(f"{n}-D" for n in ndims)
+    if (ndims is not None and t.dim() not in tuple(ndims)) or (min_ndim is not None and t.dim() < min_ndim):
+        want = shapes or (" or ".join(f"{n}-D" for n in ndims) if ndims is not None else f"at least {min_ndim}-D")
         raise ValueError(f"{name} must be {want}, got shape {tuple(t.shape)}")
     if t.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"{name} dtype must be one of {SUPPORTED_DTYPES}, got {t.dtype} (shape {tuple(t.shape)})")

@@ -7,9 +7,10 @@ its resources: registers per thread, stack and spill traffic, shared memory, ten
     python -m triton_kernels.codegen --list             # names only, nothing compiled
 
 The specs come from modules that list them in SM90_COMPILE_SPECS (the format: triton_kernels/codegen_specs.py's
-docstring): triton_kernels.codegen_specs (conv.py's and pool.py's kernels), plus triton_kernels.lessons.specs and
-triton_kernels.lrn when those modules exist and define the list (--module picks others). The compiler is Triton's own, with the ptxas and cuobjdump its wheel
-carries (triton/backends/nvidia/bin/); pointer arguments are compiled as 16-byte aligned, as torch allocates them.
+docstring): by default triton_kernels.codegen_specs (conv.py's, pool.py's and lrn.py's kernels) and
+triton_kernels.lessons.specs (the lesson steps'); --module picks others. The compiler is Triton's own, with the
+ptxas and cuobjdump its wheel carries (triton/backends/nvidia/bin/); pointer arguments are compiled as 16-byte
+aligned, as torch allocates them.
 Exits 1 when any spec fails, 2 when no spec matches.
 
 On a machine without CUDA `import triton_kernels` turns the interpreter on, and interpreted kernels cannot be
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import os
 import re
@@ -31,9 +31,7 @@ import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 
-DEFAULT_MODULES = ("triton_kernels.codegen_specs",)
-# Read too when they exist and define SM90_COMPILE_SPECS (skipped silently otherwise).
-OPTIONAL_MODULES = ("triton_kernels.lessons.specs", "triton_kernels.lrn")
+DEFAULT_MODULES = ("triton_kernels.codegen_specs", "triton_kernels.lessons.specs")  # the ops', the lessons'
 TARGET_ARCH = 90  # sm_90: H100 / H200
 # Hopper, per SM: 64K 32-bit registers (allocated per warp in 256-register chunks), 64 warps, 32 CTAs,
 # 228 KB shared memory of which 1 KB is reserved per CTA. Used for the "CTAs/SM" estimate only.
@@ -46,20 +44,6 @@ def _tool(name: str) -> str:
     import triton
 
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
-
-
-def default_modules() -> list[str]:
-    """DEFAULT_MODULES, then each of OPTIONAL_MODULES that exists and defines SM90_COMPILE_SPECS. A module that
-    exists but fails to import is an error, not skipped."""
-    mods = list(DEFAULT_MODULES)
-    for name in OPTIONAL_MODULES:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:  # a parent package is missing
-            found = False
-        if found and hasattr(importlib.import_module(name), "SM90_COMPILE_SPECS"):
-            mods.append(name)
-    return mods
 
 
 def _load_specs(modules: list[str]) -> list[tuple[str, int, dict]]:
@@ -190,8 +174,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep specs whose name contains NAME (repeatable: any of them)")
     p.add_argument("--sample", action="store_true", help="one spec per kernel, its first bf16 one if any (the CI subset)")
     p.add_argument("--module", action="append", default=None, metavar="MOD",
-                   help=f"module(s) holding SM90_COMPILE_SPECS (default: {', '.join(DEFAULT_MODULES)}, and "
-                        f"{', '.join(OPTIONAL_MODULES)} where they define it)")
+                   help=f"module(s) holding SM90_COMPILE_SPECS (default: {', '.join(DEFAULT_MODULES)})")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile in this many processes")
     p.add_argument("--list", action="store_true", help="print the spec names and exit")
@@ -212,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION.*")
     import triton
 
-    specs = _select(_load_specs(args.module or default_modules()), args.filter, args.sample)
+    specs = _select(_load_specs(args.module or list(DEFAULT_MODULES)), args.filter, args.sample)
     if args.list:
         for mod_name, _, spec in specs:
             print(f"{mod_name}: {spec['name']}")

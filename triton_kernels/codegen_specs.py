@@ -1,7 +1,7 @@
-"""What the H200 would compile: every kernel x autotune config x dtype (x layout) of conv.py and pool.py, as the
-compile specs `python -m triton_kernels.codegen` builds for sm_90 on any machine (no GPU needed).
+"""What the H200 would compile: every kernel x autotune config x dtype (x layout) of conv.py, pool.py and lrn.py,
+as the compile specs `python -m triton_kernels.codegen` builds for sm_90 on any machine (no GPU needed).
 
-    SM90_COMPILE_SPECS = CONV_SPECS + POOL_SPECS    # what the codegen tool reads from this module
+    SM90_COMPILE_SPECS = CONV_SPECS + POOL_SPECS + LRN_SPECS    # what the codegen tool reads from this module
 
 A spec is a dict {"name", "fn" (the @triton.jit function, not the autotuner), "signature" (every argument:
 "*fp32"-style pointer types, "i32", or "constexpr"), "constexprs", "num_warps", "num_stages"}, optionally
@@ -9,8 +9,9 @@ A spec is a dict {"name", "fn" (the @triton.jit function, not the autotuner), "s
 fails when no wgmma/mma shows up). The compiler call is
 triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32)).
 
-Tooling, kept out of the op files: the kernels and their autotune configs are defined in conv.py and pool.py;
-this file only enumerates them.
+Tooling, kept out of the op files: the kernels and their autotune configs are defined in conv.py, pool.py and
+lrn.py; this file only enumerates them. (The lessons' specs are triton_kernels/lessons/specs.py, the tool's other
+default module.)
 """
 from __future__ import annotations
 
@@ -28,16 +29,18 @@ from triton_kernels.conv import (
     _conv2d_fwd_kernel,
     _conv2d_wgrad_kernel,
 )
+from triton_kernels.lrn import _GPU_CONFIGS as _LRN_CONFIGS
+from triton_kernels.lrn import _lrn_bwd_kernel, _lrn_fwd_kernel
 from triton_kernels.pool import _GPU_CONFIGS, _INDEX_KINDS, _max_pool2d_bwd_kernel, _max_pool2d_fwd_kernel
 
 
-def _spec(name, fn, pointers, constexprs, num_warps, num_stages, unit=(), div16=(), tensor_cores=False) -> dict:
-    """One spec: every argument typed (pointers as given, other non-constexpr arguments i32); `unit` arguments
-    compiled as the constant 1 and `div16` ones as known multiples of 16, as Triton's launcher would specialize
-    them for such values."""
+def _spec(name, fn, types, constexprs, num_warps, num_stages, unit=(), div16=(), tensor_cores=False) -> dict:
+    """One spec: every argument typed (pointers, and any other non-i32 argument such as an fp32 scalar, as `types`
+    gives them; the other non-constexpr arguments i32); `unit` arguments compiled as the constant 1 and `div16`
+    ones as known multiples of 16, as Triton's launcher would specialize them for such values."""
     constexprs = {**constexprs, **{a: 1 for a in unit}}
     arg_names = list(fn.arg_names)
-    signature = {a: "constexpr" if a in constexprs else pointers.get(a, "i32") for a in arg_names}
+    signature = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in arg_names}
     spec = {"name": name, "fn": fn, "signature": signature, "constexprs": constexprs,
             "num_warps": num_warps, "num_stages": num_stages}
     if tensor_cores:
@@ -167,6 +170,33 @@ def _pool_specs() -> list[dict]:
     return specs
 
 
+# ------------------------------------------------------------------------------------------------------------
+# lrn.py: both kernels x config x dtype x layout at AlexNet's LRN (size 5, k > 0: the fast exp2/log2 power)
+# ------------------------------------------------------------------------------------------------------------
+
+ALEXNET_LRN_SIZE = 5
+
+
+def _lrn_specs() -> list[dict]:
+    specs = []
+    for ty in ("fp32", "bf16", "fp16"):
+        # "nchw": stride_c = H*W, a plain i32; "nhwc" (channels_last): stride_c == 1, which Triton's launcher
+        # specializes to the constant 1 (so c = offs % C and the window's loads are contiguous).
+        for layout in ("nchw", "nhwc"):
+            for block, warps in _LRN_CONFIGS:
+                for which, fn, pointers, scalars in (
+                        ("fwd", _lrn_fwd_kernel, ("x_ptr", "out_ptr"), ("alpha_n", "neg_beta", "k")),
+                        ("bwd", _lrn_bwd_kernel, ("x_ptr", "dy_ptr", "dx_ptr"),
+                         ("alpha_n", "neg_beta", "k", "coef"))):
+                    types = {**{p: f"*{ty}" for p in pointers}, **{a: "fp32" for a in scalars}}
+                    specs.append(_spec(
+                        f"lrn_{which}[{ty},{layout},size={ALEXNET_LRN_SIZE},BLOCK={block},w{warps}]", fn, types,
+                        {"SIZE": ALEXNET_LRN_SIZE, "GENERAL_POW": False, "INDEX_64": False, "ACC_DTYPE": tl.float32,
+                         "BLOCK": block}, warps, 1, unit=("stride_c",) if layout == "nhwc" else ()))
+    return specs
+
+
 CONV_SPECS = _conv_specs()
 POOL_SPECS = _pool_specs()
-SM90_COMPILE_SPECS = CONV_SPECS + POOL_SPECS
+LRN_SPECS = _lrn_specs()
+SM90_COMPILE_SPECS = CONV_SPECS + POOL_SPECS + LRN_SPECS

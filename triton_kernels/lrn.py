@@ -24,6 +24,9 @@ The normalizer s is recomputed in the backward, not kept from the forward: LRN m
 arithmetic, and keeping s (or s^(-beta-1)) would cost one more write in the forward and one more read in the
 backward for each element, plus that tensor held in memory between them, to save n*n FMAs and n+1 powers per
 element (docs/triton_lrn.md has the napkin math at AlexNet's shapes).
+
+What the H200 compiles of this file (both kernels x config x dtype x layout) is listed, as tooling, in
+triton_kernels/codegen_specs.py: `python -m triton_kernels.codegen --filter lrn` compiles it for sm_90 anywhere.
 """
 from __future__ import annotations
 
@@ -33,16 +36,15 @@ import numbers
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 from triton.language.extra import libdevice
 
-from triton_kernels._common import interpret_mode
+from triton_kernels._common import INTERPRET, check_device, check_tensor, launcher
 
-_INTERPRET = interpret_mode()
 # Compiled for a GPU, an fp32 log2 is the hardware's lg2.approx (one MUFU instruction, ~2 ulp): tl.log2 compiles
 # to a ~30-instruction accurate software log2, and the backward takes SIZE + 1 of them per element. The
 # interpreter has no libdevice: there, tl.log2 (numpy's).
-_HW_LOG2: tl.constexpr = tl.constexpr(not _INTERPRET)
+_HW_LOG2: tl.constexpr = tl.constexpr(not INTERPRET)
 # The window is unrolled at compile time (n loads forward, n*n FMAs backward): a window wider than this is refused
 # rather than compiled into a huge kernel. Torch has no such limit; LRN windows in practice are 3..9 channels.
 MAX_SIZE = 32
@@ -51,7 +53,7 @@ MAX_SIZE = 32
 # instances one by one and benchmarks every config without caching, so it gets one.
 _GPU_CONFIGS = [(256, 4), (512, 4), (1024, 4), (1024, 8)]  # 2, 4, 8, 4 elements per thread
 _INTERPRET_CONFIGS = [(256, 4)]
-_CONFIGS = _INTERPRET_CONFIGS if _INTERPRET else _GPU_CONFIGS
+_CONFIGS = _INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS
 
 
 def _triton_configs() -> list[triton.Config]:
@@ -91,26 +93,25 @@ def _pow(s, e, GENERAL_POW: tl.constexpr):
     return r
 
 
-# Forward: out[c] = x[c] * (k + alpha_n * sum_{j in W(c)} x[j]^2) ** neg_beta, alpha_n = alpha / size,
-# W(c) = [c - SIZE//2, c + (SIZE-1)//2] inside [0, C). The NumPy twin is numpy_ref's local_response_norm_forward.
+# Forward. Computes numpy_ref.functional.local_response_norm_forward (d = k + alpha/size * the window sum of
+# x*x, added up from shifted channel slices; out = x * d**-beta) and its loop twin
+# numpy_ref.naive.local_response_norm_forward (for n, c, p: acc += x[n, j, p]**2 over j in c's window;
+# out = x / (k + alpha/size * acc)**beta), one lane per element, with s for numpy_ref's d:
+#     out[c] = x[c] * s[c]**neg_beta,   s[c] = k + alpha_n * sum_{j in W(c)} x[j]^2
+#     alpha_n = alpha / SIZE, neg_beta = -beta, W(c) = [c - SIZE//2, c + (SIZE-1)//2] inside [0, C)
 # Sizes are not specialized (one compiled kernel serves every shape); stride_c is (channels_last: stride_c == 1).
 @triton.jit(do_not_specialize=["C", "TOTAL"])
 def _lrn_fwd_kernel(
-    # Pointers: x and out share one dense layout
-    x_ptr,
-    out_ptr,
-    # Sizes and the channel stride (elements)
-    TOTAL,
-    C,
+    # Pointers (x and out share one dense layout)
+    x_ptr, out_ptr,
+    # Sizes (TOTAL: elements of x)
+    TOTAL, C,
+    # Strides (in elements): the channel's, the same in x and out
     stride_c,
-    # The normalization's scalars
-    alpha_n,
-    neg_beta,
-    k,
-    SIZE: tl.constexpr,
-    GENERAL_POW: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    # The normalization (fp32 scalars)
+    alpha_n, neg_beta, k,
+    # Meta-parameters: the window, the power's variant, 64-bit offsets, the accumulator dtype, the block
+    SIZE: tl.constexpr, GENERAL_POW: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -133,30 +134,27 @@ def _lrn_fwd_kernel(
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-# Backward: dx[i] = dy[i] * s[i]**neg_beta - coef * x[i] * sum_{c in W'(i)} dy[c] * x[c] * s[c]**(neg_beta - 1),
-# coef = 2 * alpha * beta / size, W'(i) = [i - (SIZE-1)//2, i + SIZE//2] inside [0, C): the windows W(c) holding i.
-# s[c] is recomputed from x for each of those SIZE windows: SIZE*SIZE taps, but only 2*SIZE-1 distinct addresses
-# (tap e of window c = i + d reads channel i + d + e - SIZE//2, the same pointer and mask expression for equal
-# d + e), which the compiler loads once each. The NumPy twin is numpy_ref's local_response_norm_backward.
+# Backward. Computes numpy_ref.functional.local_response_norm_backward (dx = dout * d**-beta
+# - 2*alpha*beta/size * x * the mirrored window sum of dout * out / d) and its loop twin
+# numpy_ref.naive.local_response_norm_backward (each output sends dout back to every x[j] of its window:
+# `dx[n, j, p] += ...`), turned from a scatter into a gather, one lane per input element i:
+#     dx[i] = dy[i] * s[i]**neg_beta - coef * x[i] * sum_{c in W'(i)} dy[c] * x[c] * s[c]**(neg_beta - 1)
+#     coef = 2*alpha*beta / SIZE, W'(i) = [i - (SIZE-1)//2, i + SIZE//2] inside [0, C): the windows W(c) holding i
+# (numpy_ref's dout_c * out_c / d_c is dy[c] * x[c] * s[c]**(-beta-1)). s[c] is recomputed from x for each of those
+# SIZE windows: SIZE*SIZE taps, but only 2*SIZE-1 distinct addresses (tap e of window c = i + d reads channel
+# i + d + e - SIZE//2, the same pointer and mask expression for equal d + e), which the compiler loads once each.
 @triton.jit(do_not_specialize=["C", "TOTAL"])
 def _lrn_bwd_kernel(
-    # Pointers: x, dy and dx share one dense layout
-    x_ptr,
-    dy_ptr,
-    dx_ptr,
-    # Sizes and the channel stride (elements)
-    TOTAL,
-    C,
+    # Pointers (x, dy and dx share one dense layout)
+    x_ptr, dy_ptr, dx_ptr,
+    # Sizes (TOTAL: elements of x)
+    TOTAL, C,
+    # Strides (in elements): the channel's, the same in x, dy and dx
     stride_c,
-    # The normalization's scalars
-    alpha_n,
-    neg_beta,
-    k,
-    coef,
-    SIZE: tl.constexpr,
-    GENERAL_POW: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr,
+    # The normalization (fp32 scalars; coef = 2 * alpha * beta / SIZE)
+    alpha_n, neg_beta, k, coef,
+    # Meta-parameters: the window, the power's variant, 64-bit offsets, the accumulator dtype, the block
+    SIZE: tl.constexpr, GENERAL_POW: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -205,60 +203,11 @@ _lrn_fwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", "stride
 _lrn_bwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", "stride_c", "SIZE"])(_lrn_bwd_kernel)
 
 
-def _launcher(kernel):
-    """wrap_triton(kernel) so torch.compile can trace the launch; the kernel itself under the interpreter, where
-    torch < 2.13's wrap_triton refuses interpreted kernels (eager calls need no wrapping)."""
-    return kernel if _INTERPRET else wrap_triton(kernel)
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# What the GPU compiles: both kernels x config x dtype x layout at AlexNet's LRN (size 5, k > 0: the exp2/log2
-# power). `python -m triton_kernels.inspect --module triton_kernels.lrn` compiles each for sm_90 on any machine.
+# Launchers (the torch ops): check, allocate, launch
 # ----------------------------------------------------------------------------------------------------------------
 
-_TL_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
-ALEXNET_SIZE = 5
-
-
-def _sm90_specs() -> list[dict]:
-    specs = []
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        ty = _TL_NAMES[dtype]
-        # "nchw": stride_c = H*W, a plain i32; "nhwc" (channels_last): stride_c == 1, which Triton's launcher
-        # specializes to the constant 1 (so c = offs % C and the window's loads are contiguous).
-        for layout in ("nchw", "nhwc"):
-            for block, warps in _GPU_CONFIGS:
-                for which, fn, ptrs, floats in (
-                        ("fwd", _lrn_fwd_kernel, ("x_ptr", "out_ptr"), ("alpha_n", "neg_beta", "k")),
-                        ("bwd", _lrn_bwd_kernel, ("x_ptr", "dy_ptr", "dx_ptr"), ("alpha_n", "neg_beta", "k", "coef"))):
-                    const = {"SIZE": ALEXNET_SIZE, "GENERAL_POW": False, "INDEX_64": False,
-                             "ACC_DTYPE": tl.float32, "BLOCK": block}
-                    if layout == "nhwc":
-                        const["stride_c"] = 1
-                    sig = {p: f"*{ty}" for p in ptrs}
-                    sig.update({a: "i32" for a in ("TOTAL", "C", "stride_c") if a not in const})
-                    sig.update({f: "fp32" for f in floats})
-                    sig.update({a: "constexpr" for a in const})
-                    sig = {a: sig[a] for a in fn.arg_names}  # in the kernel's argument order
-                    specs.append({
-                        "name": f"lrn_{which}[{ty},{layout},size={ALEXNET_SIZE},BLOCK={block},w{warps}]",
-                        "fn": fn,
-                        "signature": sig,
-                        "constexprs": const,
-                        "num_warps": warps,
-                        "num_stages": 1,
-                    })
-    return specs
-
-
-SM90_COMPILE_SPECS = _sm90_specs()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Launchers (torch ops)
-# ----------------------------------------------------------------------------------------------------------------
-
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_SHAPES = "(N, C, *) with at least 3 dims"  # how the checks spell x's shape
 
 
 def _is_dense(t: torch.Tensor) -> bool:
@@ -296,10 +245,14 @@ def _kernel_args(x: torch.Tensor, size: int, alpha: float, beta: float, k: float
     }
 
 
-def _check_op_args(name: str, x: torch.Tensor, size: int) -> None:
-    if x.dim() < 3 or not _is_dense(x) or x.dtype not in _DTYPES or not 1 <= size <= MAX_SIZE:
-        raise ValueError(f"{name} wants x (N, C, *) dense in {[str(d) for d in _DTYPES]} and 1 <= size <= "
-                         f"{MAX_SIZE}; got x {tuple(x.shape)} strides {x.stride()} {x.dtype}, size {size}")
+def _check_op_args(op: str, x: torch.Tensor, size: int) -> None:
+    """What the ops check themselves (local_response_norm has made sure of all of it before calling them): x
+    (N, C, *) in a supported dtype on a usable device, dense, and 1 <= size <= MAX_SIZE."""
+    check_tensor(x, "x", min_ndim=3, shapes=_SHAPES, allow_empty=True)
+    check_device(x=x)
+    if not _is_dense(x) or not 1 <= size <= MAX_SIZE:
+        raise ValueError(f"{op} wants x (N, C, *) dense and 1 <= size <= {MAX_SIZE}; got x {tuple(x.shape)} "
+                         f"strides {x.stride()} {x.dtype}, size {size}")
 
 
 @triton_op("triton_kernels::local_response_norm", mutates_args=())
@@ -313,7 +266,7 @@ def _lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> 
     def grid(meta):
         return (triton.cdiv(x.numel(), meta["BLOCK"]),)
 
-    _launcher(_lrn_fwd)[grid](x, out, **_kernel_args(x, size, alpha, beta, k))
+    launcher(_lrn_fwd)[grid](x, out, **_kernel_args(x, size, alpha, beta, k))
     return out
 
 
@@ -334,8 +287,8 @@ def _lrn_backward_op(grad_out: torch.Tensor, x: torch.Tensor, size: int, alpha: 
     def grid(meta):
         return (triton.cdiv(x.numel(), meta["BLOCK"]),)
 
-    _launcher(_lrn_bwd)[grid](x, grad_out, grad_x, **_kernel_args(x, size, alpha, beta, k),
-                              coef=2.0 * alpha * beta / size)
+    launcher(_lrn_bwd)[grid](x, grad_out, grad_x, **_kernel_args(x, size, alpha, beta, k),
+                             coef=2.0 * alpha * beta / size)
     return grad_x
 
 
@@ -382,21 +335,8 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: f
     travel to the kernel as fp32 (Triton's type for a Python float), also for a fp64 x.
     Raises ValueError naming the argument before anything runs.
     """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 3:
-        raise ValueError(f"x must have at least 3 dims (N, C, *), got shape {tuple(x.shape)}")
-    if x.dtype not in _DTYPES:
-        raise ValueError(f"x dtype must be one of {[str(d) for d in _DTYPES]}, got {x.dtype} "
-                         f"(shape {tuple(x.shape)})")
-    if x.device.type != "cuda" and not (_INTERPRET and x.device.type == "cpu"):
-        raise ValueError(
-            f"x is on {x.device} (shape {tuple(x.shape)}): Triton kernels need a CUDA tensor"
-            " (or a CPU tensor with TRITON_INTERPRET=1, set automatically by `import triton_kernels` without CUDA)"
-        )
-    if _INTERPRET and x.dtype == torch.bfloat16:
-        raise ValueError(f"x dtype {x.dtype} is not supported in the Triton interpreter (it computes bf16 wrong); "
-                         "use float32 or float16 on the CPU, bfloat16 on a GPU")
+    check_tensor(x, "x", min_ndim=3, shapes=_SHAPES, allow_empty=True)
+    check_device(x=x)
     if isinstance(size, bool) or not isinstance(size, numbers.Integral):
         raise ValueError(f"size must be an int, got {size!r}")
     if not 1 <= size <= MAX_SIZE:

@@ -13,7 +13,7 @@ Each step exposes `conv2d(x, weight, bias=None, stride=1, padding=0, relu=False)
 `max_pool2d(x, kernel_size, stride=None, padding=0)`), and checks itself against torch on AlexNet's layer
 hyper-parameters: `python -m triton_kernels.lessons.step1_direct_conv` (on a GPU it also times itself against cuDNN
 and the previous step). `alexnet bench lessons` times every step on every layer; specs.py lists what
-`python -m triton_kernels.inspect --module triton_kernels.lessons.specs` compiles for sm_90.
+`python -m triton_kernels.codegen --module triton_kernels.lessons.specs` compiles for sm_90.
 """
 
 CONV_STEPS = ("step1_direct_conv", "step2_implicit_gemm", "step3_tap_walk", "step4_backward")

@@ -7,12 +7,12 @@ Legend: N batch, C channels in, F filters out, H/W input, OH/OW output, K kernel
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
+from triton_kernels._common import INTERPRET
 from triton_kernels.lessons import STEPS
 
 # AlexNet's layers at 224x224 (torch_model/model.py; tests/test_triton_lessons.py holds the two equal).
@@ -24,10 +24,6 @@ POOLS = {"pool1": (96, 3, 2, 0, 54), "pool2": (256, 3, 2, 0, 26), "pool3": (256,
 SMALL = {"conv1": (1, 5, 23), "conv2": (3, 5, 7), "conv3": (3, 5, 5), "conv4": (5, 3, 6), "conv5": (3, 7, 5),
          "pool1": (3, 0, 9), "pool2": (2, 0, 8), "pool3": (3, 0, 7)}  # (C, F, H)
 REL_TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}  # ||got - ref|| / ||ref|| vs float64
-
-
-def interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -43,7 +39,7 @@ def _check_tensor(t, name: str, dims: int, dtype=None) -> None:
     if t.dtype not in allowed:
         raise ValueError(f"{name} dtype must be one of {allowed} on {t.device.type} (the interpreter computes "
                          f"bf16/fp16 wrongly), got {t.dtype}")
-    if t.device.type != "cuda" and not (t.device.type == "cpu" and interpreted()):
+    if t.device.type != "cuda" and not (t.device.type == "cpu" and INTERPRET):
         raise ValueError(f"{name} must be on a CUDA device (or a CPU with TRITON_INTERPRET=1), got {t.device}")
     if dtype is not None and t.dtype != dtype:
         raise ValueError(f"{name} dtype {t.dtype} differs from x dtype {dtype}")
@@ -220,7 +216,7 @@ def main(step: str) -> int:
     timing at batch 128 in bf16 against cuDNN and the previous step (torch_model/bench/lessons.py measures)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"{step}: checking against torch (float64) on AlexNet's layers, small sizes, fp32, {device.type}"
-          + (" (Triton interpreter)" if interpreted() else ""))
+          + (" (Triton interpreter)" if INTERPRET else ""))
     failures = self_check(step, device)
     if failures:
         print(f"{len(failures)} check(s) FAILED: " + "; ".join(failures), file=sys.stderr)

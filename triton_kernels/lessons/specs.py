@@ -1,6 +1,6 @@
 """What each lesson step compiles to on the H200 (sm_90), for the codegen tool (no GPU needed):
 
-    python -m triton_kernels.inspect --module triton_kernels.lessons.specs
+    python -m triton_kernels.codegen --module triton_kernels.lessons.specs   # only these; a plain run adds the ops'
 
 SM90_COMPILE_SPECS: one dict per kernel configuration (the tool's format: name, fn, signature, constexprs,
 num_warps, num_stages, optionally attrs and expect_tensor_cores), in bf16, the dtype the GPU timings use, each with

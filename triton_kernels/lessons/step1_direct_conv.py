@@ -15,7 +15,7 @@ Napkin math (conv2 at batch 128, bf16: M = N*OH*OW = 86,528, F = 256, K = C*KH*K
     ~67 TFLOP/s), never on the tensor cores: at best ~1.6 ms for conv2 where the tensor-core floor is 0.13 ms.
     Each x pixel is also re-read once per filter (F = 256 times) through L1/L2: 4.2 GB of cache traffic.
 
-sm_90 codegen (specs.py, `python -m triton_kernels.inspect --module triton_kernels.lessons.specs`): no HGMMA or
+sm_90 codegen (specs.py, `python -m triton_kernels.codegen --module triton_kernels.lessons.specs`): no HGMMA or
 HMMA (no tensor cores), no shared memory, no spills: a plain FMA loop.
 
 What it costs: the simplest kernel that can be right, and the reference for every step after it.

@@ -33,12 +33,13 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels.lessons.harness import bias_relu, check_conv_args, interpreted, main
+from triton_kernels._common import INTERPRET
+from triton_kernels.lessons.harness import bias_relu, check_conv_args, main
 
 KIND, PASSES = "conv", ("fwd",)
 # One fixed tile (step 3 autotunes): BLOCK_M a multiple of 64 so the dot lowers to wgmma; tiny in the interpreter.
 GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)
-CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1) if interpreted() else GPU_CONFIG
+CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1) if INTERPRET else GPU_CONFIG
 
 
 # out[m, f] = sum_k A[m, k] * w[f, k]: M = N*OH*OW, N = F, K = C*KH*KW with k = (c, kh, kw)   (NCHW, contiguous)

@@ -35,11 +35,12 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels.lessons.harness import check_conv_args, interpreted, main
+from triton_kernels._common import INTERPRET
+from triton_kernels.lessons.harness import check_conv_args, main
 
 KIND, PASSES, LAYOUT = "conv", ("fwd",), "channels_last"  # LAYOUT: the one it is timed in
 GPU_CONFIGS = [(128, 64, 32, 8, 4), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4)]  # (BM, BN, BK, warps, stages)
-_CONFIGS = [(16, 16, 16, 1, 1)] if interpreted() else GPU_CONFIGS  # the interpreter would time every config
+_CONFIGS = [(16, 16, 16, 1, 1)] if INTERPRET else GPU_CONFIGS  # the interpreter would time every config
 
 
 # out[n, f, oh, ow] = act(bias[f] + sum_{kh, kw, c} x[n, c, oh*s - p + kh, ow*s - p + kw] * w[f, c, kh, kw])

@@ -33,11 +33,12 @@ import triton
 import triton.language as tl
 
 from triton_kernels.lessons import step2_implicit_gemm, step3_tap_walk
-from triton_kernels.lessons.harness import check_conv_args, interpreted, main
+from triton_kernels._common import INTERPRET
+from triton_kernels.lessons.harness import check_conv_args, main
 
 KIND, PASSES, LAYOUT = "conv", ("fwd+bwd",), "channels_last"
 GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)  # wgrad; tiny when interpreted
-CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1) if interpreted() else GPU_CONFIG
+CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1) if INTERPRET else GPU_CONFIG
 
 
 # dw[f, c, kh, kw] = sum_{n, oh, ow} gy[n, f, oh, ow] * x[n, c, oh*s - p + kh, ow*s - p + kw]

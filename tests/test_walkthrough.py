@@ -1,0 +1,134 @@
+"""`python -m numpy_ref.walkthrough`: with --weights it steps the trained network and predicts what torch predicts;
+every bad input (index, data folder, damaged file, weights) is one line naming the argument or file, exit 2; and
+it stays torch-free, reading the data through numpy_ref.idx, the reader torch_model.data uses too."""
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_fake_fashion_mnist, write_idx
+from numpy_ref import walkthrough
+from probe_checkpoint import shared_probe_checkpoint
+from torch_model.data import CLASS_NAMES, load_split, to_input
+from torch_model.export import export_npz
+from torch_model.model import alexnet
+
+PROG = "python -m numpy_ref.walkthrough"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, real_data_dir):
+    path = tmp_path_factory.mktemp("probe") / "alexnet.npz"
+    return export_npz(shared_probe_checkpoint(real_data_dir), path), path
+
+
+def test_walkthrough_with_weights_predicts_what_torch_predicts(weights, real_data_dir, capsys):
+    state, path = weights
+    test = load_split(real_data_dir, "test")
+    ref = alexnet(init=False).eval()
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    for index in (0, 7):
+        with torch.no_grad():
+            probs = torch.softmax(ref(to_input(test.images[index:index + 1])), 1)[0]   # (10,)
+        assert walkthrough.main(["--weights", str(path), "--index", str(index),
+                                 "--data-dir", str(real_data_dir)]) == 0
+        out = capsys.readouterr().out
+        top = int(probs.argmax())
+        assert f"weights: {path} (trained, the d2l AlexNet)" in out
+        assert f"top 3: {CLASS_NAMES[top]} {probs[top].item():.1%}" in out, out[-400:]
+
+
+def test_walk_with_loaded_weights_matches_torch_logits(weights, real_data_dir):
+    state, path = weights
+    net = walkthrough.load_weights(path)                              # float64
+    image, label = walkthrough.read_test_image(real_data_dir, 3)
+    x = walkthrough.resize_bilinear(image / 255.0, 224)[None, None]   # (1, 1, 224, 224)
+    import io
+    result = walkthrough.walk(x, label, net=net, out=io.StringIO())
+    ref = alexnet(init=False).double().eval()
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(result["logits"], expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+
+
+def _error(capsys, argv, *needles):
+    assert walkthrough.main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("\n") == 1 and "Traceback" not in err and err.startswith(f"{PROG}: error: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.mark.parametrize("index", ["99999", "-1", "10"])
+def test_bad_index(index, tmp_path, capsys):
+    data = write_fake_fashion_mnist(tmp_path / "fm", n_test=10)
+    _error(capsys, ["--index", index, "--data-dir", str(data)], f"--index {index}", "10 images", "0..9")
+
+
+def test_bad_data_dirs_and_files(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    _error(capsys, ["--data-dir", str(tmp_path / "empty")], "--data-dir", "missing t10k-images-idx3-ubyte")
+    _error(capsys, ["--data-dir", ""], "--data-dir is empty")
+    _error(capsys, ["--data-dir", str(tmp_path / "nowhere")], "nowhere: no such directory")
+    (tmp_path / "afile").write_text("x")
+    _error(capsys, ["--data-dir", str(tmp_path / "afile")], "afile: is a file, not a directory")
+
+    data = write_fake_fashion_mnist(tmp_path / "fm", n_test=10)
+    images = data / "t10k-images-idx3-ubyte.gz"
+    write_idx(images, np.ones((10, 28, 28)), magic=2049)
+    _error(capsys, ["--data-dir", str(data)], str(images), "magic number 2049, expected 2051")
+    images.write_bytes(b"this is not gzip")
+    _error(capsys, ["--data-dir", str(data)], str(images), "cannot read")
+    raw = write_idx(tmp_path / "raw", np.arange(7840).reshape(10, 28, 28) % 251).read_bytes()   # valid IDX
+    whole = gzip.compress(raw)
+    images.write_bytes(whole[: len(whole) // 2])                                  # a gzip stream cut short
+    _error(capsys, ["--data-dir", str(data)], str(images), "cannot read")
+    write_idx(images, np.ones((10, 28, 28)), cut=3)
+    _error(capsys, ["--data-dir", str(data)], str(images), "truncated")
+    write_idx(images, np.ones((9, 28, 28)))
+    _error(capsys, ["--data-dir", str(data)], "10 labels for 9 images")
+    write_idx(images, np.ones((10, 28, 28)))
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 11]))
+    _error(capsys, ["--data-dir", str(data)], "label 11 at index 9 is outside 0..9")
+
+
+def test_bad_weights(weights, tmp_path, capsys):
+    state, _ = weights
+    _error(capsys, ["--random", "--weights", str(tmp_path / "none.npz")], "none.npz: no such file")
+    (tmp_path / "text.npz").write_text("not a zip")
+    _error(capsys, ["--random", "--weights", str(tmp_path / "text.npz")], "text.npz: not an .npz file")
+    np.savez(tmp_path / "partial.npz", **{k: v for k, v in state.items() if k != "3.bias"})
+    _error(capsys, ["--random", "--weights", str(tmp_path / "partial.npz")], "partial.npz", "missing keys ['3.bias']")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    _error(capsys, ["--random", "--weights", str(tmp_path / "other.npz")], "other.npz: not AlexNet's weights")
+    np.savez(tmp_path / "big.npz", **{**state, "20.weight": np.zeros((1000, 4096), np.float32)})
+    _error(capsys, ["--random", "--weights", str(tmp_path / "big.npz")], "a 1000-class network")
+    np.savez(tmp_path / "shape.npz", **{**state, "0.weight": np.zeros((96, 3, 11, 11), np.float32)})
+    _error(capsys, ["--random", "--weights", str(tmp_path / "shape.npz")], "0.weight has shape (96, 1, 11, 11)")
+
+
+def test_command_line_is_one_line_and_torch_free(tmp_path):
+    """At the real command line (no traceback), and numpy_ref's reader and walkthrough never import torch."""
+    p = subprocess.run([sys.executable, "-m", "numpy_ref.walkthrough", "--index", "-1", "--data-dir",
+                        str(write_fake_fashion_mnist(tmp_path / "fm"))], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    p = subprocess.run([sys.executable, "-c", "import sys, numpy_ref.walkthrough, numpy_ref.idx; "
+                        "assert 'torch' not in sys.modules, 'torch imported'"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+def test_one_reader_for_both():
+    """torch_model.data and the walkthrough read through the same numpy_ref.idx functions."""
+    import numpy_ref.idx as idx
+    import torch_model.data as data
+
+    assert data.read_idx is idx.read_idx and data.DatasetError is idx.DatasetError
+    assert walkthrough.load_split_arrays is idx.load_split_arrays and data.load_split_arrays is idx.load_split_arrays

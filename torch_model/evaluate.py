@@ -1,0 +1,417 @@
+"""`alexnet evaluate`: what a trained AlexNet gets right and wrong on the Fashion-MNIST test set.
+
+    alexnet evaluate --checkpoint runs/R/best.pt                             # torch, all 10,000 test images
+    alexnet evaluate --checkpoint runs/R/best.pt --backend numpy --limit-test 500
+    alexnet evaluate --checkpoint runs/R/best.pt --backend triton --limit-test 2   # the interpreter on a CPU: slow
+
+Prints the test accuracy, a per-class table and the confusion matrix, and writes into --out (default: the
+checkpoint's folder) confusion.png, mistakes.png (the most confident mistakes, with the true and predicted class
+and the confidence) and evaluation.json (the same numbers). Evaluation is float32 without autocast on every
+backend, so one checkpoint gives the same predictions through torch, our Triton kernels and numpy_ref (tested).
+
+A checkpoint is what `alexnet train` writes (best.pt: the weights; last.pt: the weights inside the learner's
+state), or a bare state_dict; the run's config (inside the checkpoint, else config.json beside it) says the
+resize. Per class c, from the confusion matrix M (rows: true class, columns: predicted class), N images:
+    recall    = M[c, c] / sum(M[c, :])   (of the images of class c, the fraction classified c)
+    precision = M[c, c] / sum(M[:, c])   (of the images classified c, the fraction that are c)
+    accuracy  = (N - sum(M[c, :]) - sum(M[:, c]) + 2 M[c, c]) / N   (c against the rest: right about "is it c?")
+
+`write_run_pictures(run_dir, learner, test_ds, ...)` is what `alexnet train` calls at the end of a run.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from torch_model.data import CLASS_NAMES, FashionMNIST, batches, load_fashion_mnist
+from torch_model.files import atomic_write
+from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
+
+EVAL_BACKENDS = ("torch", "triton", "numpy")
+DPI = 100                       # the pictures are for reading on screen and committing: tens of KB each
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+@dataclass
+class Checkpoint:
+    """The weights of one trained AlexNet (torch's state_dict keys, float32 CPU tensors) and its run's config
+    (which says the variant, d2l or paper, and the resize)."""
+    path: Path
+    state: dict[str, torch.Tensor]
+    config: dict = field(default_factory=dict)
+    epoch: int | None = None
+
+    @property
+    def resize(self) -> int:
+        return int(self.config.get("resize") or INPUT_SHAPES[self.variant][1])
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed")
+
+    @property
+    def variant(self) -> str:
+        return self.config.get("variant") or "d2l"     # runs recorded before variants existed are d2l's
+
+    @property
+    def channels(self) -> int:
+        return INPUT_SHAPES[self.variant][0]           # grey images repeated to 3 channels for the paper's network
+
+    def describe(self) -> str:
+        return f"{self.path}" + (f" (epoch {self.epoch})" if self.epoch is not None else "")
+
+
+def _expected_shapes(variant: str) -> dict[str, tuple[int, ...]]:
+    from torch_model.model import alexnet
+
+    with torch.device("meta"):                      # shapes only: no memory, no init
+        net = alexnet(len(CLASS_NAMES), init=False, variant=variant)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
+    """Read and check a checkpoint; every problem is a ValueError naming the file: missing, unreadable, no weights,
+    another network's weights than its variant's (shape, number of classes), non-finite weights, a resize the model
+    cannot take."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; pass a checkpoint file such as {path / 'best.pt'}")
+    if not path.is_file():
+        raise ValueError(f"{flag} {path}: no such file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{flag} {path}: not a readable checkpoint (not written by torch.save, or damaged)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file: name it, never a bare traceback
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"{flag} {path}: not a readable checkpoint ({exc.__class__.__name__}: {first})") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{flag} {path}: holds a {type(obj).__name__}, not a checkpoint dict")
+    state = _find_weights(obj)
+    if state is None:
+        keys = ", ".join(map(str, list(obj)[:6])) or "none"
+        raise ValueError(f"{flag} {path}: no model weights inside (keys: {keys}); expected alexnet train's "
+                         f"best.pt or last.pt, or a state_dict")
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else _config_beside(path, flag)
+    if "variant" not in config:   # a bare state_dict, or a run from before variants: its keys tell
+        config = {**config, "variant": "paper" if "22.weight" in state else "d2l"}
+    ckpt = Checkpoint(path, {}, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None)
+    if ckpt.variant not in VARIANTS:
+        raise ValueError(f"{flag} {path}: the run's variant {ckpt.variant!r} is none of {VARIANTS}")
+    expected = _expected_shapes(ckpt.variant)
+    last = [k for k in expected if k.endswith(".weight")][-1]          # the output layer: (classes, 4096)
+    if last in state and state[last].ndim == 2 and state[last].shape[0] != len(CLASS_NAMES):
+        raise ValueError(f"{flag} {path}: a {state[last].shape[0]}-class model; Fashion-MNIST has "
+                         f"{len(CLASS_NAMES)} classes")
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{flag} {path}: not the {ckpt.variant} AlexNet's weights (missing keys {missing[:4]}, "
+                         f"unexpected keys {unexpected[:4]})")
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != shape:
+            raise ValueError(f"{flag} {path}: {key} has shape {tuple(state[key].shape)}, the {ckpt.variant} "
+                             f"AlexNet's is {shape}")
+        if not torch.isfinite(state[key]).all():
+            raise ValueError(f"{flag} {path}: {key} holds NaN or inf (weights of a diverged run)")
+    ckpt.state = {k: state[k].detach().to(torch.float32).contiguous() for k in expected}  # NCHW, float32, CPU
+    check_resize(ckpt.resize, flag=f"{flag} {path}: the run's resize", variant=ckpt.variant)
+    return ckpt
+
+
+def _find_weights(obj: dict) -> dict[str, torch.Tensor] | None:
+    """best.pt: obj["model"]; last.pt: obj["learner"]["model"]; a bare state_dict: obj itself."""
+    for candidate in (obj.get("model"), (obj.get("learner") or {}).get("model") if isinstance(obj.get("learner"),
+                                                                                            dict) else None, obj):
+        if isinstance(candidate, dict) and candidate and all(isinstance(v, torch.Tensor) for v in candidate.values()):
+            return candidate
+    return None
+
+
+def _config_beside(path: Path, flag: str) -> dict:
+    config_path = path.parent / "config.json"
+    if not config_path.is_file():
+        return {}
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{flag} {path}: {config_path} is not readable JSON ({exc})") from exc
+    return config if isinstance(config, dict) else {}
+
+
+# ----------------------------------------------------------------------------------------------- predictions
+
+def make_predictor(ckpt: Checkpoint, backend: str = "torch", device: torch.device | str = "cpu"):
+    """A Learner (torch_model/backends.py) holding the checkpoint's weights in float32, in eval mode:
+    torch and triton through torch_model.alexnet(backend=...), numpy through numpy_ref (NumpyLearner)."""
+    device = torch.device(device)
+    if backend not in EVAL_BACKENDS:
+        raise ValueError(f"--backend must be one of {EVAL_BACKENDS}, got {backend!r}")
+    if backend == "numpy":
+        if device.type != "cpu":
+            raise ValueError("--backend numpy runs on the CPU only; use --device cpu")
+        from torch_model.numpy_backend import NumpyLearner
+
+        learner = NumpyLearner(ckpt.state, lr=0.01, num_classes=len(CLASS_NAMES),   # lr unused: no step is taken
+                               variant=ckpt.variant)
+    else:
+        from torch_model.backends import TorchLearner
+        from torch_model.model import alexnet
+
+        net = alexnet(len(CLASS_NAMES), backend=backend, init=False, variant=ckpt.variant)
+        net.load_state_dict(ckpt.state)
+        learner = TorchLearner(net, lr=0.01, device=device)
+    learner.eval()
+    return learner
+
+
+def predict_dataset(learner, ds: FashionMNIST, batch_size: int = 128, resize: int = 224, progress: bool = True,
+                    desc: str = "evaluate", channels: int = 1) -> torch.Tensor:
+    """Logits (N, classes) float32 on the CPU for every image of ds, in order, dropout off; a tqdm bar per batch.
+    channels: the model's input channels (the grey image is repeated, as `alexnet train` feeds the paper's net)."""
+    learner.eval()
+    out = []
+    bar = tqdm(batches(ds, batch_size, resize), total=math.ceil(len(ds) / batch_size), desc=desc, unit="batch",
+               leave=False, disable=not progress, dynamic_ncols=True)
+    for X, _ in bar:                                             # X (B, 1, R, R)
+        X = X.expand(-1, channels, -1, -1)                       # (B, channels, R, R)
+        out.append(learner.predict(X).float().cpu())             # (B, classes)
+    return torch.cat(out)                                        # (N, classes)
+
+
+# ----------------------------------------------------------------------------------------------- the numbers
+
+@dataclass
+class Evaluation:
+    """Labels and logits of N test images, and what follows from them."""
+    labels: np.ndarray            # (N,) int64
+    logits: np.ndarray            # (N, C) float32
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.logits = np.asarray(self.logits, dtype=np.float64)
+        z = self.logits - self.logits.max(axis=1, keepdims=True)  # (N, C), stable softmax
+        self.probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)   # (N, C)
+        self.preds = self.logits.argmax(axis=1)                  # (N,)
+        C = self.logits.shape[1]
+        self.confusion = np.zeros((C, C), dtype=np.int64)       # (C, C): rows true, columns predicted
+        np.add.at(self.confusion, (self.labels, self.preds), 1)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / self.n)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs[np.arange(self.n), self.preds]        # (N,) probability of the predicted class
+
+    def per_class(self) -> list[dict]:
+        M, N = self.confusion, self.n
+        rows = []
+        for c, name in enumerate(CLASS_NAMES[:M.shape[0]]):
+            tp, actual, predicted = int(M[c, c]), int(M[c, :].sum()), int(M[:, c].sum())
+            rows.append(dict(name=name, images=actual, predicted=predicted,
+                             accuracy=(N - actual - predicted + 2 * tp) / N,
+                             precision=tp / predicted if predicted else float("nan"),
+                             recall=tp / actual if actual else float("nan")))
+        return rows
+
+    def mistakes(self) -> np.ndarray:
+        """Indices of the misclassified images, the most confident mistakes first."""
+        wrong = np.flatnonzero(self.preds != self.labels)       # (W,)
+        return wrong[np.argsort(-self.confidence[wrong], kind="stable")]
+
+    def top_confusions(self, k: int = 5) -> list[tuple[str, str, int]]:
+        """The k largest off-diagonal cells: (true class, predicted class, count)."""
+        off = self.confusion.copy()
+        np.fill_diagonal(off, 0)
+        order = np.argsort(-off, axis=None, kind="stable")[:k]
+        return [(CLASS_NAMES[i], CLASS_NAMES[j], int(off[i, j])) for i, j in
+                (np.unravel_index(o, off.shape) for o in order) if off[i, j] > 0]
+
+    def to_json(self) -> dict:
+        nan_to_none = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
+        return dict(images=self.n, accuracy=self.accuracy, classes=list(CLASS_NAMES),
+                    per_class=[{k: nan_to_none(v) for k, v in row.items()} for row in self.per_class()],
+                    confusion=self.confusion.tolist(), confusion_axes="rows: true class, columns: predicted class",
+                    top_confusions=[dict(true=t, predicted=p, count=c) for t, p, c in self.top_confusions()])
+
+
+def format_report(ev: Evaluation) -> str:
+    """The per-class table and the confusion matrix as text."""
+    fmt = lambda v: "     -" if math.isnan(v) else f"{v:6.3f}"  # noqa: E731
+    lines = [f"{'class':<11} {'images':>6} {'accuracy':>8} {'precision':>9} {'recall':>6}"]
+    for r in ev.per_class():
+        lines.append(f"{r['name']:<11} {r['images']:>6} {fmt(r['accuracy']):>8} {fmt(r['precision']):>9} "
+                     f"{fmt(r['recall']):>6}")
+    lines.append("(accuracy: class against the rest; precision: of those predicted the class; recall: of the class)")
+    short = [n[:7] for n in CLASS_NAMES]
+    lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
+              f"{'':<11}" + "".join(f"{s:>8}" for s in short)]
+    for name, row in zip(CLASS_NAMES, ev.confusion):
+        lines.append(f"{name:<11}" + "".join(f"{v:>8}" for v in row))
+    top = ", ".join(f"{t} -> {p} ({c})" for t, p, c in ev.top_confusions())
+    if top:
+        lines += ["", f"most frequent confusions: {top}"]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = DPI) -> Path:
+    """The figure as a PNG with a 256-colour palette (a third of the RGBA size, no visible loss for these
+    pictures), written atomically."""
+    from PIL import Image  # matplotlib's own dependency
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    buffer.seek(0)
+    image = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    atomic_write(path, lambda f: image.save(f, format="png", optimize=True))
+    return path
+
+
+def plot_confusion(ev: Evaluation, path: Path, title: str = "") -> Path:
+    """The confusion matrix, each row divided by its class's count (so the diagonal is each class's recall),
+    every cell annotated with its count."""
+    plt = _pyplot()
+    M = ev.confusion
+    share = M / np.maximum(M.sum(axis=1, keepdims=True), 1)     # (C, C), rows sum to 1
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            if M[i, j]:
+                ax.text(j, i, str(M[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or f"test accuracy {ev.accuracy:.3f} on {ev.n} images", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_mistakes(ev: Evaluation, images: np.ndarray, path: Path, count: int = 24, columns: int = 8,
+                  title: str = "") -> Path:
+    """The `count` most confident mistakes as a grid of the 28x28 test images: test index, true -> predicted
+    class, and the confidence (softmax probability of the predicted class)."""
+    plt = _pyplot()
+    wrong = ev.mistakes()
+    shown = wrong[:count]
+    rows = max(1, math.ceil(len(shown) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.25, rows * 1.55 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, shown):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"#{i} {CLASS_NAMES[ev.labels[i]]}\n-> {CLASS_NAMES[ev.preds[i]]} {ev.confidence[i]:.0%}",
+                     fontsize=7)
+    if not len(shown):
+        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle(title or f"the {len(shown)} most confident of {len(wrong)} mistakes on {ev.n} test images "
+                          f"(#index true -> predicted, confidence)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_evaluation(out: Path, ev: Evaluation, images: np.ndarray, what: str = "") -> list[Path]:
+    """confusion.png, mistakes.png and evaluation.json into out (atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = f" - {what}" if what else ""
+    written = [plot_confusion(ev, out / "confusion.png",
+                              f"test accuracy {ev.accuracy:.3f} on {ev.n} images{suffix}"),
+               plot_mistakes(ev, images, out / "mistakes.png")]
+    atomic_write(out / "evaluation.json", lambda f: f.write(json.dumps(ev.to_json(), indent=2) + "\n"), mode="w")
+    return written + [out / "evaluation.json"]
+
+
+def write_run_pictures(run_dir: str | Path, learner, test_ds: FashionMNIST, resize: int = 224, batch_size: int = 128,
+                       seed: int | None = None, progress: bool = True, variant: str = "d2l") -> list[Path]:
+    """What `alexnet train` leaves in its run folder at the end: confusion.png, mistakes.png, evaluation.json
+    (from the learner's own predictions on test_ds, as the run measured its test accuracy) and filters.png
+    (conv1's filters at initialisation, rebuilt from `seed`, and after training). Returns the paths written."""
+    from torch_model.visualize import plot_filters
+
+    run_dir = Path(run_dir)
+    logits = predict_dataset(learner, test_ds, batch_size, resize, progress, "pictures", INPUT_SHAPES[variant][0])
+    ev = Evaluation(test_ds.labels.cpu().numpy(), logits.numpy())
+    written = write_evaluation(run_dir, ev, test_ds.images.cpu().numpy())
+    conv1 = learner.model_state_dict()["0.weight"].detach().float().cpu().numpy()   # (96, C, 11, 11)
+    written.append(plot_filters(conv1, run_dir / "filters.png", seed=seed, variant=variant))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------- the command
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pt / last.pt of a run")
+    parser.add_argument("--backend", choices=EVAL_BACKENDS, default="torch",
+                        help="torch (default), triton (our kernels; the interpreter on a CPU: slow), numpy (numpy_ref)")
+    parser.add_argument("--limit-test", type=int, metavar="N", help="the first N test images (default: all 10000)")
+    parser.add_argument("--out", metavar="DIR", help="where the pictures go (default: the checkpoint's folder)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--data-dir", help="folder with the four IDX files (.gz or raw); or FASHION_MNIST_DIR")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def output_dir(out: str | None, ckpt_path: Path) -> Path:
+    directory = Path(out) if out else ckpt_path.parent
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"--out {directory}: is a file, not a folder")
+    return directory
+
+
+def check_positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} must be >= 1, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from torch_model.device import resolve_device
+
+    check_positive(args.limit_test, "--limit-test")
+    check_positive(args.batch_size, "--batch-size")
+    device = resolve_device(args.device if args.backend != "numpy" or args.device != "auto" else "cpu")
+    ckpt = load_checkpoint(args.checkpoint)
+    out = output_dir(args.out, ckpt.path)
+    _, test_ds = load_fashion_mnist(args.data_dir)
+    test_ds = test_ds.subset(args.limit_test)
+    learner = make_predictor(ckpt, args.backend, device)
+    print(f"evaluating {ckpt.describe()}, the {ckpt.variant} AlexNet, on {len(test_ds)} test images with the "
+          f"{args.backend} backend on {device} (float32, resize {ckpt.resize})", flush=True)
+    if args.backend == "triton" and device.type == "cpu":
+        print("note: on a CPU the Triton kernels run in the interpreter: minutes per image at 224x224; "
+              "use a tiny --limit-test", flush=True)
+    logits = predict_dataset(learner, test_ds.to(device), args.batch_size, ckpt.resize, not args.no_progress,
+                             channels=ckpt.channels)
+    ev = Evaluation(test_ds.labels.numpy(), logits.numpy())
+    print(f"test accuracy {ev.accuracy:.4f} ({int(np.trace(ev.confusion))}/{ev.n})\n")
+    print(format_report(ev))
+    written = write_evaluation(out, ev, test_ds.images.numpy(), what=f"{args.backend} backend")
+    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    return 0

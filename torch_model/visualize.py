@@ -1,0 +1,296 @@
+"""`alexnet visualize`: what a trained AlexNet learned, seen through numpy_ref on the checkpoint's weights.
+
+    alexnet visualize --checkpoint runs/R/best.pt              # test image 0
+    alexnet visualize --checkpoint runs/R/best.pt --index 42 --out pictures/
+
+Writes into --out (default: the checkpoint's folder):
+    filters.png       conv1's 96 learned 11x11 filters as a grid; beside them the same filters at initialisation
+                      (rebuilt from the run's seed) and what training added (trained - initial)
+    feature_maps.png  test image I after each conv/pool block (pool1, pool2, conv3, conv4, pool5): its most active
+                      channels, largest mean activation first
+    saliency.png      |d score of the predicted class / d input| for test images I..I+5, over the images: on the
+                      224x224 input the network sees, and carried back through the resize to the 28x28 pixels
+and prints the class probabilities of image I (numpy_ref's, and torch's as a check).
+
+The saliency is numpy_ref's own backward: the forward in float64 keeps every layer's cache, then
+`net.backward(dout)` with dout = one-hot of the predicted class on the logits runs the chain rule back to the
+input, layer by layer (the walkthrough's backward with another starting gradient). A test holds it equal to
+torch autograd's in float64.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torch_model.data import CLASS_NAMES, load_split, find_data_dir, to_input
+from torch_model.evaluate import Checkpoint, _pyplot, load_checkpoint, output_dir, save_figure
+
+SALIENCY_IMAGES = 6
+
+
+# ----------------------------------------------------------------------------------------------- numpy_ref
+
+def numpy_model(state: dict[str, torch.Tensor], dtype=np.float64, variant: str = "d2l"):
+    """numpy_ref.alexnet(variant=...) holding the checkpoint's weights (torch's keys load as they are), eval mode."""
+    import numpy_ref
+
+    last = [k for k in state if k.endswith(".weight")][-1]            # the output layer (classes, 4096)
+    net = numpy_ref.alexnet(int(state[last].shape[0]), dtype=dtype, init=False, variant=variant)
+    net.load_state_dict({k: v.detach().cpu().numpy() for k, v in state.items()})
+    return net.eval()
+
+
+def blocks(net) -> list[tuple[int, str]]:
+    """Where feature_maps.png looks: the last layer of each conv block (the conv, its ReLU, an LRN, a pool), up to
+    the next conv or the Flatten, as (index in the Sequential, name): d2l's pool1, pool2, conv3, conv4, pool5."""
+    kinds = [type(layer).__name__ for layer in net]
+    convs = [i for i, k in enumerate(kinds) if k == "Conv2d"]
+    flatten = kinds.index("Flatten")
+    out = []
+    for n, i in enumerate(convs, start=1):
+        end = (convs[n] if n < len(convs) else flatten) - 1
+        out.append((end, f"pool{n}" if kinds[end] == "MaxPool2d" else f"conv{n}+relu"))
+    return out
+
+
+def saliency(net, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(d logits[n, target[n]] / d x, logits, target) with target = the predicted class, by numpy_ref's backward.
+
+    x (N, C, R, R). In eval mode the images do not interact, so one backward of sum_n logits[n, target[n]]
+    (dout = one-hot rows) gives every image's own gradient. Parameter gradients are discarded."""
+    logits = net.forward(x)                                           # (N, C), every layer keeps its cache
+    target = logits.argmax(axis=1)                                    # (N,)
+    dout = np.zeros_like(logits)                                      # (N, C)
+    dout[np.arange(len(target)), target] = 1.0
+    dx = net.backward(dout)                                           # (N, C, R, R)
+    net.zero_grad()
+    return dx, logits, target
+
+
+def activations(net, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output for x, in order (forward only; the caches are freed)."""
+    outs = []
+    for layer in net:
+        x = layer.forward(x)
+        outs.append(x)
+    net.clear_cache()
+    return outs
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+
+def _montage(filters: np.ndarray, columns: int = 12) -> np.ndarray:
+    """(F, KH, KW) -> one image of the filters in a grid, each scaled to [0, 1] by its own min/max, 1-px gaps
+    (NaN, drawn as the background)."""
+    F, KH, KW = filters.shape
+    rows = math.ceil(F / columns)
+    grid = np.full((rows * (KH + 1) + 1, columns * (KW + 1) + 1), np.nan)
+    for f in range(F):
+        w = filters[f]
+        span = w.max() - w.min()
+        r, c = divmod(f, columns)
+        grid[1 + r * (KH + 1): 1 + r * (KH + 1) + KH, 1 + c * (KW + 1): 1 + c * (KW + 1) + KW] = \
+            (w - w.min()) / span if span > 0 else 0.5
+    return grid
+
+
+def initial_conv1(seed: int, variant: str = "d2l") -> np.ndarray:
+    """conv1's weights at the start of the run: `alexnet train` seeds torch with the run's seed, then builds the
+    model with its variant's init (torch_model.backends.make_learner), so the same two steps rebuild them."""
+    from torch_model.model import alexnet
+
+    with torch.random.fork_rng(devices=[]):                           # leave the caller's RNG as it was
+        torch.manual_seed(seed)
+        return alexnet(len(CLASS_NAMES), variant=variant).state_dict()["0.weight"].numpy()   # (96, C, 11, 11)
+
+
+def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: str = "",
+                 variant: str = "d2l") -> Path:
+    """conv1's filters (96, C, 11, 11) as a 8x12 grid; with the run's seed also at initialisation and the change.
+    With C = 3 (the paper's network fed grey images repeated to 3 channels) a filter acts on the grey image as the
+    sum of its channels, which is what is drawn."""
+    plt = _pyplot()
+    trained = conv1.sum(axis=1)                                       # (96, 11, 11)
+    panels = [("after training", trained)]
+    if seed is not None:
+        init = initial_conv1(seed, variant).sum(axis=1)               # (96, 11, 11)
+        change = trained - init
+        rel = np.linalg.norm(change) / np.linalg.norm(init)
+        still = int((np.abs(change).reshape(len(change), -1).max(axis=1) == 0).sum())   # got no gradient at all
+        panels = [(f"at initialisation (seed {seed})", init), ("after training", trained),
+                  (f"trained - initial: |change| {rel:.0%} of |initial|\n"
+                   f"{still} filters unchanged (flat grey)", change)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False)
+    cmap = plt.get_cmap("gray").with_extremes(bad="#c8d4e6")         # the gaps between filters
+    for ax, (name, w) in zip(axes.flat, panels):
+        ax.imshow(_montage(w), cmap=cmap, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    summed = " (its 3 channels summed: what a grey image sees)" if conv1.shape[1] > 1 else ""
+    fig.suptitle(title or f"conv1: 96 filters of 11x11{summed}, each scaled to its own min (black) .. max (white)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))                            # room for the suptitle over 2-line titles
+    return save_figure(fig, path, dpi=80)
+
+
+def plot_feature_maps(image: np.ndarray, outs: list[np.ndarray], where: list[tuple[int, str]], path: Path, title: str,
+                      channels: int = 8) -> Path:
+    """One row per block (`where`, from blocks()): the `channels` channels with the largest mean activation, each
+    scaled to its own max (black = 0), titled with its channel number and max."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(where), channels + 1, figsize=((channels + 1) * 1.05, len(where) * 1.2 + 0.5),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, (idx, name) in enumerate(where):
+        act = outs[idx][0]                                            # (C, H, W)
+        mean = act.mean(axis=(1, 2))                                  # (C,)
+        top = np.argsort(-mean, kind="stable")[:channels]
+        if row == 0:
+            axes[row, 0].imshow(image, cmap="gray_r", interpolation="nearest")
+            axes[row, 0].set_title("input", fontsize=7)
+        live = np.mean(act.max(axis=(1, 2)) > 0)
+        axes[row, 0].text(0.5, -0.05 if row == 0 else 0.5,
+                          f"{name}\n{act.shape[0]}x{act.shape[1]}x{act.shape[2]}\n{live:.0%} ch. active",
+                          transform=axes[row, 0].transAxes, ha="center", va="top" if row == 0 else "center",
+                          fontsize=7)
+        for col, c in enumerate(top, start=1):
+            a = act[c]
+            axes[row, col].imshow(a, cmap="magma", vmin=0, vmax=max(a.max(), 1e-12), interpolation="nearest")
+            axes[row, col].set_title(f"ch {c} max {a.max():.2g}", fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def to_pixels(grad: np.ndarray, size: int = 28) -> np.ndarray:
+    """The gradient w.r.t. the network's input (N, 1, R, R) carried back through the 28 -> R bilinear resize to the
+    image's own pixels (N, size, size): the resize is x = A img B^T (numpy_ref.walkthrough.bilinear_matrix), so
+    d/d img = A^T G B."""
+    from numpy_ref.walkthrough import bilinear_matrix
+
+    A = bilinear_matrix(size, grad.shape[-2])                         # (R, size)
+    B = bilinear_matrix(size, grad.shape[-1])                         # (R, size)
+    return A.T @ grad[:, 0] @ B                                       # (N, size, size)
+
+
+def _scaled(sal: np.ndarray) -> np.ndarray:
+    """|gradient| scaled to [0, 1] by its 99.5th percentile (so one extreme pixel does not hide the rest)."""
+    sal = np.abs(sal)
+    return np.clip(sal / max(np.percentile(sal, 99.5), 1e-30), 0, 1)
+
+
+def plot_saliency(x: np.ndarray, images: np.ndarray, grads: np.ndarray, labels: list[int], target: np.ndarray,
+                  probs: np.ndarray, indices: list[int], path: Path) -> Path:
+    """Row 1: the test images. Row 2: |gradient| on the network's R x R input, over the image. Row 3: the same
+    gradient carried back to the 28x28 pixels of the image (to_pixels)."""
+    plt = _pyplot()
+    n = len(indices)
+    pixels = to_pixels(grads)                                         # (n, 28, 28)
+    fig, axes = plt.subplots(3, n, figsize=(n * 1.6, 5.4), squeeze=False)
+    for k, i in enumerate(indices):
+        axes[0, k].imshow(images[k], cmap="gray_r", vmin=0, vmax=255)
+        axes[0, k].set_title(f"#{i} {CLASS_NAMES[labels[k]]}\npred {CLASS_NAMES[target[k]]} "
+                             f"{probs[k, target[k]]:.0%}", fontsize=7)
+        for row, (background, sal) in enumerate(((x[k, 0], grads[k, 0]), (images[k] / 255.0, pixels[k])), start=1):
+            s = _scaled(sal)
+            axes[row, k].imshow(background, cmap="gray_r", vmin=0, vmax=1)
+            axes[row, k].imshow(s, cmap="hot", alpha=np.clip(s * 1.5, 0, 0.9), vmin=0, vmax=1)
+        for ax in axes[:, k]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[1, 0].set_ylabel(f"on the {x.shape[-1]}x{x.shape[-1]} input", fontsize=7)
+    axes[2, 0].set_ylabel("on the 28x28 pixels", fontsize=7)
+    fig.suptitle("|d score(predicted class) / d input|, numpy_ref's backward (bright = the score is most "
+                 "sensitive there)", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=80)
+
+
+# ----------------------------------------------------------------------------------------------- the command
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pt / last.pt of a run")
+    parser.add_argument("--index", type=int, default=0, metavar="I",
+                        help="test image for the feature maps and probabilities; saliency shows I..I+5 (default 0)")
+    parser.add_argument("--out", metavar="DIR", help="where the pictures go (default: the checkpoint's folder)")
+    parser.add_argument("--data-dir", help="folder with the four IDX files (.gz or raw); or FASHION_MNIST_DIR")
+
+
+def check_index(index: int, n: int) -> None:
+    if not 0 <= index < n:
+        raise ValueError(f"--index {index}: the test set has {n} images, so --index must be in 0..{n - 1}")
+
+
+def probabilities_table(probs: np.ndarray, label: int) -> str:
+    lines = []
+    for c in np.argsort(-probs, kind="stable"):
+        mark = "  <- true class" if c == label else ""
+        lines.append(f"  {CLASS_NAMES[c]:<11} {probs[c]:7.2%} {'#' * int(round(probs[c] * 40))}{mark}")
+    return "\n".join(lines)
+
+
+def model_input(images: torch.Tensor, ckpt: Checkpoint) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float64 (N, C, R, R) as the run fed its model (the grey image repeated to C channels)."""
+    x = to_input(images, ckpt.resize).double()                        # (N, 1, R, R)
+    return x.expand(-1, ckpt.channels, -1, -1).numpy()                # (N, C, R, R)
+
+
+def visualize(ckpt: Checkpoint, test_images: torch.Tensor, test_labels: torch.Tensor, index: int, out: Path) -> dict:
+    """Write the three pictures and return what was printed about image `index` (for tests)."""
+    from torch_model.model import alexnet
+
+    check_index(index, len(test_labels))
+    out.mkdir(parents=True, exist_ok=True)
+    net = numpy_model(ckpt.state, variant=ckpt.variant)               # float64
+    written = [plot_filters(ckpt.state["0.weight"].numpy(), out / "filters.png", seed=ckpt.seed,
+                            variant=ckpt.variant)]
+
+    x_one = model_input(test_images[index:index + 1], ckpt)          # (1, C, R, R)
+    outs = activations(net, x_one)
+    probs = softmax(outs[-1][0])                                      # (classes,)
+    label = int(test_labels[index])
+    pred = int(probs.argmax())
+    written.append(plot_feature_maps(test_images[index].numpy(), outs, blocks(net), out / "feature_maps.png",
+                                     f"test image #{index} ({CLASS_NAMES[label]}, predicted {CLASS_NAMES[pred]} "
+                                     f"{probs[pred]:.0%}): its most active channels after each block"))
+
+    indices = list(range(index, min(index + SALIENCY_IMAGES, len(test_labels))))
+    x = model_input(test_images[indices], ckpt)                       # (n, C, R, R)
+    grads, logits, target = saliency(net, x)
+    grey = grads.sum(axis=1, keepdims=True)                           # (n, 1, R, R): d/d the grey image (C copies)
+    written.append(plot_saliency(x[:, :1], test_images[indices].numpy(), grey, [int(test_labels[i]) for i in indices],
+                                 target, softmax(logits), indices, out / "saliency.png"))
+
+    ref = alexnet(len(CLASS_NAMES), init=False, variant=ckpt.variant).eval()   # the torch model, float32
+    ref.load_state_dict(ckpt.state)
+    with torch.no_grad():
+        torch_probs = torch.softmax(ref(torch.from_numpy(x_one).float()), dim=1)[0].double().numpy()
+    return dict(probs=probs, label=label, pred=pred, torch_probs=torch_probs, written=written)
+
+
+def run(args: argparse.Namespace) -> int:
+    test = load_split(find_data_dir(args.data_dir), "test")
+    check_index(args.index, len(test))
+    ckpt = load_checkpoint(args.checkpoint)
+    out = output_dir(args.out, ckpt.path)
+    print(f"visualizing {ckpt.describe()}, the {ckpt.variant} AlexNet, through numpy_ref (float64), test image "
+          f"#{args.index}", flush=True)
+    result = visualize(ckpt, test.images, test.labels, args.index, out)
+    print(f"\ntest image #{args.index}: true class {CLASS_NAMES[result['label']]}, predicted "
+          f"{CLASS_NAMES[result['pred']]}; class probabilities (numpy_ref):")
+    print(probabilities_table(result["probs"], result["label"]))
+    diff = np.abs(result["probs"] - result["torch_probs"]).max()
+    print(f"torch (float32) on the same weights: predicts {CLASS_NAMES[int(result['torch_probs'].argmax())]}, "
+          f"max |probability difference| {diff:.1e}")
+    print(f"\nwrote {', '.join(str(p) for p in result['written'])}")
+    return 0
