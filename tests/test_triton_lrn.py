@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from triton_kernels._common import ELEMENTWISE_GPU_CONFIGS
 import triton_kernels
 from triton_kernels import _common, codegen_specs
 from triton_kernels import lrn as lrn_mod
@@ -397,7 +398,7 @@ def test_tritonize_swaps_local_response_norm():
 def test_sm90_specs_cover_both_kernels_dtypes_and_layouts():
     specs = codegen_specs.LRN_SPECS
     assert len({s["name"] for s in specs}) == len(specs), "duplicate spec names"
-    assert len(specs) == 2 * 3 * 2 * len(lrn_mod._GPU_CONFIGS)  # (fwd, bwd) x dtypes x layouts x configs
+    assert len(specs) == 2 * 3 * 2 * len(ELEMENTWISE_GPU_CONFIGS)  # (fwd, bwd) x dtypes x layouts x configs
     for s in specs:
         assert set(s) == {"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}
         assert list(s["signature"]) == list(s["fn"].arg_names), s["name"]  # every argument, in order

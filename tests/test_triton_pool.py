@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from triton_kernels._common import ELEMENTWISE_GPU_CONFIGS
 import triton_kernels
 from triton_kernels import max_pool2d
 from triton_kernels import _common
@@ -293,7 +294,7 @@ def test_interpreted_launch_does_not_need_wrap_triton(monkeypatch):
 def test_sm90_specs_cover_every_kernel_dtype_and_layout():
     specs = codegen_specs.POOL_SPECS
     assert len({s["name"] for s in specs}) == len(specs), "duplicate spec names"
-    assert len(specs) == 3 * 3 * 2 * len(pool_mod._GPU_CONFIGS)  # (fwd taps, fwd none, bwd) x dtypes x layouts
+    assert len(specs) == 3 * 3 * 2 * len(ELEMENTWISE_GPU_CONFIGS)  # (fwd taps, fwd none, bwd) x dtypes x layouts
     for s in specs:
         assert set(s) == {"name", "fn", "signature", "constexprs", "num_warps", "num_stages"}
         assert set(s["constexprs"]) <= set(s["signature"]), s["name"]

@@ -28,6 +28,20 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # fp16 and fp64 come out right in the interpreter (tests/test_triton_conv.py, test_triton_pool.py check both).
 INTERPRETER_WRONG_DTYPES = (torch.bfloat16,)
 
+# (BLOCK, num_warps) of the elementwise-style kernels (pool, LRN: one output element per lane). On the GPU the
+# autotuner picks per (size, layout); the interpreter runs program instances one by one in Python and benchmarks every
+# config without caching, so it gets a single one.
+ELEMENTWISE_GPU_CONFIGS = [(256, 4), (512, 4), (1024, 4), (1024, 8)]  # 2, 4, 8, 4 elements per thread
+ELEMENTWISE_INTERPRET_CONFIGS = [(256, 4)]
+
+
+def elementwise_configs() -> list:
+    """triton.Config list for an autotuned kernel with one BLOCK meta-parameter (the pool and LRN kernels)."""
+    import triton
+
+    configs = ELEMENTWISE_INTERPRET_CONFIGS if INTERPRET else ELEMENTWISE_GPU_CONFIGS
+    return [triton.Config({"BLOCK": block}, num_warps=warps, num_stages=1) for block, warps in configs]
+
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:2])

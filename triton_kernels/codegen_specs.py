@@ -29,9 +29,9 @@ from triton_kernels.conv import (
     _conv2d_fwd_kernel,
     _conv2d_wgrad_kernel,
 )
-from triton_kernels.lrn import _GPU_CONFIGS as _LRN_CONFIGS
 from triton_kernels.lrn import _lrn_bwd_kernel, _lrn_fwd_kernel
-from triton_kernels.pool import _GPU_CONFIGS, _INDEX_KINDS, _max_pool2d_bwd_kernel, _max_pool2d_fwd_kernel
+from triton_kernels._common import ELEMENTWISE_GPU_CONFIGS
+from triton_kernels.pool import _INDEX_KINDS, _max_pool2d_bwd_kernel, _max_pool2d_fwd_kernel
 
 
 def _spec(name, fn, types, constexprs, num_warps, num_stages, unit=(), div16=(), tensor_cores=False) -> dict:
@@ -154,7 +154,7 @@ def _pool_specs() -> list[dict]:
     for ty in ("fp32", "bf16", "fp16"):
         for channels_last in (False, True):
             layout = "nhwc" if channels_last else "nchw"
-            for block, warps in _GPU_CONFIGS:
+            for block, warps in ELEMENTWISE_GPU_CONFIGS:
                 common = dict(_ALEXNET_POOL, CHANNELS_LAST=channels_last, INDEX_64=False)
                 # forward in training (int8 taps for the backward) and under no_grad (no indices)
                 for kind in ("taps", "none"):
@@ -183,7 +183,7 @@ def _lrn_specs() -> list[dict]:
         # "nchw": stride_c = H*W, a plain i32; "nhwc" (channels_last): stride_c == 1, which Triton's launcher
         # specializes to the constant 1 (so c = offs % C and the window's loads are contiguous).
         for layout in ("nchw", "nhwc"):
-            for block, warps in _LRN_CONFIGS:
+            for block, warps in ELEMENTWISE_GPU_CONFIGS:
                 for which, fn, pointers, scalars in (
                         ("fwd", _lrn_fwd_kernel, ("x_ptr", "out_ptr"), ("alpha_n", "neg_beta", "k")),
                         ("bwd", _lrn_bwd_kernel, ("x_ptr", "dy_ptr", "dx_ptr"),

@@ -39,7 +39,7 @@ import triton.language as tl
 from torch.library import triton_op
 from triton.language.extra import libdevice
 
-from triton_kernels._common import INTERPRET, check_device, check_tensor, launcher
+from triton_kernels._common import INTERPRET, check_device, check_tensor, elementwise_configs, launcher
 
 # Compiled for a GPU, an fp32 log2 is the hardware's lg2.approx (one MUFU instruction, ~2 ulp): tl.log2 compiles
 # to a ~30-instruction accurate software log2, and the backward takes SIZE + 1 of them per element. The
@@ -48,17 +48,6 @@ _HW_LOG2: tl.constexpr = tl.constexpr(not INTERPRET)
 # The window is unrolled at compile time (n loads forward, n*n FMAs backward): a window wider than this is refused
 # rather than compiled into a huge kernel. Torch has no such limit; LRN windows in practice are 3..9 channels.
 MAX_SIZE = 32
-
-# (BLOCK, num_warps). On the GPU the autotuner picks per (size of the tensor, layout); the interpreter runs program
-# instances one by one and benchmarks every config without caching, so it gets one.
-_GPU_CONFIGS = [(256, 4), (512, 4), (1024, 4), (1024, 8)]  # 2, 4, 8, 4 elements per thread
-_INTERPRET_CONFIGS = [(256, 4)]
-_CONFIGS = _INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS
-
-
-def _triton_configs() -> list[triton.Config]:
-    return [triton.Config({"BLOCK": block}, num_warps=warps, num_stages=1) for block, warps in _CONFIGS]
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels
@@ -199,8 +188,8 @@ def _lrn_bwd_kernel(
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-_lrn_fwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", "stride_c", "SIZE"])(_lrn_fwd_kernel)
-_lrn_bwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", "stride_c", "SIZE"])(_lrn_bwd_kernel)
+_lrn_fwd = triton.autotune(configs=elementwise_configs(), key=["TOTAL", "C", "stride_c", "SIZE"])(_lrn_fwd_kernel)
+_lrn_bwd = triton.autotune(configs=elementwise_configs(), key=["TOTAL", "C", "stride_c", "SIZE"])(_lrn_bwd_kernel)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import triton.language as tl
 from torch.library import triton_op
 
 from triton_kernels._common import (
-    INTERPRET,
+    elementwise_configs,
     check_device,
     check_tensor,
     launcher,
@@ -38,17 +38,6 @@ from triton_kernels._common import (
     pool_output_size,
     strides_like_channels_last,
 )
-
-# (BLOCK, num_warps). On the GPU the autotuner picks per (size, layout); the interpreter runs program instances
-# one by one in Python and benchmarks every config without caching, so it gets a single one.
-_GPU_CONFIGS = [(256, 4), (512, 4), (1024, 4), (1024, 8)]  # 2, 4, 8, 4 elements per thread
-_INTERPRET_CONFIGS = [(256, 4)]
-_CONFIGS = _INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS
-
-
-def _triton_configs() -> list[triton.Config]:
-    return [triton.Config({"BLOCK": block}, num_warps=warps, num_stages=1) for block, warps in _CONFIGS]
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Kernels
@@ -179,10 +168,10 @@ def _max_pool2d_bwd_kernel(
     tl.store(grad_x_ptr + offs, acc.to(grad_x_ptr.dtype.element_ty), mask=mask)
 
 
-_max_pool2d_fwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", "OW", "CHANNELS_LAST"])(
+_max_pool2d_fwd = triton.autotune(configs=elementwise_configs(), key=["TOTAL", "C", "OW", "CHANNELS_LAST"])(
     _max_pool2d_fwd_kernel
 )
-_max_pool2d_bwd = triton.autotune(configs=_triton_configs(), key=["TOTAL", "C", "W", "CHANNELS_LAST"])(
+_max_pool2d_bwd = triton.autotune(configs=elementwise_configs(), key=["TOTAL", "C", "W", "CHANNELS_LAST"])(
     _max_pool2d_bwd_kernel
 )
 
