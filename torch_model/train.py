@@ -18,7 +18,9 @@ model and hyper-parameters on the first training images for one epoch (as many a
 evaluated on the whole real test set. Where the CPU computes bf16 natively the torch backend runs bf16 autocast with
 channels_last there (fp32 master weights and loss; torch_model/device.py decides, `--amp none` is the fp32 run).
 `--preset full` runs the seed configuration anywhere. `--variant paper` trains the 2012 paper's network (grey
-images repeated to 3 channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4).
+images repeated to 3 channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4) at lr 0.001 (the
+paper's 0.01 collapses on 10 classes) on the paper's pixels: raw 0..255 values minus the mean training image, which
+the checkpoints record (docs/paper_variant.md).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from torch_model.backends import LEARNER_BACKENDS, Learner, check_backend, make_learner
-from torch_model.data import CLASS_NAMES, batches, load_fashion_mnist
+from torch_model.data import CLASS_NAMES, PIXELS, batches, load_fashion_mnist, pixel_mean, subtract_mean
 from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_backend, resolve_device
 from torch_model.files import WriteError, atomic_write, current_umask
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
@@ -58,14 +60,21 @@ PRESETS = {
 # 128; bf16 + channels_last steps 2.28-2.37x as fast (measured side by side, README) and evaluates faster: 240 steps
 # (9 min 0 s in all, measured)
 QUICK_LIMIT_TRAIN = {("none", False): 12800, ("bf16", True): 30720}
-# the optimizer each variant trains with when --momentum / --weight-decay are not given
-OPTIMIZER_DEFAULTS = {"d2l": dict(momentum=0.0, weight_decay=0.0),      # the seed's plain SGD
-                      "paper": dict(momentum=0.9, weight_decay=5e-4)}  # Krizhevsky et al., section 5
+# the optimizer each variant trains with when --lr / --momentum / --weight-decay are not given. d2l: the seed's plain
+# SGD. paper: Krizhevsky et al.'s momentum and weight decay (section 5), but a tenth of their starting lr of 0.01:
+# with 10 classes instead of 1000, lr 0.01 throws fc8 far past the class frequencies in the first steps and kills
+# most of fc7's ReLUs, leaving a constant prediction (measured: docs/paper_variant.md)
+OPTIMIZER_DEFAULTS = {"d2l": dict(lr=0.01, momentum=0.0, weight_decay=0.0),
+                      "paper": dict(lr=0.001, momentum=0.9, weight_decay=5e-4)}
+# how each variant's pixels reach it when --pixels is not given (torch_model.data.PIXELS): d2l the seed's [0, 1];
+# paper its section 2, raw 0..255 values minus the mean training image (for its N(0, 0.01) init at 227x227x3 the
+# [0, 1] values are 255 times too faint to tell one image from another in fc7)
+PIXELS_DEFAULTS = {"d2l": "unit", "paper": "mean-subtracted"}
 # what a run is: recorded in config.json; on resume every one comes from there (epochs may grow)
 RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "channels_last", "limit_train", "limit_test",
-               "variant", "momentum", "weight_decay")
+               "variant", "momentum", "weight_decay", "pixels")
 # settings that predate a key: what a run recorded without it ran with
-LEGACY_SETTINGS = dict(variant="d2l", momentum=0.0, weight_decay=0.0)
+LEGACY_SETTINGS = dict(variant="d2l", momentum=0.0, weight_decay=0.0, pixels="unit")
 # where a resumed run may differ from the recorded one: where it runs and how it reports
 RUNTIME_KEYS = ("device", "data_dir", "progress")
 LOCK_NAME = ".lock"
@@ -76,7 +85,7 @@ class TrainConfig:
     """One run. None means "decided for the device and variant" (resolve_config fills it in)."""
     epochs: int = 10
     batch_size: int = 128
-    lr: float = 0.01
+    lr: float | None = None          # None: the variant's (OPTIMIZER_DEFAULTS: 0.01 d2l, 0.001 paper)
     resize: int | None = None        # None: the variant's input size (224 d2l, 227 paper)
     device: str = "auto"
     seed: int = 0
@@ -91,6 +100,7 @@ class TrainConfig:
     variant: str = "d2l"             # d2l | paper (torch_model.model.alexnet)
     momentum: float | None = None    # None: the variant's (OPTIMIZER_DEFAULTS)
     weight_decay: float | None = None
+    pixels: str | None = None        # None: the variant's (PIXELS_DEFAULTS: unit d2l, mean-subtracted paper)
     preset: str = "custom"
     progress: bool = True
     checkpoint: bool = True          # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
@@ -193,6 +203,7 @@ class Run:
     checkpoint_bytes: int
     notes: list[str] = field(default_factory=list)
     stop_reason: str = ""
+    pixel_mean: torch.Tensor | None = None   # (28, 28) mean training image (--pixels mean-subtracted), else None
 
     @property
     def channels(self) -> int:
@@ -237,6 +248,7 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None) -> Run:
             cfg = replace(cfg, **{name: len(ds)})
     train_ds = train_ds.subset(cfg.limit_train).to(device)
     test_ds = test_ds.subset(cfg.limit_test).to(device)
+    mean = pixel_mean(train_ds) if cfg.pixels == "mean-subtracted" else None   # (28, 28) or None
     torch.manual_seed(cfg.seed)
     learner = make_learner(cfg.backend, cfg.lr, device, num_classes=len(CLASS_NAMES), amp=cfg.amp, seed=cfg.seed,
                            channels_last=cfg.channels_last, variant=cfg.variant, momentum=cfg.momentum,
@@ -250,11 +262,16 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None) -> Run:
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             what = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             raise ValueError(f"{path}: does not fit the {cfg.backend} backend's model and optimizer ({what})") from exc
+        if mean is not None:                      # the recorded mean image (the same images give the same one)
+            if not isinstance(checkpoint.get("pixel_mean"), torch.Tensor) or checkpoint["pixel_mean"].shape != (28, 28):
+                raise ValueError(f"{path}: a --pixels mean-subtracted run's checkpoint without its (28, 28) "
+                                 f"'pixel_mean'")
+            mean = checkpoint["pixel_mean"].to(torch.float32)
         history = list(checkpoint["history"])
         start_epoch = checkpoint["epoch"]
         best_acc = max((h["test_acc"] for h in history), default=-1.0)
     return Run(cfg, device, train_ds, test_ds, learner, history, start_epoch, best_acc,
-               checkpoint_bytes(learner, cfg.momentum), notes)
+               checkpoint_bytes(learner, cfg.momentum), notes, pixel_mean=mean)
 
 
 def train_epochs(run: Run, out: Path, on_epoch_end, log: Callable[[str], None]) -> str:
@@ -287,7 +304,7 @@ def train_epoch(run: Run, epoch: int) -> dict:
     steps = math.ceil(len(run.train_ds) / cfg.batch_size)
     t0 = time.perf_counter()
     bar = tqdm(model_batches(run.train_ds, cfg.batch_size, cfg.resize, run.channels, shuffle=True,
-                             seed=cfg.seed * 1000 + epoch),
+                             seed=cfg.seed * 1000 + epoch, pixel_mean=run.pixel_mean),
                total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                disable=not cfg.progress, dynamic_ncols=True)
     for step, (X, y) in enumerate(bar):
@@ -304,7 +321,8 @@ def train_epoch(run: Run, epoch: int) -> dict:
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    test_acc = evaluate(learner, run.test_ds, cfg.batch_size, cfg.resize, cfg.progress, "test", run.channels)
+    test_acc = evaluate(learner, run.test_ds, cfg.batch_size, cfg.resize, cfg.progress, "test", run.channels,
+                        run.pixel_mean)
     return dict(epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
                 examples_per_sec=seen / train_seconds, examples=seen, train_seconds=train_seconds,
                 eval_seconds=time.perf_counter() - t1, curve=curve)
@@ -314,6 +332,7 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
     """The epoch's row, metrics.csv and checkpoints, saved together (a Ctrl-C waits). metrics.csv first: when only a
     checkpoint cannot be written (a full disk), the epoch's numbers are kept and the earlier last.pt is intact."""
     cfg, epoch = run.cfg, row["epoch"]
+    inputs = {} if run.pixel_mean is None else {"pixel_mean": run.pixel_mean.cpu()}  # what the weights expect
     with _sigint_deferred():
         run.history.append(row)
         write_metrics(out, run.history)
@@ -322,10 +341,11 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
         try:
             if row["test_acc"] > run.best_acc:
                 save_checkpoint(out / "best.pt", dict(epoch=epoch, test_acc=row["test_acc"],
-                                                      model=run.learner.model_state_dict(), config=asdict(cfg)))
+                                                      model=run.learner.model_state_dict(), config=asdict(cfg),
+                                                      **inputs))
                 run.best_acc = row["test_acc"]
             save_checkpoint(out / "last.pt", dict(epoch=epoch, learner=run.learner.state_dict(), rng=_rng_state(),
-                                                  config=asdict(cfg), history=run.history))
+                                                  config=asdict(cfg), history=run.history, **inputs))
         except WriteError as exc:
             kept = (f"{out / 'last.pt'} still holds epoch {epoch - 1}" if epoch > 1
                     else "no checkpoint was saved")
@@ -372,7 +392,9 @@ def header(run: Run, out: Path) -> list[str]:
         c, r = INPUT_SHAPES[cfg.variant][0], cfg.resize
         model = (f"the {cfg.variant} AlexNet ({c}x{r}x{r}" + (": each grey image repeated to 3 channels), "
                                                                if c == 3 else "), "))
-        lines.append(f"{model}SGD momentum {cfg.momentum}, weight decay {cfg.weight_decay}")
+        pixels = ("pixels: raw 0..255 values minus the mean training image" if cfg.pixels == "mean-subtracted"
+                  else "pixels in [0, 1]")
+        lines.append(f"{model}SGD lr {cfg.lr}, momentum {cfg.momentum}, weight decay {cfg.weight_decay}; {pixels}")
     if cfg.resume:
         lines.append(f"resuming {out}: {run.start_epoch} of {cfg.epochs} epoch(s) done")
     if cfg.backend == "triton" and run.device.type == "cpu":
@@ -392,8 +414,8 @@ def curves_title(run: Run) -> str:
 # ----------------------------------------------------------------------------------------------- configuration
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """The config with every None decided (backend, amp, channels_last, resize, momentum, weight_decay) and every
-    value checked: ValueError naming the flag. Does no I/O, so a bad run fails before it makes a folder."""
+    """The config with every None decided (backend, amp, channels_last, resize, lr, momentum, weight_decay, pixels)
+    and every value checked: ValueError naming the flag. Does no I/O, so a bad run fails before it makes a folder."""
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -401,7 +423,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+    if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
     if cfg.variant not in VARIANTS:
         raise ValueError(f"--variant must be one of {VARIANTS}, got {cfg.variant!r}")
@@ -411,6 +433,9 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         if value is not None and not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
         values[name] = float(default if value is None else value)
+    if cfg.pixels is not None and cfg.pixels not in PIXELS:
+        raise ValueError(f"--pixels must be one of {PIXELS}, got {cfg.pixels!r}")
+    values["pixels"] = PIXELS_DEFAULTS[cfg.variant] if cfg.pixels is None else cfg.pixels
     values["resize"] = INPUT_SHAPES[cfg.variant][1] if cfg.resize is None else cfg.resize
     check_resize(values["resize"], "--resize", cfg.variant)
     device = resolve_device(cfg.device)
@@ -713,18 +738,22 @@ def plot_curves(out: Path, history: list[dict], title: str) -> None:
 
 
 def model_batches(ds, batch_size: int, resize: int, channels: int = 1, shuffle: bool = False,
-                  seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """data.batches, with the grey channel repeated to the model's `channels` (3 for the paper's RGB network)."""
+                  seed: int = 0, pixel_mean: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """data.batches, minus the mean training image if one is given (--pixels mean-subtracted: raw 0..255 values
+    centred), with the grey channel repeated to the model's `channels` (3 for the paper's RGB network)."""
     for X, y in batches(ds, batch_size, resize, shuffle=shuffle, seed=seed):   # X (B, 1, R, R)
+        if pixel_mean is not None:
+            X = subtract_mean(X, pixel_mean)                                     # (B, 1, R, R)
         yield (X.expand(-1, channels, -1, -1) if channels != 1 else X), y       # (B, channels, R, R)
 
 
 def evaluate(learner: Learner, ds, batch_size: int, resize: int, progress: bool, desc: str,
-             channels: int = 1) -> float:
+             channels: int = 1, pixel_mean: torch.Tensor | None = None) -> float:
     """Accuracy over the whole dataset, dropout off."""
     learner.eval()
     correct = 0
-    bar = tqdm(model_batches(ds, batch_size, resize, channels), total=math.ceil(len(ds) / batch_size), desc=desc,
+    bar = tqdm(model_batches(ds, batch_size, resize, channels, pixel_mean=pixel_mean),
+               total=math.ceil(len(ds) / batch_size), desc=desc,
                unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
     for X, y in bar:
         correct += (learner.predict(X).argmax(dim=1) == y).sum().item()
@@ -743,7 +772,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help=f"default: the preset's ({PRESETS['full']['epochs']} for full); "
                                                    f"with --resume: extend the run to N epochs")
     parser.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
-    parser.add_argument("--lr", type=float, help=f"default {d.lr}")
+    parser.add_argument("--lr", type=float,
+                        help="SGD learning rate (default: the variant's: 0.01 d2l, as the seed; 0.001 paper, a tenth "
+                             "of the paper's 0.01, which diverges on 10 classes: docs/paper_variant.md)")
     parser.add_argument("--variant", choices=VARIANTS,
                         help="d2l (default): the seed's 1x224x224 AlexNet; paper: the 2012 paper's (3x227x227, LRN, "
                              "groups), grey images repeated to 3 channels")
@@ -752,6 +783,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="SGD momentum (default: the variant's: 0 d2l, as the seed; 0.9 paper)")
     parser.add_argument("--weight-decay", type=float,
                         help="SGD weight decay (default: the variant's: 0 d2l, as the seed; 5e-4 paper)")
+    parser.add_argument("--pixels", choices=PIXELS,
+                        help="unit: [0, 1] values (the seed's); mean-subtracted: raw 0..255 values minus the mean "
+                             "training image (the paper's section 2). Default: the variant's, unit d2l, "
+                             "mean-subtracted paper")
     parser.add_argument("--device", help="auto (default) | cpu | cuda[:N]")
     parser.add_argument("--backend", choices=LEARNER_BACKENDS,
                         help="torch (cuDNN / CPU), triton (our kernels; default on CUDA), numpy (numpy_ref, slow)")
