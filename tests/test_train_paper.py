@@ -8,7 +8,10 @@ import torch
 
 from torch_model import cli
 from torch_model.backends import make_learner
-from torch_model.train import TrainConfig, fit, load_checkpoint, resolve_config, resume_config
+from torch_model.data import load_split, pixel_mean
+from torch_model.train import TrainConfig, fit, load_checkpoint, model_batches, resolve_config, resume_config
+
+from conftest import assert_close_verbose
 
 CPU = torch.device("cpu")
 
@@ -29,6 +32,12 @@ def test_paper_variant_trains_and_resumes(tmp_path, fake_data):
     assert full.status == "completed" and len(full.history) == 2
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
     assert (cfg["variant"], cfg["resize"], cfg["momentum"], cfg["weight_decay"]) == ("paper", 227, 0.9, 5e-4)
+    assert (cfg["lr"], cfg["pixels"]) == (0.001, "mean-subtracted")
+    # the mean image the run subtracted is the one of the images it trained on, and both checkpoints carry it
+    train_images = load_split(fake_data, "train").images[:4].to(torch.float64)          # (4, 28, 28)
+    for name in ("last.pt", "best.pt"):
+        assert_close_verbose(load_checkpoint(tmp_path / "full" / name)["pixel_mean"], train_images.mean(0),
+                             atol=1e-4, rtol=0, what=f"{name} pixel_mean")
     best = load_checkpoint(tmp_path / "full" / "best.pt")["model"]
     assert best["0.weight"].shape == (96, 3, 11, 11) and best["22.weight"].shape == (10, 4096)
     last = load_checkpoint(tmp_path / "full" / "last.pt")["learner"]["optimizer"]
@@ -45,6 +54,8 @@ def test_paper_variant_trains_and_resumes(tmp_path, fake_data):
         fit(_paper(tmp_path / "cut", fake_data, momentum=0.0, resume=True))
     resumed = fit(resume_config(tmp_path / "cut", {"progress": False}))   # what `--resume --out cut` runs
     assert _history(resumed) == _history(full)
+    assert torch.equal(load_checkpoint(tmp_path / "cut" / "last.pt")["pixel_mean"],
+                       load_checkpoint(tmp_path / "full" / "last.pt")["pixel_mean"])
     a = load_checkpoint(tmp_path / "full" / "last.pt")["learner"]
     b = load_checkpoint(tmp_path / "cut" / "last.pt")["learner"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -52,10 +63,44 @@ def test_paper_variant_trains_and_resumes(tmp_path, fake_data):
                for i in a["optimizer"]["state"])
 
 
+def test_a_resumed_paper_run_needs_its_recorded_mean_image(tmp_path, fake_data):
+    def interrupt(epoch, row, learner):
+        raise KeyboardInterrupt
+    assert fit(_paper(tmp_path / "cut", fake_data, epochs=2, batch_size=2, limit_train=2, limit_test=2),
+               on_epoch_end=interrupt).status == "interrupted"
+    last = tmp_path / "cut" / "last.pt"
+    checkpoint = load_checkpoint(last)
+    del checkpoint["pixel_mean"]
+    torch.save(checkpoint, last)
+    with pytest.raises(ValueError, match=r"last\.pt: a --pixels mean-subtracted run's checkpoint without its"):
+        fit(resume_config(tmp_path / "cut", {"progress": False}))
+
+
+def test_mean_subtracted_pixels_are_centred_raw_values(fake_data):
+    """--pixels mean-subtracted: each input pixel, over the training images, has mean 0 (the mean image subtracted
+    at 28x28 and resized is the mean of the resized images: bilinear weights sum to 1), on the 0..255 scale; the
+    three channels are the same grey."""
+    ds = load_split(fake_data, "train")                                             # 20 random images
+    mean = pixel_mean(ds)                                                           # (28, 28)
+    for resize in (13, 227):                                                        # down- and upsampled
+        unit = torch.cat([X for X, _ in model_batches(ds, 7, resize, 3)])           # (20, 3, R, R) in [0, 1]
+        X = torch.cat([X for X, _ in model_batches(ds, 7, resize, 3, pixel_mean=mean)])  # (20, 3, R, R)
+        assert X.shape == (len(ds), 3, resize, resize) and torch.equal(X[:, 0], X[:, 2])
+        # float32 sums of values up to 255: tolerance a few ulps of 255
+        assert_close_verbose(X.mean(0), torch.zeros_like(X[0]), atol=1e-3, rtol=0, what=f"pixel means at {resize}")
+        # raw 0..255 values (not [0, 1]) minus each pixel's mean over the images
+        assert_close_verbose(X, unit * 255 - (unit * 255).mean(0), atol=1e-3, rtol=0, what=f"centred at {resize}")
+
+
 def test_optimizer_defaults_follow_the_variant():
     paper, d2l = resolve_config(TrainConfig(variant="paper")), resolve_config(TrainConfig())
     assert (paper.momentum, paper.weight_decay, paper.resize) == (0.9, 5e-4, 227)
     assert (d2l.momentum, d2l.weight_decay, d2l.resize) == (0.0, 0.0, 224)
+    # the paper's 0.01 throws the 10-class fc8 past the class frequencies (docs/paper_variant.md): a tenth of it
+    assert (paper.lr, paper.pixels, d2l.lr, d2l.pixels) == (0.001, "mean-subtracted", 0.01, "unit")
+    assert resolve_config(TrainConfig(variant="paper", lr=0.01, pixels="unit")).lr == 0.01   # as asked
+    with pytest.raises(ValueError, match="--pixels must be one of"):
+        resolve_config(TrainConfig(pixels="centred"))
     mixed = resolve_config(TrainConfig(variant="paper", momentum=0.5))
     assert (mixed.momentum, mixed.weight_decay) == (0.5, 5e-4)
     with pytest.raises(ValueError, match="--weight-decay must be a number >= 0, got -1"):
@@ -104,3 +149,24 @@ def test_paper_variant_through_numpy_ref(tmp_path, fake_data):
     opt = load_checkpoint(tmp_path / "np" / "last.pt")["learner"]["optimizer"]
     assert (opt["momentum"], opt["weight_decay"]) == (0.9, 5e-4)
     assert [b.shape for b in opt["momentum_buffer"][:1]] == [(96, 3, 11, 11)]
+
+
+def test_evaluate_feeds_a_mean_subtracted_run_as_it_was_trained(tmp_path, fake_data):
+    """`alexnet evaluate` of a --pixels mean-subtracted checkpoint centres the pixels with the run's own mean image:
+    its accuracy is the one the run measured on the same test images (both float32 here)."""
+    from torch_model.evaluate import Evaluation, load_checkpoint as load_for_eval, make_predictor, predict_dataset
+
+    result = fit(_paper(tmp_path / "R", fake_data, epochs=1))
+    ckpt = load_for_eval(tmp_path / "R" / "best.pt")
+    assert ckpt.pixel_mean is not None and ckpt.pixel_mean.shape == (28, 28)
+    test_ds = load_split(fake_data, "test").subset(4)
+    logits = predict_dataset(make_predictor(ckpt), test_ds, 4, ckpt.resize, False, channels=3,
+                             pixel_mean=ckpt.pixel_mean)
+    assert Evaluation(test_ds.labels.numpy(), logits.numpy()).accuracy == result.history[-1]["test_acc"]
+    blind = predict_dataset(make_predictor(ckpt), test_ds, 4, ckpt.resize, False, channels=3)
+    assert not torch.allclose(blind, logits)          # [0, 1] pixels are not what this network was trained on
+    checkpoint = torch.load(tmp_path / "R" / "best.pt", weights_only=True)
+    del checkpoint["pixel_mean"]
+    torch.save(checkpoint, tmp_path / "R" / "bare.pt")
+    with pytest.raises(ValueError, match=r"bare.pt: a --pixels mean-subtracted run's checkpoint without"):
+        load_for_eval(tmp_path / "R" / "bare.pt")

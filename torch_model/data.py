@@ -110,6 +110,27 @@ def to_input(images: torch.Tensor, resize: int | None = 224) -> torch.Tensor:
     return x
 
 
+# How the pixels reach the network. "unit": the seed's [0, 1] values (d2l's ToTensor). "mean-subtracted": the 2012
+# paper's "(centered) raw RGB values of the pixels" (section 2): raw 0..255 values minus the mean training image.
+PIXELS = ("unit", "mean-subtracted")
+
+
+def pixel_mean(ds: FashionMNIST) -> torch.Tensor:
+    """The mean training image, (28, 28) float32 in 0..255 (summed in float64): the paper subtracts "the mean activity
+    over the training set from each pixel"."""
+    return ds.images.to(torch.float64).mean(dim=0).to(torch.float32)   # (28, 28)
+
+
+def subtract_mean(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """(B, 1, R, R) [0, 1] batch from to_input -> raw 0..255 values minus the mean image resized to R x R. Bilinear
+    resizing is linear with weights summing to 1, so the resized mean image is the mean of the resized images: each
+    of the R x R input pixels is centred over the training set."""
+    mean_r = mean.to(X.device)[None, None]                                # (1, 1, 28, 28)
+    if mean_r.shape[-1] != X.shape[-1]:
+        mean_r = F.interpolate(mean_r, size=X.shape[-2:], mode="bilinear", align_corners=False)  # (1, 1, R, R)
+    return X * 255 - mean_r                                               # (B, 1, R, R)
+
+
 def batches(ds: FashionMNIST, batch_size: int, resize: int | None = 224, shuffle: bool = False,
             seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (X (B, 1, R, R) float32, y (B,) int64) on the dataset's device; the last batch may be smaller.

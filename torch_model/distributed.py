@@ -381,16 +381,18 @@ class DistributedLearner:
 
 class FashionMNISTSource:
     """Fashion-MNIST (uint8, already on the device) read the way imagefolder.ImageFolderSource is: this rank's
-    shard of each global batch, converted as data.to_input does (x / 255, bilinear to `resize`), the grey channel
-    repeated to `channels` (3 for the paper's network). On one process the batches are exactly data.batches'."""
+    shard of each global batch, converted as data.to_input does (x / 255, bilinear to `resize`), minus the mean
+    training image when one is given (data.subtract_mean: the paper's pixels), the grey channel repeated to
+    `channels` (3 for the paper's network). On one process the batches are exactly data.batches'."""
 
     classes = None   # set in __init__ (the ten class names)
 
     def __init__(self, train_ds, test_ds, resize: int, channels: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, pixel_mean: torch.Tensor | None = None):
         from torch_model.data import CLASS_NAMES
 
         self.train, self.test, self.classes = train_ds, test_ds, list(CLASS_NAMES)
+        self.pixel_mean = pixel_mean   # (28, 28) mean training image (--pixels mean-subtracted), or None
         self.resize, self.channels, self.batch_size = resize, channels, batch_size
         self.rank, self.world_size = rank, world_size
         self.notes: list[str] = []
@@ -399,11 +401,13 @@ class FashionMNISTSource:
         return len(self.train)
 
     def _batches(self, ds, seed: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from torch_model.data import to_input
+        from torch_model.data import subtract_mean, to_input
 
         for _, idx in local_batches(len(ds), self.batch_size, seed, shuffle, self.rank, self.world_size):
             idx = idx.to(ds.labels.device)                               # (b,)
-            X = to_input(ds.images[idx], self.resize)                    # (b, 1, R, R)
+            X = to_input(ds.images[idx], self.resize)                    # (b, 1, R, R) in [0, 1]
+            if self.pixel_mean is not None:
+                X = subtract_mean(X, self.pixel_mean)                    # (b, 1, R, R) 0..255, centred
             yield (X.expand(-1, self.channels, -1, -1) if self.channels != 1 else X), ds.labels[idx]
 
     def train_batches(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from torch_model.data import CLASS_NAMES, FashionMNIST, batches, load_fashion_mnist
+from torch_model.data import CLASS_NAMES, FashionMNIST, batches, load_fashion_mnist, subtract_mean
 from torch_model.files import atomic_write
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
@@ -50,6 +50,7 @@ class Checkpoint:
     state: dict[str, torch.Tensor]
     config: dict = field(default_factory=dict)
     epoch: int | None = None
+    pixel_mean: torch.Tensor | None = None   # (28, 28): the run fed raw 0..255 pixels minus this mean image
 
     @property
     def resize(self) -> int:
@@ -124,6 +125,12 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         if not torch.isfinite(state[key]).all():
             raise ValueError(f"{flag} {path}: {key} holds NaN or inf (weights of a diverged run)")
     ckpt.state = {k: state[k].detach().to(torch.float32).contiguous() for k in expected}  # NCHW, float32, CPU
+    if config.get("pixels") == "mean-subtracted":   # --pixels mean-subtracted (the paper variant's default)
+        mean = obj.get("pixel_mean")
+        if not isinstance(mean, torch.Tensor) or tuple(mean.shape) != (28, 28):
+            raise ValueError(f"{flag} {path}: a --pixels mean-subtracted run's checkpoint without its (28, 28) "
+                             f"'pixel_mean' (the mean training image its inputs were centred with)")
+        ckpt.pixel_mean = mean.to(torch.float32)
     check_resize(ckpt.resize, flag=f"{flag} {path}: the run's resize", variant=ckpt.variant)
     return ckpt
 
@@ -175,7 +182,7 @@ def make_predictor(ckpt: Checkpoint, backend: str = "torch", device: torch.devic
 
 
 def predict_dataset(learner, ds: FashionMNIST, batch_size: int = 128, resize: int = 224, progress: bool = True,
-                    desc: str = "evaluate", channels: int = 1) -> torch.Tensor:
+                    desc: str = "evaluate", channels: int = 1, pixel_mean: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (N, classes) float32 on the CPU for every image of ds, in order, dropout off; a tqdm bar per batch.
     channels: the model's input channels (the grey image is repeated, as `alexnet train` feeds the paper's net)."""
     learner.eval()
@@ -183,6 +190,8 @@ def predict_dataset(learner, ds: FashionMNIST, batch_size: int = 128, resize: in
     bar = tqdm(batches(ds, batch_size, resize), total=math.ceil(len(ds) / batch_size), desc=desc, unit="batch",
                leave=False, disable=not progress, dynamic_ncols=True)
     for X, _ in bar:                                             # X (B, 1, R, R)
+        if pixel_mean is not None:                               # the paper's pixels, as the run fed them
+            X = subtract_mean(X, pixel_mean)                     # (B, 1, R, R)
         X = X.expand(-1, channels, -1, -1)                       # (B, channels, R, R)
         out.append(learner.predict(X).float().cpu())             # (B, classes)
     return torch.cat(out)                                        # (N, classes)
@@ -350,14 +359,16 @@ def write_evaluation(out: Path, ev: Evaluation, images: np.ndarray, what: str = 
 
 
 def write_run_pictures(run_dir: str | Path, learner, test_ds: FashionMNIST, resize: int = 224, batch_size: int = 128,
-                       seed: int | None = None, progress: bool = True, variant: str = "d2l") -> list[Path]:
+                       seed: int | None = None, progress: bool = True, variant: str = "d2l",
+                       pixel_mean: torch.Tensor | None = None) -> list[Path]:
     """What `alexnet train` leaves in its run folder at the end: confusion.png, mistakes.png, evaluation.json
     (from the learner's own predictions on test_ds, as the run measured its test accuracy) and filters.png
     (conv1's filters at initialisation, rebuilt from `seed`, and after training). Returns the paths written."""
     from torch_model.visualize import plot_filters
 
     run_dir = Path(run_dir)
-    logits = predict_dataset(learner, test_ds, batch_size, resize, progress, "pictures", INPUT_SHAPES[variant][0])
+    logits = predict_dataset(learner, test_ds, batch_size, resize, progress, "pictures", INPUT_SHAPES[variant][0],
+                             pixel_mean)
     ev = Evaluation(test_ds.labels.cpu().numpy(), logits.numpy())
     written = write_evaluation(run_dir, ev, test_ds.images.cpu().numpy())
     conv1 = learner.model_state_dict()["0.weight"].detach().float().cpu().numpy()   # (96, C, 11, 11)
@@ -408,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
         print("note: on a CPU the Triton kernels run in the interpreter: minutes per image at 224x224; "
               "use a tiny --limit-test", flush=True)
     logits = predict_dataset(learner, test_ds.to(device), args.batch_size, ckpt.resize, not args.no_progress,
-                             channels=ckpt.channels)
+                             channels=ckpt.channels, pixel_mean=ckpt.pixel_mean)
     ev = Evaluation(test_ds.labels.numpy(), logits.numpy())
     print(f"test accuracy {ev.accuracy:.4f} ({int(np.trace(ev.confusion))}/{ev.n})\n")
     print(format_report(ev))

@@ -18,7 +18,9 @@ model and hyper-parameters on the first training images for one epoch (as many a
 evaluated on the whole real test set. Where the CPU computes bf16 natively the torch backend runs bf16 autocast with
 channels_last there (fp32 master weights and loss; torch_model/device.py decides, `--amp none` is the fp32 run).
 `--preset full` runs the seed configuration anywhere. `--variant paper` trains the 2012 paper's network (grey
-images repeated to 3 channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4).
+images repeated to 3 channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4) at lr 0.001 (the
+paper's 0.01 collapses on 10 classes) on the paper's pixels: raw 0..255 values minus the mean training image, which
+the checkpoints record (docs/paper_variant.md).
 
 `--dataset imagefolder --data-dir PATH` trains on photos sorted into class folders (torch_model/imagefolder.py), and
 `torchrun --nproc-per-node N -m torch_model train ...` on N processes through DistributedDataParallel
@@ -46,7 +48,7 @@ from tqdm import tqdm
 
 from torch_model import distributed as D
 from torch_model.backends import LEARNER_BACKENDS, Learner, check_backend, make_learner
-from torch_model.data import load_fashion_mnist
+from torch_model.data import PIXELS, load_fashion_mnist, pixel_mean
 from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_backend, resolve_device
 from torch_model.files import WriteError, atomic_write, current_umask
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
@@ -64,14 +66,22 @@ PRESETS = {
 # 128; bf16 + channels_last steps 2.28-2.37x as fast (measured side by side, README) and evaluates faster: 240 steps
 # (9 min 0 s in all, measured)
 QUICK_LIMIT_TRAIN = {("none", False): 12800, ("bf16", True): 30720}
-# the optimizer each variant trains with when --momentum / --weight-decay are not given
-OPTIMIZER_DEFAULTS = {"d2l": dict(momentum=0.0, weight_decay=0.0),      # the seed's plain SGD
-                      "paper": dict(momentum=0.9, weight_decay=5e-4)}  # Krizhevsky et al., section 5
+# the optimizer each variant trains with when --lr / --momentum / --weight-decay are not given. d2l: the seed's plain
+# SGD. paper: Krizhevsky et al.'s momentum and weight decay (section 5), but a tenth of their starting lr of 0.01:
+# with 10 classes instead of 1000, lr 0.01 throws fc8 far past the class frequencies in the first steps and kills
+# most of fc7's ReLUs, leaving a constant prediction (measured: docs/paper_variant.md)
+OPTIMIZER_DEFAULTS = {"d2l": dict(lr=0.01, momentum=0.0, weight_decay=0.0),
+                      "paper": dict(lr=0.001, momentum=0.9, weight_decay=5e-4)}
+# how each variant's pixels reach it when --pixels is not given (torch_model.data.PIXELS): d2l the seed's [0, 1];
+# paper its section 2, raw 0..255 values minus the mean training image (for its N(0, 0.01) init at 227x227x3 the
+# [0, 1] values are 255 times too faint to tell one image from another in fc7)
+PIXELS_DEFAULTS = {"d2l": "unit", "paper": "mean-subtracted"}
 # what a run is: recorded in config.json; on resume every one comes from there (epochs may grow)
 RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "channels_last", "limit_train", "limit_test",
-               "variant", "momentum", "weight_decay", "dataset", "mean", "std")
+               "variant", "momentum", "weight_decay", "dataset", "mean", "std", "pixels")
 # settings that predate a key: what a run recorded without it ran with
-LEGACY_SETTINGS = dict(variant="d2l", momentum=0.0, weight_decay=0.0, dataset="fashion-mnist", mean=None, std=None)
+LEGACY_SETTINGS = dict(variant="d2l", momentum=0.0, weight_decay=0.0, dataset="fashion-mnist", mean=None, std=None,
+                       pixels="unit")
 # where a resumed run may differ from the recorded one: where it runs and how it reports
 RUNTIME_KEYS = ("device", "data_dir", "progress", "workers", "dist_timeout")
 DATASETS = ("fashion-mnist", "imagefolder")
@@ -83,7 +93,7 @@ class TrainConfig:
     """One run. None means "decided for the device and variant" (resolve_config fills it in)."""
     epochs: int = 10
     batch_size: int = 128
-    lr: float = 0.01
+    lr: float | None = None          # None: the variant's (OPTIMIZER_DEFAULTS: 0.01 d2l, 0.001 paper)
     resize: int | None = None        # None: the variant's input size (224 d2l, 227 paper)
     device: str = "auto"
     seed: int = 0
@@ -98,6 +108,7 @@ class TrainConfig:
     variant: str = "d2l"             # d2l | paper (torch_model.model.alexnet)
     momentum: float | None = None    # None: the variant's (OPTIMIZER_DEFAULTS)
     weight_decay: float | None = None
+    pixels: str | None = None        # None: the variant's (PIXELS_DEFAULTS: unit d2l, mean-subtracted paper)
     preset: str = "custom"
     progress: bool = True
     checkpoint: bool = True          # write last.pt / best.pt each epoch (the seed-run benchmark turns it off)
@@ -206,7 +217,7 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             from torch_model.evaluate import write_run_pictures
             try:
                 write_run_pictures(out, run.learner, run.test_ds, cfg.resize, cfg.batch_size, cfg.seed,
-                                   cfg.progress, variant=cfg.variant)
+                                   cfg.progress, variant=cfg.variant, pixel_mean=run.pixel_mean)
             except OSError as exc:              # the run itself is saved; only a picture is missing
                 log(f"note: {exc}")
     finally:
@@ -238,6 +249,7 @@ class Run:
                                     # ImageFolderSource (imagefolder.py)
     ctx: D.DistContext = field(default_factory=D.DistContext)
     warned: set = field(default_factory=set)   # unreadable images already named in a warning
+    pixel_mean: torch.Tensor | None = None   # (28, 28) mean training image (--pixels mean-subtracted), else None
 
     @property
     def channels(self) -> int:
@@ -286,6 +298,7 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
         cfg = replace(cfg, mean=source.norm.mean, std=source.norm.std)   # recorded: a resume normalizes the same
         notes += source.notes
         train_ds, test_ds = source.train, source.test
+        mean = None                                 # image folders are normalized by --mean/--std instead
     else:
         train_ds, test_ds = load_fashion_mnist(cfg.data_dir)
         for name, ds in (("limit_train", train_ds), ("limit_test", test_ds)):
@@ -296,8 +309,9 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
                 cfg = replace(cfg, **{name: len(ds)})
         train_ds = train_ds.subset(cfg.limit_train).to(device)
         test_ds = test_ds.subset(cfg.limit_test).to(device)
+        mean = pixel_mean(train_ds) if cfg.pixels == "mean-subtracted" else None   # (28, 28) or None
         source = D.FashionMNISTSource(train_ds, test_ds, cfg.resize, channels, cfg.batch_size, ctx.rank,
-                                      ctx.world_size)
+                                      ctx.world_size, pixel_mean=mean)
     torch.manual_seed(cfg.seed)
     learner = make_learner(cfg.backend, cfg.lr, device, num_classes=len(source.classes), amp=cfg.amp, seed=cfg.seed,
                            channels_last=cfg.channels_last, variant=cfg.variant, momentum=cfg.momentum,
@@ -316,13 +330,18 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
             what = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             raise ValueError(f"{path}: does not fit the {cfg.backend} backend's model and optimizer ({what})") from exc
+        if mean is not None:                      # the recorded mean image (the same images give the same one)
+            if not isinstance(checkpoint.get("pixel_mean"), torch.Tensor) or checkpoint["pixel_mean"].shape != (28, 28):
+                raise ValueError(f"{path}: a --pixels mean-subtracted run's checkpoint without its (28, 28) "
+                                 f"'pixel_mean'")
+            mean = source.pixel_mean = checkpoint["pixel_mean"].to(torch.float32)
         history = list(checkpoint["history"])
         start_epoch = checkpoint["epoch"]
         best_acc = max((h["test_acc"] for h in history), default=-1.0)
     if ctx.enabled:
         learner = D.DistributedLearner(learner, ctx)   # after the restore: DDP starts from rank 0's weights
     return Run(cfg, device, train_ds, test_ds, learner, history, start_epoch, best_acc,
-               checkpoint_bytes(learner, cfg.momentum), notes, source=source, ctx=ctx)
+               checkpoint_bytes(learner, cfg.momentum), notes, source=source, ctx=ctx, pixel_mean=mean)
 
 
 def train_epochs(run: Run, out: Path, on_epoch_end, log: Callable[[str], None]) -> str:
@@ -407,6 +426,7 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
     if not run.ctx.is_main:                         # rank 0 writes; the others keep the same history
         run.history.append(row)
         return
+    inputs = {} if run.pixel_mean is None else {"pixel_mean": run.pixel_mean.cpu()}  # what the weights expect
     with _sigint_deferred():
         run.history.append(row)
         write_metrics(out, run.history)
@@ -415,11 +435,12 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
         try:
             if row["test_acc"] > run.best_acc:
                 save_checkpoint(out / "best.pt", dict(epoch=epoch, test_acc=row["test_acc"],
-                                                      model=run.learner.model_state_dict(), config=asdict(cfg)))
+                                                      model=run.learner.model_state_dict(), config=asdict(cfg),
+                                                      **inputs))
                 run.best_acc = row["test_acc"]
             rng = dict(rng=_rng_state()) if rng_ranks is None else dict(rng=rng_ranks[0], rng_ranks=rng_ranks)
             save_checkpoint(out / "last.pt", dict(epoch=epoch, learner=run.learner.state_dict(), **rng,
-                                                  config=asdict(cfg), history=run.history))
+                                                  config=asdict(cfg), history=run.history, **inputs))
         except WriteError as exc:
             kept = (f"{out / 'last.pt'} still holds epoch {epoch - 1}" if epoch > 1
                     else "no checkpoint was saved")
@@ -470,7 +491,9 @@ def header(run: Run, out: Path) -> list[str]:
         grey_to_rgb = c == 3 and cfg.dataset == "fashion-mnist"
         model = (f"the {cfg.variant} AlexNet ({c}x{r}x{r}" + (": each grey image repeated to 3 channels), "
                                                                if grey_to_rgb else "), "))
-        lines.append(f"{model}SGD momentum {cfg.momentum}, weight decay {cfg.weight_decay}")
+        pixels = ("pixels: raw 0..255 values minus the mean training image" if cfg.pixels == "mean-subtracted"
+                  else "pixels in [0, 1]" if cfg.dataset == "fashion-mnist" else "pixels normalized by --mean/--std")
+        lines.append(f"{model}SGD lr {cfg.lr}, momentum {cfg.momentum}, weight decay {cfg.weight_decay}; {pixels}")
     if run.ctx.enabled:
         ctx = run.ctx
         shard = math.ceil(cfg.batch_size / ctx.world_size)
@@ -496,8 +519,8 @@ def curves_title(run: Run) -> str:
 # ----------------------------------------------------------------------------------------------- configuration
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """The config with every None decided (backend, amp, channels_last, resize, momentum, weight_decay) and every
-    value checked: ValueError naming the flag. Does no I/O, so a bad run fails before it makes a folder."""
+    """The config with every None decided (backend, amp, channels_last, resize, lr, momentum, weight_decay, pixels)
+    and every value checked: ValueError naming the flag. Does no I/O, so a bad run fails before it makes a folder."""
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -505,7 +528,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+    if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
     if cfg.variant not in VARIANTS:
         raise ValueError(f"--variant must be one of {VARIANTS}, got {cfg.variant!r}")
@@ -515,6 +538,13 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         if value is not None and not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"--{name.replace('_', '-')} must be a number >= 0, got {value}")
         values[name] = float(default if value is None else value)
+    if cfg.pixels is not None and cfg.pixels not in PIXELS:
+        raise ValueError(f"--pixels must be one of {PIXELS}, got {cfg.pixels!r}")
+    if cfg.dataset != "fashion-mnist" and cfg.pixels == "mean-subtracted":
+        raise ValueError("--pixels mean-subtracted is for Fashion-MNIST: an image folder is normalized by its "
+                         "per-channel --mean/--std (measured on the training images when not given)")
+    default_pixels = PIXELS_DEFAULTS[cfg.variant] if cfg.dataset == "fashion-mnist" else "unit"
+    values["pixels"] = default_pixels if cfg.pixels is None else cfg.pixels
     values["resize"] = INPUT_SHAPES[cfg.variant][1] if cfg.resize is None else cfg.resize
     check_resize(values["resize"], "--resize", cfg.variant)
     device = resolve_device(cfg.device)
@@ -838,6 +868,15 @@ def plot_curves(out: Path, history: list[dict], title: str) -> None:
     plt.close(fig)
 
 
+def model_batches(ds, batch_size: int, resize: int, channels: int = 1, shuffle: bool = False,
+                  seed: int = 0, pixel_mean: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches `alexnet train` feeds the model from a Fashion-MNIST split on one process (distributed.
+    FashionMNISTSource's): data.to_input's [0, 1] pixels, minus the mean training image if one is given (--pixels
+    mean-subtracted: raw 0..255 values centred), the grey channel repeated to `channels`."""
+    source = D.FashionMNISTSource(ds, ds, resize, channels, batch_size, pixel_mean=pixel_mean)
+    return source.train_batches(seed) if shuffle else source.test_batches()
+
+
 # ----------------------------------------------------------------------------------------------- the command
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -852,7 +891,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int,
                         help=f"default {d.batch_size}; the GLOBAL batch: under torchrun each of the N processes takes "
                              f"its 1/N shard of every batch (same step as one process), the lr is not scaled")
-    parser.add_argument("--lr", type=float, help=f"default {d.lr}")
+    parser.add_argument("--lr", type=float,
+                        help="SGD learning rate (default: the variant's: 0.01 d2l, as the seed; 0.001 paper, a tenth "
+                             "of the paper's 0.01, which diverges on 10 classes: docs/paper_variant.md)")
     parser.add_argument("--variant", choices=VARIANTS,
                         help="d2l (default): the seed's 1x224x224 AlexNet; paper: the 2012 paper's (3x227x227, LRN, "
                              "groups), grey images repeated to 3 channels")
@@ -861,6 +902,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="SGD momentum (default: the variant's: 0 d2l, as the seed; 0.9 paper)")
     parser.add_argument("--weight-decay", type=float,
                         help="SGD weight decay (default: the variant's: 0 d2l, as the seed; 5e-4 paper)")
+    parser.add_argument("--pixels", choices=PIXELS,
+                        help="unit: [0, 1] values (the seed's); mean-subtracted: raw 0..255 values minus the mean "
+                             "training image (the paper's section 2). Default: the variant's, unit d2l, "
+                             "mean-subtracted paper")
     parser.add_argument("--device", help="auto (default) | cpu | cuda[:N]")
     parser.add_argument("--backend", choices=LEARNER_BACKENDS,
                         help="torch (cuDNN / CPU), triton (our kernels; default on CUDA), numpy (numpy_ref, slow)")

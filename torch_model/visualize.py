@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_model.data import CLASS_NAMES, load_split, find_data_dir, to_input
+from torch_model.data import CLASS_NAMES, find_data_dir, load_split, subtract_mean, to_input
 from torch_model.evaluate import Checkpoint, _pyplot, load_checkpoint, output_dir, save_figure
 
 SALIENCY_IMAGES = 6
@@ -240,8 +240,12 @@ def probabilities_table(probs: np.ndarray, label: int) -> str:
 
 
 def model_input(images: torch.Tensor, ckpt: Checkpoint) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float64 (N, C, R, R) as the run fed its model (the grey image repeated to C channels)."""
-    x = to_input(images, ckpt.resize).double()                        # (N, 1, R, R)
+    """uint8 (N, 28, 28) -> float64 (N, C, R, R) as the run fed its model (the grey image repeated to C channels;
+    raw 0..255 pixels minus the mean training image for a --pixels mean-subtracted run)."""
+    x = to_input(images, ckpt.resize)                                 # (N, 1, R, R) in [0, 1]
+    if ckpt.pixel_mean is not None:
+        x = subtract_mean(x, ckpt.pixel_mean)                         # (N, 1, R, R) 0..255, centred
+    x = x.double()
     return x.expand(-1, ckpt.channels, -1, -1).numpy()                # (N, C, R, R)
 
 
