@@ -857,6 +857,7 @@ def plot_curves(out: Path, history: list[dict], title: str) -> None:
     ax.plot([p[0] for p in points], [p[2] for p in points], "--", marker=".", label="train acc")
     ax.plot(epochs, [h["test_acc"] for h in history], "-.^", label="test acc")
     ax.set_xlabel("epoch (train loss and acc: running means within each epoch, as d2l plots them)", fontsize=8)
+    ax.set_ylabel("cross-entropy loss / accuracy", fontsize=8)
     ax.set_xlim(0, max(epochs) + 0.05)
     ax.set_xticks(range(0, max(epochs) + 1))
     ax.set_ylim(bottom=0)
