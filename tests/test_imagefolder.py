@@ -285,7 +285,7 @@ def test_bench_loader_smoke(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["workers"] for r in rows] == [0, 1]
     assert all(r["images"] + 3 >= 8 - 1 and r["skipped"] == 1 and r["img_per_s"] > 0 for r in rows)
-    assert main(["bench", "loader", "--data-dir", str(tmp_path / "d"), "--workers", "-1"]) == 2
+    # a bad --workers: test_bench_loader_bad_workers_is_one_line
 
 
 def test_image_folder_source_for_the_training_loop(tmp_path):
@@ -387,3 +387,14 @@ def test_train_mean_must_be_numbers(capsys):
     with pytest.raises(SystemExit) as info:      # argparse: usage and the message, exit status 2
         main(["train", "--mean", "a,b"])
     assert info.value.code == 2 and "--mean 'a,b': expected comma-separated numbers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, message", [("x", "expected worker counts like 0,2,4, got 'x'"),
+                                            ("0,-2", "worker counts must be >= 0")])
+def test_bench_loader_bad_workers_is_one_line(value, message, capsys):
+    from torch_model.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "loader", "--workers", value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument --workers: {message}" in err and "lambda" not in err

@@ -90,11 +90,22 @@ def _children_cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def worker_counts(text: str) -> list[int]:
+    """--workers 0,2,4 -> [0, 2, 4]; argparse names the flag and the value when this raises."""
+    try:
+        counts = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected worker counts like 0,2,4, got {text!r}") from None
+    if any(c < 0 for c in counts):
+        raise argparse.ArgumentTypeError(f"worker counts must be >= 0, got {text!r}")
+    return counts
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="an image folder (CLASS/IMAGE); default: synthetic JPEGs (--make)")
     parser.add_argument("--make", type=C.positive_int, default=512,
                         help="synthetic 500x375 JPEGs to write when there is no --data-dir (default: %(default)s)")
-    parser.add_argument("--workers", type=lambda s: [int(w) for w in s.split(",")],
+    parser.add_argument("--workers", type=worker_counts,
                         help="comma-separated worker counts (default: 0, 1, 2, 4, ... up to the CPU count)")
     parser.add_argument("--batch", type=C.positive_int, default=128, help="batch size (default: %(default)s)")
     parser.add_argument("--variant", choices=("paper", "d2l"), default="paper",
@@ -107,8 +118,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cpus = os.cpu_count() or 1
     workers = args.workers or [0] + [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= cpus]
-    if any(w < 0 for w in workers):
-        raise ValueError(f"--workers {','.join(map(str, workers))}: worker counts must be >= 0")
     size = args.size or (227 if args.variant == "paper" else 224)
     info = C.machine_info(torch.device("cpu"))
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
