@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     top = _top_parser().parse_args(argv[:1] or ["--help"])
     parser = build_parser(top.command)
     args = parser.parse_args(argv[1:])
+    from torch_model.device import keep_freed_memory
+
+    keep_freed_memory()   # before the first big tensor: every step then reuses the process's own pages
     try:
         return int(args._run(args) or 0)
     except (ValueError, OSError) as exc:  # DatasetError is a ValueError

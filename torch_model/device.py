@@ -3,6 +3,9 @@ an --amp / --channels-last choice can run there (`check_amp`) and the CPU's defa
 Training and the benchmarks ask these, so each decision is made in one place."""
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,6 +62,30 @@ def cpu_default_amp(device: torch.device, backend: str) -> tuple[str, bool, str]
                                   f"master weights and loss; --amp none for the fp32 run")
         return "none", False, "this CPU has no native bf16 (no avx512_bf16/amx_bf16)"
     return "none", False, "the seed's precision; --amp bf16 for bf16 autocast"
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of handing it back to the kernel; True if it was set.
+
+    A training step on the CPU allocates and frees the same ~1 GB of activations and gradients every step (conv1's
+    output alone is 128x96x54x54 bf16 = 72 MB). glibc serves any block over 32 MB with its own mmap and unmaps it on
+    free, so every step the kernel zero-fills those pages again on first touch: a quarter of the step's CPU time was
+    page faults (docs/benchmarks/README.md, CPU section). Here every block comes from one heap (no mmap, one arena),
+    which grows in 256 MB steps and is never trimmed: after the first steps the process reuses its own pages. The
+    cost is that the process keeps its peak memory until it exits. ALEXNET_GLIBC_MALLOC=1 leaves glibc's defaults."""
+    if os.environ.get("ALEXNET_GLIBC_MALLOC") == "1" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:                                  # not glibc (musl, ...): nothing to tune
+        return False
+    libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    settings = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TOP_PAD, 256 << 20), (_M_TRIM_THRESHOLD, 2**31 - 1))
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
 def check_amp(amp: str, backend: str, device: torch.device, channels_last: bool = False) -> None:
