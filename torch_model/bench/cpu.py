@@ -37,7 +37,7 @@ of these that applies:
     pool<k>     max_pool2d_with_indices forward / backward
     relu, dropout, loss   forward / backward of every ReLU, both Dropouts, the cross-entropy
     optimizer   SGD's step and zero_grad, and AccumulateGrad (the gradients handed to .grad)
-    other       everything else inside the step (loss.item(), the logits' copy for the caller, ...)
+    other       everything else inside the step (loss.item(), detach, ...)
 
 Napkin work per row (N batch, b bytes per activation: 2 under bf16 autocast, 4 in fp32; P parameters): GEMM rows
 their FLOPs (layer_specs.LayerSpec.flops); pools what ATen's kernels move (layer_specs.POOL_TRAFFIC, the zero-fill
@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
@@ -78,6 +78,9 @@ DEFAULT_OUT_DIR = Path("docs/benchmarks/cpu")
 MALLOC_ENV = "ALEXNET_GLIBC_MALLOC"
 ALLOCATORS = ("glibc_defaults", "keep_freed_memory")       # --compare-malloc's two children, in the order run
 SHORT = {"glibc_defaults": "glibc", "keep_freed_memory": "kept"}
+# what a --compare-malloc line says once for both runs: the machine (machine_info's keys) and the step's settings
+SETTINGS = ("machine", "device_name", "cpu_model", "cpu_count", "cpu", "torch", "triton", "numpy", "python",
+            "platform", "date", "threads", "batch", "amp", "layout", "why", "resize", "lr", "seed", "flops_per_image")
 DEFAULTS = dict(batch=128, steps=10, warmup_steps=3, profile_steps=3, matmul_size=4096, loop_train=1280,
                 loop_test=128)
 
@@ -215,7 +218,7 @@ def step_rows(batch: int, amp: str) -> list[Row]:
         Row("layout", "layout", "contiguous/clone/to copies, flatten", bytes=None),
         Row("alloc/fill", "alloc", "empty, fill_, zero_ (bytes: the pools' zeroed dx)", bytes=pool_dx),
         Row("python", "other", "Python between ops, hooks", bytes=None),
-        Row("other", "other", "item, the logits' copy, ...", bytes=None),
+        Row("other", "other", "loss.item(), detach, ...", bytes=None),
     ]
     return rows
 
@@ -272,7 +275,6 @@ class Profile:
     rows_of: list[str]      # the row each event's self time went to, aligned with events
     steps: int
     wall_s: float           # perf_counter over the profiled steps (the profiler's overhead included)
-    labels: Labels = field(repr=False)
 
 
 def profile_steps(learner, data: list, steps: int) -> Profile:
@@ -291,7 +293,7 @@ def profile_steps(learner, data: list, steps: int) -> Profile:
         labels.remove()
     events = list(prof.events())
     batch = data[0][0].shape[0]
-    return Profile(events, attribute(events, labels, batch), steps, wall, labels)
+    return Profile(events, attribute(events, labels, batch), steps, wall)
 
 
 def _subtree(e):
@@ -346,8 +348,10 @@ def attribute(events: list, labels: Labels, batch: int) -> list[str]:
 
     def row_in(ctx, gemm) -> str:
         where, name, node = ctx
-        if where in ("optimizer", "step"):
-            return "optimizer" if where == "optimizer" else "other"
+        if where == "optimizer":
+            return "optimizer"
+        if where == "step":
+            return "other"
         if where == "bwd" and node == "ToCopyBackward0":
             return "casts"
         if name is None:
@@ -530,7 +534,7 @@ def allocator() -> str:
 def measure(args, amp: str, channels_last: bool, why: str) -> dict:
     """The whole measurement in this process: matmul, timed steps, profile, loop."""
     info = C.machine_info(CPU)
-    started, dtype = C.now_iso(), torch.bfloat16 if amp == "bf16" else torch.float32
+    started = C.now_iso()
     result = {**info, "date": C.today(), "started": started, "threads": torch.get_num_threads(),
               "allocator": allocator(), "batch": args.batch, "amp": amp,
               "layout": "channels_last" if channels_last else "nchw", "why": why, "resize": RESIZE, "lr": args.lr,
@@ -776,9 +780,8 @@ def compare_malloc(args, amp: str) -> int:
     print(f"medians over {args.rounds} round(s), each a fresh process; glibc = glibc's malloc defaults "
           f"({MALLOC_ENV}=1), kept = keep_freed_memory; rows are torch.profiler self times per step")
     g = results["glibc_defaults"]
-    line = {k: v for k, v in g.items() if k not in ("step", "profile", "loop", "allocator", "matmul", "started",
-                                                   "argv", "rounds")}
-    line.update(mode="compare-malloc", started=started, argv=sys.argv[1:], rounds=args.rounds, runs=runs)
+    line = {"mode": "compare-malloc", **{k: g[k] for k in SETTINGS if k in g}, "started": started,
+            "argv": sys.argv[1:], "rounds": args.rounds, "runs": runs}
     written = save(args.out_dir, line, {SHORT[a]: results[a] for a in ALLOCATORS})
     say("wrote " + ", ".join(map(str, written)))
     return 0
