@@ -74,6 +74,7 @@ def test_memory_rows_napkin_bytes_known_case():
 
 # ----------------------------------------------------------------------------------------------- attribution
 
+@pytest.mark.slow
 def test_every_op_lands_in_exactly_one_row_and_its_layers():
     """One profiled bf16 channels_last step at batch 2: every event is given one row, the rows' self times add up
     to the roots' total times, and each layer's ops (found by their shapes, independently of the hooks the bench
@@ -152,9 +153,10 @@ def test_every_op_lands_in_exactly_one_row_and_its_layers():
 
 # ----------------------------------------------------------------------------------------------- end to end
 
+@pytest.mark.slow
 def test_smoke_run_prints_the_table_and_appends_a_line(tmp_path, fake_data, capsys):
     out = tmp_path / "cpu"
-    args = parse([*TINY, "--amp", "bf16", "--data-dir", str(fake_data), "--loop-train", "4", "--loop-test", "2",
+    args = parse([*TINY, "--amp", "bf16", "--data-dir", str(fake_data), "--loop-train", "2", "--loop-test", "2",
                   "--out-dir", str(out)])
     assert cpu.run(args) == 0
     text = capsys.readouterr().out
@@ -173,7 +175,7 @@ def test_smoke_run_prints_the_table_and_appends_a_line(tmp_path, fake_data, caps
     assert [r["row"] for r in prof["rows"]] == [r.name for r in cpu.step_rows(2, "bf16")]
     assert sum(r["ms"] for r in prof["rows"]) == pytest.approx(prof["total_ms"])
     assert prof["total_ms"] == pytest.approx(prof["roots_ms"])
-    assert line["loop"]["images"] == 4 and line["loop"]["examples_per_sec"] > 0
+    assert line["loop"]["images"] == 2 and line["loop"]["examples_per_sec"] > 0
     assert "the alexnet train loop beside it" in text and "minor page faults per step" in text
     assert "conv2 bwd" in text and "top ops" in text
     png = out / f"{line['machine']}-step-profile.png"

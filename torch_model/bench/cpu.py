@@ -616,8 +616,8 @@ def summary_lines(result: dict) -> list[str]:
              f"{_num(s['tflops'])} TFLOP/s = {_pct(s['peak_fraction'])} of the {result['ref_dtype']} matmul"
              + ("" if result["ref_dtype"] == "bf16" else f" ({_pct(s['bf16_fraction'])} of bf16's)")
              + f"; {_num(s['minor_faults_per_step'])} minor page faults per step",
-             f"profiled: {_num(p['wall_ms'])} ms per step ({_num(100 * (p['wall_ms'] / s['step_ms'] - 1))}% over "
-             f"the timed step: the profiler's own cost); rows from {p['steps']} steps"]
+             f"profiled: {_num(p['wall_ms'])} ms per step ({100 * (p['wall_ms'] / s['step_ms'] - 1):+.0f}% against "
+             f"the timed step: the profiler's own cost, and noise); rows from {p['steps']} steps"]
     loop = result.get("loop")
     lines.append("the alexnet train loop beside it: " + (
         f"{_num(loop['examples_per_sec'])} img/s (torch_model.train.fit, {loop['images']} images, set-up and "
@@ -631,6 +631,8 @@ def compare_tables(results: dict[str, dict]) -> str:
 
     def pair(label, get, better=min):
         a, b = get(g), get(k)
+        if a is None and b is None:
+            return
         ratio = (a / b if better is min else b / a) if a and b else None
         summary.append([label, _num(a), _num(b), _num(ratio)])
 
@@ -670,7 +672,7 @@ def plot_profile(results: dict[str, dict], path: Path, title: str) -> Path:
     labels = list(results)
     first = results[labels[0]]["profile"]["rows"]
     n, width = len(first), 0.8 / len(labels)
-    fig, ax = plt.subplots(figsize=(9, 0.3 * n * max(1, len(labels) * 0.7) + 1.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 0.22 * n * max(1, len(labels) * 0.7) + 1.5), dpi=110)
     styles = [dict(hatch="//", alpha=0.55), dict(alpha=1.0)] if len(labels) == 2 else [dict(alpha=1.0)]
     for j, (label, style) in enumerate(zip(labels, styles)):
         rows = results[label]["profile"]["rows"]
@@ -683,7 +685,7 @@ def plot_profile(results: dict[str, dict], path: Path, title: str) -> Path:
     ax.set_xlabel("ms per training step (torch.profiler, self time)")
     handles = [Patch(color=COLOURS[k], label=k) for k in KINDS if any(r["kind"] == k for r in first)]
     if len(labels) == 2:
-        handles += [Patch(facecolor="white", edgecolor="black", label=f"{labels[0]} (hatched)"),
+        handles += [Patch(facecolor="white", edgecolor="black", hatch="//", label=labels[0]),
                     Patch(facecolor="grey", edgecolor="black", label=labels[1])]
     ax.legend(handles=handles, fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
@@ -695,7 +697,8 @@ def plot_profile(results: dict[str, dict], path: Path, title: str) -> Path:
 
 
 def _title(result: dict, img_per_s: dict[str, float]) -> str:
-    rates = ", ".join(f"{k} {_num(v)} img/s" for k, v in img_per_s.items())
+    rates = ", ".join(f"{_num(v)} img/s" if len(img_per_s) == 1 else f"{k} {_num(v)} img/s"
+                      for k, v in img_per_s.items())
     return (f"{result['device_name']}, torch {result['torch']}, {result['threads']} threads, {result['date']}\n"
             f"training step, batch {result['batch']}, amp {result['amp']}, {result['layout']}: {rates}")
 
