@@ -53,9 +53,7 @@ from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_
 from torch_model.files import WriteError, atomic_write, current_umask
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
-# training images/s of the seed model at batch 128 on the 2-core CPU machine (torch 2.13, `make train`): fp32 NCHW 27.1
-# (README), bf16 autocast + channels_last 64.4 (issue 11's run); only for the header's estimate of the full run
-CPU_TRAIN_IMG_PER_S = {("none", False): 27.1, ("bf16", True): 64.4}
+ESTIMATE_AFTER_STEPS = 20      # the run's duration is estimated from its own rate once this many steps are timed
 PRESETS = {
     # the seed (d2l): all 60,000 training images, 10 epochs
     "full": dict(epochs=10, limit_train=None, limit_test=None),
@@ -86,6 +84,11 @@ LEGACY_SETTINGS = dict(variant="d2l", momentum=0.0, weight_decay=0.0, dataset="f
 RUNTIME_KEYS = ("device", "data_dir", "progress", "workers", "dist_timeout")
 DATASETS = ("fashion-mnist", "imagefolder")
 LOCK_NAME = ".lock"
+MAX_SEED = (2**63 - 1) // 1000 - 1000   # seed * 1000 + epoch stays a valid torch seed
+# every file a run writes into its folder: a new run refuses a folder that holds any of them (a resume continues them)
+RUN_FILES = ("config.json", "metrics.csv", "curves.png", "last.pt", "best.pt", "confusion.png", "mistakes.png",
+             "evaluation.json", "filters.png")
+PICTURES = ("confusion.png", "mistakes.png", "evaluation.json", "filters.png")   # drawn once the last epoch is saved
 
 
 @dataclass
@@ -182,7 +185,7 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
     cfg = D.from_main(ctx, lambda: D.check_backend(ctx, resolve_config(cfg)), what="receiving the run's settings")
     checkpoint = D.from_main(ctx, check_run_folder, cfg, what="receiving the checkpoint rank 0 resumes from")
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
-    if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs:   # a finished run: nothing to do, nothing touched
+    if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs and not unfinished_files(cfg):
         return TrainResult(history=list(checkpoint["history"]), out_dir=Path(cfg.out), device=str(device),
                            status="nothing to do", config=cfg)
     run = prepare(cfg, checkpoint, ctx)
@@ -191,13 +194,16 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
 
     def open_run_folder() -> Path:                  # rank 0 only: the others are sent its folder's name
         nonlocal lock
-        if cfg.checkpoint:
-            check_free_space(Path(cfg.out or "runs"), run.checkpoint_bytes)
         out, created = (Path(cfg.out), False) if cfg.resume else make_run_folder(cfg.out, cfg.backend)
         lock = RunLock(out)
         try:
+            if cfg.checkpoint:
+                check_free_space(out, run.checkpoint_bytes)
             lock.acquire(log)
+            clear_stale_files(out)                  # temporary files of a run killed while it wrote one
             write_config(out, cfg)                  # on resume: --epochs may have grown
+            if run.history:                         # the checkpoint is the record: metrics.csv follows it
+                write_metrics(out, run.history)
         except BaseException:
             lock.release()
             if created:
@@ -218,8 +224,10 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             try:
                 write_run_pictures(out, run.learner, run.test_ds, cfg.resize, cfg.batch_size, cfg.seed,
                                    cfg.progress, variant=cfg.variant, pixel_mean=run.pixel_mean)
-            except OSError as exc:              # the run itself is saved; only a picture is missing
-                log(f"note: {exc}")
+            except OSError as exc:              # the run itself is saved; only pictures are missing
+                missing = [name for name in PICTURES if not (out / name).exists()]
+                log(f"note: {exc}; not written: {', '.join(missing)} (`alexnet train --resume --out {out}` draws "
+                    f"them once there is room)")
     finally:
         try:
             if ctx.is_main:
@@ -261,14 +269,19 @@ def check_run_folder(cfg: TrainConfig) -> dict | None:
     run) or a last.pt that fits the settings (--resume: returned)."""
     out = Path(cfg.out) if cfg.out else None
     if out is not None:
+        check_out_folder(out)
         RunLock(out).refuse_if_held()
     if not cfg.resume:
-        if out is not None and (out / "last.pt").exists():
-            raise ValueError(f"--out {out} already holds a run (last.pt); pass --resume to continue it "
+        held = [name for name in RUN_FILES if out is not None and (out / name).exists()]
+        if held:
+            what = "a run (last.pt)" if "last.pt" in held else f"{', '.join(held)} (files a run writes)"
+            raise ValueError(f"--out {out} already holds {what}; pass --resume to continue the run recorded there, "
                              f"or choose another --out")
         return None
     if out is None:
         raise ValueError("--resume needs --out, the folder of the run to continue")
+    if not (out / "last.pt").exists() and (out / "config.json").is_file() and not metrics_rows(out):
+        return None          # killed before its first epoch was saved: the recorded run starts from the beginning
     checkpoint = load_resume_checkpoint(out / "last.pt")
     saved = {**LEGACY_SETTINGS, **checkpoint["config"]}
     changed = [f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
@@ -312,6 +325,10 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
         mean = pixel_mean(train_ds) if cfg.pixels == "mean-subtracted" else None   # (28, 28) or None
         source = D.FashionMNISTSource(train_ds, test_ds, cfg.resize, channels, cfg.batch_size, ctx.rank,
                                       ctx.world_size, pixel_mean=mean)
+    for split, ds in (("training", train_ds), ("test", test_ds)):
+        if len(ds) == 0:
+            where = f"--data-dir {cfg.data_dir}" if cfg.dataset == "imagefolder" else "Fashion-MNIST"
+            raise ValueError(f"{where}: the {split} set holds no images")
     torch.manual_seed(cfg.seed)
     learner = make_learner(cfg.backend, cfg.lr, device, num_classes=len(source.classes), amp=cfg.amp, seed=cfg.seed,
                            channels_last=cfg.channels_last, variant=cfg.variant, momentum=cfg.momentum,
@@ -376,10 +393,15 @@ def train_epoch(run: Run, epoch: int, log: Callable[[str], None] = say) -> dict:
     curve: list[list[float]] = []   # [fractional epoch, running loss, running train acc]
     steps = math.ceil(len(run.train_ds) / cfg.batch_size)   # global batches: as many on every rank
     t0 = time.perf_counter()
-    bar = tqdm(run.source.train_batches(cfg.seed * 1000 + epoch),
+    bar = tqdm(run.source.train_batches(cfg.seed * 1000 + epoch),   # an epoch's own shuffle (MAX_SEED)
                total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True)
     for step, (X, y) in enumerate(bar):
+        if step == 1:
+            t_steady = time.perf_counter()          # step 0 pays for oneDNN's first-call set-up: not timed
+        if step == ESTIMATE_AFTER_STEPS + 1 and epoch == run.start_epoch and ctx.is_main:
+            rate = ESTIMATE_AFTER_STEPS * cfg.batch_size / (time.perf_counter() - t_steady)
+            tqdm.write(estimate(run, rate))
         loss, logits = learner.step(X, y)
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"loss became {loss} at epoch {epoch + 1}, step {step + 1}")
@@ -404,6 +426,23 @@ def train_epoch(run: Run, epoch: int, log: Callable[[str], None] = say) -> dict:
                 eval_seconds=time.perf_counter() - t1, curve=curve, skipped=skipped)
 
 
+def estimate(run: Run, rate: float) -> str:
+    """How long the rest of the run and the seed's full run take at `rate` training images/s (measured on this run's
+    steps; evaluation is forward only and adds about a fifth of that per epoch)."""
+    cfg = run.cfg
+    left = (cfg.epochs - run.start_epoch) * len(run.train_ds)
+    full = PRESETS["full"]["epochs"] * 60000
+
+    def hours(images: float) -> str:
+        seconds = images / rate
+        return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+    line = (f"measured {rate:.1f} training images/s over steps 2..{ESTIMATE_AFTER_STEPS + 1}: this run's "
+            f"{cfg.epochs - run.start_epoch} epoch(s) of training take ~{hours(left)}")
+    if cfg.dataset == "fashion-mnist" and (cfg.limit_train or cfg.epochs != PRESETS["full"]["epochs"]):
+        line += f"; the seed's full run (10 epochs of 60,000) ~{hours(full)} at this rate"
+    return line
+
+
 def report_skipped(run: Run, log: Callable[[str], None], most: int = 10) -> int:
     """The unreadable images of the epoch (training and evaluation, every rank's): each named in a warning the first
     time (at most `most` an epoch), all counted."""
@@ -419,8 +458,11 @@ def report_skipped(run: Run, log: Callable[[str], None], most: int = 10) -> int:
 
 
 def save_epoch(run: Run, out: Path, row: dict) -> None:
-    """The epoch's row, metrics.csv and checkpoints, saved together (a Ctrl-C waits). metrics.csv first: when only a
-    checkpoint cannot be written (a full disk), the epoch's numbers are kept and the earlier last.pt is intact."""
+    """The epoch's record, a Ctrl-C waiting until it is whole: last.pt (and best.pt when the test accuracy improved)
+    first, then metrics.csv, derived from the checkpoint's history. A kill -9 at any instant leaves last.pt of this
+    epoch or of the one before (atomic writes), and metrics.csv never ahead of it; a resume continues from last.pt and
+    rewrites metrics.csv from it. When a checkpoint cannot be written (a full disk) the epoch is not recorded: the
+    error names the file and the epoch's numbers, and the earlier last.pt is intact."""
     cfg, epoch = run.cfg, row["epoch"]
     rng_ranks = D.gather_rng_states(run.ctx) if run.ctx.enabled and cfg.checkpoint else None
     if not run.ctx.is_main:                         # rank 0 writes; the others keep the same history
@@ -428,23 +470,24 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
         return
     inputs = {} if run.pixel_mean is None else {"pixel_mean": run.pixel_mean.cpu()}  # what the weights expect
     with _sigint_deferred():
+        if cfg.checkpoint:
+            try:
+                if row["test_acc"] > run.best_acc:
+                    save_checkpoint(out / "best.pt", dict(epoch=epoch, test_acc=row["test_acc"],
+                                                          model=run.learner.model_state_dict(), config=asdict(cfg),
+                                                          **inputs))
+                    run.best_acc = row["test_acc"]
+                rng = dict(rng=_rng_state()) if rng_ranks is None else dict(rng=rng_ranks[0], rng_ranks=rng_ranks)
+                save_checkpoint(out / "last.pt", dict(epoch=epoch, learner=run.learner.state_dict(), **rng,
+                                                      config=asdict(cfg), history=[*run.history, row], **inputs))
+            except WriteError as exc:
+                kept = (f"{out / 'last.pt'} still holds epoch {epoch - 1}" if epoch > 1
+                        else "no checkpoint was saved")
+                raise CheckpointWriteError(
+                    f"{exc}; epoch {epoch} (loss {row['loss']:.3f}, train acc {row['train_acc']:.3f}, test acc "
+                    f"{row['test_acc']:.3f}) is not saved and {kept}") from exc
         run.history.append(row)
         write_metrics(out, run.history)
-        if not cfg.checkpoint:
-            return
-        try:
-            if row["test_acc"] > run.best_acc:
-                save_checkpoint(out / "best.pt", dict(epoch=epoch, test_acc=row["test_acc"],
-                                                      model=run.learner.model_state_dict(), config=asdict(cfg),
-                                                      **inputs))
-                run.best_acc = row["test_acc"]
-            rng = dict(rng=_rng_state()) if rng_ranks is None else dict(rng=rng_ranks[0], rng_ranks=rng_ranks)
-            save_checkpoint(out / "last.pt", dict(epoch=epoch, learner=run.learner.state_dict(), **rng,
-                                                  config=asdict(cfg), history=run.history, **inputs))
-        except WriteError as exc:
-            kept = (f"{out / 'last.pt'} still holds epoch {epoch - 1}" if epoch > 1
-                    else "no checkpoint was saved")
-            raise CheckpointWriteError(f"{exc}; epoch {epoch}'s metrics are in {out / 'metrics.csv'}, {kept}") from exc
 
 
 def finish(run: Run, out: Path, status: str, log: Callable[[str], None]) -> None:
@@ -476,13 +519,12 @@ def header(run: Run, out: Path) -> list[str]:
         lines.append(f"preset quick (a CPU, no CUDA): {cfg.epochs} epoch(s) on {n_train} training images (at most "
                      f"{quick_limit_train(cfg)}); `--preset full` trains {PRESETS['full']['epochs']} epochs on all")
     elif cfg.preset.startswith("quick"):
-        speed = CPU_TRAIN_IMG_PER_S.get((cfg.amp, cfg.channels_last), CPU_TRAIN_IMG_PER_S[("none", False)])
         budget = " (~10 minutes on 2 idle cores)" if cfg.preset == "quick" and cfg.variant == "d2l" else ""
         what = "the seed model and hyper-parameters" if cfg.variant == "d2l" else f"the {cfg.variant} AlexNet"
         lines.append(f"preset quick (a CPU, no CUDA): {what} on the first {n_train} "
                      f"training images for {cfg.epochs} epoch(s){budget}, tested on {n_test} real test images. The "
-                     f"full seed run is `alexnet train --preset full` (about {10 * 60000 / speed / 3600:.1f} h at "
-                     f"~{speed:.0f} img/s on 2 CPU cores; minutes on a GPU).")
+                     f"full seed run is `alexnet train --preset full` (this run prints what it would take here once "
+                     f"its first {ESTIMATE_AFTER_STEPS} steps are timed; minutes on a GPU).")
     lines.append(f"training on {run.device} with the {cfg.backend} backend in {precision_note(cfg)}: "
                  f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, resize {cfg.resize}, seed {cfg.seed}, "
                  f"{n_train} train / {n_test} test images")
@@ -500,7 +542,9 @@ def header(run: Run, out: Path) -> list[str]:
         lines.append(f"torchrun: {ctx.world_size} processes ({ctx.backend}); --batch-size {cfg.batch_size} is the "
                      f"global batch, each process takes its shard (~{shard} images) of every one and DDP averages "
                      f"the gradients: the same step as one process, lr {cfg.lr} unchanged")
-    if cfg.resume:
+    if cfg.resume and run.start_epoch == 0:
+        lines.append(f"resuming {out}: no epoch of it was saved, so it starts from the first of {cfg.epochs}")
+    elif cfg.resume:
         lines.append(f"resuming {out}: {run.start_epoch} of {cfg.epochs} epoch(s) done")
     if cfg.backend == "triton" and run.device.type == "cpu":
         lines.append("note: on a CPU the Triton kernels run in the Triton interpreter (one program instance at a time, "
@@ -528,6 +572,9 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED} (each epoch shuffles with seed x 1000 + "
+                         f"epoch, a 64-bit seed), got {cfg.seed}")
     if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
     if cfg.variant not in VARIANTS:
@@ -711,7 +758,10 @@ def make_run_folder(out: str | None, backend: str) -> tuple[Path, bool]:
     if out:
         path = Path(out)
         existed = path.is_dir()
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--out {path}: cannot make the folder ({exc.strerror or exc})") from exc
         return path, not existed
     base = Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{backend}")
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -733,21 +783,60 @@ def remove_empty_folder(out: Path) -> None:
         pass                          # not empty: something else is in it, leave it
 
 
+def check_out_folder(out: Path) -> None:
+    """--out names a folder this run can make or use: not a file, nor under one."""
+    if str(out) == "":
+        raise ValueError("--out is empty: name the run folder (or leave --out out for runs/DATE-TIME-BACKEND)")
+    for part in (out, *out.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"--out {out}: {part} is a file, not a folder")
+            break
+
+
+def clear_stale_files(out: Path) -> None:
+    """Remove what a run killed mid-write left behind: atomic_write's temporary `.NAME.xxxx` files of the run's files,
+    and lock files of runs no longer alive (the folder's lock is held by this run when this is called)."""
+    for path in out.iterdir():
+        name = path.name
+        stale_temp = any(name.startswith(f".{f}.") for f in RUN_FILES)
+        pid = name[len(LOCK_NAME) + 1:] if name.startswith(LOCK_NAME + ".") else ""
+        if stale_temp or (pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))):
+            path.unlink(missing_ok=True)
+
+
+def metrics_rows(out: Path) -> int:
+    """Epochs recorded in out/metrics.csv (0 when there is none)."""
+    try:
+        return max(0, len((out / "metrics.csv").read_text().splitlines()) - 1)
+    except (OSError, UnicodeDecodeError):
+        return 0
+
+
+def unfinished_files(cfg: TrainConfig) -> list[str]:
+    """What a finished run's folder still lacks (it was stopped while drawing them): resuming it draws them."""
+    names = ["curves.png"]
+    if cfg.pictures and cfg.dataset == "fashion-mnist":
+        names += PICTURES
+    return [name for name in names if not (Path(cfg.out) / name).exists()]
+
+
 def checkpoint_bytes(learner: Learner, momentum: float) -> int:
-    """About how large last.pt is: the weights (plus one momentum buffer per weight) and a little more."""
+    """About how much an epoch writes: last.pt (the weights, one momentum buffer per weight, the optimizer's and RNG
+    states) and best.pt (the weights again), each written whole beside the file it replaces."""
     weights = sum(t.numel() * t.element_size() for t in learner.model_state_dict().values())
-    return weights * (2 if momentum else 1) + (1 << 20)
+    return weights * (3 if momentum else 2) + (2 << 20)
 
 
 def check_free_space(folder: Path, needed: int) -> None:
-    """Refuse to start an epoch whose checkpoint cannot fit: writing last.pt needs room for the new file beside the
-    old one (atomic_write renames it over only when it is whole)."""
+    """Refuse to start an epoch whose checkpoints cannot fit: each is written whole beside the file it replaces
+    (atomic_write renames it over only then), so an epoch needs room for a new last.pt and best.pt."""
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed:
-        raise ValueError(f"{folder}: {free / 2**20:.1f} MiB free on its filesystem, but saving an epoch's checkpoint "
+        raise ValueError(f"{folder}: {free / 2**20:.1f} MiB free on its filesystem, but saving an epoch's checkpoints "
                          f"needs about {needed / 2**20:.0f} MiB; free some space, choose another --out, or pass "
                          f"--no-checkpoint")
 
@@ -790,8 +879,10 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as exc:  # a damaged file: name it, never a bare traceback
-        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    except Exception as exc:  # a damaged file: name it, never a bare traceback (nor torch's paragraphs of advice)
+        text = str(exc).split("WeightsUnpickler error:")[-1]      # torch's own reason, after its advice
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {reason})") from exc
 
 
 # what last.pt holds (save_epoch writes it); best.pt holds epoch, test_acc, model and config only
@@ -802,7 +893,10 @@ def load_resume_checkpoint(path: Path) -> dict:
     """last.pt, checked to be one: ValueError naming the file and what is missing (a best.pt copied over it, any
     other torch.save'd object)."""
     if not path.is_file():
-        raise ValueError(f"--resume: {path} not found (the run saved no epoch yet, or ran with --no-checkpoint)")
+        rows = metrics_rows(path.parent)
+        why = (f"its metrics.csv records {rows} epoch(s) but no checkpoint holds them (a --no-checkpoint run cannot "
+               f"be continued)" if rows else f"{path.parent / 'config.json'} not found: no run was started there")
+        raise ValueError(f"--resume: {path} not found; {why}")
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: not a training checkpoint (a {type(checkpoint).__name__}, expected a dict with "
@@ -958,6 +1052,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     runtime = dict(progress=not args.no_progress, checkpoint=not args.no_checkpoint)
     if args.no_pictures or not args.resume:         # a resumed run makes the pictures its config.json records
         runtime["pictures"] = not args.no_pictures
+    if args.out == "":
+        raise ValueError("--out is empty: name the run folder (or leave --out out for runs/DATE-TIME-BACKEND)")
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the folder of the run to continue")
@@ -978,7 +1074,10 @@ def parse_channels(text: str, flag: str) -> list[float]:
     from torch_model.imagefolder import parse_channels as parse
 
     try:
-        return parse(text, flag)
+        values = parse(text, flag)
+        if flag == "--std" and not all(v > 0 for v in values):
+            raise ValueError(f"--std {text!r}: every channel's std must be > 0 (the pixels are divided by it)")
+        return values
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
