@@ -13,11 +13,13 @@ die    rank 1 exits before a collective: rank 0 must raise RankFailure at once.
 hang   rank 1 stops answering: rank 0 must raise RankFailure after TIMEOUT_S.
 Prints "ok SCENARIO rank R" on success; RankFailure is printed as one line with exit status 3.
 """
+import datetime
 import os
 import sys
 import time
 
 import torch
+from torch.distributed.distributed_c10d import _set_pg_timeout
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import assert_close_verbose  # noqa: E402
@@ -110,13 +112,17 @@ def check(ctx: D.DistContext) -> None:
 def main() -> int:
     scenario = sys.argv[1]
     timeout = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
-    ctx = D.setup("cpu", timeout_s=timeout)
+    # Joining and the first barrier get a minute: on a busy machine one rank may start seconds after the other.
+    # Only then does the timeout under test apply, to the collective the scenario is about.
+    ctx = D.setup("cpu", timeout_s=max(timeout, 60.0))
     assert ctx.enabled and ctx.backend == "gloo" and ctx.world_size == 2
     try:
         if scenario == "check":
             check(ctx)
         else:
             D.barrier(ctx)                           # both alive so far
+            _set_pg_timeout(datetime.timedelta(seconds=timeout))
+            ctx.timeout_s = timeout
             if ctx.rank == 1:
                 if scenario == "die":
                     os._exit(1)

@@ -138,7 +138,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, real_data_dir, 
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "torch_model", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "torch_model", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_cli_missing_data_dir(tmp_path):

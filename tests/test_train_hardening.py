@@ -18,7 +18,7 @@ from torch_model.files import WriteError, atomic_write
 from torch_model.train import CheckpointWriteError, TrainConfig, fit, load_checkpoint
 
 
-def _cli(*args, timeout=300):
+def _cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "torch_model", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
 

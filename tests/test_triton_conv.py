@@ -501,7 +501,7 @@ def test_sm90_compile_of_a_forward_spec():
     name = next(s["name"] for s in codegen_specs.CONV_SPECS if s["name"].startswith("conv2d_fwd_small_c[bf16"))
     env = dict(os.environ, TRITON_INTERPRET="0")
     proc = subprocess.run([sys.executable, "-c", _COMPILE_ONE, name], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600)
     assert proc.returncode == 0, f"{name} failed to compile for sm_90:\n{proc.stderr[-3000:]}"
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["wgmma"], f"{name}: no wgmma in the PTX: {info}"
