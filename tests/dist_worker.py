@@ -23,6 +23,7 @@ from torch.distributed.distributed_c10d import _set_pg_timeout
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import assert_close_verbose  # noqa: E402
+from torch_model import data  # noqa: E402
 from torch_model import distributed as D  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
     for global_n in (3, 1):                      # shards of 2 + 1 images, then 1 + 0 (rank 1 empty)
         X = torch.rand(global_n, 1, 32, 32, generator=g)                    # (B, 1, 32, 32)
         y = torch.randint(0, 10, (global_n,), generator=g)                  # (B,)
-        mine = D.shard(torch.arange(global_n), ctx.rank, ctx.world_size)
+        mine = data.shard(torch.arange(global_n), ctx.rank, ctx.world_size)
         learner.eval(), ref.eval()              # dropout off: the same function on every rank and in the reference
         loss, logits = learner.step(X[mine], y[mine])
         ref_loss, ref_logits = ref.step(X, y)
@@ -72,9 +73,9 @@ def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
 def check(ctx: D.DistContext) -> None:
 
     # the same permutation everywhere; the shards of each global batch partition it, in order
-    batches = list(D.local_batches(11, 4, seed=7, shuffle=True, rank=ctx.rank, world_size=ctx.world_size))
+    batches = list(data.local_batches(11, 4, seed=7, shuffle=True, rank=ctx.rank, world_size=ctx.world_size))
     everyone = D.all_gather_object(ctx, [idx.tolist() for _, idx in batches])
-    order = D.epoch_order(11, 7, True).tolist()
+    order = data.epoch_order(11, 7, True).tolist()
     assert [a + b for a, b in zip(*everyone)] == [order[s:s + 4] for s in range(0, 11, 4)], everyone
 
     # gradients: DDP over the shards == one process's torch model over the global batch, for the torch backend
@@ -84,7 +85,7 @@ def check(ctx: D.DistContext) -> None:
 
     # evaluation: each rank counts on its shard; the sums are the whole set's
     labels = torch.arange(23) % 3
-    mine = D.shard_range(23, ctx.rank, ctx.world_size)
+    mine = data.shard_range(23, ctx.rank, ctx.world_size)
     correct = int((labels[mine.start:mine.stop] == 1).sum())
     assert D.sum_over_ranks(ctx, correct, len(mine)) == (int((labels == 1).sum()), 23)
 

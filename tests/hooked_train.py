@@ -21,7 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
-from torch_model import backends, cli, evaluate, train, visualize
+from torch_model import backends, checkpoint, cli, evaluate, files, plots, visualize
 
 _go_on = []
 
@@ -69,7 +69,7 @@ def install(at: str, do: str) -> None:
         return
     name, _, k = rest.rpartition(":")
     target, count = int(k), [0]
-    real_write = train.atomic_write
+    real_write = files.atomic_write
 
     def atomic_write(path, write, mode="wb"):
         if Path(path).name != name:
@@ -84,7 +84,7 @@ def install(at: str, do: str) -> None:
         real_write(path, write, mode)
         if kind == "after":
             act(at, do)
-    for module in (train, evaluate, visualize):     # every module that writes a run's files
+    for module in (checkpoint, plots, evaluate, visualize):     # every module that writes a run's files
         if hasattr(module, "atomic_write"):
             module.atomic_write = atomic_write
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import write_image_folder
-from torch_model.distributed import local_batches
+from torch_model.data import local_batches
 from torch_model.imagefolder import (
     CenterCrop, Decode, EpochBatchSampler, HorizontalFlip, ImageFolderDataset, Normalization, Pipeline, RandomCrop,
     ResizeShortSide, channel_stats, eval_pipeline, find_splits, make_loader, parse_channels, sample_seed,

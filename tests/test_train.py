@@ -9,7 +9,8 @@ from torch import nn
 
 from torch_model import alexnet, num_parameters
 from torch_model.summary import layer_summary
-from torch_model.train import TrainConfig, fit, load_checkpoint
+from torch_model.checkpoint import load_checkpoint
+from torch_model.train import TrainConfig, fit
 
 SEED_KEYS = [f"{i}.{p}" for i in (0, 3, 6, 8, 10, 14, 17, 20) for p in ("weight", "bias")]
 # the seed's comment column: output shapes for one 1x1x224x224 image, layer by layer

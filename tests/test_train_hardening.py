@@ -8,14 +8,16 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
-from torch_model import cli, train
+from torch_model import checkpoint, cli, train
 from torch_model.files import WriteError, atomic_write
-from torch_model.train import CheckpointWriteError, TrainConfig, fit, load_checkpoint
+from torch_model.checkpoint import CheckpointWriteError, load_checkpoint
+from torch_model.train import TrainConfig, fit
 
 
 def _cli(*args, timeout=600):
@@ -110,7 +112,7 @@ def test_resume_refuses_a_checkpoint_of_another_structure(tmp_path, fake_data):
     out = tmp_path / "R"
     out.mkdir()
     cfg = train.resolve_config(_tiny(out, fake_data, amp="none"))
-    train.write_config(out, cfg)
+    checkpoint.write_config(out, asdict(cfg))
     for obj, expected in (([1, 2, 3], "a list"),
                           ({"weights": torch.zeros(2)}, "'epoch', 'learner', 'rng', 'config', 'history'")):
         torch.save(obj, out / "last.pt")
@@ -244,7 +246,7 @@ def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, fake_d
 def test_default_out_is_unique_within_one_second(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: fmt.replace("%Y%m%d-%H%M%S", "20260101-120000"))
-    folders = [train.make_run_folder(None, "torch") for _ in range(3)]
+    folders = [checkpoint.make_run_folder(None, "torch") for _ in range(3)]
     assert [str(f) for f, created in folders] == [
         "runs/20260101-120000-torch", "runs/20260101-120000-torch-2", "runs/20260101-120000-torch-3"]
     assert all(created for _, created in folders)
@@ -323,8 +325,8 @@ def test_free_space_is_asked_for_both_checkpoints(tmp_path):
 
     learner = make_learner("torch", 0.01, torch.device("cpu"))
     weights = sum(t.numel() * t.element_size() for t in learner.model_state_dict().values())
-    assert train.checkpoint_bytes(learner, 0.0) >= 2 * weights                # last.pt and best.pt
-    assert train.checkpoint_bytes(learner, 0.9) >= 3 * weights                # + last.pt's momentum buffers
+    assert checkpoint.checkpoint_bytes(learner, 0.0) >= 2 * weights                # last.pt and best.pt
+    assert checkpoint.checkpoint_bytes(learner, 0.9) >= 3 * weights                # + last.pt's momentum buffers
 
 
 def test_the_numpy_backend_header_does_not_suggest_bf16():
@@ -352,4 +354,4 @@ def test_pictures_that_could_not_be_written_are_named_and_drawn_on_resume(tmp_pa
            "filters.png" in said, said
     monkeypatch.setattr(evaluate, "atomic_write", real)
     assert cli.main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
-    assert all((out / name).exists() for name in train.PICTURES)
+    assert all((out / name).exists() for name in checkpoint.PICTURES)

@@ -5,7 +5,7 @@ environment; `setup` joins them into one process group (NCCL between GPUs, gloo 
 here is what the training loop needs on top of DistributedDataParallel (DDP):
 
 - the data: every rank draws the SAME seeded permutation of the epoch, cuts it into global batches of
-  --batch-size, and takes its own contiguous shard of each (`local_batches`): the global batch means the same
+  --batch-size, and takes its own contiguous shard of each (`data.local_batches`): the global batch means the same
   thing on any number of processes, and the ranks together see exactly the single process's batches;
 - the step (`DistributedLearner`): each rank's cross-entropy SUM times world/N_global, so that DDP's averaging
   all-reduce leaves every rank holding the gradient of the mean loss over the whole global batch of N_global
@@ -16,7 +16,7 @@ here is what the training loop needs on top of DistributedDataParallel (DDP):
   others raise `RankFailure` with one line saying so, rather than hang (torchrun then stops the rest).
 
 With no torchrun variables in the environment, `setup` returns a one-process context and every helper here is
-the identity, so the single-process path runs exactly as before.
+the identity: one process trains exactly as it does without torchrun.
 """
 from __future__ import annotations
 
@@ -141,39 +141,6 @@ def _collective(ctx: DistContext, what: str) -> Iterator[None]:
                           f"answer within --dist-timeout {ctx.timeout_s:g} s (see its output); {first[:300]}"
                           ) from exc
 
-
-# ----------------------------------------------------------------------------------------------- data sharding
-
-def epoch_order(n: int, seed: int, shuffle: bool) -> torch.Tensor:
-    """The epoch's order of the n examples, identical on every rank: data.batches' seeded permutation."""
-    if shuffle:
-        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))   # (n,)
-    return torch.arange(n)                                                        # (n,)
-
-
-def shard(global_batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Rank `rank`'s contiguous part of a global batch; sizes differ by at most one (torch.tensor_split)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
-    return global_batch.tensor_split(world_size)[rank]
-
-
-def local_batches(n: int, batch_size: int, seed: int, shuffle: bool, rank: int = 0,
-                  world_size: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
-    """(global batch size, this rank's indices) for each global batch of the epoch: ceil(n / batch_size) batches
-    on every rank, some shards empty when a batch has fewer images than ranks."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = epoch_order(n, seed, shuffle)                      # (n,)
-    for start in range(0, n, batch_size):
-        glob = order[start:start + batch_size]                 # (B,)
-        yield len(glob), shard(glob, rank, world_size)         # (B / world,)
-
-
-def shard_range(n: int, rank: int, world_size: int) -> range:
-    """Rank `rank`'s contiguous part of 0..n-1 (how the evaluation set is split)."""
-    idx = shard(torch.arange(n), rank, world_size)             # (n / world,)
-    return range(int(idx[0]), int(idx[-1]) + 1) if len(idx) else range(0)
 
 # ----------------------------------------------------------------------------------------------- collectives
 
@@ -375,49 +342,6 @@ class DistributedLearner:
         if finite.item() == 0:
             return float("nan"), logits.detach().float()[:n_local]
         return (local.item() / n_local if n_local else 0.0), logits.detach().float()[:n_local]
-
-
-# ----------------------------------------------------------------------------------------------- Fashion-MNIST
-
-class FashionMNISTSource:
-    """Fashion-MNIST (uint8, already on the device) read the way imagefolder.ImageFolderSource is: this rank's
-    shard of each global batch, converted as data.to_input does (x / 255, bilinear to `resize`), minus the mean
-    training image when one is given (data.subtract_mean: the paper's pixels), the grey channel repeated to
-    `channels` (3 for the paper's network). On one process the batches are exactly data.batches'."""
-
-    classes = None   # set in __init__ (the ten class names)
-
-    def __init__(self, train_ds, test_ds, resize: int, channels: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1, pixel_mean: torch.Tensor | None = None):
-        from torch_model.data import CLASS_NAMES
-
-        self.train, self.test, self.classes = train_ds, test_ds, list(CLASS_NAMES)
-        self.pixel_mean = pixel_mean   # (28, 28) mean training image (--pixels mean-subtracted), or None
-        self.resize, self.channels, self.batch_size = resize, channels, batch_size
-        self.rank, self.world_size = rank, world_size
-        self.notes: list[str] = []
-
-    def __len__(self) -> int:
-        return len(self.train)
-
-    def _batches(self, ds, seed: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from torch_model.data import subtract_mean, to_input
-
-        for _, idx in local_batches(len(ds), self.batch_size, seed, shuffle, self.rank, self.world_size):
-            idx = idx.to(ds.labels.device)                               # (b,)
-            X = to_input(ds.images[idx], self.resize)                    # (b, 1, R, R) in [0, 1]
-            if self.pixel_mean is not None:
-                X = subtract_mean(X, self.pixel_mean)                    # (b, 1, R, R) 0..255, centred
-            yield (X.expand(-1, self.channels, -1, -1) if self.channels != 1 else X), ds.labels[idx]
-
-    def train_batches(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self._batches(self.train, epoch_seed, shuffle=True)
-
-    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self._batches(self.test, 0, shuffle=False)
-
-    def take_skipped(self) -> list:
-        return []     # nothing in memory is unreadable
 
 
 # ----------------------------------------------------------------------------------------------- evaluation

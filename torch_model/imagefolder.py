@@ -316,7 +316,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
 class EpochBatchSampler(torch.utils.data.Sampler):
     """Yields, for each global batch of the epoch's seeded permutation, this rank's shard as
-    [(index, sample_seed), ...] (distributed.local_batches); `set_epoch(epoch_seed)` before each epoch.
+    [(index, sample_seed), ...] (data.local_batches); `set_epoch(epoch_seed)` before each epoch.
     Every rank yields the same number of batches (some may be empty at the end)."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1):
@@ -331,7 +331,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         return math.ceil(self.n / self.batch_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        from torch_model.distributed import local_batches
+        from torch_model.data import local_batches
 
         for _, local in local_batches(self.n, self.batch_size, self.epoch_seed, self.shuffle,
                                       self.rank, self.world_size):
