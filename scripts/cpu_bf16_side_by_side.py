@@ -2,7 +2,7 @@
 
     python scripts/cpu_bf16_side_by_side.py [STEPS]
 
-Both learners (torch_model.backends.make_learner, the training loop's step: forward, cross-entropy, backward, SGD)
+Both learners (torch_model.learners.make_learner, the training loop's step: forward, cross-entropy, backward, SGD)
 start from the same weights and step on the same 4 real Fashion-MNIST batches of 128 at 224x224; their steps are
 interleaved (ABBA order), so a machine whose load changes during the run slows both alike. One warm-up step each
 (oneDNN builds its kernels there), then STEPS timed steps each (default 6); prints the median s/step, img/s and the
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from torch_model.backends import make_learner
+from torch_model.learners import make_learner
 from torch_model.device import keep_freed_memory
 from torch_model.data import batches, find_data_dir, load_split
 

@@ -37,7 +37,7 @@ def small_alexnet():
 
 
 def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
-    from torch_model.backends import TorchLearner
+    from torch_model.learners import DistributedLearner, TorchLearner
 
     torch.manual_seed(0)
     net = small_alexnet()
@@ -48,7 +48,7 @@ def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
 
         tritonize(net)                                   # same parameters, our kernels
         assert sum(isinstance(m, TritonConv2d) for m in net) == 2
-    learner = D.DistributedLearner(TorchLearner(net, lr=0.01, device=torch.device("cpu")), ctx)
+    learner = DistributedLearner(TorchLearner(net, lr=0.01, device=torch.device("cpu")), ctx)
     g = torch.Generator().manual_seed(1)
     for global_n in (3, 1):                      # shards of 2 + 1 images, then 1 + 0 (rank 1 empty)
         X = torch.rand(global_n, 1, 32, 32, generator=g)                    # (B, 1, 32, 32)

@@ -21,7 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
-from torch_model import backends, checkpoint, cli, evaluate, files, plots, visualize
+from torch_model import checkpoint, cli, evaluate, files, learners, plots, visualize
 
 _go_on = []
 
@@ -58,14 +58,14 @@ class _MidWrite:
 def install(at: str, do: str) -> None:
     kind, _, rest = at.partition(":")
     if kind == "step":
-        target, real_step, count = int(rest), backends.TorchLearner.step, [0]
+        target, real_step, count = int(rest), learners.TorchLearner.step, [0]
 
         def step(self, X, y):
             count[0] += 1
             if count[0] == target:
                 act(at, do)
             return real_step(self, X, y)
-        backends.TorchLearner.step = step
+        learners.TorchLearner.step = step
         return
     name, _, k = rest.rpartition(":")
     target, count = int(k), [0]

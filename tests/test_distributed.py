@@ -78,10 +78,10 @@ def test_which_errors_mean_a_lost_rank():
     ctx = D.DistContext(rank=1, world_size=2, backend="gloo", timeout_s=7)
     with pytest.raises(D.RankFailure, match=r"^rank 1 of 2: summing failed: .* within --dist-timeout 7 s .*"
                                             r"Connection closed by peer$"):
-        with D._collective(ctx, "summing"):
+        with D.collective(ctx, "summing"):
             raise RuntimeError("Connection closed by peer\n  more lines")
     with pytest.raises(RuntimeError, match="shapes"):                       # not translated
-        with D._collective(ctx, "summing"):
+        with D.collective(ctx, "summing"):
             raise RuntimeError("shapes cannot be multiplied")
 
 

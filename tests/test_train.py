@@ -64,7 +64,7 @@ def test_summary_matches_seed_comments():
 
 
 def test_sgd_steps_lower_the_loss(real_data_dir):
-    from torch_model.backends import make_learner
+    from torch_model.learners import make_learner
     from torch_model.data import batches, load_split
 
     ds = load_split(real_data_dir, "train").subset(16)
@@ -179,7 +179,7 @@ def test_no_checkpoint_run_writes_metrics_only(tmp_path, real_data_dir):
 
 
 def test_channels_last_learner_matches_nchw():
-    from torch_model.backends import make_learner
+    from torch_model.learners import make_learner
 
     X = torch.rand(4, 1, 224, 224)                          # (4, 1, 224, 224)
     y = torch.tensor([0, 3, 7, 9])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from torch_model import device as D
-from torch_model.backends import make_learner
+from torch_model.learners import make_learner
 from torch_model.config import QUICK_LIMIT_TRAIN, TrainConfig, quick_limit_train, resolve_config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

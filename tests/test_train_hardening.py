@@ -59,7 +59,7 @@ def _stat(path: Path):
 # ----------------------------------------------------------------------------------------------- resume as recorded
 
 def test_resume_continues_the_recorded_run(tmp_path, fake_data, capsys):
-    """`--resume --out R` alone continues R as config.json records it; a given flag must agree; --epochs extends; a
+    """`--resume --out R` alone continues R as its last.pt records it; a given flag must agree; --epochs extends; a
     lower --epochs is refused; a finished run is left as it is."""
     out = tmp_path / "R"
 
@@ -78,7 +78,7 @@ def test_resume_continues_the_recorded_run(tmp_path, fake_data, capsys):
 
     before = _stat(out / "config.json")
     p = _main(capsys, "train", "--resume", "--out", out, "--lr", "0.5", "--seed", "1")      # a given flag must agree
-    _one_line_error(p, "--lr 0.5 (recorded 0.02)", out / "config.json")
+    _one_line_error(p, "--lr 0.5 (recorded 0.02)", out / "last.pt")                          # the run's one record
     assert "--seed" not in p.stderr and _stat(out / "config.json") == before
 
     p = _main(capsys, "train", "--resume", "--out", out, "--no-progress")
@@ -321,7 +321,7 @@ def test_a_random_file_as_last_pt_is_one_line(tmp_path, fake_data, capsys):
 
 
 def test_free_space_is_asked_for_both_checkpoints(tmp_path):
-    from torch_model.backends import make_learner
+    from torch_model.learners import make_learner
 
     learner = make_learner("torch", 0.01, torch.device("cpu"))
     weights = sum(t.numel() * t.element_size() for t in learner.model_state_dict().values())

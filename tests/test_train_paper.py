@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torch_model import cli
-from torch_model.backends import make_learner
+from torch_model.learners import make_learner
 from torch_model.data import load_split, pixel_mean
 from torch_model.checkpoint import load_checkpoint
 from torch_model.config import resume_config
@@ -134,7 +134,7 @@ def test_numpy_learner_gets_the_same_sgd_settings():
 def test_the_triton_backend_builds_the_paper_variant():
     """The paper variant through the Triton backend: LRN and grouped convs swapped for our kernels, same parameters
     (a forward through it is tests/test_triton_paper.py's, at a reduced size: the interpreter is slow)."""
-    from torch_model.backends import check_backend
+    from torch_model.learners import check_backend
     from torch_model.model import alexnet
     from triton_kernels.modules import TritonLocalResponseNorm
 

@@ -50,7 +50,7 @@ def test_saliency_numpy_backward_equals_torch_autograd_float64(probe, real_data_
 
 def test_initial_filters_are_the_runs_own(tmp_path):
     """filters.png's 'at initialisation' panel: alexnet train seeds torch, then builds the learner."""
-    from torch_model.backends import make_learner
+    from torch_model.learners import make_learner
 
     torch.manual_seed(5)
     learner = make_learner("torch", 0.01, torch.device("cpu"), seed=5)

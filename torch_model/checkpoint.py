@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from torch_model.backends import Learner
+from torch_model.learners import Learner
 from torch_model.files import WriteError, atomic_write, current_umask
 
 LOCK_NAME = ".lock"

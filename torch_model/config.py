@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from torch_model import distributed as D
-from torch_model.backends import LEARNER_BACKENDS, check_backend
+from torch_model.learners import LEARNER_BACKENDS, check_backend
 from torch_model.checkpoint import RUN_FILES, RunLock, check_out_folder, load_resume_checkpoint, metrics_rows
 from torch_model.data import PIXELS
 from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_backend, resolve_device
@@ -164,10 +164,11 @@ def quick_limit_train(cfg: TrainConfig) -> int:
     return QUICK_LIMIT_TRAIN.get((cfg.amp, cfg.channels_last), QUICK_LIMIT_TRAIN[("none", False)])
 
 
-def recorded_settings(out: Path) -> dict:
-    """The settings of the run in `out`, from its one record: last.pt (config.json only while no epoch is saved)."""
+def recorded_settings(out: Path) -> tuple[dict, Path]:
+    """The settings of the run in `out` and the file they come from, its one record: last.pt (config.json only
+    while no epoch is saved)."""
     if (out / "last.pt").exists():
-        return {**load_resume_checkpoint(out / "last.pt")["config"]}
+        return {**load_resume_checkpoint(out / "last.pt")["config"]}, out / "last.pt"
     path = out / "config.json"
     if not path.is_file():
         where = f"{out} is not a folder" if not out.is_dir() else f"{path} not found"
@@ -179,7 +180,7 @@ def recorded_settings(out: Path) -> dict:
     names = {f.name for f in fields(TrainConfig)}
     if not isinstance(saved, dict) or not names >= set(saved) >= set(RESUME_KEYS):
         raise ValueError(f"--resume: {path}: not the config.json of a run of this version of `alexnet train`")
-    return saved
+    return saved, path
 
 
 def check_run_folder(cfg: TrainConfig) -> dict | None:
@@ -215,7 +216,7 @@ def check_run_folder(cfg: TrainConfig) -> dict | None:
 def resume_config(out: Path, given: dict) -> TrainConfig:
     """`--resume --out R` with the flags `given` on the command line: R's recorded run. A given setting must agree
     with the record, except --epochs (may extend the run) and where/how it runs (RUNTIME_KEYS)."""
-    saved = recorded_settings(out)
+    saved, record = recorded_settings(out)
     differ = []
     for key, value in given.items():
         if key in RUNTIME_KEYS or key == "epochs":
@@ -227,7 +228,7 @@ def resume_config(out: Path, given: dict) -> TrainConfig:
             differ.append(f"--{key.replace('_', '-')} {value} (recorded {saved.get(key)})")
     if differ:
         raise ValueError(f"--resume: {', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'} from the run "
-                         f"recorded in {out}; drop {'it' if len(differ) == 1 else 'them'} to continue "
+                         f"recorded in {record}; drop {'it' if len(differ) == 1 else 'them'} to continue "
                          f"the run as recorded, or start a new run with another --out")
     saved.update(resume=True, out=str(out))
     return TrainConfig(**saved)

@@ -158,7 +158,7 @@ def _config_beside(path: Path, flag: str) -> dict:
 # ----------------------------------------------------------------------------------------------- predictions
 
 def make_predictor(ckpt: Checkpoint, backend: str = "torch", device: torch.device | str = "cpu"):
-    """A Learner (torch_model/backends.py) holding the checkpoint's weights in float32, in eval mode:
+    """A Learner (torch_model/learners.py) holding the checkpoint's weights in float32, in eval mode:
     torch and triton through torch_model.alexnet(backend=...), numpy through numpy_ref (NumpyLearner)."""
     device = torch.device(device)
     if backend not in EVAL_BACKENDS:
@@ -166,12 +166,12 @@ def make_predictor(ckpt: Checkpoint, backend: str = "torch", device: torch.devic
     if backend == "numpy":
         if device.type != "cpu":
             raise ValueError("--backend numpy runs on the CPU only; use --device cpu")
-        from torch_model.numpy_backend import NumpyLearner
+        from torch_model.learners import NumpyLearner
 
         learner = NumpyLearner(ckpt.state, lr=0.01, num_classes=len(CLASS_NAMES),   # lr unused: no step is taken
                                variant=ckpt.variant)
     else:
-        from torch_model.backends import TorchLearner
+        from torch_model.learners import TorchLearner
         from torch_model.model import alexnet
 
         net = alexnet(len(CLASS_NAMES), backend=backend, init=False, variant=ckpt.variant)

@@ -3,7 +3,7 @@ fit -> prepare -> train_epochs -> train_epoch -> save_epoch -> finish, then the 
 
 Where the rest lives: the settings (flags, presets, each variant's defaults, the resume record) in config.py; the run
 folder (atomic files, the lock, checkpoints, metrics.csv) in checkpoint.py; what a step runs (torch, Triton or NumPy)
-in backends.py; the batches in data.FashionMNISTSource or imagefolder.ImageFolderSource; curves.png in plots.py.
+in learners.py; the batches in data.FashionMNISTSource or imagefolder.ImageFolderSource; curves.png in plots.py.
 
 Each epoch prints a tqdm bar with its ETA, then loss, train acc (on the training batches with dropout on, as d2l counts
 it), test acc and examples/sec; the run ends with d2l's two lines, `loss L, train acc A, test acc T` and
@@ -27,7 +27,6 @@ import torch
 from tqdm import tqdm
 
 from torch_model import distributed as D
-from torch_model.backends import Learner, make_learner
 from torch_model.checkpoint import (PICTURES, CheckpointWriteError, RunLock, check_free_space, checkpoint_bytes,
                                     clear_stale_files, make_run_folder, remove_empty_folder, restore_rng_state,
                                     rng_state, save_checkpoint, say, sigint_deferred, unfinished_files, write_config,
@@ -37,6 +36,7 @@ from torch_model.config import (PRESETS, TrainConfig, check_run_folder, config_f
 from torch_model.data import FashionMNISTSource, load_fashion_mnist, pixel_mean
 from torch_model.device import resolve_device
 from torch_model.files import WriteError
+from torch_model.learners import DistributedLearner, Learner, make_learner
 from torch_model.model import INPUT_SHAPES
 from torch_model.plots import plot_curves
 
@@ -239,7 +239,7 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
         start_epoch = checkpoint["epoch"]
         best_acc = max((h["test_acc"] for h in history), default=-1.0)
     if ctx.enabled:
-        learner = D.DistributedLearner(learner, ctx)   # after the restore: DDP starts from rank 0's weights
+        learner = DistributedLearner(learner, ctx)   # after the restore: DDP starts from rank 0's weights
     return Run(cfg, device, train_ds, test_ds, learner, history, start_epoch, best_acc,
                checkpoint_bytes(learner, cfg.momentum), notes, source=source, ctx=ctx, pixel_mean=mean)
 

@@ -105,7 +105,7 @@ def _montage(filters: np.ndarray, columns: int = 12) -> np.ndarray:
 
 def initial_conv1(seed: int, variant: str = "d2l") -> np.ndarray:
     """conv1's weights at the start of the run: `alexnet train` seeds torch with the run's seed, then builds the
-    model with its variant's init (torch_model.backends.make_learner), so the same two steps rebuild them."""
+    model with its variant's init (torch_model.learners.make_learner), so the same two steps rebuild them."""
     from torch_model.model import alexnet
 
     with torch.random.fork_rng(devices=[]):                           # leave the caller's RNG as it was
