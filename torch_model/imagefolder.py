@@ -75,10 +75,10 @@ class _Walk:
         reached under two classes."""
         self.dirs = set()
         images: list[str] = []
-        ignored = self._walk(str(folder), name, images)
+        ignored = self._walk(str(folder), name, images, f"class folder {name!r}")
         return images, ignored
 
-    def _walk(self, folder: str, name: str, images: list[str]) -> int:
+    def _walk(self, folder: str, name: str, images: list[str], what: str) -> int:
         try:
             st = os.stat(folder)
             if (st.st_dev, st.st_ino) in self.dirs:
@@ -87,8 +87,8 @@ class _Walk:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            raise ValueError(f"{folder}: class folder {name!r} cannot be read ({type(exc).__name__}: "
-                             f"{exc.strerror or exc}); fix its permissions or move it out of the data folder") from None
+            raise ValueError(f"{folder}: {what} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); fix "
+                             f"its permissions or move it out of the data folder") from None
         ignored, subdirs = 0, []
         for entry in entries:
             if _is_dir(entry):
@@ -101,7 +101,7 @@ class _Walk:
             else:
                 ignored += 1
         for sub in subdirs:
-            ignored += self._walk(sub, name, images)
+            ignored += self._walk(sub, name, images, f"a folder of class {name!r}")
         return ignored
 
     def _take(self, entry: os.DirEntry, name: str) -> bool:
