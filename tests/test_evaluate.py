@@ -230,8 +230,8 @@ def test_a_bare_state_dict_is_evaluated_with_a_note_on_its_pixels(tmp_path, caps
                          "--no-progress", "--out", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out
     assert (f"note: {tmp_path / 'bare.pt'} records no run config (a bare state_dict): assuming its paper AlexNet "
-            f"was fed") in printed
-    assert "227x227 input, each grey image repeated to 3 channels, pixels in [0, 1]" in printed
+            f"was fed a 227x227 input, each grey image repeated to 3 channels, pixels in [0, 1]; a --pixels "
+            f"mean-subtracted run (the paper variant's default) was fed raw 0..255 pixels") in printed
 
 
 def test_evaluation_json_has_no_nan():

@@ -84,9 +84,10 @@ class Checkpoint:
         """For a checkpoint that records no run config: the one line saying what is assumed about its inputs."""
         if self.recorded:
             return None
+        default = " (the paper variant's default)" if self.variant == "paper" else ""
         return (f"note: {self.path} records no run config (a bare state_dict): assuming its {self.variant} AlexNet "
-                f"was fed as `alexnet train` feeds it by default on Fashion-MNIST with [0, 1] pixels: "
-                f"{self.feeding()} (a --pixels mean-subtracted run's best.pt or last.pt carries its mean image)")
+                f"was fed a {self.feeding()}; a --pixels mean-subtracted run{default} was fed raw 0..255 pixels minus "
+                f"its mean training image, which only its best.pt or last.pt carries")
 
     def describe(self) -> str:
         return f"{self.path}" + (f" (epoch {self.epoch})" if self.epoch is not None else "")
