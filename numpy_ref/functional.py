@@ -278,10 +278,11 @@ def relu_forward(input: np.ndarray) -> tuple[np.ndarray, tuple]:
 
 
 def relu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    """dx = dout where the output is positive, else 0 (torch's rule: the gradient at exactly 0 is 0)."""
+    """dx = 0 where the output is <= 0, else dout: torch's threshold_backward(dout, out, 0), whose test is
+    `out <= 0`. So the gradient at exactly 0 is 0, and at a NaN input (out is NaN, NaN <= 0 is false) it passes."""
     (out,) = cache
     check_dout(dout, out.shape, out.dtype, "relu")
-    return np.where(out > 0, dout, 0).astype(out.dtype, copy=False)  # like x
+    return np.where(out <= 0, 0, dout).astype(out.dtype, copy=False)  # like x
 
 
 def linear_forward(input: np.ndarray, weight: np.ndarray,

@@ -112,6 +112,29 @@ def test_bad_weights(weights, tmp_path, capsys):
     _error(capsys, ["--random", "--weights", str(tmp_path / "big.npz")], "a 1000-class network")
     np.savez(tmp_path / "shape.npz", **{**state, "0.weight": np.zeros((96, 3, 11, 11), np.float32)})
     _error(capsys, ["--random", "--weights", str(tmp_path / "shape.npz")], "0.weight has shape (96, 1, 11, 11)")
+    for value in (np.nan, np.inf):                                # docs/visualizing.md: a refusal, not "nan%"
+        bias = state["14.bias"].copy()
+        bias[7] = value
+        np.savez(tmp_path / "diverged.npz", **{**state, "14.bias": bias})
+        _error(capsys, ["--random", "--weights", str(tmp_path / "diverged.npz")],
+               "diverged.npz: 14.bias holds NaN or inf")
+    np.savez(tmp_path / "fed.npz", **state, **{"input.variant": np.array("paper"), "input.size": np.array(224),
+                                               "input.pixels": np.array("unit")})
+    _error(capsys, ["--random", "--weights", str(tmp_path / "fed.npz")],
+           "fed.npz: input.variant is array('paper'", "the weights are the d2l AlexNet's")
+    np.savez(tmp_path / "nomean.npz", **state, **{"input.variant": np.array("d2l"), "input.size": np.array(224),
+                                                  "input.pixels": np.array("mean-subtracted")})
+    _error(capsys, ["--random", "--weights", str(tmp_path / "nomean.npz")], "nomean.npz: input.mean must be")
+
+
+def test_weights_without_input_entries_are_fed_the_variant_s_default_with_a_note(weights, tmp_path, capsys):
+    state, _ = weights
+    np.savez(tmp_path / "bare.npz", **state)                      # torch's keys only
+    assert walkthrough.main(["--random", "--weights", str(tmp_path / "bare.npz")]) == 0
+    out = capsys.readouterr().out
+    assert (f"note: {tmp_path / 'bare.npz'} does not say how its run fed the network (no input.* entries): "
+            f"assuming the d2l variant's 224x224 input, pixels in [0, 1]") in out
+    assert "input  (1, 1, 224, 224)" in out
 
 
 def test_command_line_is_one_line_and_torch_free(tmp_path):

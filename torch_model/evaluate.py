@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from torch_model.data import CLASS_NAMES, FashionMNIST, batches, load_fashion_mnist, subtract_mean
+from torch_model.data import CLASS_NAMES, PIXELS, FashionMNIST, batches, load_fashion_mnist, subtract_mean
 from torch_model.files import atomic_write
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
@@ -51,6 +51,7 @@ class Checkpoint:
     config: dict = field(default_factory=dict)
     epoch: int | None = None
     pixel_mean: torch.Tensor | None = None   # (28, 28): the run fed raw 0..255 pixels minus this mean image
+    recorded: bool = True                    # False: no run config inside or beside it (a bare state_dict)
 
     @property
     def resize(self) -> int:
@@ -67,6 +68,26 @@ class Checkpoint:
     @property
     def channels(self) -> int:
         return INPUT_SHAPES[self.variant][0]           # grey images repeated to 3 channels for the paper's network
+
+    @property
+    def pixels(self) -> str:
+        return self.config.get("pixels") or "unit"     # runs recorded before --pixels existed fed [0, 1] pixels
+
+    def feeding(self) -> str:
+        """How the run fed its network, in words: input size, channels and pixels."""
+        grey = ", each grey image repeated to 3 channels" if self.channels == 3 else ""
+        pixels = ("raw 0..255 pixels minus the run's mean training image" if self.pixel_mean is not None
+                  else "pixels in [0, 1]")
+        return f"{self.resize}x{self.resize} input{grey}, {pixels}"
+
+    def assumption_note(self) -> str | None:
+        """For a checkpoint that records no run config: the one line saying what is assumed about its inputs."""
+        if self.recorded:
+            return None
+        default = " (the paper variant's default)" if self.variant == "paper" else ""
+        return (f"note: {self.path} records no run config (a bare state_dict): assuming its {self.variant} AlexNet "
+                f"was fed a {self.feeding()}; a --pixels mean-subtracted run{default} was fed raw 0..255 pixels minus "
+                f"its mean training image, which only its best.pt or last.pt carries")
 
     def describe(self) -> str:
         return f"{self.path}" + (f" (epoch {self.epoch})" if self.epoch is not None else "")
@@ -104,11 +125,12 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         raise ValueError(f"{flag} {path}: no model weights inside (keys: {keys}); expected alexnet train's "
                          f"best.pt or last.pt, or a state_dict")
     config = obj.get("config") if isinstance(obj.get("config"), dict) else _config_beside(path, flag)
+    recorded = bool(config)
     if "variant" not in config:   # a bare state_dict, or a run from before variants: its keys tell
         config = {**config, "variant": "paper" if "22.weight" in state else "d2l"}
-    ckpt = Checkpoint(path, {}, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None)
-    if ckpt.variant not in VARIANTS:
-        raise ValueError(f"{flag} {path}: the run's variant {ckpt.variant!r} is none of {VARIANTS}")
+    ckpt = Checkpoint(path, {}, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None,
+                      recorded=recorded)
+    check_fashion_mnist_run(ckpt, flag)
     expected = _expected_shapes(ckpt.variant)
     last = [k for k in expected if k.endswith(".weight")][-1]          # the output layer: (classes, 4096)
     if last in state and state[last].ndim == 2 and state[last].shape[0] != len(CLASS_NAMES):
@@ -125,7 +147,7 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         if not torch.isfinite(state[key]).all():
             raise ValueError(f"{flag} {path}: {key} holds NaN or inf (weights of a diverged run)")
     ckpt.state = {k: state[k].detach().to(torch.float32).contiguous() for k in expected}  # NCHW, float32, CPU
-    if config.get("pixels") == "mean-subtracted":   # --pixels mean-subtracted (the paper variant's default)
+    if ckpt.pixels == "mean-subtracted":           # --pixels mean-subtracted (the paper variant's default)
         mean = obj.get("pixel_mean")
         if not isinstance(mean, torch.Tensor) or tuple(mean.shape) != (28, 28):
             raise ValueError(f"{flag} {path}: a --pixels mean-subtracted run's checkpoint without its (28, 28) "
@@ -133,6 +155,24 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         ckpt.pixel_mean = mean.to(torch.float32)
     check_resize(ckpt.resize, flag=f"{flag} {path}: the run's resize", variant=ckpt.variant)
     return ckpt
+
+
+def check_fashion_mnist_run(ckpt: Checkpoint, flag: str = "--checkpoint") -> None:
+    """evaluate, visualize and export feed a network Fashion-MNIST's test images, the way `alexnet train` fed them
+    (its pixels, its class names): a checkpoint of another dataset, or of a variant or pixel mode they do not know,
+    is refused naming the checkpoint and what it was trained on."""
+    config, path = ckpt.config, ckpt.path
+    if ckpt.variant not in VARIANTS:
+        raise ValueError(f"{flag} {path}: the run's variant {ckpt.variant!r} is none of {VARIANTS}")
+    dataset = config.get("dataset") or "fashion-mnist"   # runs recorded before --dataset existed: Fashion-MNIST
+    if dataset != "fashion-mnist":
+        where = f" --data-dir {config['data_dir']}" if config.get("data_dir") else ""
+        raise ValueError(f"{flag} {path}: trained on --dataset {dataset}{where}, not Fashion-MNIST; evaluate, "
+                         f"visualize and export work on Fashion-MNIST's test images, class names and pixels only, "
+                         f"which would give meaningless numbers for this network (its accuracy on its own "
+                         f"evaluation images is in its run's metrics.csv)")
+    if ckpt.pixels not in PIXELS:
+        raise ValueError(f"{flag} {path}: the run fed its network --pixels {ckpt.pixels!r}, none of {PIXELS}")
 
 
 def _find_weights(obj: dict) -> dict[str, torch.Tensor] | None:
@@ -413,8 +453,11 @@ def run(args: argparse.Namespace) -> int:
     _, test_ds = load_fashion_mnist(args.data_dir)
     test_ds = test_ds.subset(args.limit_test)
     learner = make_predictor(ckpt, args.backend, device)
+    note = ckpt.assumption_note()
+    if note:
+        print(note, flush=True)
     print(f"evaluating {ckpt.describe()}, the {ckpt.variant} AlexNet, on {len(test_ds)} test images with the "
-          f"{args.backend} backend on {device} (float32, resize {ckpt.resize})", flush=True)
+          f"{args.backend} backend on {device} (float32, {ckpt.feeding()})", flush=True)
     if args.backend == "triton" and device.type == "cpu":
         print("note: on a CPU the Triton kernels run in the interpreter: minutes per image at 224x224; "
               "use a tiny --limit-test", flush=True)

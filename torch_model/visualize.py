@@ -287,8 +287,11 @@ def run(args: argparse.Namespace) -> int:
     check_index(args.index, len(test))
     ckpt = load_checkpoint(args.checkpoint)
     out = output_dir(args.out, ckpt.path)
+    note = ckpt.assumption_note()
+    if note:
+        print(note, flush=True)
     print(f"visualizing {ckpt.describe()}, the {ckpt.variant} AlexNet, through numpy_ref (float64), test image "
-          f"#{args.index}", flush=True)
+          f"#{args.index} ({ckpt.feeding()})", flush=True)
     result = visualize(ckpt, test.images, test.labels, args.index, out)
     print(f"\ntest image #{args.index}: true class {CLASS_NAMES[result['label']]}, predicted "
           f"{CLASS_NAMES[result['pred']]}; class probabilities (numpy_ref):")
