@@ -39,7 +39,7 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
 
 def worst_element(a: np.ndarray, b: np.ndarray) -> tuple[tuple[int, ...], float, float, float]:
     """(index, a[index], b[index], relative error) of the element where |a - b| / max(1e-8, |a| + |b|) is largest
-    (a NaN counts as the worst); ((), 0, 0, 0.0) for empty arrays."""
+    (a NaN on one side only counts as the worst; NaN on both agrees); ((), 0, 0, 0.0) for empty arrays."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)  # same shape, checked below
     if a.shape != b.shape:
         raise ValueError(f"rel_error: shapes differ, {a.shape} vs {b.shape}")
@@ -47,7 +47,8 @@ def worst_element(a: np.ndarray, b: np.ndarray) -> tuple[tuple[int, ...], float,
         return (), 0.0, 0.0, 0.0
     with np.errstate(invalid="ignore"):
         err = np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))  # like a
-    err = np.where(np.isnan(err), np.inf, err)                   # a NaN on either side is the worst there is
+    err = np.where(np.isnan(err), np.inf, err)                   # a NaN on one side is the worst there is
+    err = np.where(np.isnan(a) & np.isnan(b), 0.0, err)          # ... and NaN on both sides agrees
     flat = int(np.argmax(err))
     index = tuple(int(i) for i in np.unravel_index(flat, a.shape))
     return index, float(a[index]), float(b[index]), float(err[index])
