@@ -132,7 +132,8 @@ def _check_conv2d_backward(fn, report: Report) -> None:
     torch = _torch()
     rng = np.random.default_rng(0)
     for stride, padding, groups, bias in ((2, 1, 2, True), (1, 2, 1, False)):
-        x, w = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 4 // groups, 3, 3))  # (N, C, H, W), (F, C/G, KH, KW)
+        x = rng.standard_normal((2, 4, 7, 6))                                                  # (N, C, H, W)
+        w = rng.standard_normal((6, 4 // groups, 3, 3))                                        # (F, C/G, KH, KW)
         b = rng.standard_normal(6) if bias else None                                           # (F,)
         fwd = lambda x, w, b: Fn.conv2d_forward(x, w, b, stride, padding, 1, groups)          # noqa: E731
         out, cache = fwd(x, w, b)
@@ -217,7 +218,8 @@ def _check_linear_backward(fn, report: Report) -> None:
 
     torch = _torch()
     rng = np.random.default_rng(5)
-    x, w, b = rng.standard_normal((2, 3, 7)), rng.standard_normal((5, 7)), rng.standard_normal(5)  # (..., in), (out, in), (out,)
+    x = rng.standard_normal((2, 3, 7))                                                         # (..., in)
+    w, b = rng.standard_normal((5, 7)), rng.standard_normal(5)                                 # (out, in), (out,)
     out, cache = Fn.linear_forward(x, w, b)
     dout = rng.standard_normal(out.shape)                                                      # (2, 3, 5)
     dx, dw, db = _call(fn, dout, cache, n_out=3, what="linear_backward")
@@ -316,7 +318,8 @@ def _check_im2col(fn, report: Report) -> None:
     torch = _torch()
     rng = np.random.default_rng(11)
     for (kh, kw), stride, padding, dilation in (((3, 2), 2, 1, 1), ((2, 3), 1, 2, 2)):
-        x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, kh, kw))         # (N, C, H, W), (F, C, KH, KW)
+        x = rng.standard_normal((2, 3, 6, 5))                                                  # (N, C, H, W)
+        w = rng.standard_normal((4, 3, kh, kw))                                                # (F, C, KH, KW)
         g = conv2d_geometry(x, w, None, stride, padding, dilation, 1)
         xp = np.pad(x, ((0, 0), (0, 0), g.pad_h, g.pad_w))                                     # (N, C, Hp, Wp)
         case = f"(kernel {kh}x{kw}, stride {stride}, padding {padding}, dilation {dilation})"

@@ -184,7 +184,8 @@ def _linear(r, rng, h):
 
 def _dropout(r, rng, h):
     drop_seed = int(rng.integers(2**31))
-    return _check("dropout(p=0.3)", lambda input: Fn.dropout_forward(input, 0.3, True, np.random.default_rng(drop_seed)),
+    return _check("dropout(p=0.3)",
+                  lambda input: Fn.dropout_forward(input, 0.3, True, np.random.default_rng(drop_seed)),
                   Fn.dropout_backward, {"input": r(4, 9)}, rng, h)
 
 
