@@ -2,7 +2,8 @@
 
     step0_primer           Triton's vocabulary on a ReLU: program ids, blocks, masks, constexpr, the interpreter
     step1_direct_conv      direct convolution: a block of output pixels of one filter, loops over (c, kh, kw), FMAs
-    step2_implicit_gemm    the same sum as an implicit GEMM: (M = N*OH*OW) x (N = F) tiles, tl.dot over K = C*KH*KW
+    step2_implicit_gemm    the same sum as an implicit GEMM: tiles of (N*OH*OW pixels) x (F filters), tl.dot over
+                           K = C*KH*KW
     step3_tap_walk         K walked tap by tap, any strides (channels_last loads coalesce), bias+ReLU epilogue,
                            autotuned tiles: where triton_kernels/conv.py starts
     step4_backward         dgrad as the convolution of dY with the flipped, transposed weights (step 2's kernel),
