@@ -160,12 +160,19 @@ def reference(layer: str, inputs: tuple) -> tuple:
 
 
 def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    return (got.detach().double() - ref).norm().item() / max(ref.norm().item(), 1e-30)
+    """||got - ref|| / ||ref|| over the elements that are not NaN; inf when the NaNs are not in the same places."""
+    got = got.detach().double()
+    nan = torch.isnan(ref)
+    if not torch.equal(torch.isnan(got), nan):
+        return float("inf")
+    got, ref = got[~nan], ref[~nan]
+    return (got - ref).norm().item() / max(ref.norm().item(), 1e-30)
 
 
 def worst(got: torch.Tensor, ref: torch.Tensor) -> str:
-    """The worst element, its index and both values (what a failed check prints)."""
+    """The worst element, its index and both values (what a failed check prints); NaN on both sides agrees."""
     diff = (got.detach().double() - ref).abs().nan_to_num(float("inf"))
+    diff[torch.isnan(got.detach()) & torch.isnan(ref)] = 0.0
     idx = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
     return f"worst at {idx}: got {got[idx].item()!r}, expected {ref[idx].item()!r}"
 
