@@ -54,7 +54,7 @@ SPLIT_K = 4  # wgrad's K slices (conv.py derives it from the SM count); 4 shows 
 # dx[n, c, ih, iw] = sum_{kh, kw, f} gy[n, f, (ih + p - kh) / s, (iw + p - kw) / s] * w[f, c, kh, kw]
 # Implicit GEMM: M = N*H*W rows (n, ih, iw), N = C columns, K = KH*KW*F walked as (tap, filter chunk).
 @triton.jit
-def _conv2d_dgrad_kernel(
+def _conv2d_dgrad_gather_kernel(
     dy_ptr, out_ptr, w_ptr, dx_ptr,  # pointers: dy and out (N, F, OH, OW), w (F, C, KH, KW), dx (N, C, H, W)
     M, C, F, H, W, OH, OW, KH, KW,  # sizes, M = N*H*W
     stride, padding,
@@ -106,7 +106,7 @@ def _conv2d_dgrad_kernel(
 # GEMM: rows f (M = F), columns j = (kh, kw, c) (N = KH*KW*C, c fastest), reduction k = (n, oh, ow) of
 # K = N*OH*OW, split: program k_split sums k in [k_split*K_PER_SPLIT, (k_split + 1)*K_PER_SPLIT) into its slab.
 @triton.jit
-def _conv2d_wgrad_kernel(
+def _conv2d_wgrad_split_k_kernel(
     dy_ptr, out_ptr, x_ptr, part_ptr,  # pointers: dy, out (N, F, OH, OW), x (N, C, H, W), part (SPLIT, F, NCOL)
     F, NCOL, K, K_PER_SPLIT, C, H, W, OH, OW, KW,  # sizes: NCOL = KH*KW*C, K = N*OH*OW
     stride, padding,
@@ -166,7 +166,7 @@ def conv2d_backward(dy, x, weight, out, stride: int, padding: int, relu: bool, n
         dx = torch.empty((n, c, h, w), device=x.device, dtype=x.dtype,
                          memory_format=torch.channels_last if cl else torch.contiguous_format)  # like x
         m = n * h * w
-        _conv2d_dgrad_kernel[(triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(c, cfg["BLOCK_N"]))](
+        _conv2d_dgrad_gather_kernel[(triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(c, cfg["BLOCK_N"]))](
             dy, out, weight, dx,
             m, c, f, h, w, oh, ow, kh, kw,
             stride, padding,
@@ -181,7 +181,7 @@ def conv2d_backward(dy, x, weight, out, stride: int, padding: int, relu: bool, n
         splits = triton.cdiv(k, per)
         part = torch.empty((splits, f, ncol), device=x.device, dtype=torch.float32)  # (SPLIT, F, KH*KW*C)
         grid = (triton.cdiv(f, cfg["BLOCK_M"]), triton.cdiv(ncol, cfg["BLOCK_N"]), splits)
-        _conv2d_wgrad_kernel[grid](
+        _conv2d_wgrad_split_k_kernel[grid](
             dy, out, x, part,
             f, ncol, k, per, c, h, w, oh, ow, kw,
             stride, padding,
