@@ -134,7 +134,7 @@ def test_help_list_and_dry_run_commands(command, tmp_path):
         cmd = f"{command} --list"
     else:
         cmd = command.replace("OUTDIR", f"--dry-run {tmp_path / 'out'}")
-    proc = run(cmd, tmp_path, timeout=300)
+    proc = run(cmd, tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     if how == "list":
         from triton_kernels.lessons.specs import SM90_COMPILE_SPECS
@@ -146,7 +146,7 @@ def test_help_list_and_dry_run_commands(command, tmp_path):
 
 def test_gradcheck_tables_are_what_it_prints(tmp_path):
     for command in ("alexnet gradcheck", "alexnet gradcheck --op relu --tol 1e-9"):
-        proc = run(command, tmp_path, timeout=300)
+        proc = run(command, tmp_path, timeout=600)
         assert proc.returncode == (1 if "--tol 1e-9" in command else 0), proc.stderr
         assert_shows(_shown("numpy_reference.md", command), proc.stdout)
 
@@ -177,16 +177,16 @@ def test_walkthrough_output_is_what_the_page_shows(tmp_path, real_data_dir):
         return [line.replace("/usr/share/datasets/fashion-mnist", str(real_data_dir)) for line in lines]
 
     command = "python -m numpy_ref.walkthrough --index 3"
-    proc = run(f"{command} --data-dir {real_data_dir}", tmp_path, timeout=300)
+    proc = run(f"{command} --data-dir {real_data_dir}", tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert_shows(with_data_dir(_shown("numpy_reference.md", command)), proc.stdout)
 
     export = "alexnet export --checkpoint runs/viz/best.pt --out viz.npz"
     checkpoint = shared_probe_checkpoint(real_data_dir)
-    proc = run(export.replace("runs/viz/best.pt", str(checkpoint)), tmp_path, cwd=tmp_path, timeout=300)
+    proc = run(export.replace("runs/viz/best.pt", str(checkpoint)), tmp_path, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0 and (tmp_path / "viz.npz").is_file(), proc.stderr
     command = "python -m numpy_ref.walkthrough --weights viz.npz --index 4"
-    proc = run(f"{command} --data-dir {real_data_dir}", tmp_path, cwd=tmp_path, timeout=300)
+    proc = run(f"{command} --data-dir {real_data_dir}", tmp_path, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
 
     def mask(line: str) -> str:  # the weights differ: keep the words and shapes, not the numbers or predictions
@@ -208,7 +208,7 @@ def test_primer_pdb_recipe_prints_what_the_page_shows(tmp_path):
     block = next(b for b in re.findall(r"```console\n(.*?)```", (DOCS / "triton_lessons.md").read_text(), flags=re.S)
                  if "step0_primer" in b)
     script = "\n".join(line[2:] for line in block.splitlines() if line.startswith("$ "))
-    proc = run(script, tmp_path, timeout=300)
+    proc = run(script, tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_shows(_shown("triton_lessons.md", "pdb recipe: triton_kernels/lessons/step0_primer.py"), proc.stdout)
 

@@ -115,5 +115,5 @@ def test_learner_errors_show_their_traceback(tmp_path, capsys):
 
 def test_runs_as_a_module(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "numpy_ref.exercises", "start", "im2col", "--dir", str(tmp_path)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and (tmp_path / "im2col.py").is_file(), proc.stderr

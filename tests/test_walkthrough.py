@@ -136,7 +136,7 @@ def test_one_reader_for_both():
 
 def _pdb_session(args: list[str], commands: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "numpy_ref.walkthrough", "--random", *args], input=commands,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_break_at_then_q_ends_quietly():
