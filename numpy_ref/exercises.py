@@ -474,7 +474,7 @@ def workspace_text(ex: Exercise, prog: str = PROG) -> str:
             f"(add the same --dir as for `start` if you gave one). The answer is the project's own code: {path}, "
             f"{ex.target.partition(':')[2]}.\n"
             f'"""\n'
-            f"from __future__ import annotations\n\n{imports}\n\n\n{func_src}")
+            f"from __future__ import annotations\n\n" + (f"{imports}\n\n\n" if imports else "\n") + func_src)
 
 
 def solution_source(ex: Exercise) -> str:
