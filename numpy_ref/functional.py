@@ -43,8 +43,9 @@ __all__ = [
 def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
                    padding=0, dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
     """out[n, f, oh, ow] = bias[f]
-                          + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
-    where g = f // (F/G) is the filter's group.  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1.
+                          + sum_{c, kh, kw} x_pad[n, grp*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
+    where grp = f // (F/G) is the filter's group (`g` below is the geometry: every size at once).
+    OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1.
 
     x (N, C, H, W) or (C, H, W); weight (F, C/G, KH, KW); bias (F,) or None -> out (N, F, OH, OW) or (F, OH, OW)."""
     x = input  # torch.nn.functional's name for the first argument

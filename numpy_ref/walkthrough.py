@@ -3,6 +3,7 @@
     python -m numpy_ref.walkthrough                  # test image 0 (real data when found, else a random image)
     python -m numpy_ref.walkthrough --index 42       # another test image
     python -m numpy_ref.walkthrough --break-at 3     # stop in pdb just before layer 3 (x, layer, net in scope)
+    python -m numpy_ref.walkthrough --break-at-backward 3   # ... just before layer 3's backward (dout, layer, net)
     python -m numpy_ref.walkthrough --random         # no dataset needed
     python -m numpy_ref.walkthrough --weights run.npz --index 42   # the trained network (`alexnet export`)
 
@@ -14,11 +15,13 @@ Without --weights the network is untrained (d2l's init from --seed), so expect a
 fed it (the .npz's input.* entries: the run's input size, and raw 0..255 pixels minus its mean training image for a
 --pixels mean-subtracted run), so its probabilities are `alexnet visualize`'s.
 Bad input (an index outside the test set, a folder without the files, a damaged file, an .npz that is not
-AlexNet's or holds NaN/inf weights) is one line naming the argument or file, exit status 2.
+AlexNet's or holds NaN/inf weights) is one line naming the argument or file, exit status 2. In pdb, `c` runs on,
+`q` ends the walk quietly (exit status 0).
 """
 from __future__ import annotations
 
 import argparse
+import bdb
 import os
 import sys
 import zipfile
@@ -175,9 +178,10 @@ def _stats(a: np.ndarray) -> str:
 
 
 def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, out=None,
-         net: Sequential | None = None) -> dict:
+         net: Sequential | None = None, break_at_backward: int | None = None) -> dict:
     """Forward x (1, 1, 224, 224) layer by layer, the loss against `label`, then backward layer by layer.
     `net`: the network to step through (default: untrained, d2l's init from `seed`, float64).
+    break_at / break_at_backward: enter pdb just before that layer's forward / backward.
     Returns the logits, the loss and each layer's output and input-gradient shapes (for tests)."""
     if net is None:
         net = alexnet(dtype=np.float64, seed=seed)
@@ -204,6 +208,10 @@ def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, 
     grad_shapes = []
     for i in reversed(range(len(net))):
         layer = net[i]
+        if break_at_backward == i:
+            p(f"-- stopping before layer {i}'s backward ({layer!r}); `dout` is the gradient of its output, "
+              f"`layer.backward(dout)` runs it")
+            breakpoint()
         dout = layer.backward(dout)                                         # gradient w.r.t. the layer's input
         grad_shapes.append(dout.shape)
         params = "  ".join(f"|d{name}| {np.linalg.norm(q.grad):.3e}" for name, q in layer.named_parameters())
@@ -222,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the untrained weights (and of --random's image)")
     parser.add_argument("--break-at", type=int, metavar="IDX",
                         help="enter pdb just before layer IDX (0..20; 0..22 for the paper's weights)")
+    parser.add_argument("--break-at-backward", type=int, metavar="IDX",
+                        help="enter pdb just before layer IDX's backward (0..20; 0..22 for the paper's weights)")
     args = parser.parse_args(argv)
     try:
         return _run(args)
+    except bdb.BdbQuit:  # `q` in pdb: the learner has seen enough
+        return 0
     except (ValueError, OSError) as exc:  # DatasetError is a ValueError: one line, no traceback
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -242,8 +254,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"note: {args.weights} does not say how its run fed the network (no input.* entries): assuming "
                   f"the {net.variant} variant's {feeding.describe()}; `alexnet export` records it")
     n_layers = len(net) if net is not None else 21
-    if args.break_at is not None and not 0 <= args.break_at < n_layers:
-        raise ValueError(f"--break-at must be in 0..{n_layers - 1}, got {args.break_at}")
+    for flag, value in (("--break-at", args.break_at), ("--break-at-backward", args.break_at_backward)):
+        if value is not None and not 0 <= value < n_layers:
+            raise ValueError(f"{flag} must be in 0..{n_layers - 1}, got {value}")
     directory = None if args.random else find_data_dir(args.data_dir)
     if directory is None:
         if not args.random:
@@ -254,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
         image, label = read_test_image(directory, args.index)
         print(f"test image {args.index} from {directory}: {CLASS_NAMES[label]}")
     x = feeding.model_input(image)                                          # (1, C, S, S): (1, 1, 224, 224)
-    walk(x, label, seed=args.seed, break_at=args.break_at, net=net)
+    walk(x, label, seed=args.seed, break_at=args.break_at, net=net, break_at_backward=args.break_at_backward)
     return 0
 
 

@@ -155,3 +155,40 @@ def test_one_reader_for_both():
 
     assert data.read_idx is idx.read_idx and data.DatasetError is idx.DatasetError
     assert walkthrough.load_split_arrays is idx.load_split_arrays and data.load_split_arrays is idx.load_split_arrays
+
+
+def _pdb_session(args: list[str], commands: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "numpy_ref.walkthrough", "--random", *args], input=commands,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_break_at_then_q_ends_quietly():
+    proc = _pdb_session(["--break-at", "0"], "p x.shape\nq\n")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "BdbQuit" not in proc.stderr, proc.stderr
+    assert "-- stopping before layer 0" in proc.stdout and "(1, 1, 224, 224)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_break_at_backward_stops_with_dout_in_scope():
+    proc = _pdb_session(["--break-at-backward", "20"], "p dout.shape\np type(layer).__name__\nq\n")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "-- stopping before layer 20's backward" in proc.stdout
+    assert "(1, 10)" in proc.stdout and "'Linear'" in proc.stdout
+    assert " 0 Conv2d    d_input" not in proc.stdout  # q ended the walk there
+
+
+def test_break_at_backward_out_of_range(capsys):
+    _error(capsys, ["--random", "--break-at-backward", "21"], "--break-at-backward must be in 0..20, got 21")
+
+
+def test_triton_walkthrough_agrees_with_numpy_ref_layer_by_layer(capsys):
+    """python -m triton_kernels.walkthrough: a narrow AlexNet in Triton's interpreter, each layer within 1e-4."""
+    from triton_kernels import walkthrough as tw
+
+    assert tw.main(["--random", "--width", "32"]) == 0
+    out = capsys.readouterr().out
+    for layer in (" 0 Conv2d+ReLU", " 2 MaxPool2d", "12 MaxPool2d", "18 Linear"):
+        assert layer in out, out
+    assert "TOO LARGE" not in out
+    assert tw.main(["--random", "--size", "40"]) == 2
+    assert "--size 40 is too small" in capsys.readouterr().err
