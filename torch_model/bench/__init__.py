@@ -12,6 +12,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "train": ("torch_model.bench.train", "training-step images/s per backend, and the full seed run"),
     "lessons": ("torch_model.bench.lessons", "every step of triton_kernels/lessons per layer, from step 1 to cuDNN"),
     "loader": ("torch_model.bench.loader", "image-folder loader images/s per DataLoader worker count"),
+    "cpu": ("torch_model.bench.cpu", "the CPU training step: img/s against the bf16 matmul, per-layer profile"),
 }
 
 
