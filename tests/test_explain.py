@@ -288,3 +288,40 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert alexnet_main(["explain", "--untrained", "--port", "9000", "--out", str(tmp_path)]) == 2
     assert "--port needs --serve" in capsys.readouterr().err
+
+
+def post_json(url: str, obj) -> tuple[int, dict]:
+    req = urllib.request.Request(url + "/api/gradcheck", data=json.dumps(obj).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_server_checks_a_weight_of_the_users_choice(server, site, test_split):
+    """POST /api/gradcheck: numpy_ref's analytic gradient of that weight equals torch autograd's, and the central
+    difference agrees with it."""
+    meta, _ = read_image(site, "0")
+    status, row = post_json(server, {"image": "0", "layer": "conv3", "index": [5, 17, 1, 2]})
+    assert status == 200, row
+    net = torch_untrained().double()
+    x = to_input(test_split.images[[site_json(site)["images"][0]["index"]]]).double()
+    net(x)[0, meta["pred"]].backward()
+    want = net[6].weight.grad[5, 17, 1, 2].item()
+    assert row["layer"] == "conv3" and row["index"] == [5, 17, 1, 2]
+    assert abs(row["analytic"] - want) <= 1e-9 * max(abs(want), 1e-12), (row, want)
+    assert row["rel_error"] < 1e-5, row
+
+
+@pytest.mark.parametrize("ask, message", [
+    ({"image": "0", "layer": "relu1", "index": [0]}, "the layers with weights are conv1"),
+    ({"image": "0", "layer": "fc8", "index": [10, 0]}, "fc8.weight has shape [10, 4096]"),
+    ({"image": "0", "layer": "conv1", "index": [0, 0, 0]}, "4 integers"),
+    ({"image": "99", "layer": "conv1", "index": [0, 0, 0, 0]}, "no such image"),
+    ([1, 2], "a JSON object"),
+])
+def test_server_refuses_a_bad_weight_choice_with_a_message(server, ask, message):
+    status, reply = post_json(server, ask)
+    assert status == 400 and message in reply["error"], reply

@@ -235,10 +235,10 @@ class Trace:
     meta: dict                      # the .json
 
 
-def trace(model: Model, image: np.ndarray, label: int | None, source: str, extra_class: int | None = None) -> Trace:
+def trace(model: Model, image: np.ndarray, label: int | None, source: str) -> Trace:
     """One 28x28 uint8 image through numpy_ref: the forward in float32 (every layer's output), the backward of
-    the predicted class's score in float64 (and of `extra_class`'s, or the true class's for a mistake), the
-    finite-difference check of one weight per layer, the FC layers' largest terms."""
+    the predicted class's score in float64 (and of the true class's, in float32, when the prediction is wrong),
+    the finite-difference check of one weight per layer, the FC layers' largest terms."""
     net32, net64 = model.net32, model.net64
     names = layer_names(net32)
     x = to_input(torch.from_numpy(np.ascontiguousarray(image))[None]).numpy()   # (1, 1, 224, 224) float32
@@ -257,9 +257,8 @@ def trace(model: Model, image: np.ndarray, label: int | None, source: str, extra
     probs = softmax(logits)
     pred = int(probs.argmax())
     classes = [pred]
-    other = extra_class if extra_class is not None else (label if label is not None and label != pred else None)
-    if other is not None and other != pred:
-        classes.append(int(other))
+    if label is not None and label != pred:
+        classes.append(int(label))
 
     scales, gradcheck = {}, []
     for n_class, c in enumerate(classes):
@@ -306,18 +305,18 @@ def class_backward(net, x: np.ndarray, c: int) -> tuple[dict[str, np.ndarray], l
     return keep, inputs
 
 
-def weight_check(net64, inputs: list[np.ndarray], c: int) -> list[dict]:
-    """For each conv and FC layer, the weight with the largest |d logits[c] / d w| (numpy_ref's backward, already
-    in weight.grad): its analytic gradient beside the central difference (s(w + h) - s(w - h)) / 2h, h = 1e-6,
-    float64, the forward rerun from that layer on (`inputs`: every layer's input, float64); and their relative
-    error |a - b| / max(1e-8, |a| + |b|)."""
+def weight_check(net64, inputs: list[np.ndarray], c: int, chosen: dict[str, tuple] | None = None) -> list[dict]:
+    """For each conv and FC layer, the weight with the largest |d logits[c] / d w| (or `chosen`: {layer: index},
+    those layers only): numpy_ref's analytic gradient (from the backward, already in weight.grad) beside the
+    central difference (s(w + h) - s(w - h)) / 2h, h = 1e-6, float64, the forward rerun from that layer on
+    (`inputs`: every layer's input, float64); and their relative error |a - b| / max(1e-8, |a| + |b|)."""
     names = layer_names(net64)
     out = []
     for i, (name, layer) in enumerate(zip(names, net64)):
-        if not isinstance(layer, (Conv2d, Linear)):
+        if not isinstance(layer, (Conv2d, Linear)) or (chosen is not None and name not in chosen):
             continue
         grad = layer.weight.grad
-        flat = int(np.abs(grad).argmax())
+        flat = int(np.abs(grad).argmax()) if chosen is None else int(np.ravel_multi_index(chosen[name], grad.shape))
         w = layer.weight.data.reshape(-1)                        # a view: perturbed in place, then restored
         scores = []
         old = w[flat]
@@ -335,6 +334,24 @@ def weight_check(net64, inputs: list[np.ndarray], c: int) -> list[dict]:
                     "weight": float(old), "analytic": analytic, "numeric": numeric, "step": FD_STEP,
                     "rel_error": rel_error(np.array(analytic), np.array(numeric))})
     return out
+
+
+def check_one_weight(model: Model, image: np.ndarray, c: int, layer: str, index: list) -> dict:
+    """weight_check for one weight of the user's choice (POST /api/gradcheck): class c's score of a 28x28 uint8
+    image. ValueError naming the layer or index when there is no such weight."""
+    shapes = {n: l.weight.data.shape for n, l in zip(layer_names(model.net64), model.net64) if hasattr(l, "weight")}
+    if layer not in shapes:
+        raise ValueError(f"layer {layer!r}: the layers with weights are {', '.join(shapes)}")
+    shape = shapes[layer]
+    if (not isinstance(index, list) or len(index) != len(shape)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n for v, n in zip(index, shape))):
+        raise ValueError(f"index {index!r}: {layer}.weight has shape {list(shape)}, so the index is "
+                         f"{len(shape)} integers, each in 0..size-1")
+    x = to_input(torch.from_numpy(np.ascontiguousarray(image))[None]).numpy().astype(np.float64)
+    _, inputs = class_backward(model.net64, x, c)
+    row = weight_check(model.net64, inputs, c, {layer: tuple(index)})[0]
+    model.net64.zero_grad()
+    return row
 
 
 def fc_terms(net32, names: list[str], arrays: dict, probs: np.ndarray) -> dict:
@@ -407,8 +424,8 @@ def scan_test_set(model: Model, images: np.ndarray, count: int) -> np.ndarray:
 
 
 def choose_images(labels: np.ndarray, logits: np.ndarray, n: int) -> list[int]:
-    """n test indices: one per class first (the first the network gets right, else the first of the class),
-    then the most confident mistakes among the scanned images; n // 3 of them are mistakes (where there are)."""
+    """n test indices: one per class first (the first the network gets right, else the first of the class; at most
+    n - n // 3 of them), then the most confident mistakes among the scanned images."""
     preds = logits.argmax(1)
     conf = softmax(logits)[np.arange(len(preds)), preds]
     mistakes = [int(i) for i in np.flatnonzero(preds != labels[:len(preds)])]
@@ -542,7 +559,10 @@ class ExplainHandler(http.server.SimpleHTTPRequestHandler):
         return super().do_GET()
 
     def do_POST(self):
-        if self.path.split("?")[0] != "/api/trace":
+        path = self.path.split("?")[0]
+        if path == "/api/gradcheck":
+            return self._gradcheck()
+        if path != "/api/trace":
             return self._json(404, {"error": f"no such endpoint: {self.path}"})
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -570,6 +590,27 @@ class ExplainHandler(http.server.SimpleHTTPRequestHandler):
             write_trace(srv.site / "data", image_id, tr)
         return self._json(200, {"id": image_id, "pred": tr.meta["pred"]})
 
+    def _gradcheck(self):
+        """{"image": ID, "layer": "conv2", "index": [f, c, kh, kw]} -> weight_check's row for that weight."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if not 0 < length <= 4096:
+                raise ValueError("send a small JSON object: {image, layer, index}")
+            ask = json.loads(self.rfile.read(length))
+            if not isinstance(ask, dict):
+                raise ValueError("send a JSON object: {image, layer, index}")
+            image_id = str(ask.get("image"))
+            if not image_id.replace("u", "", 1).isdigit() or not (self.server.site / "data" /
+                                                                 f"img-{image_id}.json").is_file():
+                raise ValueError(f"image {image_id!r}: no such image on this site")
+            meta, arrays = read_image(self.server.site, image_id)
+            with self.server.lock:
+                row = check_one_weight(self.server.model, arrays["image"], meta["pred"], ask.get("layer"),
+                                       ask.get("index"))
+        except ValueError as exc:                     # bad JSON is a ValueError too
+            return self._json(400, {"error": str(exc)})
+        return self._json(200, row)
+
 
 # ----------------------------------------------------------------------------------------------- the command
 
@@ -580,7 +621,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the --untrained weights (default 0)")
     parser.add_argument("--out", required=True, metavar="DIR", help="the site's folder (made if missing)")
     parser.add_argument("--images", type=int, default=20, metavar="N",
-                        help="test images precomputed: one per class, then mistakes (N // 3 of them; default 20)")
+                        help="test images precomputed: one per class, then the most confident mistakes "
+                             "(at least N // 3 of them where there are; default 20)")
     parser.add_argument("--scan", type=int, default=300, metavar="N",
                         help="test images numpy_ref classifies to find them and draw the confusion matrix "
                              "(default 300)")

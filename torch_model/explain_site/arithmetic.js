@@ -59,7 +59,8 @@ export function renderArithmetic(state) {
   const reference = state.acts[u.layer].at(u.c, u.y, u.x);
   const diff = Math.abs(value - reference);
   const rel = diff / Math.max(Math.abs(reference), 1e-30);
-  const bound = T.n * 2 ** -24 * abs;                      // float32 summation rounding, a standard bound
+  // float32 rounding: n 2^-24 sum|products| for the sum (a standard bound), 2^-24 (|bias| + |value|) for the bias add
+  const bound = 2 ** -24 * (T.n * abs + Math.abs(T.bias) + Math.abs(value));
   box.dataset.value = String(value);
   box.dataset.reference = String(reference);
   box.dataset.layer = u.layer;
@@ -83,7 +84,7 @@ export function renderArithmetic(state) {
     row("+ bias", fmt(T.bias, 9)),
     row("= this page's value", fmt(value, 9), "value"),
     row("numpy_ref's value (float32, im2col + BLAS)", fmt(reference, 9), "reference"),
-    row("difference", `${fmt(diff, 3)} (relative ${fmt(rel, 3)}); float32 rounding bound n 2^-24 sum|products| = ${fmt(bound, 3)}`),
+    row("difference", `${fmt(diff, 3)} (relative ${fmt(rel, 3)}); float32 rounding bound 2^-24 (n sum|products| + |bias| + |value|) = ${fmt(bound, 3)}`),
     row("verdict", rel <= 1e-4 || diff <= bound ? "equal (within float32 rounding)" : "DIFFERENT", "verdict"));
 
   box.append(head,
@@ -95,6 +96,7 @@ export function renderArithmetic(state) {
     el("p", { class: "note", text: "Each product is a float32 input times a float32 weight, exact in float64; "
       + "the page adds them in float64, numpy_ref in float32 (its matmul's own order), so the two agree to "
       + "float32 rounding, not bit for bit." }));
+  document.getElementById("arithmetic").dataset.rendered = "1";
 }
 
 function row(label, value, cls) {

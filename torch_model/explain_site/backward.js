@@ -93,13 +93,13 @@ export function renderBackward(state) {
     el("div", { class: "row" },
       el("figure", {}, c224, el("figcaption", { text: "saliency |d score / d input| on the 224x224 input" })),
       el("figure", {}, c28, el("figcaption", { text: "carried back through the bilinear resize to the 28x28 pixels (A^T G B)" }))));
-  box.dataset.rendered = "1";
+  document.getElementById("backward").dataset.rendered = "1";
   renderGradcheck(state);
 }
 
 function renderGradcheck(state) {
   const box = document.getElementById("gradcheck-view");
-  const rows = state.meta.gradcheck;
+  const rows = state.meta.gradcheck.concat(state.userChecks || []);
   if (state.checkRow == null) state.checkRow = 0;
   const r = rows[state.checkRow];
   const cls = state.site.classes[state.meta.pred];
@@ -112,7 +112,31 @@ function renderGradcheck(state) {
         onclick: () => { state.checkRow = i; renderGradcheck(state); } },
       el("td", { text: q.layer }), el("td", { text: `[${q.index.join(", ")}]` }), el("td", { text: fmt(q.weight, 6) }),
       el("td", { text: fmt(q.analytic, 10) }), el("td", { text: fmt(q.numeric, 10) }), el("td", { text: fmt(q.rel_error, 2) })))),
-    el("p", { text: `${r.layer}.weight[${r.index.join(", ")}]: the weight with the largest |gradient| in ${r.layer}. `
+    el("p", { text: `${r.layer}.weight[${r.index.join(", ")}]${state.checkRow < state.meta.gradcheck.length ? `: the weight with the largest |gradient| in ${r.layer}` : ", your choice"}. `
       + `h = ${r.step}; relative error |a - b| / max(1e-8, |a| + |b|) = ${fmt(r.rel_error, 2)}: `
-      + `${r.rel_error < 1e-6 ? "the backward is right (float64 differences agree to ~1e-9)" : "large: a ReLU kink within h, or a wrong backward"}.` }));
+      + `${r.rel_error < 1e-6 ? "the backward is right (float64 differences agree to ~1e-9)" : "large: a ReLU kink within h, or a wrong backward"}.` }),
+    chooser(state));
+}
+
+// With --serve: any weight, checked by the server (POST /api/gradcheck) the same way.
+function chooser(state) {
+  const layer = el("select", { id: "check-layer" }, ...state.meta.gradcheck.map((q) => el("option", { value: q.layer }, q.layer)));
+  const index = el("input", { id: "check-index", type: "text", value: "0, 0, 0, 0", size: "14" });
+  const message = el("span", { id: "check-message" });
+  const button = el("button", { id: "check-send", onclick: async () => {
+    message.textContent = "computing in numpy_ref ...";
+    const body = JSON.stringify({ image: state.id, layer: layer.value,
+      index: index.value.split(",").map((v) => Number(v.trim())) });
+    const reply = await fetch("api/gradcheck", { method: "POST", body, headers: { "Content-Type": "application/json" } })
+      .then((r) => r.json()).catch((err) => ({ error: err.message }));
+    if (reply.error) { message.textContent = reply.error; message.className = "error"; return; }
+    state.userChecks = (state.userChecks || []).concat([reply]);
+    state.checkRow = state.meta.gradcheck.length + state.userChecks.length - 1;
+    renderGradcheck(state);
+  } }, "check this weight");
+  if (!state.serve) {
+    button.disabled = true;
+    message.textContent = " (a weight of your choice needs alexnet explain ... --serve)";
+  }
+  return el("p", {}, "another weight: ", layer, " index ", index, " ", button, message);
 }

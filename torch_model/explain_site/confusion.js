@@ -16,7 +16,7 @@ export function renderConfusion(state) {
       matrix(state, ev.confusion, "run"));
   }
   box.replaceChildren(...parts);
-  box.dataset.rendered = "1";
+  document.getElementById("confusion").dataset.rendered = "1";
 }
 
 function matrix(state, M, kind) {

@@ -84,6 +84,7 @@ export function renderFC(state) {
     el("h3", { text: "the FC layers' largest terms" }),
     el("p", {}, "class ", select, " Each sum below is out = bias + sum_j W[unit, j] x[j]; its largest terms by |W x|, the rest added up. Click a term of fc8 or fc7 to open the unit it comes from, one layer down."),
     ...sums.map((S, depth) => sumTable(state, S, depth)));
+  document.getElementById("layers").dataset.rendered = "1";
 }
 
 const INPUT_NAME = { fc8: "relu7", fc7: "relu6", fc6: "pool5 (flattened)" };

@@ -59,7 +59,7 @@ async function loadImage(id) {
   const arrays = await fetchArrays(`data/img-${id}.bin.gz`, meta.arrays);
   Object.assign(state, { id, meta, arrays, acts: activations(arrays, state.site.layers) });
   Object.assign(state, { unit: { ...meta.default_unit }, fcClass: null, fcPath: [], backClass: meta.pred,
-    backStage: null, checkRow: null, arithChannel: null });
+    backStage: null, checkRow: null, userChecks: [], arithChannel: null });
   state.poolUnit = defaultPoolUnit(state, "pool1");
   const select = document.getElementById("image-select");
   if (![...select.options].some((o) => o.value === id))
@@ -69,7 +69,6 @@ async function loadImage(id) {
   renderUnitViews();
   renderFC(state);
   renderBackward(state);
-  for (const s of document.querySelectorAll("main > section")) s.dataset.rendered = "1";
   document.body.dataset.ready = "1";
 }
 
@@ -106,8 +105,9 @@ async function main() {
     document.getElementById(id).addEventListener("change", fromControls);
   for (const r of document.querySelectorAll("input[name=scale]"))
     r.addEventListener("change", () => renderMaps(state));
+  state.serve = (await fetchJSON("data/server.json")).serve === true;
   renderConfusion(state);
-  await renderUpload(state);
+  renderUpload(state);
   const wanted = new URLSearchParams(location.search).get("image") || "0";
   if (!/^(\d+|u\d+)$/.test(wanted)) throw new Error(`?image=${wanted}: not an image number`);
   if (/^\d+$/.test(wanted) && Number(wanted) >= site.images.length)

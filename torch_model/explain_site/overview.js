@@ -35,6 +35,7 @@ export function renderOverview(state) {
     : meta.label === meta.pred ? `right: ${classes[meta.pred]}` : `wrong: a ${classes[meta.label]} taken for a ${classes[meta.pred]}`;
   document.getElementById("verdict").textContent = `${meta.source}: ${verdict}`;
   renderMaps(state);
+  document.getElementById("overview").dataset.rendered = "1";
 }
 
 export function renderMaps(state) {

@@ -93,7 +93,7 @@ export function renderTriton(state) {
     el("table", { class: "ksteps" },
       el("tr", {}, el("th", { text: "step" }), el("th", { text: "k range" }), el("th", { text: "this step's products, summed" }),
         el("th", { text: "the accumulator after it" })), ...rows));
-  box.dataset.rendered = "1";
+  document.getElementById("triton").dataset.rendered = "1";
 }
 
 function tr(a, b) { return el("tr", {}, el("td", { text: a }), el("td", { text: b })); }

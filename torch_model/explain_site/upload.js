@@ -1,11 +1,10 @@
 // View 7: draw a 28x28 grey image or upload one; with `alexnet explain --serve` the server traces it through
 // numpy_ref (POST /api/trace) and it opens like the precomputed images. Bad input gets the server's message.
 import { el } from "./draw.js";
-import { fetchJSON } from "./data.js";
 
-export async function renderUpload(state) {
+export function renderUpload(state) {
   const box = document.getElementById("draw-view");
-  const server = await fetchJSON("data/server.json").catch(() => ({ serve: false }));
+  const server = { serve: state.serve };
   const message = el("p", { id: "upload-message", "data-state": "idle" });
   const canvas = el("canvas", { id: "draw-canvas", width: "28", height: "28", class: "px big" });
   const ctx = canvas.getContext("2d");
@@ -62,5 +61,5 @@ export async function renderUpload(state) {
     el("p", { class: "note", text: "A 28x28 grey image, light object on black like Fashion-MNIST's. The server "
       + "refuses anything else (not an image, not 28x28, over 1 MB) with a message here." }),
     el("div", { class: "row" }, canvas, el("div", {}, ...buttons)), message);
-  box.dataset.rendered = "1";
+  document.getElementById("draw").dataset.rendered = "1";
 }
