@@ -22,6 +22,7 @@ from torch_model.explain import (ExplainServer, MAX_UPLOAD_BYTES, load_model, pa
 from torch_model.model import alexnet
 
 IMAGES = 3
+pytestmark = pytest.mark.slow   # each module builds a 3-image site once (~15 s on 2 cores)
 
 
 def torch_untrained(seed: int = 0) -> torch.nn.Module:

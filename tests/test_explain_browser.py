@@ -25,6 +25,7 @@ from torch_model.explain import ExplainServer, load_model, read_image
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 IMAGES = 3
+pytestmark = pytest.mark.slow   # each module builds a 3-image site once (~15 s on 2 cores)
 TIMEOUT = 60      # seconds for the page to reach a state (loading 15 MB of weights, a server-side trace)
 
 
