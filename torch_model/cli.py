@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("torch_model.evaluate", "a checkpoint's test accuracy, per-class table, confusion matrix, mistakes"),
     "visualize": ("torch_model.visualize", "conv1 filters, feature maps, saliency and class probabilities"),
     "export": ("torch_model.export", "a checkpoint's weights as an .npz that numpy_ref loads"),
+    "explain": ("torch_model.explain", "a web page taking AlexNet apart on real images (static; --serve to draw your own)"),
 }
 
 
