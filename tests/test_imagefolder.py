@@ -499,7 +499,7 @@ def _folder_run(tmp_path, data, name, workers, **kw):
 
 
 def _same_run(a, b, what):
-    from torch_model.train import load_checkpoint
+    from torch_model.checkpoint import load_checkpoint
 
     keep = ("epoch", "loss", "train_acc", "test_acc", "examples")
     assert [{k: h[k] for k in keep} for h in a.history] == [{k: h[k] for k in keep} for h in b.history], what
@@ -513,7 +513,8 @@ def _same_run(a, b, what):
 def test_a_run_depends_on_neither_the_worker_count_nor_a_resume(tmp_path):
     """Making a DataLoader iterator draws a seed: from the global RNG (dropout's) that would shift every later mask,
     once per epoch with 0 workers, once per run with persistent workers and once more after a resume."""
-    from torch_model.train import fit, resume_config
+    from torch_model.config import resume_config
+    from torch_model.train import fit
 
     data = write_image_folder(tmp_path / "photos", classes=("ant", "bee", "cat"), per_class=6, size=(24, 20))
     in_process = fit(_folder_run(tmp_path, data, "w0", workers=0))

@@ -1,4 +1,4 @@
-"""torch_model.numpy_backend.NumpyLearner: the training step equals the torch learner's, resume is bit-exact,
+"""torch_model.learners.NumpyLearner: the training step equals the torch learner's, resume is bit-exact,
 and `alexnet train --backend numpy` runs end to end with the same outputs as the torch backend."""
 from __future__ import annotations
 
