@@ -1,5 +1,5 @@
-"""torch_model/device.py: each decision about where and how training computes is made once (issue 10), and the CPU's
-default precision follows what the CPU computes natively (issue 11)."""
+"""torch_model/device.py: each decision about where and how training computes is made once, and the CPU's
+default precision follows what the CPU computes natively."""
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,4 @@
-"""`alexnet train` tried as a new user would (issue 9): --resume as recorded, the NaN stop's message, a full disk,
+"""`alexnet train` tried as a new user would: --resume as recorded, the NaN stop's message, a full disk,
 a checkpoint of the wrong structure, two runs on one folder, file modes, no empty folders, limits past the data."""
 import errno
 import json

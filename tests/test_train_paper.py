@@ -1,4 +1,4 @@
-"""`alexnet train --variant paper` (issue 13): the 2012 paper's network on Fashion-MNIST (grey images repeated to 3
+"""`alexnet train --variant paper`: the 2012 paper's network on Fashion-MNIST (grey images repeated to 3
 channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4); d2l's run keeps the seed's plain
 SGD."""
 import json
