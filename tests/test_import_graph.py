@@ -16,11 +16,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("numpy_ref", "triton_kernels", "torch_model")
 LAYER = {"numpy_ref": 0, "triton_kernels": 1, "torch_model": 2}
-# Cycles known and owned elsewhere: each must still exist (strict xfail), so its fix shows up here.
-KNOWN_CYCLES = {
-    frozenset({"torch_model.evaluate", "torch_model.visualize"}):
-        "evaluate.py and visualize.py import each other (known, outside this test's owner's files)",
-}
 
 
 def modules() -> dict[str, Path]:
@@ -118,16 +113,9 @@ def test_no_arrow_points_up():
     assert not up, "imports pointing up the layers (numpy_ref <- triton_kernels <- torch_model):\n" + "\n".join(up)
 
 
-def test_no_cycles_beyond_the_known_ones():
-    unknown = [sorted(c) for c in cycles(import_graph()) if c not in KNOWN_CYCLES]
-    assert not unknown, f"modules importing each other: {unknown}"
-
-
-@pytest.mark.parametrize("cycle", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=reason),
-                                                id="<->".join(sorted(c)))
-                                   for c, reason in KNOWN_CYCLES.items()])
-def test_known_cycle_is_gone(cycle):
-    assert cycle not in cycles(import_graph())
+def test_no_cycles():
+    found = [sorted(c) for c in cycles(import_graph())]
+    assert not found, f"modules importing each other: {found}"
 
 
 def test_the_lessons_and_the_bench_no_longer_import_each_other():

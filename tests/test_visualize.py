@@ -13,7 +13,8 @@ from torch_model.cli import main as alexnet_main
 from torch_model.data import load_split, to_input
 from torch_model.evaluate import load_checkpoint
 from torch_model.model import alexnet
-from torch_model.visualize import initial_conv1, numpy_model, saliency, to_pixels
+from torch_model.plots import initial_conv1
+from torch_model.visualize import numpy_model, saliency, to_pixels
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -21,7 +21,6 @@ resize. Per class c, from the confusion matrix M (rows: true class, columns: pre
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import zipfile
@@ -34,10 +33,11 @@ from tqdm import tqdm
 
 from torch_model.data import CLASS_NAMES, PIXELS, FashionMNIST, batches, load_fashion_mnist, subtract_mean
 from torch_model.files import atomic_write
+from torch_model.plots import plot_confusion, plot_filters, plot_mistakes
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
 EVAL_BACKENDS = ("torch", "triton", "numpy")
-DPI = 100                       # the pictures are for reading on screen and committing: tens of KB each
+
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -320,73 +320,6 @@ def format_report(ev: Evaluation) -> str:
 
 # ----------------------------------------------------------------------------------------------- pictures
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_figure(fig, path: Path, dpi: int = DPI) -> Path:
-    """The figure as a PNG with a 256-colour palette (a third of the RGBA size, no visible loss for these
-    pictures), written atomically."""
-    from PIL import Image  # matplotlib's own dependency
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    _pyplot().close(fig)
-    buffer.seek(0)
-    image = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    atomic_write(path, lambda f: image.save(f, format="png", optimize=True))
-    return path
-
-
-def plot_confusion(ev: Evaluation, path: Path, title: str = "") -> Path:
-    """The confusion matrix, each row divided by its class's count (so the diagonal is each class's recall),
-    every cell annotated with its count."""
-    plt = _pyplot()
-    M = ev.confusion
-    share = M / np.maximum(M.sum(axis=1, keepdims=True), 1)     # (C, C), rows sum to 1
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(M.shape[0]):
-        for j in range(M.shape[1]):
-            if M[i, j]:
-                ax.text(j, i, str(M[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title or f"test accuracy {ev.accuracy:.3f} on {ev.n} images", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def plot_mistakes(ev: Evaluation, images: np.ndarray, path: Path, count: int = 24, columns: int = 8,
-                  title: str = "") -> Path:
-    """The `count` most confident mistakes as a grid of the 28x28 test images: test index, true -> predicted
-    class, and the confidence (softmax probability of the predicted class)."""
-    plt = _pyplot()
-    wrong = ev.mistakes()
-    shown = wrong[:count]
-    rows = max(1, math.ceil(len(shown) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.25, rows * 1.55 + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, shown):
-        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"#{i} {CLASS_NAMES[ev.labels[i]]}\n-> {CLASS_NAMES[ev.preds[i]]} {ev.confidence[i]:.0%}",
-                     fontsize=7)
-    if not len(shown):
-        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    fig.suptitle(title or f"the {len(shown)} most confident of {len(wrong)} mistakes on {ev.n} test images "
-                          f"(#index true -> predicted, confidence)", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 def write_evaluation(out: Path, ev: Evaluation, images: np.ndarray, what: str = "") -> list[Path]:
     """confusion.png, mistakes.png and evaluation.json into out (atomically)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -404,8 +337,6 @@ def write_run_pictures(run_dir: str | Path, learner, test_ds: FashionMNIST, resi
     """What `alexnet train` leaves in its run folder at the end: confusion.png, mistakes.png, evaluation.json
     (from the learner's own predictions on test_ds, as the run measured its test accuracy) and filters.png
     (conv1's filters at initialisation, rebuilt from `seed`, and after training). Returns the paths written."""
-    from torch_model.visualize import plot_filters
-
     run_dir = Path(run_dir)
     logits = predict_dataset(learner, test_ds, batch_size, resize, progress, "pictures", INPUT_SHAPES[variant][0],
                              pixel_mean)
