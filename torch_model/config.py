@@ -17,10 +17,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from torch_model import distributed as D
-from torch_model.learners import LEARNER_BACKENDS, check_backend
 from torch_model.checkpoint import RUN_FILES, RunLock, check_out_folder, load_resume_checkpoint, metrics_rows
 from torch_model.data import PIXELS
 from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_backend, resolve_device
+from torch_model.learners import LEARNER_BACKENDS, check_backend
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
 PRESETS = {
@@ -32,6 +32,7 @@ PRESETS = {
 # the quick preset's training images per (amp, channels_last), ~10 minutes on 2 idle cores: fp32 NCHW 100 steps of
 # 128; bf16 + channels_last steps 2.28-2.37x as fast (measured side by side, README) and evaluates faster: 240 steps
 # (9 min 0 s in all, measured)
+ESTIMATE_AFTER_STEPS = 20      # the run's duration is estimated from its own rate once this many steps are timed
 QUICK_LIMIT_TRAIN = {("none", False): 12800, ("bf16", True): 30720}
 # Each variant's settings when its flag is not given. d2l: the seed's plain SGD on [0, 1] pixels at 224x224. paper:
 # Krizhevsky et al.'s momentum and weight decay (section 5) at a tenth of their starting lr of 0.01 (with 10 classes
@@ -150,6 +151,63 @@ def check_data_settings(cfg: TrainConfig) -> None:
                              f"device, normalized as the seed does)")
     if not (cfg.dist_timeout > 0):
         raise ValueError(f"--dist-timeout must be > 0 seconds, got {cfg.dist_timeout}")
+
+
+def header(cfg: TrainConfig, n_train: int, n_test: int, device, start_epoch: int, out: Path,
+           ctx: D.DistContext) -> list[str]:
+    """What runs, on what, and why: the settled config as the lines printed before the first epoch."""
+    lines = []
+    if cfg.preset.startswith("quick") and cfg.dataset == "imagefolder":
+        lines.append(f"preset quick (a CPU, no CUDA): {cfg.epochs} epoch(s) on {n_train} training images (at most "
+                     f"{quick_limit_train(cfg)}); `--preset full` trains {PRESETS['full']['epochs']} epochs on all")
+    elif cfg.preset.startswith("quick"):
+        budget = " (~10 minutes on 2 idle cores)" if cfg.preset == "quick" and cfg.variant == "d2l" else ""
+        what = "the seed model and hyper-parameters" if cfg.variant == "d2l" else f"the {cfg.variant} AlexNet"
+        lines.append(f"preset quick (a CPU, no CUDA): {what} on the first {n_train} "
+                     f"training images for {cfg.epochs} epoch(s){budget}, tested on {n_test} real test images. The "
+                     f"full seed run is `alexnet train --preset full` (this run prints what it would take here once "
+                     f"its first {ESTIMATE_AFTER_STEPS} steps are timed; minutes on a GPU).")
+    lines.append(f"training on {device} with the {cfg.backend} backend in {precision_note(cfg)}: "
+                 f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, resize {cfg.resize}, seed {cfg.seed}, "
+                 f"{n_train} train / {n_test} test images")
+    if cfg.variant != "d2l" or cfg.momentum or cfg.weight_decay:
+        c, r = INPUT_SHAPES[cfg.variant][0], cfg.resize
+        grey_to_rgb = c == 3 and cfg.dataset == "fashion-mnist"
+        model = (f"the {cfg.variant} AlexNet ({c}x{r}x{r}" + (": each grey image repeated to 3 channels), "
+                                                               if grey_to_rgb else "), "))
+        pixels = ("pixels: raw 0..255 values minus the mean training image" if cfg.pixels == "mean-subtracted"
+                  else "pixels in [0, 1]" if cfg.dataset == "fashion-mnist" else "pixels normalized by --mean/--std")
+        lines.append(f"{model}SGD lr {cfg.lr}, momentum {cfg.momentum}, weight decay {cfg.weight_decay}; {pixels}")
+    if ctx.enabled:
+        shard = math.ceil(cfg.batch_size / ctx.world_size)
+        lines.append(f"torchrun: {ctx.world_size} processes ({ctx.backend}); --batch-size {cfg.batch_size} is the "
+                     f"global batch, each process takes its shard (~{shard} images) of every one and DDP averages "
+                     f"the gradients: the same step as one process, lr {cfg.lr} unchanged")
+    if cfg.resume and start_epoch == 0:
+        lines.append(f"resuming {out}: no epoch of it was saved, so it starts from the first of {cfg.epochs}")
+    elif cfg.resume:
+        lines.append(f"resuming {out}: {start_epoch} of {cfg.epochs} epoch(s) done")
+    if cfg.backend == "triton" and device.type == "cpu":
+        lines.append("note: on a CPU the Triton kernels run in the Triton interpreter (one program instance at a time, "
+                     "in Python): minutes per batch at 224x224. Meant for stepping through a kernel, e.g. with a tiny "
+                     "--limit-train; train on a GPU for speed.")
+    return lines
+
+
+def estimate(cfg: TrainConfig, rate: float, start_epoch: int, n_train: int) -> str:
+    """How long the rest of the run and the seed's full run take at `rate` training images/s (measured on this run's
+    steps; evaluation is forward only and adds about a fifth of that per epoch)."""
+    left = (cfg.epochs - start_epoch) * n_train
+    full = PRESETS["full"]["epochs"] * 60000
+
+    def hours(images: float) -> str:
+        seconds = images / rate
+        return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+    line = (f"measured {rate:.1f} training images/s over steps 2..{ESTIMATE_AFTER_STEPS + 1}: this run's "
+            f"{cfg.epochs - start_epoch} epoch(s) of training take ~{hours(left)}")
+    if cfg.dataset == "fashion-mnist" and (cfg.limit_train or cfg.epochs != PRESETS["full"]["epochs"]):
+        line += f"; the seed's full run (10 epochs of 60,000) ~{hours(full)} at this rate"
+    return line
 
 
 def precision_note(cfg: TrainConfig) -> str:

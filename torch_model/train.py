@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -31,8 +31,8 @@ from torch_model.checkpoint import (PICTURES, CheckpointWriteError, RunLock, che
                                     clear_stale_files, make_run_folder, remove_empty_folder, restore_rng_state,
                                     rng_state, save_checkpoint, say, sigint_deferred, unfinished_files, write_config,
                                     write_metrics)
-from torch_model.config import (PRESETS, TrainConfig, check_run_folder, config_from_args, configure,  # noqa: F401 (the CLI's)
-                                precision_note, quick_limit_train, resolve_config)
+from torch_model.config import (ESTIMATE_AFTER_STEPS, TrainConfig, check_run_folder, config_from_args,  # noqa: F401
+                                configure, estimate, header, resolve_config)  # configure: the CLI's
 from torch_model.data import FashionMNISTSource, load_fashion_mnist, pixel_mean
 from torch_model.device import resolve_device
 from torch_model.files import WriteError
@@ -40,7 +40,6 @@ from torch_model.learners import DistributedLearner, Learner, make_learner
 from torch_model.model import INPUT_SHAPES
 from torch_model.plots import plot_curves
 
-ESTIMATE_AFTER_STEPS = 20      # the run's duration is estimated from its own rate once this many steps are timed
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
@@ -125,7 +124,8 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
         return out
 
     out = D.from_main(ctx, open_run_folder, what="waiting for rank 0 to open the run folder")
-    for line in [*run.notes, *header(run, out)]:
+    for line in [*run.notes, *header(cfg, len(run.train_ds), len(run.test_ds), run.device, run.start_epoch, out,
+                                      run.ctx)]:
         log(line)
     result = TrainResult(history=run.history, out_dir=out, device=str(device), config=cfg)
     try:
@@ -284,7 +284,7 @@ def train_epoch(run: Run, epoch: int, log: Callable[[str], None] = say) -> dict:
             t_steady = time.perf_counter()          # step 0 pays for oneDNN's first-call set-up: not timed
         if step == ESTIMATE_AFTER_STEPS + 1 and epoch == run.start_epoch and ctx.is_main:
             rate = ESTIMATE_AFTER_STEPS * cfg.batch_size / (time.perf_counter() - t_steady)
-            tqdm.write(estimate(run, rate))
+            tqdm.write(estimate(cfg, rate, run.start_epoch, len(run.train_ds)))
         loss, logits = learner.step(X, y)
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"loss became {loss} at epoch {epoch + 1}, step {step + 1}")
@@ -307,23 +307,6 @@ def train_epoch(run: Run, epoch: int, log: Callable[[str], None] = say) -> dict:
     return dict(epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
                 examples_per_sec=seen / train_seconds, examples=int(seen), train_seconds=train_seconds,
                 eval_seconds=time.perf_counter() - t1, curve=curve, skipped=skipped)
-
-
-def estimate(run: Run, rate: float) -> str:
-    """How long the rest of the run and the seed's full run take at `rate` training images/s (measured on this run's
-    steps; evaluation is forward only and adds about a fifth of that per epoch)."""
-    cfg = run.cfg
-    left = (cfg.epochs - run.start_epoch) * len(run.train_ds)
-    full = PRESETS["full"]["epochs"] * 60000
-
-    def hours(images: float) -> str:
-        seconds = images / rate
-        return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
-    line = (f"measured {rate:.1f} training images/s over steps 2..{ESTIMATE_AFTER_STEPS + 1}: this run's "
-            f"{cfg.epochs - run.start_epoch} epoch(s) of training take ~{hours(left)}")
-    if cfg.dataset == "fashion-mnist" and (cfg.limit_train or cfg.epochs != PRESETS["full"]["epochs"]):
-        line += f"; the seed's full run (10 epochs of 60,000) ~{hours(full)} at this rate"
-    return line
 
 
 def report_skipped(run: Run, log: Callable[[str], None], most: int = 10) -> int:
@@ -391,49 +374,6 @@ def finish(run: Run, out: Path, status: str, log: Callable[[str], None]) -> None
         else:
             kept = "no epoch was completed, so there is no checkpoint"
         log(f"stopped: {run.stop_reason}; {kept}; {out} holds {', '.join(files)}")
-
-
-def header(run: Run, out: Path) -> list[str]:
-    """What runs, on what, and why: the lines printed before the first epoch."""
-    cfg = run.cfg
-    n_train, n_test = len(run.train_ds), len(run.test_ds)
-    lines = []
-    if cfg.preset.startswith("quick") and cfg.dataset == "imagefolder":
-        lines.append(f"preset quick (a CPU, no CUDA): {cfg.epochs} epoch(s) on {n_train} training images (at most "
-                     f"{quick_limit_train(cfg)}); `--preset full` trains {PRESETS['full']['epochs']} epochs on all")
-    elif cfg.preset.startswith("quick"):
-        budget = " (~10 minutes on 2 idle cores)" if cfg.preset == "quick" and cfg.variant == "d2l" else ""
-        what = "the seed model and hyper-parameters" if cfg.variant == "d2l" else f"the {cfg.variant} AlexNet"
-        lines.append(f"preset quick (a CPU, no CUDA): {what} on the first {n_train} "
-                     f"training images for {cfg.epochs} epoch(s){budget}, tested on {n_test} real test images. The "
-                     f"full seed run is `alexnet train --preset full` (this run prints what it would take here once "
-                     f"its first {ESTIMATE_AFTER_STEPS} steps are timed; minutes on a GPU).")
-    lines.append(f"training on {run.device} with the {cfg.backend} backend in {precision_note(cfg)}: "
-                 f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, resize {cfg.resize}, seed {cfg.seed}, "
-                 f"{n_train} train / {n_test} test images")
-    if cfg.variant != "d2l" or cfg.momentum or cfg.weight_decay:
-        c, r = INPUT_SHAPES[cfg.variant][0], cfg.resize
-        grey_to_rgb = c == 3 and cfg.dataset == "fashion-mnist"
-        model = (f"the {cfg.variant} AlexNet ({c}x{r}x{r}" + (": each grey image repeated to 3 channels), "
-                                                               if grey_to_rgb else "), "))
-        pixels = ("pixels: raw 0..255 values minus the mean training image" if cfg.pixels == "mean-subtracted"
-                  else "pixels in [0, 1]" if cfg.dataset == "fashion-mnist" else "pixels normalized by --mean/--std")
-        lines.append(f"{model}SGD lr {cfg.lr}, momentum {cfg.momentum}, weight decay {cfg.weight_decay}; {pixels}")
-    if run.ctx.enabled:
-        ctx = run.ctx
-        shard = math.ceil(cfg.batch_size / ctx.world_size)
-        lines.append(f"torchrun: {ctx.world_size} processes ({ctx.backend}); --batch-size {cfg.batch_size} is the "
-                     f"global batch, each process takes its shard (~{shard} images) of every one and DDP averages "
-                     f"the gradients: the same step as one process, lr {cfg.lr} unchanged")
-    if cfg.resume and run.start_epoch == 0:
-        lines.append(f"resuming {out}: no epoch of it was saved, so it starts from the first of {cfg.epochs}")
-    elif cfg.resume:
-        lines.append(f"resuming {out}: {run.start_epoch} of {cfg.epochs} epoch(s) done")
-    if cfg.backend == "triton" and run.device.type == "cpu":
-        lines.append("note: on a CPU the Triton kernels run in the Triton interpreter (one program instance at a time, "
-                     "in Python): minutes per batch at 224x224. Meant for stepping through a kernel, e.g. with a tiny "
-                     "--limit-train; train on a GPU for speed.")
-    return lines
 
 
 def curves_title(run: Run) -> str:
