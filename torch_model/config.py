@@ -32,6 +32,7 @@ PRESETS = {
 # the quick preset's training images per (amp, channels_last), ~10 minutes on 2 idle cores at the rates of
 # docs/benchmarks/README.md (CPU section): bf16 + channels_last trains ~140-170 images/s, so one whole epoch, the
 # seed's first (the full run's epoch 1, image for image); fp32 NCHW ~32 images/s, so 100 steps of 128
+ESTIMATE_AFTER_STEPS = 20      # the run's duration is estimated from its own rate once this many steps are timed
 QUICK_LIMIT_TRAIN = {("none", False): 12800, ("bf16", True): 60000}
 # Each variant's settings when its flag is not given. d2l: the seed's plain SGD on [0, 1] pixels at 224x224. paper:
 # Krizhevsky et al.'s momentum and weight decay (section 5) at a tenth of their starting lr of 0.01 (with 10 classes
