@@ -163,7 +163,8 @@ def header(cfg: TrainConfig, n_train: int, n_test: int, device, start_epoch: int
     elif cfg.preset.startswith("quick"):
         budget = " (~10 minutes on 2 idle cores)" if cfg.preset == "quick" and cfg.variant == "d2l" else ""
         what = "the seed model and hyper-parameters" if cfg.variant == "d2l" else f"the {cfg.variant} AlexNet"
-        lines.append(f"preset quick (a CPU, no CUDA): {what} on the first {n_train} "
+        images = f"all {n_train}" if cfg.limit_train is None or n_train == 60000 else f"the first {n_train}"
+        lines.append(f"preset quick (a CPU, no CUDA): {what} on {images} "
                      f"training images for {cfg.epochs} epoch(s){budget}, tested on {n_test} real test images. The "
                      f"full seed run is `alexnet train --preset full` (this run prints what it would take here once "
                      f"its first {ESTIMATE_AFTER_STEPS} steps are timed; minutes on a GPU).")
