@@ -13,6 +13,8 @@
     numpy_ref.idx          the Fashion-MNIST IDX reader (validated; torch_model.data uses it too)
     numpy_ref.walkthrough  one image through the network, layer by layer (`python -m numpy_ref.walkthrough`,
                            `--weights FILE.npz` for a trained one from `alexnet export`)
+    numpy_ref.exercises    write an op yourself and check it (`python -m numpy_ref.exercises list`); its check
+                           compares with torch too, the one place torch is imported (by `check` only)
 """
 from numpy_ref.functional import (
     conv2d_backward, conv2d_forward, cross_entropy_backward, cross_entropy_forward, dropout_backward,

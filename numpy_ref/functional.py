@@ -43,8 +43,9 @@ __all__ = [
 def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
                    padding=0, dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
     """out[n, f, oh, ow] = bias[f]
-                          + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
-    where g = f // (F/G) is the filter's group.  OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1.
+                          + sum_{c, kh, kw} x_pad[n, grp*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
+    where grp = f // (F/G) is the filter's group (`g` below is the geometry: every size at once).
+    OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1.
 
     x (N, C, H, W) or (C, H, W); weight (F, C/G, KH, KW); bias (F,) or None -> out (N, F, OH, OW) or (F, OH, OW)."""
     x = input  # torch.nn.functional's name for the first argument
@@ -278,10 +279,11 @@ def relu_forward(input: np.ndarray) -> tuple[np.ndarray, tuple]:
 
 
 def relu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    """dx = dout where the output is positive, else 0 (torch's rule: the gradient at exactly 0 is 0)."""
+    """dx = 0 where the output is <= 0, else dout: torch's threshold_backward(dout, out, 0), whose test is
+    `out <= 0`. So the gradient at exactly 0 is 0, and at a NaN input (out is NaN, NaN <= 0 is false) it passes."""
     (out,) = cache
     check_dout(dout, out.shape, out.dtype, "relu")
-    return np.where(out > 0, dout, 0).astype(out.dtype, copy=False)  # like x
+    return np.where(out <= 0, 0, dout).astype(out.dtype, copy=False)  # like x
 
 
 def linear_forward(input: np.ndarray, weight: np.ndarray,

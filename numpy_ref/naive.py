@@ -19,7 +19,8 @@ __all__ = ["conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2
 def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
                    padding=0, dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
     """out[n, f, oh, ow] = bias[f]
-                          + sum_{c, kh, kw} x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]"""
+                          + sum_{c, kh, kw} x_pad[n, grp*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] * weight[f, c, kh, kw]
+    where grp = f // Fg is the filter's group (`g` below is the geometry: every size at once)."""
     x = input  # torch.nn.functional's name for the first argument
     g = conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
     x4 = x[None] if g.unbatched else x                                   # (N, C, H, W)
@@ -43,8 +44,8 @@ def conv2d_forward(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
 
 def conv2d_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The forward's loop run again, each multiply-add sending dout back to both of its factors:
-        dx_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] += dout[n, f, oh, ow] * weight[f, c, kh, kw]
-        dweight[f, c, kh, kw] += dout[n, f, oh, ow] * x_pad[n, g*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw]
+        dx_pad[n, grp*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw] += dout[n, f, oh, ow] * weight[f, c, kh, kw]
+        dweight[f, c, kh, kw] += dout[n, f, oh, ow] * x_pad[n, grp*Cg + c, oh*sh + kh*dh, ow*sw + kw*dw]
         dbias[f] += dout[n, f, oh, ow]"""
     xp, weight, has_bias, g = cache
     check_dout(dout, (g.F, g.OH, g.OW) if g.unbatched else (g.N, g.F, g.OH, g.OW), xp.dtype, "conv2d")

@@ -1,10 +1,10 @@
 """Stochastic gradient descent, torch.optim.SGD's update rule (d2l trains AlexNet with plain SGD, lr 0.01):
 
-    g = p.grad + weight_decay * p
-    buf = g                                   (first step)
-    buf = momentum * buf + (1 - dampening) * g   (later steps)
-    g = g + momentum * buf if nesterov else buf   (only with momentum)
-    p -= lr * g                                  (in place)
+    d_p = p.grad + weight_decay * p
+    buf = d_p                                      (first step)
+    buf = momentum * buf + (1 - dampening) * d_p   (later steps)
+    d_p = d_p + momentum * buf if nesterov else buf   (only with momentum)
+    p -= lr * d_p                                  (in place; d_p: torch's name for the step's gradient)
 """
 from __future__ import annotations
 
@@ -36,21 +36,27 @@ class SGD:
             p.grad = None
 
     def step(self) -> None:
+        """One update of every parameter that has a gradient, in place (p.data), torch.optim.SGD's rule:
+            d_p = p.grad + weight_decay * p.data
+            buf = d_p on the first step, else momentum * buf + (1 - dampening) * d_p   (only with momentum;
+                  kept per parameter in self.momentum_buffer)
+            d_p = d_p + momentum * buf if nesterov else buf                            (only with momentum)
+            p.data -= lr * d_p"""
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            g = p.grad                                            # like p
+            d_p = p.grad                                          # like p
             if self.weight_decay:
-                g = g + self.weight_decay * p.data
+                d_p = d_p + self.weight_decay * p.data
             if self.momentum:
                 buf = self.momentum_buffer[i]
                 if buf is None:
-                    buf = self.momentum_buffer[i] = g.copy()       # like p
+                    buf = self.momentum_buffer[i] = d_p.copy()     # like p
                 else:
                     buf *= self.momentum
-                    buf += (1 - self.dampening) * g
-                g = g + self.momentum * buf if self.nesterov else buf
-            p.data -= p.data.dtype.type(self.lr) * g
+                    buf += (1 - self.dampening) * d_p
+                d_p = d_p + self.momentum * buf if self.nesterov else buf
+            p.data -= p.data.dtype.type(self.lr) * d_p
 
     def state_dict(self) -> dict:
         return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,

@@ -3,6 +3,7 @@
     python -m numpy_ref.walkthrough                  # test image 0 (real data when found, else a random image)
     python -m numpy_ref.walkthrough --index 42       # another test image
     python -m numpy_ref.walkthrough --break-at 3     # stop in pdb just before layer 3 (x, layer, net in scope)
+    python -m numpy_ref.walkthrough --break-at-backward 3   # ... just before layer 3's backward (dout, layer, net)
     python -m numpy_ref.walkthrough --random         # no dataset needed
     python -m numpy_ref.walkthrough --weights run.npz --index 42   # the trained network (`alexnet export`)
 
@@ -10,16 +11,21 @@ The image is read from the IDX files without torch (numpy_ref.idx: FASHION_MNIST
 ./data/fashion-mnist or /usr/share/datasets/fashion-mnist), scaled to [0, 1] and resized 28 -> 224 with bilinear
 interpolation (torch's F.interpolate(mode="bilinear", align_corners=False), as the seed's transforms.Resize does).
 Without --weights the network is untrained (d2l's init from --seed), so expect about 10% for every class; with
---weights (an .npz of torch's state_dict keys, written by `alexnet export`) it is the trained one.
+--weights (an .npz of torch's state_dict keys, written by `alexnet export`) it is the trained one, fed as its run
+fed it (the .npz's input.* entries: the run's input size, and raw 0..255 pixels minus its mean training image for a
+--pixels mean-subtracted run), so its probabilities are `alexnet visualize`'s.
 Bad input (an index outside the test set, a folder without the files, a damaged file, an .npz that is not
-AlexNet's) is one line naming the argument or file, exit status 2.
+AlexNet's or holds NaN/inf weights) is one line naming the argument or file, exit status 2. In pdb, `c` runs on,
+`q` ends the walk quietly (exit status 0).
 """
 from __future__ import annotations
 
 import argparse
+import bdb
 import os
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +55,70 @@ def read_test_image(directory: Path, index: int) -> tuple[np.ndarray, int]:
 
 # (channels, size) of each variant's input; the paper's network sees the grey image repeated to 3 channels
 INPUTS = {"d2l": (1, 224), "paper": (3, 227)}
+PIXELS = ("unit", "mean-subtracted")     # torch_model.data.PIXELS: how `alexnet train` feeds the pixels
+
+
+@dataclass
+class Feeding:
+    """How a network's run fed it an image (`alexnet export`'s input.* entries): the variant (1 grey channel, or
+    the grey image repeated to 3), the input size S, the pixels ([0, 1], or raw 0..255 minus the mean training
+    image `mean`, (28, 28))."""
+    variant: str = "d2l"
+    size: int = INPUTS["d2l"][1]
+    pixels: str = "unit"
+    mean: np.ndarray | None = None
+    recorded: bool = True                 # False: the .npz did not say; the variant's defaults are assumed
+
+    @property
+    def channels(self) -> int:
+        return INPUTS[self.variant][0]
+
+    def model_input(self, image: np.ndarray) -> np.ndarray:
+        """uint8 (28, 28) -> float64 (1, C, S, S): torch_model.data.to_input's [0, 1] resize (and subtract_mean's
+        x * 255 - the resized mean image, for mean-subtracted pixels), the grey channel repeated to C."""
+        x = resize_bilinear(image / 255.0, self.size)                        # (S, S) in [0, 1]
+        if self.pixels == "mean-subtracted":
+            x = x * 255 - resize_bilinear(self.mean.astype(np.float64), self.size)   # (S, S) 0..255, centred
+        return np.repeat(x[None, None], self.channels, axis=1)             # (1, C, S, S)
+
+    def describe(self) -> str:
+        grey = ", the grey image repeated to 3 channels" if self.channels == 3 else ""
+        pixels = ("raw 0..255 pixels minus the run's mean training image" if self.pixels == "mean-subtracted"
+                  else "pixels in [0, 1]")
+        return f"{self.size}x{self.size} input{grey}, {pixels}"
+
+
+def _feeding(path: Path, entries: dict[str, np.ndarray], variant: str) -> Feeding:
+    """The Feeding the input.* entries record, checked (ValueError naming the file and the entry); without them
+    the variant's input size and [0, 1] pixels (recorded=False)."""
+    if not entries:
+        return Feeding(variant, INPUTS[variant][1], recorded=False)
+
+    def bad(key: str, why: str) -> ValueError:
+        return ValueError(f"--weights {path}: {key} {why}; re-export it with `alexnet export`")
+
+    for key in ("input.variant", "input.size", "input.pixels"):
+        if key not in entries:
+            raise bad(key, "is missing")
+    said, size, pixels = entries["input.variant"], entries["input.size"], entries["input.pixels"]
+    if said.shape != () or str(said) != variant:
+        raise bad("input.variant", f"is {said!r}, but the weights are the {variant} AlexNet's")
+    if size.shape != () or size.dtype.kind not in "iu" or not 1 <= int(size) <= 4096:
+        raise bad("input.size", f"is {size!r}, not an input size")
+    if pixels.shape != () or str(pixels) not in PIXELS:
+        raise bad("input.pixels", f"is {pixels!r}, none of {PIXELS}")
+    mean = entries.get("input.mean")
+    if str(pixels) == "mean-subtracted":
+        if mean is None or mean.shape != (28, 28) or mean.dtype.kind != "f" or not np.isfinite(mean).all():
+            raise bad("input.mean", "must be the (28, 28) finite mean training image of a mean-subtracted run")
+    return Feeding(variant, int(size), str(pixels), None if mean is None else mean.astype(np.float64))
 
 
 def load_weights(path: str | os.PathLike, dtype=np.float64) -> Sequential:
     """numpy_ref.alexnet with the weights of an .npz holding torch's state_dict keys (`alexnet export`), of either
-    variant (the keys tell: the paper's network ends in 22.*, d2l's in 20.*); `net.variant` says which.
-    Raises ValueError naming the file when it is missing, not an .npz, or not AlexNet's weights."""
+    variant (the keys tell: the paper's network ends in 22.*, d2l's in 20.*); `net.variant` says which and
+    `net.feeding` how its run fed it (the .npz's input.* entries). Raises ValueError naming the file when it is
+    missing, not an .npz, not AlexNet's weights, or holds a NaN or infinite weight (naming its key)."""
     path = Path(path)
     if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try to unpickle it
         raise ValueError(f"--weights {path}: not an .npz file (no zip archive inside)")
@@ -65,6 +129,7 @@ def load_weights(path: str | os.PathLike, dtype=np.float64) -> Sequential:
         raise ValueError(f"--weights {path}: no such file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"--weights {path}: not a readable .npz file ({exc.__class__.__name__}: {exc})") from exc
+    entries = {k: state.pop(k) for k in [k for k in state if k.startswith("input.")]}
     variant = "paper" if "22.weight" in state else "d2l"
     last = "22.weight" if variant == "paper" else "20.weight"
     if last not in state:
@@ -74,12 +139,16 @@ def load_weights(path: str | os.PathLike, dtype=np.float64) -> Sequential:
     num_classes = int(state[last].shape[0])
     if num_classes != len(CLASS_NAMES):
         raise ValueError(f"--weights {path}: a {num_classes}-class network; Fashion-MNIST has {len(CLASS_NAMES)}")
+    for key, value in state.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"--weights {path}: {key} holds NaN or inf (weights of a diverged run)")
     net = alexnet(num_classes, dtype=dtype, init=False, variant=variant)
     try:
         net.load_state_dict(state)
     except ValueError as exc:
         raise ValueError(f"--weights {path}: {exc}") from exc
     net.variant = variant
+    net.feeding = _feeding(path, entries, variant)
     return net
 
 
@@ -109,9 +178,10 @@ def _stats(a: np.ndarray) -> str:
 
 
 def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, out=None,
-         net: Sequential | None = None) -> dict:
+         net: Sequential | None = None, break_at_backward: int | None = None) -> dict:
     """Forward x (1, 1, 224, 224) layer by layer, the loss against `label`, then backward layer by layer.
     `net`: the network to step through (default: untrained, d2l's init from `seed`, float64).
+    break_at / break_at_backward: enter pdb just before that layer's forward / backward.
     Returns the logits, the loss and each layer's output and input-gradient shapes (for tests)."""
     if net is None:
         net = alexnet(dtype=np.float64, seed=seed)
@@ -138,6 +208,10 @@ def walk(x: np.ndarray, label: int, seed: int = 0, break_at: int | None = None, 
     grad_shapes = []
     for i in reversed(range(len(net))):
         layer = net[i]
+        if break_at_backward == i:
+            p(f"-- stopping before layer {i}'s backward ({layer!r}); `dout` is the gradient of its output, "
+              f"`layer.backward(dout)` runs it")
+            breakpoint()
         dout = layer.backward(dout)                                         # gradient w.r.t. the layer's input
         grad_shapes.append(dout.shape)
         params = "  ".join(f"|d{name}| {np.linalg.norm(q.grad):.3e}" for name, q in layer.named_parameters())
@@ -156,23 +230,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the untrained weights (and of --random's image)")
     parser.add_argument("--break-at", type=int, metavar="IDX",
                         help="enter pdb just before layer IDX (0..20; 0..22 for the paper's weights)")
+    parser.add_argument("--break-at-backward", type=int, metavar="IDX",
+                        help="enter pdb just before layer IDX's backward (0..20; 0..22 for the paper's weights)")
     args = parser.parse_args(argv)
     try:
         return _run(args)
+    except bdb.BdbQuit:  # `q` in pdb: the learner has seen enough
+        return 0
     except (ValueError, OSError) as exc:  # DatasetError is a ValueError: one line, no traceback
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    net, channels, size = None, *INPUTS["d2l"]
+    net, feeding = None, Feeding()
     if args.weights is not None:
         net = load_weights(args.weights)
-        channels, size = INPUTS[net.variant]
+        feeding = net.feeding
         print(f"weights: {args.weights} (trained, the {net.variant} AlexNet)")
+        if feeding.recorded:
+            print(f"fed as its run fed it: {feeding.describe()}")
+        else:
+            print(f"note: {args.weights} does not say how its run fed the network (no input.* entries): assuming "
+                  f"the {net.variant} variant's {feeding.describe()}; `alexnet export` records it")
     n_layers = len(net) if net is not None else 21
-    if args.break_at is not None and not 0 <= args.break_at < n_layers:
-        raise ValueError(f"--break-at must be in 0..{n_layers - 1}, got {args.break_at}")
+    for flag, value in (("--break-at", args.break_at), ("--break-at-backward", args.break_at_backward)):
+        if value is not None and not 0 <= value < n_layers:
+            raise ValueError(f"{flag} must be in 0..{n_layers - 1}, got {value}")
     directory = None if args.random else find_data_dir(args.data_dir)
     if directory is None:
         if not args.random:
@@ -182,9 +266,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         image, label = read_test_image(directory, args.index)
         print(f"test image {args.index} from {directory}: {CLASS_NAMES[label]}")
-    x = resize_bilinear(image / 255.0, size)[None, None]                    # (1, 1, 224, 224), in [0, 1]
-    x = np.repeat(x, channels, axis=1)                                      # (1, 3, 227, 227) for the paper's
-    walk(x, label, seed=args.seed, break_at=args.break_at, net=net)
+    x = feeding.model_input(image)                                          # (1, C, S, S): (1, 1, 224, 224)
+    walk(x, label, seed=args.seed, break_at=args.break_at, net=net, break_at_backward=args.break_at_backward)
     return 0
 
 

@@ -2,20 +2,21 @@
 
     python scripts/cpu_bf16_side_by_side.py [STEPS]
 
-Both learners (torch_model.backends.make_learner, the training loop's step: forward, cross-entropy, backward, SGD)
+Both learners (torch_model.learners.make_learner, the training loop's step: forward, cross-entropy, backward, SGD)
 start from the same weights and step on the same 4 real Fashion-MNIST batches of 128 at 224x224; their steps are
 interleaved (ABBA order), so a machine whose load changes during the run slows both alike. One warm-up step each
 (oneDNN builds its kernels there), then STEPS timed steps each (default 6); prints the median s/step, img/s and the
-ratio. `alexnet bench train` measures fp32 only on a CPU, hence this script. torch_model/device.py's CPU default
-and the quick preset's QUICK_LIMIT_TRAIN (torch_model/train.py) come from this ratio.
+ratio. torch_model/device.py's CPU default (bf16 + channels_last where the CPU computes bf16 natively) rests on this
+ratio; `alexnet bench cpu` profiles either configuration layer by layer.
 """
+import argparse
 import statistics
-import sys
 import time
 
 import torch
 
-from torch_model.backends import make_learner
+from torch_model.learners import make_learner
+from torch_model.device import keep_freed_memory
 from torch_model.data import batches, find_data_dir, load_split
 
 CONFIGS = {"fp32 nchw": ("none", False), "bf16 channels_last": ("bf16", True)}
@@ -47,4 +48,10 @@ def main(steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 6)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("steps", nargs="?", type=int, default=6, help="timed steps per configuration (default 6)")
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"steps must be >= 1, got {args.steps}")
+    keep_freed_memory()                   # as `alexnet train` runs
+    main(args.steps)

@@ -12,7 +12,9 @@ import time
 
 import torch
 
-from torch_model.train import config_from_args, configure, evaluate, model_batches, prepare
+from torch_model.config import config_from_args, configure
+from torch_model.distributed import DistContext, evaluate
+from torch_model.train import prepare
 
 
 def main() -> None:
@@ -35,9 +37,7 @@ def main() -> None:
     for epoch in range(cfg.epochs):
         run.learner.train()
         t0 = time.perf_counter()
-        for step, (X, y) in enumerate(model_batches(run.train_ds, cfg.batch_size, cfg.resize, run.channels,
-                                                    shuffle=True, seed=cfg.seed * 1000 + epoch,
-                                                    pixel_mean=run.pixel_mean)):
+        for step, (X, y) in enumerate(run.source.train_batches(cfg.seed * 1000 + epoch)):   # as train_epoch draws them
             loss, logits = run.learner.step(X, y)
             acc = (logits.argmax(dim=1) == y).float().mean().item()
             h = fc7.get("h")
@@ -48,8 +48,7 @@ def main() -> None:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
             if not math.isfinite(loss):
                 return
-        acc = evaluate(run.learner, run.test_ds, cfg.batch_size, cfg.resize, False, "test", run.channels,
-                       run.pixel_mean)
+        acc = evaluate(run.learner, run.source, DistContext())
         print(f"epoch {epoch + 1}: test acc {acc:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 

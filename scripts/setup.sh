@@ -3,6 +3,8 @@
 # Fashion-MNIST files. Safe to run again: it only redoes what is missing or out of date.
 #   - torch: the machine's local CPU wheel (torch==2.13.0) where there is no NVIDIA GPU, a CUDA build otherwise
 #   - data:  Debian's dataset-fashion-mnist package when the files are not found and apt-get can be used
+#   - browser: Debian's chromium and chromium-driver for the explainer's page tests (tests/test_explain_browser.py),
+#     where apt-get can be used; elsewhere those tests skip with the reason (and fail under CI=true)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,5 +48,14 @@ if ! have_data; then
   else
     echo "setup: Fashion-MNIST not found and apt-get is not usable here; put the four IDX files in" \
          "./data/fashion-mnist or set FASHION_MNIST_DIR (alexnet train will also try the official download)"
+  fi
+fi
+
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian's chromium and chromium-driver (the explainer's browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: no chromium/chromedriver and apt-get is not usable here: the explainer's browser tests will skip"
   fi
 fi

@@ -13,14 +13,17 @@ die    rank 1 exits before a collective: rank 0 must raise RankFailure at once.
 hang   rank 1 stops answering: rank 0 must raise RankFailure after TIMEOUT_S.
 Prints "ok SCENARIO rank R" on success; RankFailure is printed as one line with exit status 3.
 """
+import datetime
 import os
 import sys
 import time
 
 import torch
+from torch.distributed.distributed_c10d import _set_pg_timeout
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import assert_close_verbose  # noqa: E402
+from torch_model import data  # noqa: E402
 from torch_model import distributed as D  # noqa: E402
 
 
@@ -34,7 +37,7 @@ def small_alexnet():
 
 
 def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
-    from torch_model.backends import TorchLearner
+    from torch_model.learners import DistributedLearner, TorchLearner
 
     torch.manual_seed(0)
     net = small_alexnet()
@@ -45,12 +48,12 @@ def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
 
         tritonize(net)                                   # same parameters, our kernels
         assert sum(isinstance(m, TritonConv2d) for m in net) == 2
-    learner = D.DistributedLearner(TorchLearner(net, lr=0.01, device=torch.device("cpu")), ctx)
+    learner = DistributedLearner(TorchLearner(net, lr=0.01, device=torch.device("cpu")), ctx)
     g = torch.Generator().manual_seed(1)
     for global_n in (3, 1):                      # shards of 2 + 1 images, then 1 + 0 (rank 1 empty)
         X = torch.rand(global_n, 1, 32, 32, generator=g)                    # (B, 1, 32, 32)
         y = torch.randint(0, 10, (global_n,), generator=g)                  # (B,)
-        mine = D.shard(torch.arange(global_n), ctx.rank, ctx.world_size)
+        mine = data.shard(torch.arange(global_n), ctx.rank, ctx.world_size)
         learner.eval(), ref.eval()              # dropout off: the same function on every rank and in the reference
         loss, logits = learner.step(X[mine], y[mine])
         ref_loss, ref_logits = ref.step(X, y)
@@ -70,9 +73,9 @@ def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
 def check(ctx: D.DistContext) -> None:
 
     # the same permutation everywhere; the shards of each global batch partition it, in order
-    batches = list(D.local_batches(11, 4, seed=7, shuffle=True, rank=ctx.rank, world_size=ctx.world_size))
+    batches = list(data.local_batches(11, 4, seed=7, shuffle=True, rank=ctx.rank, world_size=ctx.world_size))
     everyone = D.all_gather_object(ctx, [idx.tolist() for _, idx in batches])
-    order = D.epoch_order(11, 7, True).tolist()
+    order = data.epoch_order(11, 7, True).tolist()
     assert [a + b for a, b in zip(*everyone)] == [order[s:s + 4] for s in range(0, 11, 4)], everyone
 
     # gradients: DDP over the shards == one process's torch model over the global batch, for the torch backend
@@ -82,7 +85,7 @@ def check(ctx: D.DistContext) -> None:
 
     # evaluation: each rank counts on its shard; the sums are the whole set's
     labels = torch.arange(23) % 3
-    mine = D.shard_range(23, ctx.rank, ctx.world_size)
+    mine = data.shard_range(23, ctx.rank, ctx.world_size)
     correct = int((labels[mine.start:mine.stop] == 1).sum())
     assert D.sum_over_ranks(ctx, correct, len(mine)) == (int((labels == 1).sum()), 23)
 
@@ -110,13 +113,17 @@ def check(ctx: D.DistContext) -> None:
 def main() -> int:
     scenario = sys.argv[1]
     timeout = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
-    ctx = D.setup("cpu", timeout_s=timeout)
+    # Joining and the first barrier get a minute: on a busy machine one rank may start seconds after the other.
+    # Only then does the timeout under test apply, to the collective the scenario is about.
+    ctx = D.setup("cpu", timeout_s=max(timeout, 60.0))
     assert ctx.enabled and ctx.backend == "gloo" and ctx.world_size == 2
     try:
         if scenario == "check":
             check(ctx)
         else:
             D.barrier(ctx)                           # both alive so far
+            _set_pg_timeout(datetime.timedelta(seconds=timeout))
+            ctx.timeout_s = timeout
             if ctx.rank == 1:
                 if scenario == "die":
                     os._exit(1)

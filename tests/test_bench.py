@@ -1,5 +1,5 @@
 """The benchmark harness (`alexnet bench layers|train`) end to end on the CPU at tiny sizes: napkin math on known
-cases, the results file against the issue's schema, merging runs, charts, the README renderer, bad flags.
+cases, the results file against its schema, merging runs, charts, the README renderer, bad flags.
 
 These tests check the harness, never timings: on a CPU the Triton kernels run in the interpreter and every figure
 is labelled a CPU smoke result.
@@ -53,7 +53,7 @@ def test_conv1_flops_and_bytes_known_case():
 
 
 def test_pool_bytes_are_what_each_kernel_moves():
-    """Issue 9 item 7: a pool's GB/s counts the bytes its kernels really read and write. Ours: the training
+    """A pool's GB/s counts the bytes its kernels really read and write. Ours: the training
     forward reads x and writes out + a 1-byte tap per output; the backward reads dy + the taps and writes dx (it
     never reads x). ATen's (the "cudnn" figures on a GPU): int64 indices always, and dx zero-filled before the
     gather writes it. pool1 at batch 128 in bf16: our backward is 96.6 MB, not the 160 MB of dy + x + dx."""
@@ -77,7 +77,7 @@ def test_pool_bytes_are_what_each_kernel_moves():
 
 
 def test_lrn_bytes_and_flops_known_case():
-    """Issue 13: lrn1 and lrn2 are the paper variant's two LRNs (after conv1+ReLU and conv2+ReLU on 3x227x227), and
+    """lrn1 and lrn2 are the paper variant's two LRNs (after conv1+ReLU and conv2+ReLU on 3x227x227), and
     each implementation's bytes are what its kernels move (docs/triton_lrn.md). E elements of x, n = 5, Ep =
     N*(C+n-1)*H*W (torch's zero-padded squares). Ours: forward reads x, writes out (2E); backward reads x, dy,
     writes dx (3E). torch: forward 8 kernels, (14E + 2Ep); backward 16 kernels, (38E + 2Ep). torch.compile: one
@@ -109,7 +109,7 @@ def test_lrn_bytes_and_flops_known_case():
     assert lrn1.flops("fwd") == 13 * E and lrn1.flops("fwd+bwd") == (13 + 81) * E
     assert lrn2.flops("fwd") == 13 * E2
     assert lrn1.by_bytes and not C.alexnet_specs(batch=1)[0].by_bytes
-    assert C.goal("lrn1", "bf16", "fwd+bwd") is None  # issue 5's goals are for convs and pools
+    assert C.goal("lrn1", "bf16", "fwd+bwd") is None  # the goals are for convs and pools
     with pytest.raises(ValueError, match="impl must be one of"):
         lrn1.bytes("fwd", 4, impl="cuDNN")
 
@@ -274,7 +274,7 @@ def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
 
 
 def test_lrn_layers_end_to_end_in_the_interpreter(tmp_path, capsys):
-    """Issue 13: lrn1 and lrn2 (the paper variant's LRNs, tiny on a CPU) through `bench layers`: ours in the
+    """lrn1 and lrn2 (the paper variant's LRNs, tiny on a CPU) through `bench layers`: ours in the
     interpreter against torch's F.local_response_norm, forward and forward+backward, each checked against float64
     and its GB/s counted from its own traffic."""
     out = tmp_path / "results"

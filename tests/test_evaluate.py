@@ -195,6 +195,11 @@ def test_bad_checkpoints_one_line_exit_2(command, tmp_path, capsys):
         "nan.pt": (dict(learner=dict(model={**_fake_state(), "14.bias": _expanded((4096,), float("nan"))})),
                    "14.bias holds NaN"),
         "resize.pt": (dict(model=_fake_state(), config=dict(resize=64)), "resize 64"),
+        # an image folder's run with 10 classes: its weights fit, its inputs and class names are not Fashion-MNIST's
+        "photos.pt": (dict(model=_fake_state(), config=dict(dataset="imagefolder", data_dir="photos", resize=224,
+                                                             mean=[0.4], std=[0.2])),
+                      "trained on --dataset imagefolder --data-dir photos, not Fashion-MNIST"),
+        "pixels.pt": (dict(model=_fake_state(), config=dict(pixels="raw")), "--pixels 'raw', none of"),
     }
     for name, (content, message) in cases.items():
         path = tmp_path / name
@@ -213,6 +218,20 @@ def test_bad_flags_one_line_exit_2(probe, tmp_path, capsys):
                              "--limit-test", "1", "--no-progress"], "is a file")
     _one_line_error(capsys, ["evaluate", "--checkpoint", str(probe), "--data-dir", str(tmp_path / "file")],
                     "--data-dir", "is a file, not a directory")
+
+
+def test_a_bare_state_dict_is_evaluated_with_a_note_on_its_pixels(tmp_path, capsys):
+    """No run config inside or beside it: the pixels are assumed, and said so (a paper network trained on
+    mean-subtracted pixels would be fed wrongly without anyone knowing)."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in alexnet(init=False, variant="paper").state_dict().items()}
+    torch.save({k: _expanded(s, 0.01) for k, s in shapes.items()}, tmp_path / "bare.pt")
+    assert alexnet_main(["evaluate", "--checkpoint", str(tmp_path / "bare.pt"), "--limit-test", "1",
+                         "--no-progress", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert (f"note: {tmp_path / 'bare.pt'} records no run config (a bare state_dict): assuming its paper AlexNet "
+            f"was fed a 227x227 input, each grey image repeated to 3 channels, pixels in [0, 1]; a --pixels "
+            f"mean-subtracted run (the paper variant's default) was fed raw 0..255 pixels") in printed
 
 
 def test_evaluation_json_has_no_nan():

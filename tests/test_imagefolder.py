@@ -1,5 +1,8 @@
-"""The image-folder pipeline: folder scans and their errors, the seeded split, each transform on a known image,
-corrupt files skipped and reported, augmentation independent of the worker count, per-channel statistics."""
+"""The image-folder pipeline: folder scans and their errors (link loops, a file under two classes, unreadable
+folders), the seeded split, each transform on a known image (16-bit PNGs too), corrupt files skipped and reported,
+augmentation independent of the worker count, per-channel statistics, and training runs that depend on neither the
+worker count nor a resume."""
+import os
 import random
 
 import numpy as np
@@ -9,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import write_image_folder
-from torch_model.distributed import local_batches
+from torch_model.data import local_batches
 from torch_model.imagefolder import (
     CenterCrop, Decode, EpochBatchSampler, HorizontalFlip, ImageFolderDataset, Normalization, Pipeline, RandomCrop,
     ResizeShortSide, channel_stats, eval_pipeline, find_splits, make_loader, parse_channels, sample_seed,
@@ -71,6 +74,60 @@ def test_scan_refuses_with_the_folder_named(tmp_path, case, message):
         scan_folder(root)
     assert str(root) in str(info.value) and message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_link_loops_are_walked_once_and_links_to_one_file_count_once(tmp_path):
+    root = write_image_folder(tmp_path / "d", classes=("a", "b"), per_class=3)
+    (root / "a" / "again").symlink_to(".")                       # a/again -> a
+    (root / "b" / "sub").mkdir()
+    (root / "b" / "sub" / "up").symlink_to("..")                 # b/sub/up -> b
+    (root / "b" / "copy.png").symlink_to(root / "b" / "b_0.png")   # a second name for one file
+    scan = scan_folder(root)
+    assert scan.class_counts() == [3, 3]
+    assert sorted(os.path.realpath(p) for p, _ in scan.samples) == sorted(
+        str((root / c / f"{c}_{i}.png").resolve()) for c in "ab" for i in range(3))
+    splits = find_splits(root, seed=0)                           # the held-out images are not trained on
+    held = {os.path.realpath(p) for p, _ in splits.val.samples}
+    assert held and not held & {os.path.realpath(p) for p, _ in splits.train.samples}
+
+
+@pytest.mark.parametrize("layout", ["flat", "train"])
+def test_a_file_reached_under_two_classes_is_refused_naming_both(tmp_path, layout):
+    data = tmp_path / "d"
+    root = write_image_folder(data / ("train" if layout == "train" else ""), classes=("ant", "bee", "cat"),
+                              per_class=2)
+    (root / "cat" / "loop").symlink_to("..")                     # `ln -s .. cat/loop`: every class under cat/
+    with pytest.raises(ValueError) as info:
+        find_splits(data)
+    message = str(info.value)
+    assert "'ant'" in message and "'cat'" in message and str(root / "ant" / "ant_0.png") in message, message
+    assert str(root / "cat" / "loop" / "ant" / "ant_0.png") in message and "\n" not in message
+
+
+def test_an_unreadable_class_folder_is_named_as_unreadable(tmp_path, monkeypatch):
+    # simulated: the suite may run as root, for whom chmod 000 blocks nothing
+    root = write_image_folder(tmp_path / "d", classes=("a", "b"), per_class=2)
+    scandir = os.scandir
+
+    def refuse_b(path="."):
+        if os.fspath(path) == str(root / "b"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_b)
+    with pytest.raises(ValueError) as info:
+        scan_folder(root)
+    message = str(info.value)
+    assert message.startswith(f"{root / 'b'}: class folder 'b' cannot be read (PermissionError: Permission denied)")
+    assert "hold no images" not in message
+
+
+def test_a_data_dir_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "photos.zip").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=r"--data-dir .*photos\.zip: is a file, not a folder"):
+        find_splits(tmp_path / "photos.zip")
+    with pytest.raises(ValueError, match=r"photos\.zip: is a file, not a folder"):
+        scan_folder(tmp_path / "photos.zip")
 
 
 def test_val_folder_keeps_the_training_labels(tmp_path):
@@ -154,6 +211,18 @@ def test_decode_grey_and_jpeg_draft(tmp_path):
     assert Decode("RGB")(str(tmp_path / "b.jpg")).size == (1024, 768)
     assert Decode("RGB", 256)(str(tmp_path / "b.jpg")).size == (512, 384)    # 1/2 scale; 1/4 would be 192 < 256
     assert Decode("RGB", 500)(str(tmp_path / "b.jpg")).size == (1024, 768)   # 1/2 would be 384 < 500
+
+
+def test_decode_scales_16_bit_grey_to_8_bits(tmp_path):
+    v16 = np.array([[0, 256, 32767, 32768], [32896, 40000, 65279, 65535]], dtype=np.uint16)   # (2, 4)
+    Image.fromarray(v16).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    want = np.round(v16 / 257).astype(np.int64)                      # 65535 -> 255: the same brightness
+    np.testing.assert_array_equal(pixels(Decode("L")(str(tmp_path / "deep.png"))), want)
+    np.testing.assert_array_equal(pixels(Decode("RGB")(str(tmp_path / "deep.png"))), np.stack([want] * 3, axis=2))
+    Image.fromarray(np.array([[5, 70000]], dtype=np.int32)).save(tmp_path / "wide.tif")   # mode I, past 16 bits
+    with pytest.raises(ValueError, match=r"wide\.tif: a I image with values 5\.\.70000, outside 16 bits"):
+        Decode("L")(str(tmp_path / "wide.tif"))
 
 
 def test_to_uint8_tensor_layout():
@@ -262,6 +331,25 @@ def test_channel_stats_and_to_input(tmp_path):
         to_input(images, Normalization([0.5], [0.5]), "cpu")
 
 
+def test_a_training_set_without_contrast_is_refused(tmp_path, capsys):
+    from torch_model.cli import main
+
+    root = tmp_path / "blank"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (30, 30), 255).save(root / name / f"{i}.png")
+    ds = ImageFolderDataset(scan_folder(root), eval_pipeline("d2l", 24), 1, 24)
+    with pytest.raises(ValueError, match=r"have no contrast: every pixel of the 6 sampled image\(s\) is the same "
+                                         r"\(per-channel mean \(1\.000\), std 0"):
+        channel_stats(ds, sample=6)
+    assert main(["train", "--dataset", "imagefolder", "--data-dir", str(root), "--device", "cpu", "--workers", "0",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data-dir" in err[0] and str(root) in err[0] and "no contrast" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
 def test_normalization_arguments():
     assert parse_channels("0.485,0.456,0.406", "--mean") == [0.485, 0.456, 0.406]
     with pytest.raises(ValueError, match="--std 'a,b'"):
@@ -356,6 +444,7 @@ def test_train_on_an_image_folder_reports_the_skip(tmp_path, capsys):
     (lambda d: write_image_folder(d, classes=("solo",), per_class=2), "a single class (solo)"),
     (lambda d: [(d / c).mkdir(parents=True) or (d / c / "x.txt").write_text("") for c in ("a", "b")],
      "2 file(s), none with an image extension"),
+    (lambda d: d.write_text("not a folder"), "is a file, not a folder"),
 ])
 def test_train_refuses_a_bad_image_folder_in_one_line(tmp_path, capsys, make, message):
     from torch_model.cli import main
@@ -398,3 +487,46 @@ def test_bench_loader_bad_workers_is_one_line(value, message, capsys):
         main(["bench", "loader", "--workers", value])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and f"argument --workers: {message}" in err and "lambda" not in err
+
+
+def _folder_run(tmp_path, data, name, workers, **kw):
+    """2 epochs of the d2l AlexNet at its smallest input (193) on a 16-image folder: 2 steps an epoch, with dropout."""
+    from torch_model.train import TrainConfig
+
+    return TrainConfig(dataset="imagefolder", data_dir=str(data), workers=workers, epochs=2, batch_size=8, resize=193,
+                       device="cpu", backend="torch", amp="none", seed=1, progress=False, out=str(tmp_path / name),
+                       **kw)
+
+
+def _same_run(a, b, what):
+    from torch_model.checkpoint import load_checkpoint
+
+    keep = ("epoch", "loss", "train_acc", "test_acc", "examples")
+    assert [{k: h[k] for k in keep} for h in a.history] == [{k: h[k] for k in keep} for h in b.history], what
+    wa = load_checkpoint(a.out_dir / "last.pt")["learner"]["model"]
+    wb = load_checkpoint(b.out_dir / "last.pt")["learner"]["model"]
+    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not differ, f"{what}: weights {differ} differ"
+
+
+@pytest.mark.slow
+def test_a_run_depends_on_neither_the_worker_count_nor_a_resume(tmp_path):
+    """Making a DataLoader iterator draws a seed: from the global RNG (dropout's) that would shift every later mask,
+    once per epoch with 0 workers, once per run with persistent workers and once more after a resume."""
+    from torch_model.config import resume_config
+    from torch_model.train import fit
+
+    data = write_image_folder(tmp_path / "photos", classes=("ant", "bee", "cat"), per_class=6, size=(24, 20))
+    in_process = fit(_folder_run(tmp_path, data, "w0", workers=0))
+    two = fit(_folder_run(tmp_path, data, "w2", workers=2))
+    assert in_process.status == two.status == "completed" and len(two.history) == 2
+    assert two.history[0]["examples"] == 16
+    _same_run(in_process, two, "--workers 0 vs --workers 2")
+
+    def interrupt(epoch, row, learner):
+        raise KeyboardInterrupt                      # stopped right after epoch 1 was saved
+    cut = fit(_folder_run(tmp_path, data, "cut", workers=2), on_epoch_end=interrupt)
+    assert cut.status == "interrupted" and len(cut.history) == 1
+    resumed = fit(resume_config(tmp_path / "cut", {}))       # as `alexnet train --resume --out cut` does
+    assert resumed.status == "completed"
+    _same_run(two, resumed, "stopped after epoch 1 and resumed vs uninterrupted")

@@ -1,4 +1,4 @@
-"""torch_model.numpy_backend.NumpyLearner: the training step equals the torch learner's, resume is bit-exact,
+"""torch_model.learners.NumpyLearner: the training step equals the torch learner's, resume is bit-exact,
 and `alexnet train --backend numpy` runs end to end with the same outputs as the torch backend."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from torch_model import alexnet as torch_alexnet
-from torch_model.backends import make_learner
-from torch_model.numpy_backend import NumpyLearner
+from torch_model.learners import make_learner
+from torch_model.learners import NumpyLearner
 from torch_model.train import TrainConfig, fit
 
 CPU = torch.device("cpu")

@@ -1,12 +1,14 @@
-"""numpy_ref.gradcheck: every op and every parameter of a small net pass; a wrong backward is caught;
-`alexnet gradcheck` prints the table and its exit status says whether all passed."""
+"""numpy_ref.gradcheck: every op and every parameter of a small net pass; a wrong backward is caught and its worst
+element named; `alexnet gradcheck` prints the table (one op with --op) and its exit status says whether all passed."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from numpy_ref import functional as Fn
-from numpy_ref.gradcheck import check_network, check_ops, numerical_gradient, rel_error, small_net
+from numpy_ref.gradcheck import (
+    check_backward, check_network, check_ops, numerical_gradient, rel_error, small_net, worst_element,
+)
 from numpy_ref.layers import LocalResponseNorm
 from torch_model.cli import main
 
@@ -76,3 +78,61 @@ def test_relu_kink_gives_a_large_error():
     assert numeric[0] == pytest.approx(0.75)                                # ((h/2 + h) - 0) / (2h)
     assert rel_error(analytic[:1], numeric[:1]) == pytest.approx(0.25 / 1.75)
     assert rel_error(analytic[1:], numeric[1:]) < 1e-9
+
+
+def test_one_op_alone(capsys):
+    """`alexnet gradcheck --op conv2d` checks conv2d and nothing else, with the inputs (and errors) of the full run."""
+    assert main(["gradcheck", "--op", "conv2d"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.endswith("pass") or line.endswith("FAIL")]
+    assert rows and all(line.startswith("conv2d(") for line in rows), out
+    assert "6/6 checks pass" in out
+    alone = {(r.op, r.argument): r.error for r in check_ops(0, ops=["conv2d"])}
+    everything = {(r.op, r.argument): r.error for r in check_ops(0)}
+    assert alone == {k: v for k, v in everything.items() if k[0].startswith("conv2d")}
+    assert main(["gradcheck", "--op", "network", "--op", "relu"]) == 0
+    assert "9/9 checks pass" in capsys.readouterr().out                     # 8 parameters and relu's input
+    with pytest.raises(SystemExit):
+        main(["gradcheck", "--op", "conv3d"])
+    assert "invalid choice: 'conv3d'" in capsys.readouterr().err
+
+
+def test_a_failure_names_its_worst_element(capsys):
+    assert main(["gradcheck", "--op", "relu", "--tol", "1e-30"]) == 1
+    out = capsys.readouterr().out
+    fail = out.splitlines().index(next(line for line in out.splitlines() if line.endswith("FAIL")))
+    worst = out.splitlines()[fail + 1]
+    assert worst.strip().startswith("worst at (") and "analytic" in worst and "numeric" in worst \
+        and "relative error" in worst, out
+
+
+def test_check_backward_reports_where_a_wrong_backward_is_wrong():
+    rng = np.random.default_rng(0)
+
+    def wrong_backward(dout, cache):
+        dx = Fn.relu_backward(dout, cache)
+        dx[1, 2] += 1.0                                                     # one element off
+        return dx
+
+    (result,) = check_backward("relu", Fn.relu_forward, wrong_backward, {"input": rng.standard_normal((3, 4))}, rng)
+    assert result.index == (1, 2) and abs(result.analytic - result.numeric) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_numerical_gradient_takes_out_cache_and_refuses_other_tuples():
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    dout = np.random.default_rng(1).standard_normal((2, 3))
+    assert rel_error(numerical_gradient(Fn.relu_forward, x, dout), Fn.relu_backward(dout, Fn.relu_forward(x)[1])) < 1e-8
+    with pytest.raises(ValueError, match=r"f returned a tuple \(ndarray, int, int\).*\(out, cache\) pair"):
+        numerical_gradient(lambda v: (v, 1, 2), x)
+    with pytest.raises(ValueError, match="return_indices"):
+        numerical_gradient(lambda v: Fn.max_pool2d_forward(v[None], 2, return_indices=True), x)
+    with pytest.raises(ValueError, match="f returned str"):
+        numerical_gradient(lambda v: "out", x)
+    with pytest.raises(ValueError, match=r"dout has shape \(3,\)"):
+        numerical_gradient(Fn.relu_forward, x, np.ones(3))
+
+
+def test_worst_element_and_nans():
+    index, a, b, err = worst_element(np.array([[1.0, 2.0], [3.0, np.nan]]), np.array([[1.0, 2.5], [3.0, 4.0]]))
+    assert index == (1, 1) and np.isnan(a) and b == 4.0 and err == np.inf
+    assert worst_element(np.array([np.nan, 1.0]), np.array([np.nan, 1.0]))[3] == 0.0  # NaN on both sides agrees

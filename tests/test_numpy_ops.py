@@ -193,6 +193,14 @@ def test_relu_linear_flatten_cross_entropy_match_torch(dtype):
     assert_close(out, ref, "relu out", dtype)
     assert_close(Fn.relu_backward(dout, cache), g["input"], "relu dx", dtype)
 
+    x[1, 0, :5] = [np.nan, np.inf, -np.inf, -0.0, -2.0]  # torch: relu(NaN) = NaN and its gradient passes
+    out, cache = Fn.relu_forward(x)
+    ref, g = torch_grads(lambda input: F.relu(input), {"input": x}, dout)
+    assert_close(out, ref, "relu out, NaN and infinities", dtype)
+    dx = Fn.relu_backward(dout, cache)
+    assert_close(dx, g["input"], "relu dx, NaN and infinities", dtype)
+    assert dx[1, 0, 0] == dout[1, 0, 0] and dx[1, 0, 1] == dout[1, 0, 1] and not dx[1, 0, 2:5].any()
+
     x, w, b = r(2, 3, 7), r(5, 7), r(5)  # a 3-D input: linear acts on the last axis
     for bias in (b, None):
         out, cache = Fn.linear_forward(x, w, bias)

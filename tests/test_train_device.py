@@ -1,13 +1,13 @@
-"""torch_model/device.py: each decision about where and how training computes is made once (issue 10), and the CPU's
-default precision follows what the CPU computes natively (issue 11)."""
+"""torch_model/device.py: each decision about where and how training computes is made once, and the CPU's
+default precision follows what the CPU computes natively."""
 from pathlib import Path
 
 import pytest
 import torch
 
 from torch_model import device as D
-from torch_model.backends import make_learner
-from torch_model.train import QUICK_LIMIT_TRAIN, TrainConfig, quick_limit_train, resolve_config
+from torch_model.learners import make_learner
+from torch_model.config import QUICK_LIMIT_TRAIN, TrainConfig, quick_limit_train, resolve_config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -1,4 +1,4 @@
-"""`alexnet train` tried as a new user would (issue 9): --resume as recorded, the NaN stop's message, a full disk,
+"""`alexnet train` tried as a new user would: --resume as recorded, the NaN stop's message, a full disk,
 a checkpoint of the wrong structure, two runs on one folder, file modes, no empty folders, limits past the data."""
 import errno
 import json
@@ -8,17 +8,19 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
-from torch_model import cli, train
+from torch_model import checkpoint, cli, train
 from torch_model.files import WriteError, atomic_write
-from torch_model.train import CheckpointWriteError, TrainConfig, fit, load_checkpoint
+from torch_model.checkpoint import CheckpointWriteError, load_checkpoint
+from torch_model.train import TrainConfig, fit
 
 
-def _cli(*args, timeout=300):
+def _cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "torch_model", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
 
@@ -57,7 +59,7 @@ def _stat(path: Path):
 # ----------------------------------------------------------------------------------------------- resume as recorded
 
 def test_resume_continues_the_recorded_run(tmp_path, fake_data, capsys):
-    """`--resume --out R` alone continues R as config.json records it; a given flag must agree; --epochs extends; a
+    """`--resume --out R` alone continues R as its last.pt records it; a given flag must agree; --epochs extends; a
     lower --epochs is refused; a finished run is left as it is."""
     out = tmp_path / "R"
 
@@ -76,7 +78,7 @@ def test_resume_continues_the_recorded_run(tmp_path, fake_data, capsys):
 
     before = _stat(out / "config.json")
     p = _main(capsys, "train", "--resume", "--out", out, "--lr", "0.5", "--seed", "1")      # a given flag must agree
-    _one_line_error(p, "--lr 0.5 (recorded 0.02)", out / "config.json")
+    _one_line_error(p, "--lr 0.5 (recorded 0.02)", out / "last.pt")                          # the run's one record
     assert "--seed" not in p.stderr and _stat(out / "config.json") == before
 
     p = _main(capsys, "train", "--resume", "--out", out, "--no-progress")
@@ -110,7 +112,7 @@ def test_resume_refuses_a_checkpoint_of_another_structure(tmp_path, fake_data):
     out = tmp_path / "R"
     out.mkdir()
     cfg = train.resolve_config(_tiny(out, fake_data, amp="none"))
-    train.write_config(out, cfg)
+    checkpoint.write_config(out, asdict(cfg))
     for obj, expected in (([1, 2, 3], "a list"),
                           ({"weights": torch.zeros(2)}, "'epoch', 'learner', 'rng', 'config', 'history'")):
         torch.save(obj, out / "last.pt")
@@ -140,8 +142,8 @@ def test_nan_in_the_first_epoch_says_no_checkpoint_exists(tmp_path, fake_data, c
 
 
 def test_a_failed_checkpoint_write_keeps_the_last_one_and_the_metrics(tmp_path, fake_data, monkeypatch):
-    """torch.save on a full disk (the second epoch's last.pt): the error names the file, the first epoch's last.pt
-    is intact, the second epoch's metrics are kept, no temporary file or lock is left."""
+    """torch.save on a full disk (the second epoch's last.pt): the error names the file and the epoch's numbers,
+    the first epoch's last.pt is intact and metrics.csv says what it holds, no temporary file or lock is left."""
     out = tmp_path / "R"
     real_save = torch.save
 
@@ -155,9 +157,9 @@ def test_a_failed_checkpoint_write_keeps_the_last_one_and_the_metrics(tmp_path, 
         fit(_tiny(out, fake_data, amp="none"))
     message = str(info.value)
     assert message.startswith(f"{out / 'last.pt'}: cannot write it (No space left on device)") and "\n" not in message
-    assert f"epoch 2's metrics are in {out / 'metrics.csv'}" in message and "still holds epoch 1" in message
+    assert "epoch 2 (loss " in message and "is not saved and" in message and "still holds epoch 1" in message
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
-    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+    assert len((out / "metrics.csv").read_text().splitlines()) == 2       # the record is the checkpoint's
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "curves.png", "last.pt", "metrics.csv"]
 
 
@@ -173,7 +175,7 @@ def _tmpfs(path: Path, options: str):
 
 def test_a_small_or_read_only_filesystem(tmp_path, fake_data, monkeypatch, capsys):
     """A real 200 KB tmpfs: the CLI refuses at once (free-space check) and makes no folder; with the check out of the
-    way the real torch.save fails, and the run says which file, exit 2, metrics kept. A read-only one: the error names
+    way the real torch.save fails, and the run says which file and the epoch's numbers, exit 2. A read-only one: the error names
     config.json, not a temporary file."""
     with _tmpfs(tmp_path / "small", "size=200k") as small:
         p = _main(capsys, "train", "--data-dir", fake_data, "--out", small / "R", "--limit-train", 16,
@@ -187,9 +189,8 @@ def test_a_small_or_read_only_filesystem(tmp_path, fake_data, monkeypatch, capsy
         err = capsys.readouterr().err
         assert status == 2 and err.count("\n") == 1, err
         assert err.startswith(f"alexnet train: error: {small / 'R' / 'best.pt'}: cannot write it (No space left")
-        assert "epoch 1's metrics are in" in err and "no checkpoint was saved" in err
-        assert len((small / "R" / "metrics.csv").read_text().splitlines()) == 2
-        assert sorted(p.name for p in (small / "R").iterdir()) == ["config.json", "curves.png", "metrics.csv"]
+        assert "epoch 1 (loss " in err and "is not saved and no checkpoint was saved" in err
+        assert sorted(p.name for p in (small / "R").iterdir()) == ["config.json"]
     with _tmpfs(tmp_path / "ro", "size=100k,ro") as ro:
         p = _main(capsys, "train", "--data-dir", fake_data, "--out", ro, "--limit-train", 16, "--no-checkpoint")
         _one_line_error(p, f"{ro / 'config.json'}: cannot write it (Read-only file system)")
@@ -220,16 +221,17 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, fake_data, capsys):
+def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, fake_data, capsys, monkeypatch):
     out = tmp_path / "R"
     out.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (out / ".lock").write_text(f"{sleeper.pid}\n")
-        t0 = time.perf_counter()
-        with pytest.raises(ValueError, match=rf"--out {out} is in use by another run \(pid {sleeper.pid}"):
-            fit(_tiny(out, fake_data, epochs=1, amp="none"))
-        assert time.perf_counter() - t0 < 5 and sorted(p.name for p in out.iterdir()) == [".lock"]
+        with monkeypatch.context() as m:            # refused before any data is read
+            m.setattr(train, "load_fashion_mnist", lambda *a: pytest.fail("loaded the data of a refused run"))
+            with pytest.raises(ValueError, match=rf"--out {out} is in use by another run \(pid {sleeper.pid}"):
+                fit(_tiny(out, fake_data, epochs=1, amp="none"))
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -241,29 +243,10 @@ def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, fake_d
     assert not (out / ".lock").exists()                                   # released at the end
 
 
-def test_two_runs_on_one_folder_at_once(tmp_path, fake_data):
-    out = tmp_path / "R"
-    args = [sys.executable, "-m", "torch_model", "train", "--data-dir", str(fake_data), "--out", str(out),
-            "--limit-train", "16", "--limit-test", "10", "--batch-size", "16", "--amp", "none", "--no-progress"]
-    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in first.stdout:                     # the header is printed once the lock is held
-            if line.startswith("training on"):
-                break
-        assert (out / ".lock").read_text().split() == [str(first.pid)]
-        second = _cli(*args[3:], timeout=120)
-        _one_line_error(second, f"--out {out} is in use by another run (pid {first.pid}")
-        stdout, stderr = first.communicate(timeout=300)
-    finally:
-        first.kill()
-    assert first.returncode == 0, stderr
-    assert load_checkpoint(out / "last.pt")["config"]["out"] == str(out) and not (out / ".lock").exists()
-
-
 def test_default_out_is_unique_within_one_second(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: fmt.replace("%Y%m%d-%H%M%S", "20260101-120000"))
-    folders = [train.make_run_folder(None, "torch") for _ in range(3)]
+    folders = [checkpoint.make_run_folder(None, "torch") for _ in range(3)]
     assert [str(f) for f, created in folders] == [
         "runs/20260101-120000-torch", "runs/20260101-120000-torch-2", "runs/20260101-120000-torch-3"]
     assert all(created for _, created in folders)
@@ -282,3 +265,93 @@ def test_refusals_leave_no_folder(tmp_path, fake_data, capsys):
     p = _main(capsys, "train", "--data-dir", fake_data, "--out", out)
     _one_line_error(p, fake_data / "t10k-labels-idx1-ubyte.gz")
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------- one line each
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--seed", str(2**64)], "--seed must be an integer from 0 to"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to"),
+    (["--out", ""], "--out is empty"),
+    (["--std", "0"], "--std '0': every channel's std must be > 0"),
+])
+def test_bad_flags_are_one_line_naming_the_flag(flags, fragment, fake_data, tmp_path, capsys):
+    args = ["train", "--data-dir", fake_data, "--limit-train", 16, *flags]
+    if "--out" not in flags:
+        args += ["--out", tmp_path / "R"]
+    if "--std" in flags:
+        args += ["--dataset", "imagefolder", "--mean", "0.5"]
+    try:
+        p = _main(capsys, *args)
+    except SystemExit as exc:                         # argparse's own refusal: status 2, its one-line usage error
+        p = _Ran(exc.code, "", capsys.readouterr().err.strip().splitlines()[-1])
+    _one_line_error(p, fragment)
+    assert not (tmp_path / "R").exists()
+
+
+def test_out_inside_a_file_or_where_nothing_can_be_made(fake_data, tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    p = _main(capsys, "train", "--data-dir", fake_data, "--limit-train", 16, "--out", afile / "R")
+    _one_line_error(p, f"--out {afile / 'R'}: {afile} is a file, not a folder")
+    p = _main(capsys, "train", "--data-dir", fake_data, "--limit-train", 16, "--limit-test", 10, "--batch-size", 16,
+              "--amp", "none", "--no-progress", "--out", "/proc/alexnet-run")
+    _one_line_error(p, "--out /proc/alexnet-run: cannot make the folder")
+    assert afile.read_text() == "x"
+
+
+def test_a_zero_image_test_set_fails_before_training(tmp_path, capsys):
+    from conftest import write_fake_fashion_mnist
+
+    data = write_fake_fashion_mnist(tmp_path / "fm", n_train=20, n_test=0)
+    p = _main(capsys, "train", "--data-dir", data, "--out", tmp_path / "R", "--no-progress")
+    _one_line_error(p, "Fashion-MNIST: the test set holds no images")
+    assert "epoch 1" not in p.stdout and not (tmp_path / "R").exists()
+
+
+def test_a_random_file_as_last_pt_is_one_line(tmp_path, fake_data, capsys):
+    out = tmp_path / "R"
+    assert cli.main(["train", "--data-dir", str(fake_data), "--out", str(out), "--limit-train", "16", "--limit-test",
+                     "10", "--batch-size", "16", "--epochs", "1", "--amp", "none", "--no-progress",
+                     "--no-pictures"]) == 0
+    (out / "last.pt").write_bytes(os.urandom(1 << 20))
+    p = _main(capsys, "train", "--resume", "--out", out, "--epochs", 2)
+    _one_line_error(p, f"{out / 'last.pt'}: not a readable checkpoint")
+    assert "weights_only" not in p.stderr
+
+
+def test_free_space_is_asked_for_both_checkpoints(tmp_path):
+    from torch_model.learners import make_learner
+
+    learner = make_learner("torch", 0.01, torch.device("cpu"))
+    weights = sum(t.numel() * t.element_size() for t in learner.model_state_dict().values())
+    assert checkpoint.checkpoint_bytes(learner, 0.0) >= 2 * weights                # last.pt and best.pt
+    assert checkpoint.checkpoint_bytes(learner, 0.9) >= 3 * weights                # + last.pt's momentum buffers
+
+
+def test_the_numpy_backend_header_does_not_suggest_bf16():
+    from torch_model.device import cpu_default_amp
+
+    amp, channels_last, why = cpu_default_amp(torch.device("cpu"), "numpy")
+    assert (amp, channels_last) == ("none", False) and "bf16" not in why
+
+
+def test_pictures_that_could_not_be_written_are_named_and_drawn_on_resume(tmp_path, fake_data, monkeypatch, capsys):
+    from torch_model import evaluate
+
+    out = tmp_path / "R"
+    real = evaluate.atomic_write
+
+    def full_disk(path, write, mode="wb"):
+        if Path(path).name == "mistakes.png":
+            raise WriteError(path, OSError(errno.ENOSPC, "No space left on device"))
+        return real(path, write, mode)
+    monkeypatch.setattr(evaluate, "atomic_write", full_disk)
+    result = fit(_tiny(out, fake_data, epochs=1, amp="none", pictures=True))
+    said = capsys.readouterr().out
+    assert result.status == "completed"
+    assert "mistakes.png: cannot write it (No space left on device); not written: mistakes.png, evaluation.json, " \
+           "filters.png" in said, said
+    monkeypatch.setattr(evaluate, "atomic_write", real)
+    assert cli.main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert all((out / name).exists() for name in checkpoint.PICTURES)

@@ -1,4 +1,4 @@
-"""`alexnet train --variant paper` (issue 13): the 2012 paper's network on Fashion-MNIST (grey images repeated to 3
+"""`alexnet train --variant paper`: the 2012 paper's network on Fashion-MNIST (grey images repeated to 3
 channels, resized to 227) with the paper's SGD (momentum 0.9, weight decay 5e-4); d2l's run keeps the seed's plain
 SGD."""
 import json
@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from torch_model import cli
-from torch_model.backends import make_learner
+from torch_model.learners import make_learner
 from torch_model.data import load_split, pixel_mean
-from torch_model.train import TrainConfig, fit, load_checkpoint, model_batches, resolve_config, resume_config
+from torch_model.checkpoint import load_checkpoint
+from torch_model.config import resume_config
+from torch_model.data import batches
+from torch_model.train import TrainConfig, fit, resolve_config
 
 from conftest import assert_close_verbose
 
@@ -83,8 +86,8 @@ def test_mean_subtracted_pixels_are_centred_raw_values(fake_data):
     ds = load_split(fake_data, "train")                                             # 20 random images
     mean = pixel_mean(ds)                                                           # (28, 28)
     for resize in (13, 227):                                                        # down- and upsampled
-        unit = torch.cat([X for X, _ in model_batches(ds, 7, resize, 3)])           # (20, 3, R, R) in [0, 1]
-        X = torch.cat([X for X, _ in model_batches(ds, 7, resize, 3, pixel_mean=mean)])  # (20, 3, R, R)
+        unit = torch.cat([X for X, _ in batches(ds, 7, resize, channels=3)])           # (20, 3, R, R) in [0, 1]
+        X = torch.cat([X for X, _ in batches(ds, 7, resize, channels=3, pixel_mean=mean)])  # (20, 3, R, R)
         assert X.shape == (len(ds), 3, resize, resize) and torch.equal(X[:, 0], X[:, 2])
         # float32 sums of values up to 255: tolerance a few ulps of 255
         assert_close_verbose(X.mean(0), torch.zeros_like(X[0]), atol=1e-3, rtol=0, what=f"pixel means at {resize}")
@@ -131,7 +134,7 @@ def test_numpy_learner_gets_the_same_sgd_settings():
 def test_the_triton_backend_builds_the_paper_variant():
     """The paper variant through the Triton backend: LRN and grouped convs swapped for our kernels, same parameters
     (a forward through it is tests/test_triton_paper.py's, at a reduced size: the interpreter is slow)."""
-    from torch_model.backends import check_backend
+    from torch_model.learners import check_backend
     from torch_model.model import alexnet
     from triton_kernels.modules import TritonLocalResponseNorm
 

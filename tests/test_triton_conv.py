@@ -387,7 +387,9 @@ def _w(shape=(4, 3, 3, 3), dtype=torch.float32):
 ERRORS = [  # (id, thunk making the call's arguments, text the message must contain)
     ("x-2d", lambda: dict(x=_x((3, 7)), weight=_w()), "x must be 3-D or 4-D"),
     ("x-int", lambda: dict(x=_x().long(), weight=_w()), "x dtype"),
-    ("x-empty", lambda: dict(x=_x((0, 3, 7, 7)), weight=_w()), "x must not be empty"),
+    ("x-no-channels", lambda: dict(x=_x((2, 0, 7, 7)), weight=_w()), "x must have non-empty C, H, W"),
+    ("x-no-rows", lambda: dict(x=_x((3, 0, 7)), weight=_w()), "x must have non-empty C, H, W"),
+    ("weight-empty", lambda: dict(x=_x(), weight=_w((0, 3, 3, 3))), "weight must not be empty"),
     ("x-not-tensor", lambda: dict(x=[[1.0]], weight=_w()), "x must be a torch.Tensor"),
     ("weight-3d", lambda: dict(x=_x(), weight=_w((4, 3, 3))), "weight must be 4-D"),
     ("weight-dtype", lambda: dict(x=_x(), weight=_w(dtype=torch.float16)), "weight dtype"),
@@ -428,6 +430,27 @@ def no_launch(monkeypatch):
 def test_bad_arguments_raise_value_error(make, match, no_launch):
     with pytest.raises(ValueError, match=re.escape(match)):
         conv2d(**make())
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_empty_batch_is_returned_like_torch(relu, layout, poison):
+    """N = 0: an empty output of the right shape, and in the backward an empty dx and zero dweight and dbias (a
+    sum over no images), as torch's conv gives."""
+    x = _random((0, 3, 7, 6))                                         # (0, C, H, W)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    w, b = _random((4, 3, 3, 2), seed=2), _random((4,), seed=3)
+    ours = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    ref = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    out = conv2d(*ours, padding=1, relu=relu)
+    expected = F.conv2d(*ref, padding=1)
+    assert out.shape == expected.shape == (0, 4, 7, 7) and out.dtype == x.dtype
+    got = torch.autograd.grad(out.sum(), ours)
+    want = torch.autograd.grad(expected.sum(), ref)
+    for name, g, r in zip(("x", "weight", "bias"), got, want):
+        assert g.shape == r.shape and torch.equal(g, r), f"grad {name}: {g} vs torch {r}"
+    assert not got[1].isnan().any() and not got[2].isnan().any()     # written, not left poisoned
 
 
 def test_cpu_tensors_refused_without_interpreter(monkeypatch, no_launch):
@@ -501,7 +524,7 @@ def test_sm90_compile_of_a_forward_spec():
     name = next(s["name"] for s in codegen_specs.CONV_SPECS if s["name"].startswith("conv2d_fwd_small_c[bf16"))
     env = dict(os.environ, TRITON_INTERPRET="0")
     proc = subprocess.run([sys.executable, "-c", _COMPILE_ONE, name], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600)
     assert proc.returncode == 0, f"{name} failed to compile for sm_90:\n{proc.stderr[-3000:]}"
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["wgmma"], f"{name}: no wgmma in the PTX: {info}"

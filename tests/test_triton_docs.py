@@ -67,7 +67,7 @@ def test_pdb_recipe_prints_what_the_page_shows(index, tmp_path):
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(REPO) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
     proc = subprocess.run(["bash", "-e", "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=600)
     got = proc.stdout.splitlines()
     missing = [line for line in expected if line not in got]
     assert proc.returncode == 0 and not missing, (

@@ -1,5 +1,6 @@
 """triton_kernels/lessons: every step against float64 torch in the interpreter (fp32, IEEE dots), the backward
-step's gradients, the sm_90 codegen facts each docstring states, and `alexnet bench lessons` at small sizes.
+steps' gradients, the primer, each step's self-check, the sm_90 codegen facts each docstring states (and the
+tool's refusals), a step's own timing and `alexnet bench lessons` at small sizes.
 
 Shapes are tiny on purpose (the interpreter runs program instances one by one in Python) and odd (1, 3, 5, 7, 17
 channels; 5..15 pixels), with AlexNet's kernel/stride/padding combinations: 11/4/1, 5/1/2, 3/1/1 and pools 3/2/0.
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 import triton_kernels  # noqa: F401  (first: on a CPU it sets TRITON_INTERPRET before anything imports triton)
 from conftest import assert_close_verbose
-from triton_kernels.lessons import CONV_STEPS, POOL_STEPS, STEPS, harness
+from triton_kernels.lessons import CHAINS, CONV_STEPS, POOL_STEPS, STEPS, harness
 
 REPO = Path(__file__).resolve().parents[1]
 # The sm_90 codegen tool; main renames it triton_kernels.codegen: this one constant is all that changes.
@@ -28,7 +29,9 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # fp32 with IEEE dots against a float64 reference: sums of <= 17*9 products of O(1) values, accumulated in fp32
 # (relative rounding ~6e-8 per add), stay far inside 1e-5; the gradients sum up to ~100 of them.
 ATOL, RTOL = 1e-5, 1e-5
-FORWARD_STEPS = ("step1_direct_conv", "step2_implicit_gemm", "step3_tap_walk", "step4_backward")
+FORWARD_STEPS = ("step1_direct_conv", "step2_implicit_gemm", "step3_tap_walk", "step4_backward",
+                 "step4b_fused_backward")
+BACKWARD_STEPS = ("step4_backward", "step4b_fused_backward")
 
 
 def step(name: str):
@@ -75,26 +78,28 @@ def test_fused_relu_keeps_nan_like_torch():
     assert_close_verbose(out, ref, ATOL, RTOL, "step3 with a NaN pixel")
 
 
+@pytest.mark.parametrize("name", BACKWARD_STEPS)
 @pytest.mark.parametrize("case", [
     (2, 3, 7, 7, 5, 5, 1, 2, True, True, "nchw"),
     (1, 17, 5, 6, 5, 3, 1, 1, False, False, "channels_last"),
-    (1, 2, 15, 15, 3, 11, 4, 1, True, True, "nchw"),  # stride 4: dgrad through the dilated gradient
-], ids=["K5s1p2-relu", "K3s1p1-cl", "K11s4p1"])
-def test_backward_step_gradients(case):
+    (1, 2, 15, 15, 3, 11, 4, 1, True, True, "nchw"),  # stride 4: a strided dgrad (dilated in 4, gathered in 4b)
+    (1, 3, 9, 9, 17, 3, 2, 1, True, True, "channels_last"),  # stride 2 in channels_last, 17 filters: two chunks
+], ids=["K5s1p2-relu", "K3s1p1-cl", "K11s4p1", "K3s2p1-cl"])
+def test_backward_step_gradients(name, case):
     n, c, h, w, f, k, s, p, bias, relu, layout = case
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     x = rnd(n, c, h, w, seed=4).contiguous(memory_format=fmt).requires_grad_()
     wt = rnd(f, c, k, k, seed=5).contiguous(memory_format=fmt).requires_grad_()
     b = rnd(f, seed=6).requires_grad_() if bias else None
-    out = step("step4_backward").conv2d(x, wt, b, stride=s, padding=p, relu=relu)
+    out = step(name).conv2d(x, wt, b, stride=s, padding=p, relu=relu)
     dy = rnd(*out.shape, seed=7)
     leaves = [t for t in (x, wt, b) if t is not None]
     got = torch.autograd.grad(out, leaves, dy)
     leaves64 = [t.detach().double().requires_grad_() for t in leaves]
     ref_out = _conv_ref(leaves64[0], leaves64[1], leaves64[2] if bias else None, s, p, relu)
     ref = torch.autograd.grad(ref_out, leaves64, dy.double())
-    for name, g, r in zip(("dx", "dw", "db"), got, ref):
-        assert_close_verbose(g, r, 1e-4, 1e-4, f"step4 {name} {case}")
+    for grad_name, g, r in zip(("dx", "dw", "db"), got, ref):
+        assert_close_verbose(g, r, 1e-4, 1e-4, f"{name} {grad_name} {case}")
 
 
 @pytest.mark.parametrize("name", POOL_STEPS)
@@ -135,6 +140,80 @@ def test_bad_arguments_are_refused_by_name():
         step("step5_pool_direct").max_pool2d(x.requires_grad_(), 3, 2)
 
 
+def test_split_k_sums_every_slice():
+    """step 4b's wgrad with K split 1, 3 and 7 ways (slices of whole BLOCK_K steps, the last one short) is the same
+    dW, and the ReLU mask applied on load gives torch's gradient where out <= 0."""
+    s4b = step("step4b_fused_backward")
+    x, wt = rnd(2, 3, 7, 7, seed=10), rnd(4, 3, 3, 3, seed=11)
+    out = torch.relu(F.conv2d(x, wt, padding=1))  # (2, 4, 7, 7), about half zeros
+    dy = rnd(*out.shape, seed=12)
+    x64, w64 = x.double().requires_grad_(), wt.double().requires_grad_()
+    ref = torch.autograd.grad(torch.relu(F.conv2d(x64, w64, padding=1)), [x64, w64], dy.double())
+    for split in (1, 3, 7):
+        dx, dw, _ = s4b.conv2d_backward(dy, x, wt, out, 1, 1, True, need=(True, True, False), split_k=split)
+        assert_close_verbose(dw, ref[1], 1e-4, 1e-4, f"step4b dw split {split}")
+        assert_close_verbose(dx, ref[0], 1e-4, 1e-4, f"step4b dx split {split}")
+
+
+def test_primer_runs_itself_and_masks_the_tail():
+    proc = subprocess.run([sys.executable, "-m", "triton_kernels.lessons.step0_primer"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" ok") == len(harness.ELEMENTWISE_SIZES) and "all checks passed" in proc.stdout
+    relu = step("step0_primer").relu
+    x = rnd(3, 5, 7)  # 105 elements: one partial block
+    assert_close_verbose(relu(x), torch.relu(x), 0, 0, "primer relu 3x5x7")
+    with pytest.raises(ValueError, match="floating-point"):
+        relu(torch.arange(5))
+
+
+def test_self_checks_cover_channels_last_and_a_strided_dgrad():
+    cases = {name: harness._conv_cases(step(name)) for name in CONV_STEPS}
+    for name, layout in (("step1_direct_conv", "channels_last"), ("step2_implicit_gemm", "channels_last")):
+        assert all(c[3] != layout for c in cases[name])  # they copy to NCHW: nothing to check there
+    for name in ("step3_tap_walk", "step4_backward", "step4b_fused_backward"):
+        assert {c[0] for c in cases[name] if c[3] == "channels_last"} >= set(harness.CONVS), name
+    for name in BACKWARD_STEPS:
+        assert any(c[0] == "conv1" and c[4] for c in cases[name]), name  # conv1's dx: stride 4
+
+
+@pytest.mark.slow
+def test_bridge_step_runs_its_self_check(capsys):
+    assert harness.main("step4b_fused_backward") == 0
+    out = capsys.readouterr().out
+    assert "FAILED" not in out and "all checks passed" in out
+    assert "channels_last" in out and "(dgrad at stride 4)" in out
+
+
+def test_codegen_says_why_it_refuses_a_tile():
+    from triton_kernels.codegen import refusal
+    from triton_kernels.lessons.specs import SM90_COMPILE_SPECS
+
+    gemm = next(s for s in SM90_COMPILE_SPECS if s["name"].startswith("step2_implicit_gemm"))
+    assert refusal(gemm) is None
+    small_k = dict(gemm, constexprs={**gemm["constexprs"], "BLOCK_K": 8})
+    assert "BLOCK_K = 8 < 16" in refusal(small_k) and "tensor cores" in refusal(small_k)
+    odd = dict(gemm, constexprs={**gemm["constexprs"], "BLOCK_N": 48})
+    assert "BLOCK_N = 48 is not a power of two" in refusal(odd)
+    plain = next(s for s in SM90_COMPILE_SPECS if s["name"].startswith("step0_primer"))
+    assert refusal(dict(plain, constexprs={"BLOCK": 8})) is None  # no tensor cores wanted: 8 lanes are fine
+
+
+def test_step_timings_without_the_benchmark_package(capsys):
+    """What a step prints of itself on a GPU (here at the small sizes, in the interpreter): the step, the previous
+    step of its chain, eager torch in both layouts, each checked first."""
+    rows = harness.step_timings("step6_pool_argmax", DEVICE, batch=1, dtype=torch.float32)
+    base = "torch"
+    assert {(r["impl"], r["pass"]) for r in rows} >= {("step5_pool_direct", "fwd"), ("step6_pool_argmax", "fwd"),
+                                                      ("step6_pool_argmax", "fwd+bwd"), (base, "fwd+bwd")}
+    assert all(r["impl"] != "production" and r["err_ok"] and r["ms"] > 0 for r in rows)
+    assert all((r["x_previous"] is not None) == (r["impl"] == "step6_pool_argmax" and r["pass"] == "fwd")
+               for r in rows)
+    assert "x previous" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not a conv or pool step"):
+        harness.step_timings("step0_primer", DEVICE)
+
+
 def test_harness_layers_are_alexnets():
     from torch_model.bench.common import alexnet_specs
 
@@ -148,7 +227,7 @@ def test_harness_layers_are_alexnets():
 
 def test_a_step_runs_itself_and_fails_on_a_wrong_kernel(monkeypatch, capsys):
     proc = subprocess.run([sys.executable, "-m", "triton_kernels.lessons.step5_pool_direct"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" ok") == 3 and "all checks passed" in proc.stdout
     mod = step("step5_pool_direct")
@@ -167,7 +246,7 @@ def test_codegen_facts_per_step(tmp_path):
     env = dict(os.environ, TRITON_INTERPRET="0")
     proc = subprocess.run([sys.executable, "-m", CODEGEN_MODULE, "--module", "triton_kernels.lessons.specs",
                            "--jobs", "2", "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
     from triton_kernels.lessons.specs import SM90_COMPILE_SPECS
@@ -208,12 +287,9 @@ def test_bench_lessons_small_on_this_machine(tmp_path, capsys):
     assert got == want
     for e in data["lessons"]:
         assert e["err_ok"] and e["ms"] > 0 and e["vs_cudnn"] > 0, e
-        chain = lessons.CHAINS[(e["kind"], e["pass"])]
+        chain = CHAINS[(e["kind"], e["pass"])]
         assert (e["vs_previous"] is None) is (e["step"] not in chain[1:]), e
     if DEVICE.type == "cpu":
         assert data["cpu"] is True and "NOT GPU results" in text
     assert path.with_name(path.stem + "-lessons.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    entries = lessons.print_step_timings("step6_pool_argmax", DEVICE, batch=1, dtype="fp32")
-    assert {(e["step"], e["pass"]) for e in entries} >= {("step5_pool_direct", "fwd"), ("step6_pool_argmax", "fwd"),
-                                                          ("step6_pool_argmax", "fwd+bwd"), (base, "fwd+bwd")}
-    assert all(e["step"] != "production" for e in entries)
+    assert lessons.LAYERS == harness.LAYERS and C.PASSES == harness.PASSES  # the bench times the lessons' own

@@ -431,7 +431,7 @@ def test_specs_compile_for_sm90():
     env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=os.pathsep.join(
         [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in proc.stdout.strip().splitlines()}
     assert len(rows) == 4, proc.stdout  # (fwd, bwd) x (nchw, nhwc), bf16

@@ -13,7 +13,8 @@ from torch_model.cli import main as alexnet_main
 from torch_model.data import load_split, to_input
 from torch_model.evaluate import load_checkpoint
 from torch_model.model import alexnet
-from torch_model.visualize import initial_conv1, numpy_model, saliency, to_pixels
+from torch_model.plots import initial_conv1
+from torch_model.visualize import numpy_model, saliency, to_pixels
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -50,7 +51,7 @@ def test_saliency_numpy_backward_equals_torch_autograd_float64(probe, real_data_
 
 def test_initial_filters_are_the_runs_own(tmp_path):
     """filters.png's 'at initialisation' panel: alexnet train seeds torch, then builds the learner."""
-    from torch_model.backends import make_learner
+    from torch_model.learners import make_learner
 
     torch.manual_seed(5)
     learner = make_learner("torch", 0.01, torch.device("cpu"), seed=5)

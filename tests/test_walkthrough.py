@@ -112,16 +112,39 @@ def test_bad_weights(weights, tmp_path, capsys):
     _error(capsys, ["--random", "--weights", str(tmp_path / "big.npz")], "a 1000-class network")
     np.savez(tmp_path / "shape.npz", **{**state, "0.weight": np.zeros((96, 3, 11, 11), np.float32)})
     _error(capsys, ["--random", "--weights", str(tmp_path / "shape.npz")], "0.weight has shape (96, 1, 11, 11)")
+    for value in (np.nan, np.inf):                                # docs/visualizing.md: a refusal, not "nan%"
+        bias = state["14.bias"].copy()
+        bias[7] = value
+        np.savez(tmp_path / "diverged.npz", **{**state, "14.bias": bias})
+        _error(capsys, ["--random", "--weights", str(tmp_path / "diverged.npz")],
+               "diverged.npz: 14.bias holds NaN or inf")
+    np.savez(tmp_path / "fed.npz", **state, **{"input.variant": np.array("paper"), "input.size": np.array(224),
+                                               "input.pixels": np.array("unit")})
+    _error(capsys, ["--random", "--weights", str(tmp_path / "fed.npz")],
+           "fed.npz: input.variant is array('paper'", "the weights are the d2l AlexNet's")
+    np.savez(tmp_path / "nomean.npz", **state, **{"input.variant": np.array("d2l"), "input.size": np.array(224),
+                                                  "input.pixels": np.array("mean-subtracted")})
+    _error(capsys, ["--random", "--weights", str(tmp_path / "nomean.npz")], "nomean.npz: input.mean must be")
+
+
+def test_weights_without_input_entries_are_fed_the_variant_s_default_with_a_note(weights, tmp_path, capsys):
+    state, _ = weights
+    np.savez(tmp_path / "bare.npz", **state)                      # torch's keys only
+    assert walkthrough.main(["--random", "--weights", str(tmp_path / "bare.npz")]) == 0
+    out = capsys.readouterr().out
+    assert (f"note: {tmp_path / 'bare.npz'} does not say how its run fed the network (no input.* entries): "
+            f"assuming the d2l variant's 224x224 input, pixels in [0, 1]") in out
+    assert "input  (1, 1, 224, 224)" in out
 
 
 def test_command_line_is_one_line_and_torch_free(tmp_path):
     """At the real command line (no traceback), and numpy_ref's reader and walkthrough never import torch."""
     p = subprocess.run([sys.executable, "-m", "numpy_ref.walkthrough", "--index", "-1", "--data-dir",
-                        str(write_fake_fashion_mnist(tmp_path / "fm"))], capture_output=True, text=True, timeout=120)
+                        str(write_fake_fashion_mnist(tmp_path / "fm"))], capture_output=True, text=True, timeout=600)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
     p = subprocess.run([sys.executable, "-c", "import sys, numpy_ref.walkthrough, numpy_ref.idx; "
                         "assert 'torch' not in sys.modules, 'torch imported'"], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=600)
     assert p.returncode == 0, p.stderr
 
 
@@ -132,3 +155,40 @@ def test_one_reader_for_both():
 
     assert data.read_idx is idx.read_idx and data.DatasetError is idx.DatasetError
     assert walkthrough.load_split_arrays is idx.load_split_arrays and data.load_split_arrays is idx.load_split_arrays
+
+
+def _pdb_session(args: list[str], commands: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "numpy_ref.walkthrough", "--random", *args], input=commands,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_break_at_then_q_ends_quietly():
+    proc = _pdb_session(["--break-at", "0"], "p x.shape\nq\n")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "BdbQuit" not in proc.stderr, proc.stderr
+    assert "-- stopping before layer 0" in proc.stdout and "(1, 1, 224, 224)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_break_at_backward_stops_with_dout_in_scope():
+    proc = _pdb_session(["--break-at-backward", "20"], "p dout.shape\np type(layer).__name__\nq\n")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "-- stopping before layer 20's backward" in proc.stdout
+    assert "(1, 10)" in proc.stdout and "'Linear'" in proc.stdout
+    assert " 0 Conv2d    d_input" not in proc.stdout  # q ended the walk there
+
+
+def test_break_at_backward_out_of_range(capsys):
+    _error(capsys, ["--random", "--break-at-backward", "21"], "--break-at-backward must be in 0..20, got 21")
+
+
+def test_triton_walkthrough_agrees_with_numpy_ref_layer_by_layer(capsys):
+    """python -m triton_kernels.walkthrough: a narrow AlexNet in Triton's interpreter, each layer within 1e-4."""
+    from triton_kernels import walkthrough as tw
+
+    assert tw.main(["--random", "--width", "32"]) == 0
+    out = capsys.readouterr().out
+    for layer in (" 0 Conv2d+ReLU", " 2 MaxPool2d", "12 MaxPool2d", "18 Linear"):
+        assert layer in out, out
+    assert "TOO LARGE" not in out
+    assert tw.main(["--random", "--size", "40"]) == 2
+    assert "--size 40 is too small" in capsys.readouterr().err

@@ -131,17 +131,84 @@ def subtract_mean(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return X * 255 - mean_r                                               # (B, 1, R, R)
 
 
-def batches(ds: FashionMNIST, batch_size: int, resize: int | None = 224, shuffle: bool = False,
-            seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (X (B, 1, R, R) float32, y (B,) int64) on the dataset's device; the last batch may be smaller.
-    Shuffling uses its own generator seeded by `seed` (pass seed+epoch), so an epoch's order is reproducible."""
+# ----------------------------------------------------------------------------------------------- sampling and sharding
+# Every process (one, or each of torchrun's) draws the SAME seeded permutation of the epoch, cuts it into global
+# batches of --batch-size and takes its contiguous shard of each: a global batch means the same on any number of them.
+
+def epoch_order(n: int, seed: int, shuffle: bool) -> torch.Tensor:
+    """The epoch's order of the n examples, identical on every rank: a permutation seeded by `seed` (pass
+    seed * 1000 + epoch), so an epoch's order is reproducible."""
+    if shuffle:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))   # (n,)
+    return torch.arange(n)                                                        # (n,)
+
+
+def shard(global_batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank `rank`'s contiguous part of a global batch; sizes differ by at most one (torch.tensor_split)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+    return global_batch.tensor_split(world_size)[rank]
+
+
+def local_batches(n: int, batch_size: int, seed: int, shuffle: bool, rank: int = 0,
+                  world_size: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
+    """(global batch size, this rank's indices) for each global batch of the epoch: ceil(n / batch_size) batches
+    on every rank, some shards empty when a batch has fewer images than ranks."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = len(ds)
-    if shuffle:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(ds.labels.device)  # (n,)
-    else:
-        order = torch.arange(n, device=ds.labels.device)          # (n,)
+    order = epoch_order(n, seed, shuffle)                      # (n,)
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]                     # (B,)
-        yield to_input(ds.images[idx], resize), ds.labels[idx]
+        glob = order[start:start + batch_size]                 # (B,)
+        yield len(glob), shard(glob, rank, world_size)         # (B / world,)
+
+
+def shard_range(n: int, rank: int, world_size: int) -> range:
+    """Rank `rank`'s contiguous part of 0..n-1 (how the evaluation set is split)."""
+    idx = shard(torch.arange(n), rank, world_size)             # (n / world,)
+    return range(int(idx[0]), int(idx[-1]) + 1) if len(idx) else range(0)
+
+
+# ----------------------------------------------------------------------------------------------- THE pipeline
+
+def batches(ds: FashionMNIST, batch_size: int, resize: int | None = 224, shuffle: bool = False, seed: int = 0,
+            rank: int = 0, world_size: int = 1, channels: int = 1,
+            pixel_mean: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """What the model is fed, for training, evaluation and pictures alike: (X (b, C, R, R) float32, y (b,) int64) on
+    the dataset's device, this rank's shard of each global batch (the last may be smaller). X is `to_input`'s [0, 1]
+    pixels resized to R, minus the mean training image when one is given (the paper's pixels, `subtract_mean`), the
+    grey channel repeated to `channels` (3 for the paper's network)."""
+    for _, idx in local_batches(len(ds), batch_size, seed, shuffle, rank, world_size):
+        idx = idx.to(ds.labels.device)                               # (b,)
+        X = to_input(ds.images[idx], resize)                         # (b, 1, R, R) in [0, 1]
+        if pixel_mean is not None:
+            X = subtract_mean(X, pixel_mean)                         # (b, 1, R, R) 0..255, centred
+        yield (X.expand(-1, channels, -1, -1) if channels != 1 else X), ds.labels[idx]
+
+
+class FashionMNISTSource:
+    """The training loop's view of Fashion-MNIST (uint8, already on the device), read the way
+    imagefolder.ImageFolderSource is: `batches` of this rank's shard, shuffled per epoch for training."""
+
+    def __init__(self, train_ds: FashionMNIST, test_ds: FashionMNIST, resize: int, channels: int, batch_size: int,
+                 rank: int = 0, world_size: int = 1, pixel_mean: torch.Tensor | None = None):
+        self.train, self.test, self.classes = train_ds, test_ds, list(CLASS_NAMES)
+        self.pixel_mean = pixel_mean   # (28, 28) mean training image (--pixels mean-subtracted), or None
+        self.resize, self.channels, self.batch_size = resize, channels, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.notes: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def _batches(self, ds: FashionMNIST, seed: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return batches(ds, self.batch_size, self.resize, shuffle, seed, self.rank, self.world_size, self.channels,
+                       self.pixel_mean)
+
+    def train_batches(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._batches(self.train, epoch_seed, shuffle=True)
+
+    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._batches(self.test, 0, shuffle=False)
+
+    def take_skipped(self) -> list:
+        return []     # nothing in memory is unreadable

@@ -61,6 +61,8 @@ def cpu_default_amp(device: torch.device, backend: str) -> tuple[str, bool, str]
             return "bf16", True, (f"this CPU computes bf16 natively ({feature}): ~2.3x the fp32 images/s; fp32 "
                                   f"master weights and loss; --amp none for the fp32 run")
         return "none", False, "this CPU has no native bf16 (no avx512_bf16/amx_bf16)"
+    if backend == "numpy":
+        return "none", False, "numpy_ref computes in float32"
     return "none", False, "the seed's precision; --amp bf16 for bf16 autocast"
 
 

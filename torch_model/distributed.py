@@ -5,7 +5,7 @@ environment; `setup` joins them into one process group (NCCL between GPUs, gloo 
 here is what the training loop needs on top of DistributedDataParallel (DDP):
 
 - the data: every rank draws the SAME seeded permutation of the epoch, cuts it into global batches of
-  --batch-size, and takes its own contiguous shard of each (`local_batches`): the global batch means the same
+  --batch-size, and takes its own contiguous shard of each (`data.local_batches`): the global batch means the same
   thing on any number of processes, and the ranks together see exactly the single process's batches;
 - the step (`DistributedLearner`): each rank's cross-entropy SUM times world/N_global, so that DDP's averaging
   all-reduce leaves every rank holding the gradient of the mean loss over the whole global batch of N_global
@@ -16,7 +16,7 @@ here is what the training loop needs on top of DistributedDataParallel (DDP):
   others raise `RankFailure` with one line saying so, rather than hang (torchrun then stops the rest).
 
 With no torchrun variables in the environment, `setup` returns a one-process context and every helper here is
-the identity, so the single-process path runs exactly as before.
+the identity: one process trains exactly as it does without torchrun.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from typing import Any, Iterator, NoReturn
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 DEFAULT_TIMEOUT_S = 300.0    # a collective waiting longer than this for another rank fails (checkpoints take seconds)
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -93,7 +92,7 @@ def setup(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> DistCon
         torch.cuda.set_device(base)
     backend = "nccl" if base.type == "cuda" else "gloo"
     ctx = DistContext(rank, world, local_rank, backend, timeout_s, base)
-    with _collective(ctx, "joining the process group"):
+    with collective(ctx, "joining the process group"):
         dist.init_process_group(backend, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=timeout_s),
                                 device_id=base if base.type == "cuda" else None)
@@ -128,7 +127,7 @@ def _is_comm_failure(exc: BaseException) -> bool:
 
 
 @contextmanager
-def _collective(ctx: DistContext, what: str) -> Iterator[None]:
+def collective(ctx: DistContext, what: str) -> Iterator[None]:
     try:
         yield
     except RankFailure:
@@ -142,39 +141,6 @@ def _collective(ctx: DistContext, what: str) -> Iterator[None]:
                           ) from exc
 
 
-# ----------------------------------------------------------------------------------------------- data sharding
-
-def epoch_order(n: int, seed: int, shuffle: bool) -> torch.Tensor:
-    """The epoch's order of the n examples, identical on every rank: data.batches' seeded permutation."""
-    if shuffle:
-        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))   # (n,)
-    return torch.arange(n)                                                        # (n,)
-
-
-def shard(global_batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Rank `rank`'s contiguous part of a global batch; sizes differ by at most one (torch.tensor_split)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
-    return global_batch.tensor_split(world_size)[rank]
-
-
-def local_batches(n: int, batch_size: int, seed: int, shuffle: bool, rank: int = 0,
-                  world_size: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
-    """(global batch size, this rank's indices) for each global batch of the epoch: ceil(n / batch_size) batches
-    on every rank, some shards empty when a batch has fewer images than ranks."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = epoch_order(n, seed, shuffle)                      # (n,)
-    for start in range(0, n, batch_size):
-        glob = order[start:start + batch_size]                 # (B,)
-        yield len(glob), shard(glob, rank, world_size)         # (B / world,)
-
-
-def shard_range(n: int, rank: int, world_size: int) -> range:
-    """Rank `rank`'s contiguous part of 0..n-1 (how the evaluation set is split)."""
-    idx = shard(torch.arange(n), rank, world_size)             # (n / world,)
-    return range(int(idx[0]), int(idx[-1]) + 1) if len(idx) else range(0)
-
 # ----------------------------------------------------------------------------------------------- collectives
 
 def sum_over_ranks(ctx: DistContext, *values: float, what: str = "summing counts") -> tuple[float, ...]:
@@ -183,7 +149,7 @@ def sum_over_ranks(ctx: DistContext, *values: float, what: str = "summing counts
     if not ctx.enabled:
         return tuple(values)
     t = torch.tensor(values, dtype=torch.float64, device=ctx.device)   # (len(values),)
-    with _collective(ctx, what):
+    with collective(ctx, what):
         dist.all_reduce(t)
     return tuple(t.tolist())
 
@@ -193,7 +159,7 @@ def broadcast_object(ctx: DistContext, obj: Any, what: str = "broadcasting from 
     if not ctx.enabled:
         return obj
     box = [obj if ctx.is_main else None]
-    with _collective(ctx, what):
+    with collective(ctx, what):
         dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.backend == "nccl" else None)
     return box[0]
 
@@ -202,7 +168,7 @@ def all_gather_object(ctx: DistContext, obj: Any, what: str = "gathering from ev
     if not ctx.enabled:
         return [obj]
     out: list = [None] * ctx.world_size
-    with _collective(ctx, what):
+    with collective(ctx, what):
         dist.all_gather_object(out, obj)
     return out
 
@@ -242,7 +208,7 @@ def check_same_everywhere(ctx: DistContext, value: Any, what: str) -> None:
 
 def barrier(ctx: DistContext, what: str = "waiting for every rank") -> None:
     if ctx.enabled:
-        with _collective(ctx, what):
+        with collective(ctx, what):
             dist.barrier()
 
 
@@ -304,122 +270,6 @@ def restore_rng(ctx: DistContext, checkpoint: dict, seed: int, epoch: int) -> st
             f"but the dropout draws of each process restart from a seeded stream")
 
 
-# ----------------------------------------------------------------------------------------------- the step
-
-class DistributedLearner:
-    """A TorchLearner (torch or triton backend) whose training step goes through DistributedDataParallel.
-
-    step(X, y) on this rank's shard of a global batch of N images:
-        N = all_reduce(len(y))                                   the global batch actually present
-        loss = sum_i CE(net(X_i), y_i) * world / N               (a shard of 0 images: a dummy image, weight 0)
-        loss.backward()      DDP: grad = (1/world) sum_ranks grad_r = (1/N) sum over all N images of grad CE_i
-        optimizer.step()     the same update on every rank (same weights: DDP broadcast rank 0's at the start)
-    returns (this shard's mean loss, or NaN on every rank when any rank's loss is not finite; this shard's logits).
-    Everything else (predict, eval/train, state_dict) is the wrapped learner's, keys without DDP's "module.".
-    """
-
-    def __init__(self, learner, ctx: DistContext):
-        from torch.nn.parallel import DistributedDataParallel
-
-        if not hasattr(learner, "net") or not hasattr(learner, "optimizer"):
-            raise ValueError("DDP needs the torch or triton backend (a torch module and optimizer)")
-        self.learner, self.ctx, self.device = learner, ctx, learner.device
-        ids = [learner.device.index] if learner.device.type == "cuda" else None
-        with _collective(ctx, "DDP's first broadcast of rank 0's weights"):
-            self.ddp = DistributedDataParallel(learner.net, device_ids=ids)
-
-    @property
-    def net(self):
-        """The wrapped module (not DDP's wrapper): hooks and state_dict keys as in one process."""
-        return self.learner.net
-
-    def train(self) -> None:
-        self.learner.train()
-
-    def eval(self) -> None:
-        self.learner.eval()
-
-    def predict(self, X: torch.Tensor) -> torch.Tensor:
-        return self.learner.predict(X)
-
-    def state_dict(self) -> dict:
-        return self.learner.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.learner.load_state_dict(state)
-
-    def model_state_dict(self) -> dict[str, torch.Tensor]:
-        return self.learner.model_state_dict()
-
-    def step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-        inner, ctx = self.learner, self.ctx
-        n_local = len(y)
-        count = torch.tensor([float(n_local)], device=self.device)        # (1,)
-        with _collective(ctx, "the training step's all-reduce"):
-            dist.all_reduce(count)                                         # N, stays on the device
-            inner.optimizer.zero_grad(set_to_none=True)
-            weight = 1.0
-            if n_local == 0:    # every rank must run forward/backward for DDP's all-reduce: one zero image, weight 0
-                X = torch.zeros((1, *X.shape[1:]), dtype=X.dtype, device=X.device)   # (1, C, S, S)
-                y = torch.zeros(1, dtype=torch.int64, device=y.device)             # (1,)
-                weight = 0.0
-            X = X.contiguous(memory_format=inner.memory_format)
-            with inner._autocast():
-                logits = self.ddp(X)                                        # (n, classes)
-                loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-            (loss_sum * (weight * ctx.world_size / count[0])).backward()   # DDP averages over the ranks
-            inner.optimizer.step()
-            local = loss_sum.detach() * weight
-            finite = torch.isfinite(local).to(torch.float64).view(1)       # (1,)
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)                  # 0 on every rank if any rank's is not
-        if finite.item() == 0:
-            return float("nan"), logits.detach().float()[:n_local]
-        return (local.item() / n_local if n_local else 0.0), logits.detach().float()[:n_local]
-
-
-# ----------------------------------------------------------------------------------------------- Fashion-MNIST
-
-class FashionMNISTSource:
-    """Fashion-MNIST (uint8, already on the device) read the way imagefolder.ImageFolderSource is: this rank's
-    shard of each global batch, converted as data.to_input does (x / 255, bilinear to `resize`), minus the mean
-    training image when one is given (data.subtract_mean: the paper's pixels), the grey channel repeated to
-    `channels` (3 for the paper's network). On one process the batches are exactly data.batches'."""
-
-    classes = None   # set in __init__ (the ten class names)
-
-    def __init__(self, train_ds, test_ds, resize: int, channels: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1, pixel_mean: torch.Tensor | None = None):
-        from torch_model.data import CLASS_NAMES
-
-        self.train, self.test, self.classes = train_ds, test_ds, list(CLASS_NAMES)
-        self.pixel_mean = pixel_mean   # (28, 28) mean training image (--pixels mean-subtracted), or None
-        self.resize, self.channels, self.batch_size = resize, channels, batch_size
-        self.rank, self.world_size = rank, world_size
-        self.notes: list[str] = []
-
-    def __len__(self) -> int:
-        return len(self.train)
-
-    def _batches(self, ds, seed: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from torch_model.data import subtract_mean, to_input
-
-        for _, idx in local_batches(len(ds), self.batch_size, seed, shuffle, self.rank, self.world_size):
-            idx = idx.to(ds.labels.device)                               # (b,)
-            X = to_input(ds.images[idx], self.resize)                    # (b, 1, R, R) in [0, 1]
-            if self.pixel_mean is not None:
-                X = subtract_mean(X, self.pixel_mean)                    # (b, 1, R, R) 0..255, centred
-            yield (X.expand(-1, self.channels, -1, -1) if self.channels != 1 else X), ds.labels[idx]
-
-    def train_batches(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self._batches(self.train, epoch_seed, shuffle=True)
-
-    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self._batches(self.test, 0, shuffle=False)
-
-    def take_skipped(self) -> list:
-        return []     # nothing in memory is unreadable
-
-
 # ----------------------------------------------------------------------------------------------- evaluation
 
 def evaluate(learner, source, ctx: DistContext, progress: bool = False, desc: str = "test") -> float:
@@ -439,22 +289,3 @@ def evaluate(learner, source, ctx: DistContext, progress: bool = False, desc: st
     if not seen:
         raise ValueError(f"none of the {len(source.test)} evaluation images could be read")
     return correct / seen
-
-
-# ----------------------------------------------------------------------------------------------- benchmarks
-
-def one_process_ddp(learner) -> DistributedLearner:
-    """`learner` through DDP in a process group of one (gloo on a CPU, NCCL on a GPU; a HashStore, no network):
-    what `alexnet bench train --backends ddp` times against the plain step, i.e. the cost of DDP's hooks, gradient
-    buckets and all-reduces, and of the step's two small all-reduces, on one device. End the group with
-    `end_one_process_group()`."""
-    if not dist.is_initialized():
-        backend = "nccl" if learner.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    ctx = DistContext(0, 1, 0, dist.get_backend(), DEFAULT_TIMEOUT_S, learner.device)
-    return DistributedLearner(learner, ctx)
-
-
-def end_one_process_group() -> None:
-    if dist.is_initialized() and dist.get_world_size() == 1:
-        dist.destroy_process_group()

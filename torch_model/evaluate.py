@@ -21,7 +21,6 @@ resize. Per class c, from the confusion matrix M (rows: true class, columns: pre
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import zipfile
@@ -32,12 +31,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from torch_model.data import CLASS_NAMES, FashionMNIST, batches, load_fashion_mnist, subtract_mean
+from torch_model.data import CLASS_NAMES, PIXELS, FashionMNIST, batches, load_fashion_mnist, subtract_mean
 from torch_model.files import atomic_write
+from torch_model.plots import plot_confusion, plot_filters, plot_mistakes
 from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
 EVAL_BACKENDS = ("torch", "triton", "numpy")
-DPI = 100                       # the pictures are for reading on screen and committing: tens of KB each
+
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -51,6 +51,7 @@ class Checkpoint:
     config: dict = field(default_factory=dict)
     epoch: int | None = None
     pixel_mean: torch.Tensor | None = None   # (28, 28): the run fed raw 0..255 pixels minus this mean image
+    recorded: bool = True                    # False: no run config inside or beside it (a bare state_dict)
 
     @property
     def resize(self) -> int:
@@ -67,6 +68,26 @@ class Checkpoint:
     @property
     def channels(self) -> int:
         return INPUT_SHAPES[self.variant][0]           # grey images repeated to 3 channels for the paper's network
+
+    @property
+    def pixels(self) -> str:
+        return self.config.get("pixels") or "unit"     # runs recorded before --pixels existed fed [0, 1] pixels
+
+    def feeding(self) -> str:
+        """How the run fed its network, in words: input size, channels and pixels."""
+        grey = ", each grey image repeated to 3 channels" if self.channels == 3 else ""
+        pixels = ("raw 0..255 pixels minus the run's mean training image" if self.pixel_mean is not None
+                  else "pixels in [0, 1]")
+        return f"{self.resize}x{self.resize} input{grey}, {pixels}"
+
+    def assumption_note(self) -> str | None:
+        """For a checkpoint that records no run config: the one line saying what is assumed about its inputs."""
+        if self.recorded:
+            return None
+        default = " (the paper variant's default)" if self.variant == "paper" else ""
+        return (f"note: {self.path} records no run config (a bare state_dict): assuming its {self.variant} AlexNet "
+                f"was fed a {self.feeding()}; a --pixels mean-subtracted run{default} was fed raw 0..255 pixels minus "
+                f"its mean training image, which only its best.pt or last.pt carries")
 
     def describe(self) -> str:
         return f"{self.path}" + (f" (epoch {self.epoch})" if self.epoch is not None else "")
@@ -104,11 +125,12 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         raise ValueError(f"{flag} {path}: no model weights inside (keys: {keys}); expected alexnet train's "
                          f"best.pt or last.pt, or a state_dict")
     config = obj.get("config") if isinstance(obj.get("config"), dict) else _config_beside(path, flag)
+    recorded = bool(config)
     if "variant" not in config:   # a bare state_dict, or a run from before variants: its keys tell
         config = {**config, "variant": "paper" if "22.weight" in state else "d2l"}
-    ckpt = Checkpoint(path, {}, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None)
-    if ckpt.variant not in VARIANTS:
-        raise ValueError(f"{flag} {path}: the run's variant {ckpt.variant!r} is none of {VARIANTS}")
+    ckpt = Checkpoint(path, {}, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None,
+                      recorded=recorded)
+    check_fashion_mnist_run(ckpt, flag)
     expected = _expected_shapes(ckpt.variant)
     last = [k for k in expected if k.endswith(".weight")][-1]          # the output layer: (classes, 4096)
     if last in state and state[last].ndim == 2 and state[last].shape[0] != len(CLASS_NAMES):
@@ -125,7 +147,7 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         if not torch.isfinite(state[key]).all():
             raise ValueError(f"{flag} {path}: {key} holds NaN or inf (weights of a diverged run)")
     ckpt.state = {k: state[k].detach().to(torch.float32).contiguous() for k in expected}  # NCHW, float32, CPU
-    if config.get("pixels") == "mean-subtracted":   # --pixels mean-subtracted (the paper variant's default)
+    if ckpt.pixels == "mean-subtracted":           # --pixels mean-subtracted (the paper variant's default)
         mean = obj.get("pixel_mean")
         if not isinstance(mean, torch.Tensor) or tuple(mean.shape) != (28, 28):
             raise ValueError(f"{flag} {path}: a --pixels mean-subtracted run's checkpoint without its (28, 28) "
@@ -133,6 +155,24 @@ def load_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
         ckpt.pixel_mean = mean.to(torch.float32)
     check_resize(ckpt.resize, flag=f"{flag} {path}: the run's resize", variant=ckpt.variant)
     return ckpt
+
+
+def check_fashion_mnist_run(ckpt: Checkpoint, flag: str = "--checkpoint") -> None:
+    """evaluate, visualize and export feed a network Fashion-MNIST's test images, the way `alexnet train` fed them
+    (its pixels, its class names): a checkpoint of another dataset, or of a variant or pixel mode they do not know,
+    is refused naming the checkpoint and what it was trained on."""
+    config, path = ckpt.config, ckpt.path
+    if ckpt.variant not in VARIANTS:
+        raise ValueError(f"{flag} {path}: the run's variant {ckpt.variant!r} is none of {VARIANTS}")
+    dataset = config.get("dataset") or "fashion-mnist"   # runs recorded before --dataset existed: Fashion-MNIST
+    if dataset != "fashion-mnist":
+        where = f" --data-dir {config['data_dir']}" if config.get("data_dir") else ""
+        raise ValueError(f"{flag} {path}: trained on --dataset {dataset}{where}, not Fashion-MNIST; evaluate, "
+                         f"visualize and export work on Fashion-MNIST's test images, class names and pixels only, "
+                         f"which would give meaningless numbers for this network (its accuracy on its own "
+                         f"evaluation images is in its run's metrics.csv)")
+    if ckpt.pixels not in PIXELS:
+        raise ValueError(f"{flag} {path}: the run fed its network --pixels {ckpt.pixels!r}, none of {PIXELS}")
 
 
 def _find_weights(obj: dict) -> dict[str, torch.Tensor] | None:
@@ -158,7 +198,7 @@ def _config_beside(path: Path, flag: str) -> dict:
 # ----------------------------------------------------------------------------------------------- predictions
 
 def make_predictor(ckpt: Checkpoint, backend: str = "torch", device: torch.device | str = "cpu"):
-    """A Learner (torch_model/backends.py) holding the checkpoint's weights in float32, in eval mode:
+    """A Learner (torch_model/learners.py) holding the checkpoint's weights in float32, in eval mode:
     torch and triton through torch_model.alexnet(backend=...), numpy through numpy_ref (NumpyLearner)."""
     device = torch.device(device)
     if backend not in EVAL_BACKENDS:
@@ -166,12 +206,12 @@ def make_predictor(ckpt: Checkpoint, backend: str = "torch", device: torch.devic
     if backend == "numpy":
         if device.type != "cpu":
             raise ValueError("--backend numpy runs on the CPU only; use --device cpu")
-        from torch_model.numpy_backend import NumpyLearner
+        from torch_model.learners import NumpyLearner
 
         learner = NumpyLearner(ckpt.state, lr=0.01, num_classes=len(CLASS_NAMES),   # lr unused: no step is taken
                                variant=ckpt.variant)
     else:
-        from torch_model.backends import TorchLearner
+        from torch_model.learners import TorchLearner
         from torch_model.model import alexnet
 
         net = alexnet(len(CLASS_NAMES), backend=backend, init=False, variant=ckpt.variant)
@@ -280,73 +320,6 @@ def format_report(ev: Evaluation) -> str:
 
 # ----------------------------------------------------------------------------------------------- pictures
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_figure(fig, path: Path, dpi: int = DPI) -> Path:
-    """The figure as a PNG with a 256-colour palette (a third of the RGBA size, no visible loss for these
-    pictures), written atomically."""
-    from PIL import Image  # matplotlib's own dependency
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    _pyplot().close(fig)
-    buffer.seek(0)
-    image = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    atomic_write(path, lambda f: image.save(f, format="png", optimize=True))
-    return path
-
-
-def plot_confusion(ev: Evaluation, path: Path, title: str = "") -> Path:
-    """The confusion matrix, each row divided by its class's count (so the diagonal is each class's recall),
-    every cell annotated with its count."""
-    plt = _pyplot()
-    M = ev.confusion
-    share = M / np.maximum(M.sum(axis=1, keepdims=True), 1)     # (C, C), rows sum to 1
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(M.shape[0]):
-        for j in range(M.shape[1]):
-            if M[i, j]:
-                ax.text(j, i, str(M[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title or f"test accuracy {ev.accuracy:.3f} on {ev.n} images", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def plot_mistakes(ev: Evaluation, images: np.ndarray, path: Path, count: int = 24, columns: int = 8,
-                  title: str = "") -> Path:
-    """The `count` most confident mistakes as a grid of the 28x28 test images: test index, true -> predicted
-    class, and the confidence (softmax probability of the predicted class)."""
-    plt = _pyplot()
-    wrong = ev.mistakes()
-    shown = wrong[:count]
-    rows = max(1, math.ceil(len(shown) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.25, rows * 1.55 + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, shown):
-        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"#{i} {CLASS_NAMES[ev.labels[i]]}\n-> {CLASS_NAMES[ev.preds[i]]} {ev.confidence[i]:.0%}",
-                     fontsize=7)
-    if not len(shown):
-        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    fig.suptitle(title or f"the {len(shown)} most confident of {len(wrong)} mistakes on {ev.n} test images "
-                          f"(#index true -> predicted, confidence)", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 def write_evaluation(out: Path, ev: Evaluation, images: np.ndarray, what: str = "") -> list[Path]:
     """confusion.png, mistakes.png and evaluation.json into out (atomically)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -364,8 +337,6 @@ def write_run_pictures(run_dir: str | Path, learner, test_ds: FashionMNIST, resi
     """What `alexnet train` leaves in its run folder at the end: confusion.png, mistakes.png, evaluation.json
     (from the learner's own predictions on test_ds, as the run measured its test accuracy) and filters.png
     (conv1's filters at initialisation, rebuilt from `seed`, and after training). Returns the paths written."""
-    from torch_model.visualize import plot_filters
-
     run_dir = Path(run_dir)
     logits = predict_dataset(learner, test_ds, batch_size, resize, progress, "pictures", INPUT_SHAPES[variant][0],
                              pixel_mean)
@@ -413,8 +384,11 @@ def run(args: argparse.Namespace) -> int:
     _, test_ds = load_fashion_mnist(args.data_dir)
     test_ds = test_ds.subset(args.limit_test)
     learner = make_predictor(ckpt, args.backend, device)
+    note = ckpt.assumption_note()
+    if note:
+        print(note, flush=True)
     print(f"evaluating {ckpt.describe()}, the {ckpt.variant} AlexNet, on {len(test_ds)} test images with the "
-          f"{args.backend} backend on {device} (float32, resize {ckpt.resize})", flush=True)
+          f"{args.backend} backend on {device} (float32, {ckpt.feeding()})", flush=True)
     if args.backend == "triton" and device.type == "cpu":
         print("note: on a CPU the Triton kernels run in the interpreter: minutes per image at 224x224; "
               "use a tiny --limit-test", flush=True)

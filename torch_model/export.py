@@ -1,15 +1,24 @@
-"""`alexnet export`: a checkpoint's weights as a plain .npz, so numpy_ref (which never imports torch) can load them.
+"""`alexnet export`: a checkpoint's weights as a plain .npz, so numpy_ref (which never imports torch) can load them,
+with how the run fed its network, so the walkthrough feeds an image the same way.
 
     alexnet export --checkpoint runs/R/best.pt --out alexnet.npz
     python -m numpy_ref.walkthrough --weights alexnet.npz --index 42      # step the trained network through an image
 
 In Python:
-    import numpy as np, numpy_ref
-    net = numpy_ref.alexnet(init=False).eval()
-    net.load_state_dict(dict(np.load("alexnet.npz")))
+    from numpy_ref.walkthrough import load_weights
+    net = load_weights("alexnet.npz")            # numpy_ref.alexnet of the run's variant, its weights, eval mode
+    x = net.feeding.model_input(image)           # uint8 (28, 28) -> (1, C, S, S) as the run fed it
 
-The archive holds exactly torch's state_dict keys ('0.weight', '0.bias', ..., '20.bias') as float32 arrays
-(187 MB uncompressed: 46,764,746 parameters), nothing else, so load_state_dict's exact key check passes.
+The archive holds torch's state_dict keys ('0.weight', '0.bias', ..., '20.bias', or '22.bias' for the paper's
+network) as float32 arrays (187 MB uncompressed for d2l's 46,764,746 parameters), and how the run fed them:
+
+    input.variant   'd2l' or 'paper'                     (the network, also told by its keys)
+    input.size      the run's --resize: S of the (C, S, S) input, the 28x28 image resized bilinearly
+    input.pixels    'unit' ([0, 1] values) or 'mean-subtracted' (raw 0..255 values minus the mean training image)
+    input.mean      (28, 28) float32, 0..255: that mean training image (mean-subtracted only)
+
+numpy_ref's load_state_dict wants exactly the weights' keys: leave the input.* entries out when loading by hand,
+`{k: v for k, v in np.load(path).items() if not k.startswith("input.")}`.
 """
 from __future__ import annotations
 
@@ -18,12 +27,26 @@ from pathlib import Path
 
 import numpy as np
 
-from torch_model.evaluate import load_checkpoint
+from torch_model.evaluate import Checkpoint, load_checkpoint
 from torch_model.files import atomic_write
 
 
+def feeding_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
+    """The input.* entries: how the checkpoint's run fed its network (torch_model.data's pixels, its resize)."""
+    arrays = {"input.variant": np.array(ckpt.variant), "input.size": np.array(ckpt.resize, dtype=np.int64),
+              "input.pixels": np.array(ckpt.pixels)}
+    if ckpt.pixel_mean is not None:
+        arrays["input.mean"] = ckpt.pixel_mean.numpy().astype(np.float32)      # (28, 28), 0..255
+    return arrays
+
+
 def export_npz(checkpoint: str | Path, out: str | Path) -> dict[str, np.ndarray]:
-    """Write the checkpoint's weights to `out` (atomically) and return them."""
+    """Write the checkpoint's weights and its input.* entries to `out` (atomically); return the weights."""
+    check_out(out)
+    return write_npz(load_checkpoint(checkpoint), out)
+
+
+def check_out(out: str | Path) -> None:
     out = Path(out)
     if out.suffix != ".npz":
         raise ValueError(f"--out {out}: must end in .npz")
@@ -31,9 +54,11 @@ def export_npz(checkpoint: str | Path, out: str | Path) -> dict[str, np.ndarray]
         raise ValueError(f"--out {out}: is a folder; give a file name ending in .npz")
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
-    ckpt = load_checkpoint(checkpoint)
+
+
+def write_npz(ckpt: Checkpoint, out: str | Path) -> dict[str, np.ndarray]:
     arrays = {k: v.numpy() for k, v in ckpt.state.items()}           # float32, NCHW, torch's keys
-    atomic_write(out, lambda f: np.savez(f, **arrays))
+    atomic_write(Path(out), lambda f: np.savez(f, **arrays, **feeding_arrays(ckpt)))
     return arrays
 
 
@@ -43,10 +68,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    arrays = export_npz(args.checkpoint, args.out)
+    check_out(args.out)
+    ckpt = load_checkpoint(args.checkpoint)
+    note = ckpt.assumption_note()
+    if note:
+        print(note, flush=True)
+    arrays = write_npz(ckpt, args.out)
     n = sum(a.size for a in arrays.values())
     print(f"wrote {args.out}: {len(arrays)} arrays ({', '.join(list(arrays)[:2])}, ..., {list(arrays)[-1]}), "
-          f"{n:,} float32 parameters")
+          f"{n:,} float32 parameters; and how the run fed them (input.*): the {ckpt.variant} AlexNet, "
+          f"{ckpt.feeding()}")
     print(f"step the trained network through a test image: python -m numpy_ref.walkthrough --weights {args.out} "
           f"--index 0")
     return 0

@@ -60,19 +60,73 @@ class FolderScan:
         return counts
 
 
-def _image_files(folder: Path) -> tuple[list[str], int]:
-    """Images under `folder` (recursively, sorted) and the number of other files."""
-    images, ignored = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.startswith("."):
+class _Walk:
+    """Where a scan has been: every real directory of one class walked once (a symlink back up the tree, `ln -s ..
+    CLASS/loop`, is not followed round again), every real file of the whole scan taken once, under the first path
+    that reached it. Identity is (st_dev, st_ino), so two links to one file or folder are one."""
+
+    def __init__(self):
+        self.files: dict[tuple[int, int], tuple[str, str]] = {}   # file identity -> (class, path it was taken as)
+        self.dirs: set[tuple[int, int]] = set()                    # this class's walked directories
+
+    def image_files(self, folder: Path, name: str) -> tuple[list[str], int]:
+        """Images under `folder` (recursively: a folder's own files sorted, then its sub-folders' in order) and
+        the number of other files. Raises ValueError naming a folder that cannot be listed, or a file that is
+        reached under two classes."""
+        self.dirs = set()
+        images: list[str] = []
+        ignored = self._walk(str(folder), name, images, f"class folder {name!r}")
+        return images, ignored
+
+    def _walk(self, folder: str, name: str, images: list[str], what: str) -> int:
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in self.dirs:
+                return 0                                    # already walked in this class (a link loop)
+            self.dirs.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise ValueError(f"{folder}: {what} cannot be read ({type(exc).__name__}: {exc.strerror or exc}); fix "
+                             f"its permissions or move it out of the data folder") from None
+        ignored, subdirs = 0, []
+        for entry in entries:
+            if _is_dir(entry):
+                subdirs.append(entry.path)
+            elif entry.name.startswith("."):
                 continue
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                images.append(os.path.join(dirpath, name))
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                if self._take(entry, name):
+                    images.append(entry.path)
             else:
                 ignored += 1
-    return images, ignored
+        for sub in subdirs:
+            ignored += self._walk(sub, name, images, f"a folder of class {name!r}")
+        return ignored
+
+    def _take(self, entry: os.DirEntry, name: str) -> bool:
+        """True the first time a real file is met; False when this class already has it (a second link);
+        ValueError when another class has it."""
+        try:
+            st = entry.stat()
+        except OSError:
+            return True                                     # a broken link: kept, reported unreadable when read
+        key = (st.st_dev, st.st_ino)
+        if key not in self.files:
+            self.files[key] = (name, entry.path)
+            return True
+        other, first = self.files[key]
+        if other != name:
+            raise ValueError(f"{entry.path}: the same file as {first}, so it would be labelled both {other!r} and "
+                             f"{name!r} (a link between class folders?); each image must sit under one class")
+        return False
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()                               # follows links: a linked folder is walked
+    except OSError:
+        return False
 
 
 def scan_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -> FolderScan:
@@ -80,9 +134,14 @@ def scan_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -
     their labels (a validation folder may lack a class). Raises ValueError naming the folder when there is nothing
     to learn from: no class folders, no images, only files of unknown extensions, a single class."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root}: is a file, not a folder (expected one sub-folder of images per class)")
     if not root.is_dir():
         raise ValueError(f"{root}: no such folder (expected one sub-folder of images per class)")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise ValueError(f"{root}: cannot be read ({type(exc).__name__}: {exc.strerror or exc})") from None
     known = ", ".join(IMAGE_EXTENSIONS)
     if not found:
         raise ValueError(f"{root}: no class sub-folders (expected {root}/CLASS/IMAGE with {known} images)")
@@ -95,8 +154,9 @@ def scan_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -
     label_of = {name: i for i, name in enumerate(names)}
     samples: list[tuple[str, int]] = []
     ignored, empty = 0, []
+    walk = _Walk()
     for name in found:
-        images, other = _image_files(root / name)
+        images, other = walk.image_files(root / name, name)
         ignored += other
         if not images:
             empty.append(name)
@@ -123,6 +183,9 @@ def find_splits(data_dir: str | os.PathLike, seed: int = 0, val_fraction: float 
     """DATA/train (+ DATA/val if present), or DATA itself; without a val/ folder a seeded `val_fraction` of the
     training images (a random permutation by `seed`, at least one image) is held out for evaluation."""
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ValueError(f"--data-dir {data_dir}: is a file, not a folder (expected one sub-folder of images per "
+                         f"class, or train/ and val/ folders of them)")
     if not data_dir.is_dir():
         raise ValueError(f"--data-dir {data_dir}: no such folder")
     train_dir = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
@@ -153,7 +216,12 @@ def find_splits(data_dir: str | os.PathLike, seed: int = 0, val_fraction: float 
 class Decode:
     """Open a file and convert it to `mode` ("RGB" or "L"). With `short_side`, a JPEG is decoded straight at the
     smallest of its DCT scales (1/2, 1/4, 1/8) that still keeps the short side >= short_side (Pillow's draft mode:
-    a 4x smaller decode for a 1000-pixel photo headed for 256), before any resize."""
+    a 4x smaller decode for a 1000-pixel photo headed for 256), before any resize.
+
+    A 16-bit grey PNG (Pillow's modes I;16, I;16B, I;16L; or I holding 0..65535) is scaled to 8 bits first,
+    v8 = round(v16 / 257) (65535 -> 255, the same brightness): Pillow's own convert() clips those values at 255,
+    which turns almost every pixel white. An I image with values outside 0..65535 is refused (ValueError naming
+    the file, reported as an unreadable image). 16-bit RGB PNGs are already 8-bit when Pillow opens them."""
     mode: str
     short_side: int | None = None
 
@@ -163,7 +231,18 @@ class Decode:
                 w, h = img.size
                 scale = self.short_side / min(w, h)
                 img.draft(self.mode, (math.ceil(w * scale), math.ceil(h * scale)))
+            if img.mode.startswith("I"):
+                return _grey16_to_8(img, path).convert(self.mode)
             return img.convert(self.mode)   # convert() loads the pixels: a corrupt file fails here, inside `with`
+
+
+def _grey16_to_8(img: Image.Image, path: str) -> Image.Image:
+    """Pillow's 16/32-bit integer grey image -> 8-bit "L": round(v / 257), so 0..65535 maps onto 0..255."""
+    v = np.asarray(img).astype(np.int64)                        # (H, W)
+    if v.size and (v.min() < 0 or v.max() > 65535):
+        raise ValueError(f"{path}: a {img.mode} image with values {v.min()}..{v.max()}, outside 16 bits "
+                         f"(0..65535); save it as 8- or 16-bit PNG")
+    return Image.fromarray(((v + 128) // 257).astype(np.uint8), mode="L")     # (H, W) uint8
 
 
 @dataclass(frozen=True)
@@ -316,7 +395,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
 class EpochBatchSampler(torch.utils.data.Sampler):
     """Yields, for each global batch of the epoch's seeded permutation, this rank's shard as
-    [(index, sample_seed), ...] (distributed.local_batches); `set_epoch(epoch_seed)` before each epoch.
+    [(index, sample_seed), ...] (data.local_batches); `set_epoch(epoch_seed)` before each epoch.
     Every rank yields the same number of batches (some may be empty at the end)."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1):
@@ -331,7 +410,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         return math.ceil(self.n / self.batch_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        from torch_model.distributed import local_batches
+        from torch_model.data import local_batches
 
         for _, local in local_batches(self.n, self.batch_size, self.epoch_seed, self.shuffle,
                                       self.rank, self.world_size):
@@ -347,13 +426,20 @@ def default_workers() -> int:
 
 
 def make_loader(dataset: ImageFolderDataset, sampler: EpochBatchSampler, workers: int,
-                pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader decoding in `workers` processes (0: in this process), kept alive between epochs."""
+                pin_memory: bool = False, generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader decoding in `workers` processes (0: in this process), kept alive between epochs.
+
+    Making an iterator over a DataLoader draws its workers' base seed from `generator`, or, without one, from the
+    global torch RNG: once per epoch with 0 workers, once for the whole run with persistent workers, once more after
+    a resume. The global RNG is the training's dropout stream, so the loader gets its own generator (a fresh one when
+    none is given): the dropout masks then depend on neither --workers nor a resume. (The images' own randomness
+    comes from sample_seed, not from the workers' seeds.)"""
     if workers < 0:
         raise ValueError(f"--workers must be >= 0, got {workers}")
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                        collate_fn=dataset.collate, pin_memory=pin_memory,
-                                       persistent_workers=workers > 0)
+                                       persistent_workers=workers > 0,
+                                       generator=generator if generator is not None else torch.Generator())
 
 
 # ----------------------------------------------------------------------------------------------- normalization
@@ -383,25 +469,35 @@ def parse_channels(text: str, flag: str) -> list[float]:
 def channel_stats(dataset: ImageFolderDataset, sample: int = STATS_SAMPLE, seed: int = 0,
                   workers: int = 0) -> Normalization:
     """Mean and std per channel over every pixel of a seeded sample of at most `sample` images, taken through
-    `dataset`'s pipeline (give it the evaluation pipeline: no random crops). Sums in float64."""
+    `dataset`'s pipeline (give it the evaluation pipeline: no random crops). The sums of the uint8 values and of
+    their squares are exact integers, so a variance of 0 (every sampled pixel the same in every channel: nothing to
+    learn from, e.g. blank or clipped images) is told apart from a small one, and refused naming the folder; a
+    single flat channel gets std 1e-6 (its normalized values are all 0)."""
     n = len(dataset)
     chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:sample].tolist()
     subset = torch.utils.data.Subset(dataset, chosen)
-    loader = torch.utils.data.DataLoader(subset, batch_size=64, num_workers=workers, collate_fn=dataset.collate)
+    loader = torch.utils.data.DataLoader(subset, batch_size=64, num_workers=workers, collate_fn=dataset.collate,
+                                         generator=torch.Generator().manual_seed(seed))
     channels = dataset.shape[0]
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros(channels, dtype=torch.float64)
-    pixels = 0
+    total = torch.zeros(channels, dtype=torch.int64)           # sum of the 0..255 values
+    total_sq = torch.zeros(channels, dtype=torch.int64)        # sum of their squares (< 2^63 for 1e13 pixels)
+    pixels = images = 0
     for batch in loader:
-        x = batch.images.to(torch.float64).div_(255)              # (B, C, S, S)
+        x = batch.images.to(torch.int64)                          # (B, C, S, S)
         total += x.sum(dim=(0, 2, 3))
         total_sq += x.square().sum(dim=(0, 2, 3))
         pixels += x.shape[0] * x.shape[2] * x.shape[3]
+        images += x.shape[0]
     if pixels == 0:
         raise ValueError(f"{dataset.scan.root}: none of the {len(chosen)} sampled images could be read")
-    mean = total / pixels
-    std = (total_sq / pixels - mean.square()).clamp_min(0).sqrt()
-    return Normalization(mean.tolist(), std.clamp_min(1e-6).tolist(),
+    # per channel: var = (pixels * sum(v^2) - sum(v)^2) / pixels^2, in Python's exact integers, then / 255^2
+    var = [(pixels * int(q) - int(t) ** 2) / pixels ** 2 / 255 ** 2 for t, q in zip(total.tolist(), total_sq.tolist())]
+    mean = [int(t) / pixels / 255 for t in total.tolist()]
+    if not any(var):
+        raise ValueError(f"--data-dir: the training images in {dataset.scan.root} have no contrast: every pixel of "
+                         f"the {images} sampled image(s) is the same (per-channel mean {_fmt(mean)}, std 0 measured "
+                         f"over {pixels} pixels per channel, in [0, 1]); nothing to learn from (blank images?)")
+    return Normalization(mean, [max(math.sqrt(v), 1e-6) for v in var],
                          f"measured on {len(chosen)} training images (seed {seed})")
 
 
@@ -456,8 +552,10 @@ class ImageFolderSource:
         self.train_sampler = EpochBatchSampler(len(self.train), batch_size, True, rank, world_size)
         self.test_sampler = EpochBatchSampler(len(self.test), batch_size, False, rank, world_size)
         pin = device.type == "cuda"
-        self.train_loader = make_loader(self.train_ds, self.train_sampler, workers, pin)
-        self.test_loader = make_loader(self.test_ds, self.test_sampler, workers, pin)
+        # the loaders' own generators, re-seeded before each pass (make_loader: the global RNG is dropout's)
+        self.train_generator, self.test_generator = torch.Generator(), torch.Generator()
+        self.train_loader = make_loader(self.train_ds, self.train_sampler, workers, pin, self.train_generator)
+        self.test_loader = make_loader(self.test_ds, self.test_sampler, workers, pin, self.test_generator)
         self._skipped: list[tuple[str, str]] = []
         norm_text = "none" if norm is None else (f"mean {_fmt(norm.mean)}, std {_fmt(norm.std)} ({norm.source})")
         self.notes = [splits.how,
@@ -478,9 +576,11 @@ class ImageFolderSource:
 
     def train_batches(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.train_sampler.set_epoch(epoch_seed)
+        self.train_generator.manual_seed(epoch_seed)        # the run's seed and epoch, never the global RNG
         return self._batches(self.train_loader)
 
     def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.test_generator.manual_seed(0)
         return self._batches(self.test_loader)
 
     def take_skipped(self) -> list[tuple[str, str]]:

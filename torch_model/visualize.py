@@ -20,14 +20,14 @@ torch autograd's in float64.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from torch_model.data import CLASS_NAMES, find_data_dir, load_split, subtract_mean, to_input
-from torch_model.evaluate import Checkpoint, _pyplot, load_checkpoint, output_dir, save_figure
+from torch_model.evaluate import Checkpoint, load_checkpoint, output_dir
+from torch_model.plots import plot_feature_maps, plot_filters, plot_saliency
 
 SALIENCY_IMAGES = 6
 
@@ -88,90 +88,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- pictures
 
-def _montage(filters: np.ndarray, columns: int = 12) -> np.ndarray:
-    """(F, KH, KW) -> one image of the filters in a grid, each scaled to [0, 1] by its own min/max, 1-px gaps
-    (NaN, drawn as the background)."""
-    F, KH, KW = filters.shape
-    rows = math.ceil(F / columns)
-    grid = np.full((rows * (KH + 1) + 1, columns * (KW + 1) + 1), np.nan)
-    for f in range(F):
-        w = filters[f]
-        span = w.max() - w.min()
-        r, c = divmod(f, columns)
-        grid[1 + r * (KH + 1): 1 + r * (KH + 1) + KH, 1 + c * (KW + 1): 1 + c * (KW + 1) + KW] = \
-            (w - w.min()) / span if span > 0 else 0.5
-    return grid
-
-
-def initial_conv1(seed: int, variant: str = "d2l") -> np.ndarray:
-    """conv1's weights at the start of the run: `alexnet train` seeds torch with the run's seed, then builds the
-    model with its variant's init (torch_model.backends.make_learner), so the same two steps rebuild them."""
-    from torch_model.model import alexnet
-
-    with torch.random.fork_rng(devices=[]):                           # leave the caller's RNG as it was
-        torch.manual_seed(seed)
-        return alexnet(len(CLASS_NAMES), variant=variant).state_dict()["0.weight"].numpy()   # (96, C, 11, 11)
-
-
-def plot_filters(conv1: np.ndarray, path: Path, seed: int | None = None, title: str = "",
-                 variant: str = "d2l") -> Path:
-    """conv1's filters (96, C, 11, 11) as a 8x12 grid; with the run's seed also at initialisation and the change.
-    With C = 3 (the paper's network fed grey images repeated to 3 channels) a filter acts on the grey image as the
-    sum of its channels, which is what is drawn."""
-    plt = _pyplot()
-    trained = conv1.sum(axis=1)                                       # (96, 11, 11)
-    panels = [("after training", trained)]
-    if seed is not None:
-        init = initial_conv1(seed, variant).sum(axis=1)               # (96, 11, 11)
-        change = trained - init
-        rel = np.linalg.norm(change) / np.linalg.norm(init)
-        still = int((np.abs(change).reshape(len(change), -1).max(axis=1) == 0).sum())   # got no gradient at all
-        panels = [(f"at initialisation (seed {seed})", init), ("after training", trained),
-                  (f"trained - initial: |change| {rel:.0%} of |initial|\n"
-                   f"{still} filters unchanged (flat grey)", change)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False)
-    cmap = plt.get_cmap("gray").with_extremes(bad="#c8d4e6")         # the gaps between filters
-    for ax, (name, w) in zip(axes.flat, panels):
-        ax.imshow(_montage(w), cmap=cmap, interpolation="nearest")
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    summed = " (its 3 channels summed: what a grey image sees)" if conv1.shape[1] > 1 else ""
-    fig.suptitle(title or f"conv1: 96 filters of 11x11{summed}, each scaled to its own min (black) .. max (white)",
-                 fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))                            # room for the suptitle over 2-line titles
-    return save_figure(fig, path, dpi=80)
-
-
-def plot_feature_maps(image: np.ndarray, outs: list[np.ndarray], where: list[tuple[int, str]], path: Path, title: str,
-                      channels: int = 8) -> Path:
-    """One row per block (`where`, from blocks()): the `channels` channels with the largest mean activation, each
-    scaled to its own max (black = 0), titled with its channel number and max."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(where), channels + 1, figsize=((channels + 1) * 1.05, len(where) * 1.2 + 0.5),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for row, (idx, name) in enumerate(where):
-        act = outs[idx][0]                                            # (C, H, W)
-        mean = act.mean(axis=(1, 2))                                  # (C,)
-        top = np.argsort(-mean, kind="stable")[:channels]
-        if row == 0:
-            axes[row, 0].imshow(image, cmap="gray_r", interpolation="nearest")
-            axes[row, 0].set_title("input", fontsize=7)
-        live = np.mean(act.max(axis=(1, 2)) > 0)
-        axes[row, 0].text(0.5, -0.05 if row == 0 else 0.5,
-                          f"{name}\n{act.shape[0]}x{act.shape[1]}x{act.shape[2]}\n{live:.0%} ch. active",
-                          transform=axes[row, 0].transAxes, ha="center", va="top" if row == 0 else "center",
-                          fontsize=7)
-        for col, c in enumerate(top, start=1):
-            a = act[c]
-            axes[row, col].imshow(a, cmap="magma", vmin=0, vmax=max(a.max(), 1e-12), interpolation="nearest")
-            axes[row, col].set_title(f"ch {c} max {a.max():.2g}", fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 def to_pixels(grad: np.ndarray, size: int = 28) -> np.ndarray:
     """The gradient w.r.t. the network's input (N, 1, R, R) carried back through the 28 -> R bilinear resize to the
     image's own pixels (N, size, size): the resize is x = A img B^T (numpy_ref.walkthrough.bilinear_matrix), so
@@ -181,39 +97,6 @@ def to_pixels(grad: np.ndarray, size: int = 28) -> np.ndarray:
     A = bilinear_matrix(size, grad.shape[-2])                         # (R, size)
     B = bilinear_matrix(size, grad.shape[-1])                         # (R, size)
     return A.T @ grad[:, 0] @ B                                       # (N, size, size)
-
-
-def _scaled(sal: np.ndarray) -> np.ndarray:
-    """|gradient| scaled to [0, 1] by its 99.5th percentile (so one extreme pixel does not hide the rest)."""
-    sal = np.abs(sal)
-    return np.clip(sal / max(np.percentile(sal, 99.5), 1e-30), 0, 1)
-
-
-def plot_saliency(x: np.ndarray, images: np.ndarray, grads: np.ndarray, labels: list[int], target: np.ndarray,
-                  probs: np.ndarray, indices: list[int], path: Path) -> Path:
-    """Row 1: the test images. Row 2: |gradient| on the network's R x R input, over the image. Row 3: the same
-    gradient carried back to the 28x28 pixels of the image (to_pixels)."""
-    plt = _pyplot()
-    n = len(indices)
-    pixels = to_pixels(grads)                                         # (n, 28, 28)
-    fig, axes = plt.subplots(3, n, figsize=(n * 1.6, 5.4), squeeze=False)
-    for k, i in enumerate(indices):
-        axes[0, k].imshow(images[k], cmap="gray_r", vmin=0, vmax=255)
-        axes[0, k].set_title(f"#{i} {CLASS_NAMES[labels[k]]}\npred {CLASS_NAMES[target[k]]} "
-                             f"{probs[k, target[k]]:.0%}", fontsize=7)
-        for row, (background, sal) in enumerate(((x[k, 0], grads[k, 0]), (images[k] / 255.0, pixels[k])), start=1):
-            s = _scaled(sal)
-            axes[row, k].imshow(background, cmap="gray_r", vmin=0, vmax=1)
-            axes[row, k].imshow(s, cmap="hot", alpha=np.clip(s * 1.5, 0, 0.9), vmin=0, vmax=1)
-        for ax in axes[:, k]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[1, 0].set_ylabel(f"on the {x.shape[-1]}x{x.shape[-1]} input", fontsize=7)
-    axes[2, 0].set_ylabel("on the 28x28 pixels", fontsize=7)
-    fig.suptitle("|d score(predicted class) / d input|, numpy_ref's backward (bright = the score is most "
-                 "sensitive there)", fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=80)
 
 
 # ----------------------------------------------------------------------------------------------- the command
@@ -272,8 +155,9 @@ def visualize(ckpt: Checkpoint, test_images: torch.Tensor, test_labels: torch.Te
     x = model_input(test_images[indices], ckpt)                       # (n, C, R, R)
     grads, logits, target = saliency(net, x)
     grey = grads.sum(axis=1, keepdims=True)                           # (n, 1, R, R): d/d the grey image (C copies)
-    written.append(plot_saliency(x[:, :1], test_images[indices].numpy(), grey, [int(test_labels[i]) for i in indices],
-                                 target, softmax(logits), indices, out / "saliency.png"))
+    written.append(plot_saliency(x[:, :1], test_images[indices].numpy(), grey, to_pixels(grey),
+                                 [int(test_labels[i]) for i in indices], target, softmax(logits), indices,
+                                 out / "saliency.png"))
 
     ref = alexnet(len(CLASS_NAMES), init=False, variant=ckpt.variant).eval()   # the torch model, float32
     ref.load_state_dict(ckpt.state)
@@ -287,8 +171,11 @@ def run(args: argparse.Namespace) -> int:
     check_index(args.index, len(test))
     ckpt = load_checkpoint(args.checkpoint)
     out = output_dir(args.out, ckpt.path)
+    note = ckpt.assumption_note()
+    if note:
+        print(note, flush=True)
     print(f"visualizing {ckpt.describe()}, the {ckpt.variant} AlexNet, through numpy_ref (float64), test image "
-          f"#{args.index}", flush=True)
+          f"#{args.index} ({ckpt.feeding()})", flush=True)
     result = visualize(ckpt, test.images, test.labels, args.index, out)
     print(f"\ntest image #{args.index}: true class {CLASS_NAMES[result['label']]}, predicted "
           f"{CLASS_NAMES[result['pred']]}; class probabilities (numpy_ref):")

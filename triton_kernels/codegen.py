@@ -80,6 +80,24 @@ def _kernel_name(fn) -> str:
     return f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__name__', str(fn))}"
 
 
+def refusal(spec: dict) -> str | None:
+    """Why a spec's tile configuration cannot compile as intended, said before compiling (None: nothing to say).
+    The rules a changed BLOCK_* runs into first: every block is a power of two (tl.arange and the register layouts
+    need one), and a kernel meant for the tensor cores needs tl.dot tiles of at least 16 along M, N and K (the
+    smallest bf16/fp16 MMA shape is m16n8k16: K = 16)."""
+    blocks = {k: v for k, v in spec.get("constexprs", {}).items() if k.startswith("BLOCK") and isinstance(v, int)}
+    for name, value in blocks.items():
+        if value < 1 or value & (value - 1):
+            return f"{name} = {value} is not a power of two: tl.arange(0, {name}) and Triton's layouts need one"
+    if spec.get("expect_tensor_cores"):
+        small = {k: v for k, v in blocks.items() if k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") and v < 16}
+        if small:
+            which = ", ".join(f"{k} = {v}" for k, v in small.items())
+            return (f"{which} < 16: a tl.dot runs on the tensor cores only with tiles of at least 16 along M, N and "
+                    f"K (the smallest bf16 MMA is m16n8k16); make it 16 or more")
+    return None
+
+
 def _compile_one(job: tuple[str, int]) -> dict:
     """Compile spec `index` of module `mod_name` for sm_90 and measure it. Never raises: errors go in the dict."""
     mod_name, index = job
@@ -90,6 +108,11 @@ def _compile_one(job: tuple[str, int]) -> dict:
         "dtype": _dtype_of(spec), "num_warps": spec["num_warps"], "num_stages": spec["num_stages"], "ok": False,
     }
     t0 = time.perf_counter()
+    reason = refusal(spec)
+    if reason is not None:
+        row["compile_s"] = 0.0
+        row["error"] = f"refused: {reason}"
+        return row
     try:
         import triton
         from triton.backends.compiler import GPUTarget
@@ -128,7 +151,8 @@ def _compile_one(job: tuple[str, int]) -> dict:
         row["ok"] = True
         if spec.get("expect_tensor_cores") and not row["tensor_cores"]:
             row["ok"] = False
-            row["error"] = "expected tensor-core instructions (wgmma/mma), found none"
+            row["error"] = ("expected tensor-core instructions (wgmma/mma), found none (a tl.dot whose operands are "
+                            "fp32 with input_precision='ieee', or tiles under 16, runs on the FP32 pipes)")
     except Exception as exc:  # a failed compile is a result to report, not a crash
         row["compile_s"] = round(time.perf_counter() - t0, 2)
         row["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"

@@ -454,7 +454,7 @@ def _check_int32(t: torch.Tensor, name: str) -> None:
 def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, input_precision):
     """Validate the public arguments (x already 4-D); return (stride, pad4, dilation) with
     pad4 = (top, bottom, left, right). Raises ValueError naming the argument and shapes."""
-    check_tensor(x, "x", (4,))  # again: autocast may have changed its dtype
+    check_tensor(x, "x", (4,), allow_empty=True)  # again: autocast may have changed its dtype
     check_tensor(weight, "weight", (4,))
     if bias is not None:
         check_tensor(bias, "bias", (1,))
@@ -552,6 +552,8 @@ def _launch_fwd(x, weight, bias, stride, pad4, dilation, groups, out_hw, relu, i
                       or strides_like_channels_last(weight))  # (N, F, OH, OW)
     fg = f // groups
     m, k = n * oh * ow, cg * kh * kw
+    if n == 0:  # an empty batch: an empty output, nothing to launch (torch returns one too)
+        return out
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(fg, meta["BLOCK_N"]), groups)
@@ -578,6 +580,8 @@ def _launch_dgrad(grad_out, out, weight, x, stride, pad4, dilation, groups, relu
     dx = _new_output(x, tuple(x.shape))  # (N, C, H, W)
     fg = f // groups
     m = n * h * w
+    if n == 0:  # an empty batch: an empty dx
+        return dx
     mask_src = out if relu else grad_out  # never read when relu is False
 
     def grid(meta):
@@ -604,6 +608,8 @@ def _launch_wgrad(grad_out, out, x, weight, stride, pad4, dilation, groups, relu
     oh, ow = grad_out.shape[2:]
     fg = f // groups
     ncol, k = cg * kh * kw, n * oh * ow
+    if n == 0:  # an empty batch: a sum over no images, dW = 0
+        return _new_output(weight, tuple(weight.shape)).zero_()  # (F, Cg, KH, KW)
     if splits is None:
         splits, per = _split_rows(k, triton.cdiv(fg, 128) * triton.cdiv(ncol, 128) * groups, x.device)
     else:
@@ -640,6 +646,8 @@ def _launch_bias_grad(grad_out, out, relu, splits=None, out_dtype=None):
     """db (F,) in out_dtype (default grad_out's); `splits` forces the row-split count (tests use it)."""
     n, f, oh, ow = grad_out.shape
     m = n * oh * ow
+    if m == 0:  # an empty batch: a sum over no images, db = 0
+        return _new_output(grad_out, (f,), out_dtype).zero_()  # (F,)
     bm, bn = BIAS_GRAD_CONFIG["BLOCK_M"], BIAS_GRAD_CONFIG["BLOCK_N"]
     if splits is None:
         splits, per = _split_rows(m, triton.cdiv(f, bn), grad_out.device)
@@ -719,8 +727,8 @@ def conv2d_bias_grad(grad_out: torch.Tensor, out: Optional[torch.Tensor]) -> tor
 
 def _check_op_tensors(**tensors) -> None:
     for name, t in tensors.items():
-        if t is not None:
-            check_tensor(t, name, (1,) if name == "bias" else (4,))
+        if t is not None:  # the batch may be empty (x, out, grad_out); the weights may not
+            check_tensor(t, name, (1,) if name == "bias" else (4,), allow_empty=name in ("x", "out", "grad_out"))
     check_device(**tensors)
     check_same_dtype(**tensors)
 
@@ -787,9 +795,12 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
         OH = (H + 2*pad - dil*(KH-1) - 1) // stride + 1      (and OW likewise)
 
-    in x's memory format. relu=True returns relu(conv2d(...)) computed in the GEMM epilogue.
+    in x's memory format. relu=True returns relu(conv2d(...)) computed in the GEMM epilogue. An empty batch
+    (N = 0) gives an empty output, and in the backward an empty dx and zero dweight and dbias, as torch does.
     """
-    check_tensor(x, "x", (3, 4))
+    check_tensor(x, "x", (3, 4), allow_empty=True)
+    if min(x.shape[-3:]) < 1:  # an empty batch (N = 0) gives an empty output, as torch's conv does
+        raise ValueError(f"x must have non-empty C, H, W, got shape {tuple(x.shape)}")
     if not isinstance(relu, bool):
         raise ValueError(f"relu must be a bool, got {relu!r}")
     if input_precision is None:

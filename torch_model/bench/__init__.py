@@ -17,6 +17,7 @@ BENCHES: dict[str, tuple[str, str]] = {
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = "benchmarks: " + ", ".join(f"`bench {name}`" for name in BENCHES)  # every one of them
     sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
     for name, (module_name, help_) in BENCHES.items():
         p = sub.add_parser(name, help=help_, description=help_)

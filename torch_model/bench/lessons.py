@@ -1,11 +1,14 @@
 """`alexnet bench lessons`: every step of triton_kernels/lessons on AlexNet's layers, from step 1 to cuDNN.
 
-    conv1..conv5  step1_direct_conv, step2_implicit_gemm, step3_tap_walk (forward), step4_backward (fwd+bwd)
+    conv1..conv5  step1_direct_conv, step2_implicit_gemm, step3_tap_walk (forward), step4_backward and
+                  step4b_fused_backward (fwd+bwd)
     pool1..pool3  step5_pool_direct (forward), step6_pool_argmax (forward, fwd+bwd)
 each beside `production` (triton_kernels.conv2d_relu / max_pool2d, what the lessons lead to) and `cudnn` (eager
 torch, cudnn.benchmark on, NCHW and channels_last: the faster is the reference of every ratio). Every conv step
-computes relu(conv2d(x, w) + b). A step runs in the layout it is written for (steps 3 and 4: channels_last, the
-rest NCHW), production convs in channels_last. Each figure is checked against float64 before it is timed.
+computes relu(conv2d(x, w) + b). A step runs in the layout it is written for (steps 3, 4 and 4b: channels_last,
+the rest NCHW), production convs in channels_last. Each figure is checked against float64 before it is timed.
+The inputs, ops, references and chains come from triton_kernels/lessons/harness.py, which each step also uses to
+check and time itself (`python -m triton_kernels.lessons.<step>`); this module adds the results file and charts.
 
 GPU: batch 128 at 224x224, bf16 (the tensor-core path). On a CPU it is a labelled smoke run: each layer's
 kernel/stride/padding at the lessons' small sizes (a few channels, images of 5..23 pixels, batch 1), fp32, Triton
@@ -23,14 +26,9 @@ import torch
 from torch_model.bench import common as C
 from torch_model.bench.report import _g
 
+# The layers, passes and (step, pass) chains are the lessons' own (triton_kernels/lessons: harness.LAYERS,
+# harness.PASSES, CHAINS), imported lazily so that `alexnet bench numpy` never imports Triton; tests hold them equal.
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3")
-# (step, pass) chains in the order a reader walks them; "vs_previous" divides by the one before.
-CHAINS = {
-    ("conv", "fwd"): ("step1_direct_conv", "step2_implicit_gemm", "step3_tap_walk", "production"),
-    ("conv", "fwd+bwd"): ("step4_backward", "production"),
-    ("pool", "fwd"): ("step5_pool_direct", "step6_pool_argmax", "production"),
-    ("pool", "fwd+bwd"): ("step6_pool_argmax", "production"),
-}
 GPU_DEFAULTS = dict(batch=128, dtype="bf16")
 CPU_DEFAULTS = dict(batch=1, dtype="fp32")
 
@@ -50,24 +48,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def plan(layers, passes) -> list[tuple[str, str, str, str]]:
     """[(layer, pass, impl, layout), ...]: every step of each chain, production, cuDNN in both layouts."""
-    from triton_kernels.lessons import harness
+    from triton_kernels.lessons import CHAINS, harness
 
     todo = []
     for layer in layers:
         kind = "pool" if layer in harness.POOLS else "conv"
         for pss in passes:
             for impl in CHAINS[(kind, pss)]:
-                todo.append((layer, pss, impl, _layout(impl, kind)))
+                todo.append((layer, pss, impl, harness.layout_of(impl, kind)))
             todo += [(layer, pss, "cudnn", "nchw"), (layer, pss, "cudnn", "channels_last")]
     return todo
-
-
-def _layout(impl: str, kind: str) -> str:
-    if impl == "production":
-        return "channels_last" if kind == "conv" else "nchw"
-    import importlib
-
-    return getattr(importlib.import_module(f"triton_kernels.lessons.{impl}"), "LAYOUT", "nchw")
 
 
 def layer_spec(layer: str, inputs: tuple) -> C.LayerSpec:
@@ -117,6 +107,8 @@ def measure(layer: str, pss: str, impl: str, layout: str, batch: int, dtype: str
 
 def add_ratios(entries: list[dict]) -> None:
     """vs_cudnn: the best baseline layout's time over this one's; vs_previous: the previous step's over this."""
+    from triton_kernels.lessons import CHAINS
+
     best, by = {}, {}
     for e in entries:
         k = (e["layer"], e["pass"])
@@ -138,28 +130,6 @@ def table(entries: list[dict]) -> str:
              + ("" if e["err_ok"] else " WRONG")] for e in entries]
     return C.format_table(["layer", "pass", "step", "layout", "ms", "TFLOP/s | GB/s", "x cudnn", "x previous", "err"],
                           rows)
-
-
-def print_step_timings(step: str, device: torch.device, batch: int = 128, dtype: str = "bf16") -> list[dict]:
-    """For `python -m triton_kernels.lessons.<step>` on a GPU: this step, the step before it and cuDNN (both
-    layouts) on every AlexNet layer of its kind, batch 128, bf16. Returns the entries it printed."""
-    from triton_kernels.lessons import POOL_STEPS, harness
-
-    kind = "pool" if step in POOL_STEPS else "conv"
-    layers = [layer for layer in LAYERS if (layer in harness.POOLS) == (kind == "pool")]
-    entries = []
-    with C.cudnn_benchmark():
-        for layer, pss, impl, layout in plan(layers, C.PASSES):
-            chain = CHAINS[(kind, pss)]
-            if step not in chain:
-                continue
-            previous = chain[chain.index(step) - 1] if chain.index(step) > 0 else None
-            if impl in (step, previous, "cudnn"):
-                entries.append(measure(layer, pss, impl, layout, batch, dtype, device))
-    add_ratios(entries)
-    print(table(entries))
-    print("x cudnn: the faster cuDNN layout's time over this one's; x previous: the previous step's over this one's")
-    return entries
 
 
 def run(args: argparse.Namespace) -> int:

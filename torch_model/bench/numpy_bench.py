@@ -7,7 +7,7 @@ input) and for the whole network (forward, cross-entropy, backward), at batch 8 
     linear  FLOPs = 2 * N * in * out forward, twice that backward
     pool    no multiply-adds: a copy-bound op, its FLOP column is empty
 
-GFLOP/s = FLOPs / time. The goal (issue 3) is the whole network within 1.5x of torch's time. NumPy's BLAS and
+GFLOP/s = FLOPs / time. The goal is the whole network within 1.5x of torch's time. NumPy's BLAS and
 torch's intra-op pool are both set to --threads (threadpoolctl sets the BLAS one; without it NumPy keeps its
 default and the report says so). Times are medians of --repeat rounds after one warm-up, numpy and torch
 alternating so both meet the same load; the CPU-time ratio (process_time, all threads) is the steadier figure

@@ -99,8 +99,8 @@ def layer_rows(data: dict) -> tuple[list[str], list[list]]:
 
 
 def goal(layer: str, dtype: str, pss: str) -> tuple[float, float | None] | None:
-    """Issue 5's goal for a Triton figure: (minimum speed-up over cuDNN, minimum fraction of peak or None).
-    The LRNs (issue 13) have none."""
+    """The goal for a Triton figure: (minimum speed-up over cuDNN, minimum fraction of peak or None).
+    The LRNs have none."""
     if layer.startswith("lrn"):
         return None
     if layer.startswith("pool"):

@@ -78,13 +78,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device, compile_mode: str,
                        layout: str = "nchw"):
-    from torch_model.backends import make_learner
+    from torch_model.learners import make_learner
 
     learner = make_learner("triton" if backend == "triton" else "torch", lr=lr, device=device,
                            amp="bf16" if dtype == "bf16" else "none", channels_last=layout == "channels_last")
     if backend == "ddp":
-        from torch_model.distributed import one_process_ddp
-
         return one_process_ddp(learner)
     if backend == "compile":
         torch._dynamo.reset()
@@ -93,14 +91,36 @@ def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device
     return learner
 
 
+def one_process_ddp(learner):
+    """`learner` through DDP in a process group of one (gloo on a CPU, NCCL on a GPU; a HashStore, no network):
+    what `alexnet bench train --backends ddp` times against the plain step, i.e. the cost of DDP's hooks, gradient
+    buckets and all-reduces, and of the step's two small all-reduces, on one device. End the group with
+    `end_one_process_group()`."""
+    import torch.distributed as dist
+
+    from torch_model.distributed import DEFAULT_TIMEOUT_S, DistContext
+    from torch_model.learners import DistributedLearner
+
+    if not dist.is_initialized():
+        backend = "nccl" if learner.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    ctx = DistContext(0, 1, 0, dist.get_backend(), DEFAULT_TIMEOUT_S, learner.device)
+    return DistributedLearner(learner, ctx)
+
+
+def end_one_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() == 1:
+        dist.destroy_process_group()
+
+
 def measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
                  layout: str = "nchw") -> dict:
     try:
         return _measure_step(backend, dtype, batch, steps, warmup_steps, args, device, peak, layout)
     finally:
         if backend == "ddp":
-            from torch_model.distributed import end_one_process_group
-
             end_one_process_group()
 
 

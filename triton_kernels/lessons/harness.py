@@ -1,5 +1,6 @@
 """What every lesson shares and no kernel needs: argument checks, AlexNet's layers, the inputs and reference a step
-is checked against, and the self-check each step runs as `python -m triton_kernels.lessons.<step>`.
+is checked against, the self-check each step runs as `python -m triton_kernels.lessons.<step>`, and the timing a step
+prints of itself on a GPU (`alexnet bench lessons` builds on the same pieces).
 
 Legend: N batch, C channels in, F filters out, H/W input, OH/OW output, K kernel, s stride, p padding.
     OH = (H + 2*p - K) // s + 1
@@ -8,21 +9,25 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
 
 from triton_kernels._common import INTERPRET
-from triton_kernels.lessons import STEPS
+from triton_kernels.lessons import CHAINS, STEPS
 
 # AlexNet's layers at 224x224 (torch_model/model.py; tests/test_triton_lessons.py holds the two equal).
 CONVS = {  # name: (C, F, K, stride, padding, H = W)
     "conv1": (1, 96, 11, 4, 1, 224), "conv2": (96, 256, 5, 1, 2, 26), "conv3": (256, 384, 3, 1, 1, 12),
     "conv4": (384, 384, 3, 1, 1, 12), "conv5": (384, 256, 3, 1, 1, 12)}
 POOLS = {"pool1": (96, 3, 2, 0, 54), "pool2": (256, 3, 2, 0, 26), "pool3": (256, 3, 2, 0, 12)}  # (C, K, s, p, H)
+LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3")  # in the network's order
+PASSES = ("fwd", "fwd+bwd")
 # The CPU self-check's sizes: each layer's K, stride and padding, few channels (odd counts), tiny odd images.
 SMALL = {"conv1": (1, 5, 23), "conv2": (3, 5, 7), "conv3": (3, 5, 5), "conv4": (5, 3, 6), "conv5": (3, 7, 5),
          "pool1": (3, 0, 9), "pool2": (2, 0, 8), "pool3": (3, 0, 7)}  # (C, F, H)
+ELEMENTWISE_SIZES = (1, 7, 256, 1000)  # the primer's self-check: one element, a partial block, a full one, several
 REL_TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}  # ||got - ref|| / ||ref|| vs float64
 
 
@@ -37,8 +42,8 @@ def _check_tensor(t, name: str, dims: int, dtype=None) -> None:
         raise ValueError(f"{name} must be a {dims}-D torch.Tensor, got {getattr(t, 'shape', type(t).__name__)}")
     allowed = (torch.float32,) if t.device.type == "cpu" else (torch.float32, torch.float16, torch.bfloat16)
     if t.dtype not in allowed:
-        raise ValueError(f"{name} dtype must be one of {allowed} on {t.device.type} (the interpreter computes "
-                         f"bf16/fp16 wrongly), got {t.dtype}")
+        raise ValueError(f"{name} dtype must be one of {allowed} on {t.device.type} (on a CPU the lessons run and "
+                         f"are checked in fp32 only; the interpreter computes bf16 wrongly), got {t.dtype}")
     if t.device.type != "cuda" and not (t.device.type == "cpu" and INTERPRET):
         raise ValueError(f"{name} must be on a CUDA device (or a CPU with TRITON_INTERPRET=1), got {t.device}")
     if dtype is not None and t.dtype != dtype:
@@ -155,12 +160,19 @@ def reference(layer: str, inputs: tuple) -> tuple:
 
 
 def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    return (got.detach().double() - ref).norm().item() / max(ref.norm().item(), 1e-30)
+    """||got - ref|| / ||ref|| over the elements that are not NaN; inf when the NaNs are not in the same places."""
+    got = got.detach().double()
+    nan = torch.isnan(ref)
+    if not torch.equal(torch.isnan(got), nan):
+        return float("inf")
+    got, ref = got[~nan], ref[~nan]
+    return (got - ref).norm().item() / max(ref.norm().item(), 1e-30)
 
 
 def worst(got: torch.Tensor, ref: torch.Tensor) -> str:
-    """The worst element, its index and both values (what a failed check prints)."""
+    """The worst element, its index and both values (what a failed check prints); NaN on both sides agrees."""
     diff = (got.detach().double() - ref).abs().nan_to_num(float("inf"))
+    diff[torch.isnan(got.detach()) & torch.isnan(ref)] = 0.0
     idx = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
     return f"worst at {idx}: got {got[idx].item()!r}, expected {ref[idx].item()!r}"
 
@@ -177,53 +189,165 @@ def _forward_backward(op, args: list, dy: torch.Tensor) -> list:
     return [out.detach()] + list(torch.autograd.grad(out, wanted, dy))
 
 
+def _compare(what: str, names: list[str], got: list, ref: list, failures: list[str]) -> None:
+    """One line per tensor: its relative error, ok or FAILED with the worst element."""
+    for name, g, r in zip(names, got, ref):
+        err = rel_err(g, r) if g.shape == r.shape else float("inf")
+        ok = err <= REL_TOL[torch.float32]
+        shape_note = "" if g.shape == r.shape else f"shape {tuple(g.shape)}, expected {tuple(r.shape)}"
+        print(f"{what} {name}: rel err {err:.1e} " + ("ok" if ok else f"FAILED {shape_note or worst(g, r)}"))
+        if not ok:
+            failures.append(f"{what} {name}")
+
+
+def _conv_cases(mod) -> list[tuple]:
+    """(layer, bias, relu, layout, dx_for_conv1) of a conv step's self-check: every layer with bias and ReLU on and
+    off; a step that reads strides (LAYOUT channels_last) again in channels_last; a step with a backward also takes
+    conv1's dx, the one strided dgrad."""
+    cases = [(layer, bias, bias, "nchw", False) for layer in CONVS for bias in (True, False)]
+    if getattr(mod, "LAYOUT", "nchw") == "channels_last":
+        cases += [(layer, True, True, "channels_last", False) for layer in CONVS]
+    if "fwd+bwd" in mod.PASSES:
+        cases += [("conv1", True, True, "nchw", True), ("conv1", False, False, "channels_last", True)]
+    return cases
+
+
+def _check_elementwise(step: str, mod, device: torch.device, failures: list[str]) -> None:
+    """The primer: relu(x) on 1-D tensors of ELEMENTWISE_SIZES (a NaN included), against torch.relu."""
+    g = torch.Generator(device=device).manual_seed(0)
+    for size in ELEMENTWISE_SIZES:
+        x = torch.randn(size, generator=g, device=device)
+        if size > 3:
+            x[3] = float("nan")  # NaN in, NaN out, as torch.relu
+        _compare(f"{step} x of {size}", ["out"], [mod.relu(x)], [torch.relu(x.double())], failures)
+
+
 def self_check(step: str, device: torch.device) -> list[str]:
-    """Check one step against float64 torch on every AlexNet layer of its kind at the SMALL sizes (fp32), bias and
-    ReLU on and off; the gradients too when the step has a backward. Prints a line per check; returns failures."""
+    """Check one step against float64 torch (fp32 inputs): a conv or pool step on every AlexNet layer of its kind
+    at the SMALL sizes, bias and ReLU on and off, channels_last where the step reads strides, the gradients (a
+    strided dgrad included) where it has a backward; the primer on a few lengths. Prints a line per check;
+    returns the failures."""
     mod = importlib.import_module(f"triton_kernels.lessons.{step}")
-    conv = mod.KIND == "conv"
-    failures = []
-    for layer in (CONVS if conv else POOLS):
-        for seed, (bias, relu) in enumerate(((True, True), (False, False)) if conv else ((None, None),)):
-            *args, dy = make_inputs(layer, 2, torch.float32, device, seed, small=True, grad="fwd+bwd" in mod.PASSES)
-            if conv:
-                _, k, s, p, _ = CONVS[layer][1:]
-                args[2] = args[2] if bias else None
+    failures: list[str] = []
+    if mod.KIND == "elementwise":
+        _check_elementwise(step, mod, device, failures)
+        return failures
+    grad = "fwd+bwd" in mod.PASSES
+    if mod.KIND == "pool":
+        for seed, layer in enumerate(POOLS):
+            *args, dy = make_inputs(layer, 2, torch.float32, device, seed, small=True, grad=grad)
+            got = _forward_backward(make_op(step, layer), args, dy)
+            args64 = [a.detach().double().requires_grad_(a.requires_grad) for a in args]
+            ref = _forward_backward(make_op("cudnn", layer), args64, dy.double())
+            names = ["out"] + (["dx"] if grad else [])
+            _compare(f"{step} {layer} x {'x'.join(str(d) for d in args[0].shape)}", names, got, ref, failures)
+        return failures
+    for seed, (layer, bias, relu, layout, dx_conv1) in enumerate(_conv_cases(mod)):
+        x, w, b, dy = make_inputs(layer, 2, torch.float32, device, seed, small=True, layout=layout, grad=grad)
+        if dx_conv1:
+            x.requires_grad_(True)
+        args = [x, w, b if bias else None]
+        _, k, s, p, _ = CONVS[layer][1:]
 
-                def op(x, w, b, s=s, p=p, relu=relu):
-                    return mod.conv2d(x, w, b, stride=s, padding=p, relu=relu)
+        def op(x, w, b, s=s, p=p, relu=relu):
+            return mod.conv2d(x, w, b, stride=s, padding=p, relu=relu)
 
-                def ref_op(x, w, b, s=s, p=p, relu=relu):
-                    return bias_relu(F.conv2d(x, w, stride=s, padding=p), b, relu)
-            else:
-                op, ref_op = make_op(step, layer), make_op("cudnn", layer)
-            got = _forward_backward(op, args, dy)
-            args64 = [None if a is None else a.detach().double().requires_grad_(a.requires_grad) for a in args]
-            ref = _forward_backward(ref_op, args64, dy.double())
-            names = ["out"] + [n for n, a in zip(("dx", "dw", "db"), args) if a is not None and a.requires_grad]
-            what = f"{step} {layer} x {'x'.join(str(d) for d in args[0].shape)}" + (
-                f" bias={bias} relu={relu}" if conv else "")
-            for name, g, r in zip(names, got, ref):
-                ok = g.shape == r.shape and rel_err(g, r) <= REL_TOL[torch.float32]
-                print(f"{what} {name}: rel err {rel_err(g, r):.1e} " + ("ok" if ok else f"FAILED {worst(g, r)}"))
-                if not ok:
-                    failures.append(f"{what} {name}")
+        def ref_op(x, w, b, s=s, p=p, relu=relu):
+            return bias_relu(F.conv2d(x, w, stride=s, padding=p), b, relu)
+
+        got = _forward_backward(op, args, dy)
+        args64 = [None if a is None else a.detach().double().requires_grad_(a.requires_grad) for a in args]
+        ref = _forward_backward(ref_op, args64, dy.double())
+        names = ["out"] + [n for n, a in zip(("dx", "dw", "db"), args) if a is not None and a.requires_grad]
+        what = (f"{step} {layer} x {'x'.join(str(d) for d in x.shape)} {layout} bias={bias} relu={relu}"
+                + (f" (dgrad at stride {s})" if dx_conv1 else ""))
+        _compare(what, names, got, ref, failures)
     return failures
+
+
+# ------------------------------------------------------------------------------------ timing (a GPU's, mostly)
+
+def time_ms(fn, device: torch.device, repeat: int = 3) -> float:
+    """Median time of fn() in ms: triton.testing.do_bench on a GPU (the Triton tutorials' timer: warm-up, the L2
+    flushed before every call); on a CPU one warm-up call and the median of `repeat` perf_counter timings."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    fn()
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def layout_of(impl: str, kind: str) -> str:
+    """The layout a figure runs in: a step's LAYOUT (default NCHW); production convs in channels_last."""
+    if impl == "production":
+        return "channels_last" if kind == "conv" else "nchw"
+    if impl in STEPS:
+        return getattr(importlib.import_module(f"triton_kernels.lessons.{impl}"), "LAYOUT", "nchw")
+    raise ValueError(f"impl must be a step {STEPS} or 'production', got {impl!r}")
+
+
+def step_timings(step: str, device: torch.device, batch: int = 128, dtype=torch.bfloat16) -> list[dict]:
+    """`python -m triton_kernels.lessons.<step>` on a GPU: this step, the step before it in its chain and eager
+    torch (NCHW and channels_last, the faster is "torch") on every AlexNet layer of its kind, each checked against
+    float64 before it is timed. On a CPU (tests) the same at the SMALL sizes, in the interpreter. Prints the table;
+    returns its rows."""
+    mod = importlib.import_module(f"triton_kernels.lessons.{step}")
+    if mod.KIND not in ("conv", "pool"):
+        raise ValueError(f"{step} is not a conv or pool step: nothing to time it against")
+    small = device.type != "cuda"
+    rows = []
+    for layer in (CONVS if mod.KIND == "conv" else POOLS):
+        for pss in PASSES:
+            chain = CHAINS[(mod.KIND, pss)]
+            if step not in chain:
+                continue
+            i = chain.index(step)
+            figures = [(impl, layout_of(impl, mod.KIND)) for impl in chain[max(0, i - 1):i + 1]]
+            figures += [("cudnn", "nchw"), ("cudnn", "channels_last")]
+            timed = {}
+            for impl, layout in figures:
+                inputs = make_inputs(layer, batch, dtype, device, small=small, layout=layout, grad=pss == "fwd+bwd")
+                op = make_op(impl, layer)
+                out, grads = run_pass(op, pss, inputs)
+                ref_out, ref_grads = reference(layer, inputs)
+                err = max([rel_err(out, ref_out)] + [rel_err(g, r) for g, r in zip(grads, ref_grads)])
+                timed[(impl, layout)] = time_ms(lambda: run_pass(op, pss, inputs), device)
+                rows.append({"layer": layer, "pass": pss, "impl": "torch" if impl == "cudnn" else impl,
+                             "layout": layout, "ms": timed[(impl, layout)], "rel_err": err,
+                             "err_ok": err <= REL_TOL[dtype]})
+            best_torch = min(timed[("cudnn", "nchw")], timed[("cudnn", "channels_last")])
+            prev = timed.get((chain[i - 1], layout_of(chain[i - 1], mod.KIND))) if i > 0 else None
+            for row in rows[-len(figures):]:
+                row["x_torch"] = best_torch / row["ms"]
+                row["x_previous"] = prev / row["ms"] if prev is not None and row["impl"] == step else None
+    print(f"{'layer':<6} {'pass':<8} {'impl':<22} {'layout':<14} {'ms':>9} {'x torch':>8} {'x previous':>10}  err")
+    for r in rows:
+        prev = f"{r['x_previous']:.2f}" if r["x_previous"] is not None else "-"
+        print(f"{r['layer']:<6} {r['pass']:<8} {r['impl']:<22} {r['layout']:<14} {r['ms']:>9.4g} "
+              f"{r['x_torch']:>8.2f} {prev:>10}  {r['rel_err']:.0e}" + ("" if r["err_ok"] else " WRONG"))
+    print("x torch: the faster eager-torch layout's time over this one's; x previous: the previous step's over "
+          "this one's")
+    return rows
 
 
 def main(step: str) -> int:
     """`python -m triton_kernels.lessons.<step>`: the self-check (exit 1 on any mismatch); on a GPU then the
-    timing at batch 128 in bf16 against cuDNN and the previous step (torch_model/bench/lessons.py measures)."""
+    timing at batch 128 in bf16 against eager torch (cuDNN) and the previous step (step_timings)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"{step}: checking against torch (float64) on AlexNet's layers, small sizes, fp32, {device.type}"
+    print(f"{step}: checking against torch (float64), small sizes, fp32, {device.type}"
           + (" (Triton interpreter)" if INTERPRET else ""))
     failures = self_check(step, device)
     if failures:
         print(f"{len(failures)} check(s) FAILED: " + "; ".join(failures), file=sys.stderr)
         return 1
     print("all checks passed")
-    if device.type == "cuda":
-        from torch_model.bench.lessons import print_step_timings
-
-        print_step_timings(step, device)
+    mod = importlib.import_module(f"triton_kernels.lessons.{step}")
+    if device.type == "cuda" and mod.KIND in ("conv", "pool"):
+        step_timings(step, device)
     return 0

@@ -16,10 +16,12 @@ Measured with triton 3.9 (the CPU machines' version); the H200's triton 3.6 allo
 from __future__ import annotations
 
 from triton_kernels.lessons import (
+    step0_primer,
     step1_direct_conv,
     step2_implicit_gemm,
     step3_tap_walk,
     step4_backward,
+    step4b_fused_backward,
     step5_pool_direct,
     step6_pool_argmax,
 )
@@ -59,7 +61,16 @@ _CL_UNIT = {"stride_xc": 1, "stride_wc": 1, "stride_oc": 1}
 _CL_DIV16 = ("C", "stride_xn", "stride_xh", "stride_xw", "stride_wf", "stride_wh", "stride_ww",
              "stride_on", "stride_oh", "stride_ow")
 
+_s4b = step4b_fused_backward.GPU_CONFIG
+_s4b_tile = f"{_s4b['BLOCK_M']}x{_s4b['BLOCK_N']}x{_s4b['BLOCK_K']}, w{_s4b['num_warps']}"
+# step 4b in channels_last: dy, out, x, w, dx with unit channel (filter) strides, the way a channels_last
+# training step hands them over.
+_S4B_DGRAD_UNIT = {"stride_dyf": 1, "stride_of": 1, "stride_wc": 1, "stride_dxc": 1}
+_S4B_WGRAD_UNIT = {"stride_dyf": 1, "stride_of": 1, "stride_xc": 1}
+
 SM90_COMPILE_SPECS = [
+    _spec(f"step0_primer[{DTYPE}, BLOCK={step0_primer.BLOCK}, w4]", step0_primer._relu_kernel,
+          {}, {"BLOCK": step0_primer.BLOCK}, 4, 3, _PLAIN),
     _spec(f"step1_direct_conv[{DTYPE}, BLOCK={step1_direct_conv.BLOCK}, w4]", step1_direct_conv._conv2d_direct_kernel,
           {}, {"BLOCK": step1_direct_conv.BLOCK}, 4, 3, _PLAIN),
     _spec(f"step2_implicit_gemm[{DTYPE}, {_s2['BLOCK_M']}x{_s2['BLOCK_N']}x{_s2['BLOCK_K']}, w{_s2['num_warps']}]",
@@ -73,6 +84,14 @@ SM90_COMPILE_SPECS = [
     _spec(f"step4_backward.wgrad[{DTYPE}, {_s4['BLOCK_M']}x{_s4['BLOCK_N']}x{_s4['BLOCK_K']}, w{_s4['num_warps']}]",
           step4_backward._conv2d_wgrad_kernel, {}, {"DOT_PRECISION": "ieee", **_blocks(_s4)},
           _s4["num_warps"], 3, _GEMM_SPILLS),
+    _spec(f"step4b_fused_backward.dgrad[{DTYPE}, channels_last, {_s4b_tile}]",
+          step4b_fused_backward._conv2d_dgrad_gather_kernel, {},
+          {"RELU": True, "DOT_PRECISION": "ieee", **_blocks(_s4b), **_S4B_DGRAD_UNIT},
+          _s4b["num_warps"], _s4b["num_stages"], _GEMM),
+    _spec(f"step4b_fused_backward.wgrad[{DTYPE}, channels_last, {_s4b_tile}, split-K]",
+          step4b_fused_backward._conv2d_wgrad_split_k_kernel, {"part_ptr": "*fp32"},
+          {"RELU": True, "DOT_PRECISION": "ieee", **_blocks(_s4b), **_S4B_WGRAD_UNIT},
+          _s4b["num_warps"], _s4b["num_stages"], _GEMM),
     _spec(f"step5_pool_direct[{DTYPE}, BLOCK={step5_pool_direct.BLOCK}, w4]",
           step5_pool_direct._max_pool2d_direct_kernel, {}, {"BLOCK": step5_pool_direct.BLOCK}, 4, 3, _PLAIN),
     _spec(f"step6_pool_argmax.fwd[{DTYPE}, 3x3 s2, taps, BLOCK={step6_pool_argmax.BLOCK}, w4]",

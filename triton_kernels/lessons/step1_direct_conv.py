@@ -1,4 +1,4 @@
-"""Step 1: direct convolution, the formula as a loop (numpy_ref's conv2d_forward_naive, one filter at a time).
+"""Step 1: direct convolution, the formula as a loop (numpy_ref.naive.conv2d_forward, one filter at a time).
 
     out[n, f, oh, ow] = bias[f] + sum_{c, kh, kw} x[n, c, oh*s - p + kh, ow*s - p + kw] * w[f, c, kh, kw]
     OH = (H + 2*p - KH) // s + 1
@@ -32,7 +32,9 @@ import triton.language as tl
 from triton_kernels.lessons.harness import bias_relu, check_conv_args, main
 
 KIND, PASSES = "conv", ("fwd",)
-BLOCK = 128  # output pixels per program: 4 warps x 32 lanes, one pixel each
+# Output pixels per program: 4 warps x 32 lanes, one pixel each. Changing it (a power of two)? Rerun the self-check
+# and `python -m triton_kernels.codegen --module triton_kernels.lessons.specs`.
+BLOCK = 128
 
 
 # out[n, f, oh, ow] = sum_{c, kh, kw} x[n, c, oh*s - p + kh, ow*s - p + kw] * w[f, c, kh, kw]   (NCHW, contiguous)

@@ -1,6 +1,6 @@
 """Step 2: the same sum as an implicit GEMM, so `tl.dot` can run it on the tensor cores.
 
-    out[m, f] = sum_k A[m, k] * Wt[k, f]     M = N*OH*OW (rows m = (n, oh, ow)), N = F, K = C*KH*KW
+    out[m, f] = sum_k A[m, k] * Wt[k, f]     rows m = (n, oh, ow): N*OH*OW of them; columns f: F; K = C*KH*KW
     A[m, k] = x[n, c, oh*s - p + kh, ow*s - p + kw] with k = (c, kh, kw), c slowest: the im2col matrix, never built
     Wt[k, f] = w[f, c, kh, kw]: the weight tensor read as its (F, K) matrix, transposed
 
@@ -8,7 +8,7 @@ What changed from step 1. A program owns a BLOCK_M x BLOCK_N tile of out (pixels
 filter) and walks K in chunks of BLOCK_K: each chunk loads an A tile (BLOCK_M, BLOCK_K), computing every element's
 (c, kh, kw), input row/column and padding test, and a W tile (BLOCK_K, BLOCK_N), and hands both to `tl.dot`.
 
-Why (conv2 at batch 128, bf16: M = 86,528, N = 256, K = 2,400, 106.3 GFLOP). In a 128 x 64 x 32 step every loaded
+Why (conv2 at batch 128, bf16: 86,528 rows, 256 columns, K = 2,400, 106.3 GFLOP). In a 128 x 64 x 32 step every loaded
 A element is used 64 times and every W element 128 times: 2*128*64*32 FLOPs for (128 + 64)*32*2 bytes = 43
 FLOP/byte of cache traffic instead of step 1's 1, and the multiply-adds run on the tensor cores (Hopper's warpgroup
 MMA, wgmma; ~790 TFLOP/s bf16 measured on the H200 against ~67 TFLOP/s of FP32 FMAs): the floor for conv2 drops
@@ -38,11 +38,13 @@ from triton_kernels.lessons.harness import bias_relu, check_conv_args, main
 
 KIND, PASSES = "conv", ("fwd",)
 # One fixed tile (step 3 autotunes): BLOCK_M a multiple of 64 so the dot lowers to wgmma; tiny in the interpreter.
+# Changing a block? Each is a power of two, BLOCK_K >= 16 for the tensor cores: rerun the self-check and
+# `python -m triton_kernels.codegen --module triton_kernels.lessons.specs` (it says why it refuses a tile).
 GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)
 CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1) if INTERPRET else GPU_CONFIG
 
 
-# out[m, f] = sum_k A[m, k] * w[f, k]: M = N*OH*OW, N = F, K = C*KH*KW with k = (c, kh, kw)   (NCHW, contiguous)
+# out[m, f] = sum_k A[m, k] * w[f, k]: rows M = N*OH*OW, F columns, K = C*KH*KW with k = (c, kh, kw)   (NCHW)
 @triton.jit
 def _conv2d_igemm_kernel(
     x_ptr, w_ptr, out_ptr,  # pointers: x (N, C, H, W), w (F, C, KH, KW) = (F, K), out (N, F, OH, OW)

@@ -39,12 +39,14 @@ from triton_kernels._common import INTERPRET
 from triton_kernels.lessons.harness import check_conv_args, main
 
 KIND, PASSES, LAYOUT = "conv", ("fwd",), "channels_last"  # LAYOUT: the one it is timed in
-GPU_CONFIGS = [(128, 64, 32, 8, 4), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4)]  # (BM, BN, BK, warps, stages)
+# (BM, BN, BK, warps, stages). Changing one? Powers of two, BK >= 16 for the tensor cores; rerun the self-check and
+# `python -m triton_kernels.codegen --module triton_kernels.lessons.specs` (specs.py compiles the first).
+GPU_CONFIGS = [(128, 64, 32, 8, 4), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4)]
 _CONFIGS = [(16, 16, 16, 1, 1)] if INTERPRET else GPU_CONFIGS  # the interpreter would time every config
 
 
 # out[n, f, oh, ow] = act(bias[f] + sum_{kh, kw, c} x[n, c, oh*s - p + kh, ow*s - p + kw] * w[f, c, kh, kw])
-# Implicit GEMM: M = N*OH*OW, N = F, K = KH*KW*C walked as (tap, channel chunk); all tensors through their strides.
+# Implicit GEMM: rows M = N*OH*OW, F columns, K = KH*KW*C walked as (tap, channel chunk); every tensor by strides.
 @triton.jit
 def _conv2d_tap_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,  # pointers

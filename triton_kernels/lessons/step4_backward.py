@@ -2,7 +2,7 @@
 
     dgrad  dx = conv2d(dilate_s(gy), flip(w).transpose(0, 1), stride=1, padding=K-1-p)   (step 2's kernel)
            flip(w)[f, c, kh, kw] = w[f, c, K-1-kh, K-1-kw]; dilate_s puts s-1 zeros between gy's pixels
-    wgrad  dW[f, j] = sum_m gy[m, f] * A[m, j]   M = F, N = C*KH*KW (j = (c, kh, kw)), K = N*OH*OW   (this file)
+    wgrad  dW[f, j] = sum_m gy[m, f] * A[m, j]   rows f: F; columns j = (c, kh, kw): C*KH*KW; K = N*OH*OW pixels
     bias   db[f] = sum_m gy[m, f]
     with gy = dy * (out > 0) when the forward fused a ReLU.
 
@@ -17,12 +17,15 @@ conv1's only 8.7 (its input is the data: no dx). The identities are cheap to wri
 - with stride s the dilated gy is s*s times larger and all those zeros are multiplied (conv1, s = 4: 16x the
   dgrad work; AlexNet never needs it, conv1 gets no dx);
 - wgrad's grid is F/BLOCK_M x C*KH*KW/BLOCK_N tiles, each walking K = N*OH*OW alone: conv1's 96 x 121 dW is
-  2 x 2 = 4 programs of 128 x 64 for 132 SMs, each summing 373,248 pixels. triton_kernels/conv.py splits K over
+  1 x 2 = 2 programs of 128 x 64 for 132 SMs, each summing 373,248 pixels. triton_kernels/conv.py splits K over
   programs (split-K), masks gy with out > 0 as it loads it, walks dgrad's taps directly without the zeros, and
   sums db in a Triton reduction.
 
 sm_90 codegen (specs.py, triton 3.9): the wgrad GEMM uses HGMMA, but its B tile (x's im2col) has step 2's
 per-element address math, and it spills too: 255 registers, 1 spill store.
+
+Next (step 4b): the same gradients the way conv.py computes them, without the dilated zeros, the flipped copy,
+the extra pass for the ReLU mask or the two lonely wgrad programs.
 """
 from __future__ import annotations
 
@@ -37,12 +40,14 @@ from triton_kernels._common import INTERPRET
 from triton_kernels.lessons.harness import check_conv_args, main
 
 KIND, PASSES, LAYOUT = "conv", ("fwd+bwd",), "channels_last"
-GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)  # wgrad; tiny when interpreted
+# wgrad's tile; tiny when interpreted. Changing it? Powers of two, BLOCK_K >= 16 for the tensor cores: rerun the
+# self-check and `python -m triton_kernels.codegen --module triton_kernels.lessons.specs`.
+GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)
 CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1) if INTERPRET else GPU_CONFIG
 
 
 # dw[f, c, kh, kw] = sum_{n, oh, ow} gy[n, f, oh, ow] * x[n, c, oh*s - p + kh, ow*s - p + kw]
-# GEMM: rows f (M = F), columns j = (c, kh, kw) (N = C*KH*KW), reduction k = (n, oh, ow) (K = N*OH*OW).
+# GEMM: F rows f, C*KH*KW columns j = (c, kh, kw), reduction over the N*OH*OW pixels k = (n, oh, ow).
 @triton.jit
 def _conv2d_wgrad_kernel(
     gy_ptr, x_ptr, dw_ptr,  # pointers: gy (N, F, OH, OW), x (N, C, H, W), dw (F, C, KH, KW), all NCHW contiguous

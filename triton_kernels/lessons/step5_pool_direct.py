@@ -1,11 +1,12 @@
-"""Step 5: max pooling as a direct window loop (numpy_ref's max_pool2d_forward_naive, one lane per output).
+"""Step 5: max pooling as a direct window loop (numpy_ref.naive.max_pool2d_forward, one lane per output).
 
     out[n, c, oh, ow] = max_{kh, kw} x[n, c, oh*s - p + kh, ow*s - p + kw]   (padding counts as -inf, NaN wins)
     OH = (H + 2*p - K) // s + 1
 
 What it does. Each lane owns one output element (flat NCHW order, ow fastest) and loops over its K x K window,
-keeping the largest value (or the first NaN, as torch does). Nothing is recorded for a backward: this step is
-forward only and refuses an input that wants a gradient.
+keeping the largest value; a NaN replaces whatever came before it, so a window with a NaN gives NaN (torch's
+rule; of several NaNs the last is kept, as torch keeps it, which only matters to step 6's record of the tap).
+Nothing is recorded for a backward: this step is forward only and refuses an input that wants a gradient.
 
 Napkin math (pool1 at batch 128, bf16: x (128, 96, 54, 54) = 71.7 MB -> out (128, 96, 26, 26) = 16.6 MB).
 A 3x3 max is 8 comparisons per output: nothing. The time is the bytes: x read once and out written once, 88.3 MB,
@@ -29,7 +30,9 @@ import triton.language as tl
 from triton_kernels.lessons.harness import check_pool_args, main
 
 KIND, PASSES = "pool", ("fwd",)
-BLOCK = 256  # outputs per program: 4 warps, 2 per lane
+# Outputs per program: 4 warps, 2 per lane. Changing it (a power of two)? Rerun the self-check and
+# `python -m triton_kernels.codegen --module triton_kernels.lessons.specs`.
+BLOCK = 256
 
 
 # out[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*s - p + kh, ow*s - p + kw]   (NCHW, contiguous)
@@ -52,7 +55,7 @@ def _max_pool2d_direct_kernel(
             iw = ow * stride - padding + kw  # (BLOCK,)
             ok = mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # (BLOCK,)
             v = tl.load(x_ptr + (plane * H + ih) * W + iw, mask=ok, other=float("-inf")).to(tl.float32)
-            best = tl.where((v > best) | (v != v), v, best)  # larger, or NaN: NaN wins and stays
+            best = tl.where((v > best) | (v != v), v, best)  # larger, or NaN: a NaN replaces the max, NaN stays
     tl.store(out_ptr + offs, best.to(out_ptr.dtype.element_ty), mask=mask)
 
 

@@ -33,6 +33,8 @@ import triton.language as tl
 from triton_kernels.lessons.harness import check_pool_args, main
 
 KIND, PASSES = "pool", ("fwd", "fwd+bwd")
+# Elements per program, both kernels. Changing it (a power of two)? Rerun the self-check and
+# `python -m triton_kernels.codegen --module triton_kernels.lessons.specs`.
 BLOCK = 256
 
 

@@ -1,0 +1,309 @@
+"""The run folder: what a run writes and how, so that nothing is lost whatever stops the process.
+
+    R/config.json   the settings (config.TrainConfig), written when the run opens the folder
+    R/last.pt       THE record of the run: weights, optimizer, RNG states, settings and the metrics of every epoch
+    R/best.pt       the weights of the epoch with the best test accuracy (what evaluate/visualize/export read)
+    R/metrics.csv   last.pt's history as a table, written after it; curves.png drawn from it
+    R/.lock         the pid of the run using the folder (a second run is refused; a dead run's lock is taken over)
+
+Every file is written whole beside the one it replaces and renamed over it (torch_model.files.atomic_write), so a
+kill -9 at any instant leaves the previous version or the new one, plus at most a temporary `.NAME.xxxx` that the
+next run on the folder clears. A Ctrl-C while an epoch is being saved waits until it is saved.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from torch_model.learners import Learner
+from torch_model.files import WriteError, atomic_write, current_umask
+
+LOCK_NAME = ".lock"
+# every file a run writes into its folder: a new run refuses a folder that holds any of them (a resume continues them)
+RUN_FILES = ("config.json", "metrics.csv", "curves.png", "last.pt", "best.pt", "confusion.png", "mistakes.png",
+             "evaluation.json", "filters.png")
+PICTURES = ("confusion.png", "mistakes.png", "evaluation.json", "filters.png")   # drawn once the last epoch is saved
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def write_config(out: Path, settings: dict) -> None:
+    atomic_write(out / "config.json", lambda f: f.write(json.dumps(settings, indent=2) + "\n"), mode="w")
+
+
+class RunLock:
+    """`out/.lock` holding the pid of the run that uses the folder. Created whole (written elsewhere, then hard-linked
+    into place, which fails if one is there), so a reader never sees it half written. A lock whose pid is no longer
+    running (the run was killed) is stale: taken over, with a note."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK_NAME
+        self.held = False
+
+    def holder(self) -> int | None:
+        """The pid of a live run holding the folder, or None (no lock, or a stale one)."""
+        try:
+            pid = int(self.path.read_text().split()[0])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, IndexError):
+            return -1                 # unreadable: assume held rather than break into a live run
+        return pid if _alive(pid) else None
+
+    def refuse_if_held(self) -> None:
+        pid = self.holder()
+        if pid is not None:
+            who = f"pid {pid}" if pid > 0 else "another run"
+            raise ValueError(f"--out {self.path.parent} is in use by another run ({who}, {self.path}); wait for it "
+                             f"to finish or choose another --out")
+
+    def acquire(self, log: Callable[[str], None] = say) -> None:
+        folder = self.path.parent
+        for _ in range(3):
+            self.refuse_if_held()
+            if self.path.exists():    # stale: its run died without releasing it
+                stale = self.path.read_text().strip()
+                log(f"note: taking over the stale lock {self.path} of pid {stale} (no such process: it ended without "
+                    f"releasing the folder)")
+                self.path.unlink(missing_ok=True)
+            tmp = folder / f"{LOCK_NAME}.{os.getpid()}"
+            try:
+                tmp.write_text(f"{os.getpid()}\n")
+                os.chmod(tmp, 0o666 & ~current_umask())
+                os.link(tmp, self.path)
+            except FileExistsError:
+                continue              # another run got there first: look again
+            except OSError as exc:
+                raise WriteError(folder / "config.json", exc) from exc
+            finally:
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass              # a read-only folder: nothing was made
+            self.held = True
+            return
+        self.refuse_if_held()
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # someone else's live process
+        return True
+    return True
+
+
+def make_run_folder(out: str | None, backend: str) -> tuple[Path, bool]:
+    """(folder, created). The default runs/DATE-TIME-BACKEND gets -2, -3, ... when taken (mkdir is atomic, so two runs
+    started in the same second get two folders)."""
+    if out:
+        path = Path(out)
+        existed = path.is_dir()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--out {path}: cannot make the folder ({exc.strerror or exc})") from exc
+        return path, not existed
+    base = Path("runs") / time.strftime(f"%Y%m%d-%H%M%S-{backend}")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path, True
+        except FileExistsError:
+            continue
+    raise ValueError(f"{base}: 999 run folders of that name exist; pass --out")
+
+
+def remove_empty_folder(out: Path) -> None:
+    """Undo a run folder made for a run that could not start: no empty folder left behind."""
+    try:
+        out.rmdir()
+    except OSError:
+        pass                          # not empty: something else is in it, leave it
+
+
+def check_out_folder(out: Path) -> None:
+    """--out names a folder this run can make or use: not a file, nor under one."""
+    if str(out) == "":
+        raise ValueError("--out is empty: name the run folder (or leave --out out for runs/DATE-TIME-BACKEND)")
+    for part in (out, *out.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"--out {out}: {part} is a file, not a folder")
+            break
+
+
+def clear_stale_files(out: Path) -> None:
+    """Remove what a run killed mid-write left behind: atomic_write's temporary `.NAME.xxxx` files of the run's files,
+    and lock files of runs no longer alive (the folder's lock is held by this run when this is called)."""
+    for path in out.iterdir():
+        name = path.name
+        stale_temp = any(name.startswith(f".{f}.") for f in RUN_FILES)
+        pid = name[len(LOCK_NAME) + 1:] if name.startswith(LOCK_NAME + ".") else ""
+        if stale_temp or (pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))):
+            path.unlink(missing_ok=True)
+
+
+def metrics_rows(out: Path) -> int:
+    """Epochs recorded in out/metrics.csv (0 when there is none)."""
+    try:
+        return max(0, len((out / "metrics.csv").read_text().splitlines()) - 1)
+    except (OSError, UnicodeDecodeError):
+        return 0
+
+
+def unfinished_files(out: Path, pictures: bool) -> list[str]:
+    """What a finished run's folder still lacks (it was stopped while drawing them): resuming it draws them."""
+    names = ["curves.png", *(PICTURES if pictures else ())]
+    return [name for name in names if not (out / name).exists()]
+
+
+def checkpoint_bytes(learner: Learner, momentum: float) -> int:
+    """About how much an epoch writes: last.pt (the weights, one momentum buffer per weight, the optimizer's and RNG
+    states) and best.pt (the weights again), each written whole beside the file it replaces."""
+    weights = sum(t.numel() * t.element_size() for t in learner.model_state_dict().values())
+    return weights * (3 if momentum else 2) + (2 << 20)
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse to start an epoch whose checkpoints cannot fit: each is written whole beside the file it replaces
+    (atomic_write renames it over only then), so an epoch needs room for a new last.pt and best.pt."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise ValueError(f"{folder}: {free / 2**20:.1f} MiB free on its filesystem, but saving an epoch's checkpoints "
+                         f"needs about {needed / 2**20:.0f} MiB; free some space, choose another --out, or pass "
+                         f"--no-checkpoint")
+
+
+class CheckpointWriteError(OSError):
+    """Saving an epoch failed (disk full, ...): names the file, and what is still in the folder."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block until the block is done, then raise KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a damaged file: name it, never a bare traceback (nor torch's paragraphs of advice)
+        text = str(exc).split("WeightsUnpickler error:")[-1]      # torch's own reason, after its advice
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {reason})") from exc
+
+
+# what last.pt holds (save_epoch writes it); best.pt holds epoch, test_acc, model and config only
+LAST_KEYS = ("epoch", "learner", "rng", "config", "history")
+
+
+_handed_over: dict = {}   # one last.pt read for its settings, kept until the run takes its state: read once
+
+
+def load_resume_checkpoint(path: Path) -> dict:
+    """last.pt, checked to be one: ValueError naming the file and what is missing (a best.pt copied over it, any
+    other torch.save'd object). Its settings and its state are read by two steps of a resume (config_from_args,
+    then fit): the file is loaded once, the second read takes it from the first."""
+    path = Path(path)
+    key = (str(path.resolve()), *((path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else ()))
+    if key in _handed_over:
+        return _handed_over.pop(key)
+    checkpoint = _load_resume_checkpoint(path)
+    _handed_over.clear()
+    _handed_over[key] = checkpoint
+    return checkpoint
+
+
+def _load_resume_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        rows = metrics_rows(path.parent)
+        why = (f"its metrics.csv records {rows} epoch(s) but no checkpoint holds them (a --no-checkpoint run cannot "
+               f"be continued)" if rows else f"{path.parent / 'config.json'} not found: no run was started there")
+        raise ValueError(f"--resume: {path} not found; {why}")
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a training checkpoint (a {type(checkpoint).__name__}, expected a dict with "
+                         f"{', '.join(LAST_KEYS)})")
+    missing = [k for k in LAST_KEYS if k not in checkpoint]
+    if missing:
+        hint = " (a best.pt? it holds the weights only and cannot be resumed)" if "model" in checkpoint else ""
+        raise ValueError(f"{path}: not a last.pt training checkpoint: no {', '.join(repr(k) for k in missing)} "
+                         f"(it has {', '.join(map(repr, checkpoint)) or 'nothing'}){hint}")
+    history = checkpoint["history"]
+    if (not isinstance(checkpoint["epoch"], int) or not isinstance(history, list) or len(history) != checkpoint["epoch"]
+            or not all(isinstance(h, dict) and "test_acc" in h for h in history)):
+        raise ValueError(f"{path}: damaged: epoch {checkpoint['epoch']!r} with {len(history)} history rows")
+    return checkpoint
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+METRIC_FIELDS = ("epoch", "loss", "train_acc", "test_acc", "examples_per_sec", "examples", "train_seconds",
+                 "eval_seconds")
+
+
+def write_metrics(out: Path, history: list[dict]) -> None:
+    def write(f):
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+    atomic_write(out / "metrics.csv", write, mode="w")
