@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("torch_model.train", "train AlexNet on Fashion-MNIST (torch, triton or numpy backend)"),
     "summary": ("torch_model.summary", "each layer's output shape, parameters and FLOPs for one 224x224 image"),
     "gradcheck": ("numpy_ref.gradcheck", "finite-difference check of every NumPy op and parameter"),
-    "bench": ("torch_model.bench", "benchmarks: numpy, layers, train, lessons, loader (`alexnet bench --help`)"),
+    "bench": ("torch_model.bench", "benchmarks: cpu, numpy, layers, train, lessons, loader (`alexnet bench --help`)"),
     "evaluate": ("torch_model.evaluate", "a checkpoint's test accuracy, per-class table, confusion matrix, mistakes"),
     "visualize": ("torch_model.visualize", "conv1 filters, feature maps, saliency and class probabilities"),
     "export": ("torch_model.export", "a checkpoint's weights as an .npz that numpy_ref loads"),
