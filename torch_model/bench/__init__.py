@@ -1,6 +1,7 @@
-"""`alexnet bench`: `cpu` (the CPU training step layer by layer against the CPU's matmul), `numpy` (NumPy vs torch CPU), `layers` (Triton vs cuDNN vs torch.compile per layer),
-`train` (training-step throughput per backend), `lessons` (the steps of triton_kernels/lessons per layer),
-`loader` (the image-folder pipeline's images/s per worker count). Each lives in its own module with configure/run."""
+"""`alexnet bench`: `cpu` (the CPU training step layer by layer against the CPU's matmul), `numpy` (NumPy vs torch
+CPU), `layers` (Triton vs cuDNN vs torch.compile per layer), `train` (training-step throughput per backend),
+`lessons` (the steps of triton_kernels/lessons per layer), `loader` (the image-folder pipeline's images/s per
+worker count). Each lives in its own module with configure/run."""
 from __future__ import annotations
 
 import argparse
