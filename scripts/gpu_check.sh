@@ -25,6 +25,10 @@
 set -u -o pipefail
 
 DRY_RUN=0
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+fi
 if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi
 if [[ $# -ne 1 || "$1" == -* ]]; then
     echo "usage: bash scripts/gpu_check.sh [--dry-run] OUTDIR" >&2

@@ -6,6 +6,10 @@
 #   - browser: Debian's chromium and chromium-driver for the explainer's page tests (tests/test_explain_browser.py),
 #     where apt-get can be used; elsewhere those tests skip with the reason (and fail under CI=true)
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+fi
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
