@@ -107,7 +107,10 @@ def load_model(checkpoint: str | None, untrained: bool, seed: int) -> Model:
             evaluation = json.loads(eval_path.read_text())
         except (OSError, ValueError):
             evaluation = None     # a damaged file only costs the run's own matrix on the page
-    return Model(ckpt.state, f"trained: {ckpt.describe()}", trained=True, evaluation=evaluation)
+    epoch = f" (epoch {ckpt.epoch})" if ckpt.epoch is not None else ""
+    # the run's folder and file, not the whole path: the page names the run, not the machine it was built on
+    return Model(ckpt.state, f"trained: {ckpt.path.parent.name}/{ckpt.path.name}{epoch}", trained=True,
+                 evaluation=evaluation)
 
 
 def layer_names(net) -> list[str]:
