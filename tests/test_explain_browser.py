@@ -178,7 +178,8 @@ def test_a_clicked_conv_unit_sums_to_numpy_refs_value(driver, static_url, site, 
     canvas = driver.find_element("css selector", f"canvas[data-layer={layer}]")
     from selenium.webdriver.common.action_chains import ActionChains
 
-    # a point inside the second channel's map, away from the gaps
+    # a point inside the first channel's map, away from the gaps; centred in the window, clear of the sticky header
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
     size = canvas.size
     ActionChains(driver).move_to_element_with_offset(canvas, -size["width"] // 2 + 3 + size["width"] // 40,
                                                      -size["height"] // 2 + 4).click().perform()
@@ -200,7 +201,7 @@ def test_a_drawn_image_round_trips_through_the_server(driver, explain_url):
     url, copy = explain_url
     wait_ready(driver, url + "/index.html?image=0")
     canvas = driver.find_element("id", "draw-canvas")
-    driver.execute_script("arguments[0].scrollIntoView()", canvas)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
     ActionChains(driver).move_to_element_with_offset(canvas, -60, -80).click_and_hold() \
         .move_by_offset(100, 40).move_by_offset(-20, 90).release().perform()
     driver.find_element("id", "draw-send").click()
@@ -210,7 +211,7 @@ def test_a_drawn_image_round_trips_through_the_server(driver, explain_url):
     meta, a = read_image(copy, image_id)
     assert a["image"].max() > 100 and meta["source"] == "drawn or uploaded"          # the strokes arrived
     p = probabilities(driver)
-    np.testing.assert_allclose(p, torch_probs(torch.from_numpy(a["image"])[None])[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(p, torch_probs(torch.from_numpy(a["image"].copy())[None])[0], atol=1e-5, rtol=0)
     value, reference, _ = arithmetic(driver)
     assert abs(value - reference) <= 1e-4 * abs(reference)
 

@@ -107,7 +107,10 @@ def load_model(checkpoint: str | None, untrained: bool, seed: int) -> Model:
             evaluation = json.loads(eval_path.read_text())
         except (OSError, ValueError):
             evaluation = None     # a damaged file only costs the run's own matrix on the page
-    return Model(ckpt.state, f"trained: {ckpt.describe()}", trained=True, evaluation=evaluation)
+    epoch = f" (epoch {ckpt.epoch})" if ckpt.epoch is not None else ""
+    # the run's folder and file, not the whole path: the page names the run, not the machine it was built on
+    return Model(ckpt.state, f"trained: {ckpt.path.parent.name}/{ckpt.path.name}{epoch}", trained=True,
+                 evaluation=evaluation)
 
 
 def layer_names(net) -> list[str]:
@@ -241,7 +244,7 @@ def trace(model: Model, image: np.ndarray, label: int | None, source: str) -> Tr
     the finite-difference check of one weight per layer, the FC layers' largest terms."""
     net32, net64 = model.net32, model.net64
     names = layer_names(net32)
-    x = to_input(torch.from_numpy(np.ascontiguousarray(image))[None]).numpy()   # (1, 1, 224, 224) float32
+    x = to_input(torch.from_numpy(np.array(image, dtype=np.uint8))[None]).numpy()   # (1, 1, 224, 224) float32
     arrays: dict[str, np.ndarray] = {"image": image.astype(np.uint8), "x": x[0]}
 
     outs, h = [], x                                              # float32 forward, layer by layer
@@ -347,7 +350,7 @@ def check_one_weight(model: Model, image: np.ndarray, c: int, layer: str, index:
             or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n for v, n in zip(index, shape))):
         raise ValueError(f"index {index!r}: {layer}.weight has shape {list(shape)}, so the index is "
                          f"{len(shape)} integers, each in 0..size-1")
-    x = to_input(torch.from_numpy(np.ascontiguousarray(image))[None]).numpy().astype(np.float64)
+    x = to_input(torch.from_numpy(np.array(image, dtype=np.uint8))[None]).numpy().astype(np.float64)
     _, inputs = class_backward(model.net64, x, c)
     row = weight_check(model.net64, inputs, c, {layer: tuple(index)})[0]
     model.net64.zero_grad()
@@ -417,7 +420,7 @@ def scan_test_set(model: Model, images: np.ndarray, count: int) -> np.ndarray:
     """numpy_ref's float32 logits (count, 10) of the first `count` test images, BATCH at a time."""
     net, out = model.net32, []
     for start in range(0, count, BATCH):
-        x = to_input(torch.from_numpy(images[start:start + BATCH])).numpy()   # (B, 1, 224, 224)
+        x = to_input(torch.from_numpy(images[start:min(start + BATCH, count)])).numpy()   # (B, 1, 224, 224)
         out.append(net.forward(x))                                            # (B, 10)
         net.clear_cache()
     return np.concatenate(out)
