@@ -61,8 +61,13 @@ _CL_UNIT = {"stride_xc": 1, "stride_wc": 1, "stride_oc": 1}
 _CL_DIV16 = ("C", "stride_xn", "stride_xh", "stride_xw", "stride_wf", "stride_wh", "stride_ww",
              "stride_on", "stride_oh", "stride_ow")
 
-_s4b = step4b_fused_backward.GPU_CONFIG
-_s4b_tile = f"{_s4b['BLOCK_M']}x{_s4b['BLOCK_N']}x{_s4b['BLOCK_K']}, w{_s4b['num_warps']}"
+_s4b_d, _s4b_w = step4b_fused_backward.DGRAD_GPU_CONFIG, step4b_fused_backward.WGRAD_GPU_CONFIG
+
+
+def _tile(cfg: dict) -> str:
+    return f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']}x{cfg['BLOCK_K']}, w{cfg['num_warps']}"
+
+
 # step 4b in channels_last: dy, out, x, w, dx with unit channel (filter) strides, the way a channels_last
 # training step hands them over.
 _S4B_DGRAD_UNIT = {"stride_dyf": 1, "stride_of": 1, "stride_wc": 1, "stride_dxc": 1}
@@ -84,14 +89,14 @@ SM90_COMPILE_SPECS = [
     _spec(f"step4_backward.wgrad[{DTYPE}, {_s4['BLOCK_M']}x{_s4['BLOCK_N']}x{_s4['BLOCK_K']}, w{_s4['num_warps']}]",
           step4_backward._conv2d_wgrad_kernel, {}, {"DOT_PRECISION": "ieee", **_blocks(_s4)},
           _s4["num_warps"], 3, _GEMM_SPILLS),
-    _spec(f"step4b_fused_backward.dgrad[{DTYPE}, channels_last, {_s4b_tile}]",
+    _spec(f"step4b_fused_backward.dgrad[{DTYPE}, channels_last, {_tile(_s4b_d)}]",
           step4b_fused_backward._conv2d_dgrad_gather_kernel, {},
-          {"RELU": True, "DOT_PRECISION": "ieee", **_blocks(_s4b), **_S4B_DGRAD_UNIT},
-          _s4b["num_warps"], _s4b["num_stages"], _GEMM),
-    _spec(f"step4b_fused_backward.wgrad[{DTYPE}, channels_last, {_s4b_tile}, split-K]",
+          {"RELU": True, "DOT_PRECISION": "ieee", **_blocks(_s4b_d), **_S4B_DGRAD_UNIT},
+          _s4b_d["num_warps"], _s4b_d["num_stages"], _GEMM),
+    _spec(f"step4b_fused_backward.wgrad[{DTYPE}, channels_last, {_tile(_s4b_w)}, split-K]",
           step4b_fused_backward._conv2d_wgrad_split_k_kernel, {"part_ptr": "*fp32"},
-          {"RELU": True, "DOT_PRECISION": "ieee", **_blocks(_s4b), **_S4B_WGRAD_UNIT},
-          _s4b["num_warps"], _s4b["num_stages"], _GEMM),
+          {"RELU": True, "DOT_PRECISION": "ieee", **_blocks(_s4b_w), **_S4B_WGRAD_UNIT},
+          _s4b_w["num_warps"], _s4b_w["num_stages"], _GEMM),
     _spec(f"step5_pool_direct[{DTYPE}, BLOCK={step5_pool_direct.BLOCK}, w4]",
           step5_pool_direct._max_pool2d_direct_kernel, {}, {"BLOCK": step5_pool_direct.BLOCK}, 4, 3, _PLAIN),
     _spec(f"step6_pool_argmax.fwd[{DTYPE}, 3x3 s2, taps, BLOCK={step6_pool_argmax.BLOCK}, w4]",

@@ -26,9 +26,11 @@ What changed from step 4, and why (batch 128, bf16):
 Exercise: none here; step 3's tap walk (`python -m numpy_ref.exercises start triton_tap_walk`) is the forward of
 this dgrad, with the roles of the filters and the channels swapped.
 
-sm_90 codegen (specs.py, triton 3.9, bf16, 128 x 64 x 32 tiles, 4 warps, 3 stages): HGMMA in both kernels.
-Changing a block size or the warps here? Rerun `python -m triton_kernels.codegen --module
-triton_kernels.lessons.specs`: BLOCK_K must stay >= 16 for the tensor cores (the tool says why it refuses one).
+sm_90 codegen (specs.py, triton 3.9, bf16, channels_last, conv.py's first configurations: dgrad 128 x 64 x 16,
+wgrad 128 x 64 x 32, 8 warps, 3 stages): HGMMA in both kernels, no spills; dgrad 194 registers, wgrad 152. With 4
+warps the same tiles spill (dgrad 71 spill stores). Changing a block size or the warps here? Rerun
+`python -m triton_kernels.codegen --module triton_kernels.lessons.specs`: BLOCK_K must stay >= 16 for the tensor
+cores (the tool says why it refuses one).
 
 What conv.py adds beyond this: groups and dilation, autotuned tiles per shape, SPLIT chosen from the SM count,
 the bias gradient and the split-K sum in one Triton reduction, torch.library registration (torch.compile).
@@ -46,8 +48,13 @@ from triton_kernels.lessons import step3_tap_walk
 from triton_kernels.lessons.harness import check_conv_args, main
 
 KIND, PASSES, LAYOUT = "conv", ("fwd+bwd",), "channels_last"
-GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)  # both kernels; tiny interpreted
-CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1) if INTERPRET else GPU_CONFIG
+# conv.py's first sm_90 configuration of each kernel (8 warps: with 4, the tile's address tensors spill); tiny
+# when interpreted. Changing one? Powers of two, BLOCK_K >= 16 for the tensor cores: rerun the self-check and
+# `python -m triton_kernels.codegen --module triton_kernels.lessons.specs`.
+DGRAD_GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=16, num_warps=8, num_stages=3)
+WGRAD_GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3)
+_TINY = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1)
+DGRAD_CONFIG, WGRAD_CONFIG = (_TINY, _TINY) if INTERPRET else (DGRAD_GPU_CONFIG, WGRAD_GPU_CONFIG)
 SPLIT_K = 4  # wgrad's K slices (conv.py derives it from the SM count); 4 shows the idea and stays cheap
 
 
@@ -159,9 +166,9 @@ def conv2d_backward(dy, x, weight, out, stride: int, padding: int, relu: bool, n
     """(dx, dw, db) of relu?(conv2d(x, weight) + b); out is the forward's output, read by the kernels for the
     ReLU mask. Entries of `need` that are False come back as None. Any layout (strides passed)."""
     n, c, h, w, f, kh, kw, oh, ow = check_conv_args(x, weight, None, stride, padding)
-    cfg = CONFIG
     dx = dw = db = None
     if need[0]:
+        cfg = DGRAD_CONFIG
         cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         dx = torch.empty((n, c, h, w), device=x.device, dtype=x.dtype,
                          memory_format=torch.channels_last if cl else torch.contiguous_format)  # like x
@@ -176,6 +183,7 @@ def conv2d_backward(dy, x, weight, out, stride: int, padding: int, relu: bool, n
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
     if need[1]:
+        cfg = WGRAD_CONFIG
         ncol, k = kh * kw * c, n * oh * ow
         per = triton.cdiv(triton.cdiv(k, split_k), cfg["BLOCK_K"]) * cfg["BLOCK_K"]  # whole BLOCK_K steps
         splits = triton.cdiv(k, per)
