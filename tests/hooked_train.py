@@ -90,5 +90,8 @@ def install(at: str, do: str) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C as in a terminal: a parent may have set SIGINT to "ignore" (pytest-xdist's workers do), and an ignored
+    # disposition is inherited across exec, where Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install(sys.argv[1], sys.argv[2])
     sys.exit(cli.main(sys.argv[3:]))

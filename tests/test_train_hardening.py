@@ -337,21 +337,21 @@ def test_the_numpy_backend_header_does_not_suggest_bf16():
 
 
 def test_pictures_that_could_not_be_written_are_named_and_drawn_on_resume(tmp_path, fake_data, monkeypatch, capsys):
-    from torch_model import evaluate
+    from torch_model import plots
 
     out = tmp_path / "R"
-    real = evaluate.atomic_write
+    real = plots.atomic_write
 
     def full_disk(path, write, mode="wb"):
         if Path(path).name == "mistakes.png":
             raise WriteError(path, OSError(errno.ENOSPC, "No space left on device"))
         return real(path, write, mode)
-    monkeypatch.setattr(evaluate, "atomic_write", full_disk)
+    monkeypatch.setattr(plots, "atomic_write", full_disk)
     result = fit(_tiny(out, fake_data, epochs=1, amp="none", pictures=True))
     said = capsys.readouterr().out
     assert result.status == "completed"
     assert "mistakes.png: cannot write it (No space left on device); not written: mistakes.png, evaluation.json, " \
            "filters.png" in said, said
-    monkeypatch.setattr(evaluate, "atomic_write", real)
+    monkeypatch.setattr(plots, "atomic_write", real)
     assert cli.main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert all((out / name).exists() for name in checkpoint.PICTURES)
