@@ -272,7 +272,7 @@ def test_interpreted_launch_does_not_need_wrap_triton(monkeypatch, poison):
     ("3.6.0", "2.3.5", False), ("3.8.0", "2.4.6", False), ("3.9.0", "2.5.2", False), ("3.6.0", "1.26.4", False),
 ])
 def test_interpreter_stack_check(triton_version, numpy_version, broken):
-    """triton < 3.7's interpreter breaks on numpy >= 2.4 (upstream issue 9171): refused at import, both named."""
+    """triton < 3.7's interpreter breaks on numpy >= 2.4 (an upstream interpreter bug, fixed in triton 3.8): refused at import, both named."""
     if broken:
         with pytest.raises(ImportError, match=rf"triton {triton_version}'s interpreter does not work with numpy "
                                               rf"{numpy_version}"):

@@ -50,12 +50,12 @@ def _version(text: str) -> tuple[int, ...]:
 def check_interpreter_stack(triton_version: str, numpy_version: str) -> None:
     """triton < 3.7's interpreter converts 1-element arrays to Python ints, which numpy >= 2.4 refuses: every
     `for k in range(0, K, BLOCK_K)` in a kernel fails with "only 0-dimensional arrays can be converted to
-    Python scalars" (upstream triton-lang/triton issue 9171; triton 3.6 fails, 3.8 and 3.9 work, checked).
+    Python scalars" (an upstream interpreter bug; triton 3.6 fails, 3.8 and 3.9 work, checked).
     Raised at import under the interpreter, so the error names the cause instead of a kernel line."""
     if _version(triton_version) < (3, 7) and _version(numpy_version) >= (2, 4):
         raise ImportError(
             f"triton {triton_version}'s interpreter does not work with numpy {numpy_version} (numpy >= 2.4 refuses "
-            f"its array-to-int conversions: upstream triton issue 9171, fixed in later triton). On this machine "
+            f"its array-to-int conversions, an upstream bug fixed in later triton). On this machine "
             f"without CUDA the kernels run in that interpreter: install numpy < 2.4 or triton >= 3.8")
 
 
