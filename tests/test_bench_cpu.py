@@ -178,7 +178,7 @@ def test_smoke_run_prints_the_table_and_appends_a_line(tmp_path, fake_data, caps
     assert line["loop"]["images"] == 2 and line["loop"]["examples_per_sec"] > 0
     assert "the alexnet train loop beside it" in text and "minor page faults per step" in text
     assert "conv2 bwd" in text and "top ops" in text
-    png = out / f"{line['machine']}-step-profile.png"
+    png = out / f"{line['machine']}-{line['amp']}-step-profile.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
 
     # fp32 NCHW, no loop: a second line in the same file; the GEMM rows set against the fp32 matmul
@@ -203,7 +203,7 @@ def test_compare_malloc_runs_both_allocators_side_by_side(tmp_path, capsys):
     assert len(glibc) == len(kept) == 1
     assert glibc[0]["allocator"] == f"glibc defaults ({cpu.MALLOC_ENV}=1)"
     assert kept[0]["allocator"] != glibc[0]["allocator"]
-    assert (out / f"{line['machine']}-step-profile.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / f"{line['machine']}-{line['amp']}-step-profile.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_rounds_are_combined_by_their_medians():

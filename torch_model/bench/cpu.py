@@ -131,7 +131,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="--compare-malloc: run the pair this many times, alternating; medians are printed "
                              "(default: %(default)s)")
     parser.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR),
-                        help="where <machine>.jsonl (one line appended per run) and <machine>-step-profile.png "
+                        help="where <machine>.jsonl (one line appended per run) and <machine>-<amp>-step-profile.png "
                              "go (default: %(default)s)")
     parser.add_argument("--child-json", help=argparse.SUPPRESS)  # --compare-malloc's children write here, only here
 
@@ -704,7 +704,7 @@ def _title(result: dict, img_per_s: dict[str, float]) -> str:
 
 
 def save(out_dir: str, line: dict, results: dict[str, dict]) -> list[Path]:
-    """Append the run's line to <out_dir>/<machine>.jsonl and draw <machine>-step-profile.png beside it."""
+    """Append the run's line to <out_dir>/<machine>.jsonl and draw <machine>-<amp>-step-profile.png beside it."""
     first = next(iter(results.values()))
     out = Path(out_dir)
     path = out / f"{first['machine']}.jsonl"
@@ -713,7 +713,7 @@ def save(out_dir: str, line: dict, results: dict[str, dict]) -> list[Path]:
     if old and not old.endswith("\n"):
         old += "\n"
     C.atomic_write_bytes(path, lambda f: f.write(old + text), mode="w")
-    png = plot_profile(results, out / f"{first['machine']}-step-profile.png",
+    png = plot_profile(results, out / f"{first['machine']}-{first['amp']}-step-profile.png",   # one per precision
                        _title(first, {k: r["step"]["img_per_s"] for k, r in results.items()}))
     return [path, png]
 
