@@ -1,7 +1,7 @@
 """Draw the lessons' diagrams from the real arrays (numpy_ref's own im2col, pooling forward and backward):
 
     python scripts/draw_diagrams.py                      # all three into docs/images/lessons/
-    python scripts/draw_diagrams.py --only im2col --out /tmp/pictures
+    python scripts/draw_diagrams.py --only im2col --out pictures/
 
     im2col.png         a 4x4 image and a 2x2 kernel: each window of the image becomes one column of `cols`
                        (numpy_ref.functional._im2col), the whole conv one matrix product

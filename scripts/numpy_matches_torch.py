@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from numpy_ref.walkthrough import load_weights, resize_bilinear
 from torch_model.data import load_fashion_mnist, to_input
-from torch_model.evaluate import load_checkpoint
+from torch_model.checkpoint import load
 from torch_model.model import alexnet
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.images < 1 or args.batch < 1:
         parser.error("--images and --batch must be >= 1")
     try:
-        ckpt = load_checkpoint(args.checkpoint)
+        ckpt = load(args.checkpoint)
         if ckpt.variant != "d2l":
             raise ValueError(f"--checkpoint {args.checkpoint}: a {ckpt.variant} run; this check feeds d2l's [0, 1] "
                              f"pixels")

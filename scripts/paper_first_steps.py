@@ -13,7 +13,8 @@ import time
 import torch
 
 from torch_model.config import config_from_args, configure
-from torch_model.distributed import DistContext, evaluate
+from torch_model.distributed import DistContext
+from torch_model.learners import accuracy
 from torch_model.train import prepare
 
 
@@ -48,7 +49,7 @@ def main() -> None:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
             if not math.isfinite(loss):
                 return
-        acc = evaluate(run.learner, run.source, DistContext())
+        acc = accuracy(run.learner, run.source, DistContext())
         print(f"epoch {epoch + 1}: test acc {acc:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 

@@ -157,8 +157,9 @@ def test_fashion_source_is_data_batches_on_one_process_and_shards_them_on_two(fa
     assert one.take_skipped() == [] and len(one) == 20 and one.classes[0] == "t-shirt"
 
 
-def test_evaluate_counts_readable_images(fake_data):
+def test_accuracy_counts_readable_images(fake_data):
     from torch_model.data import load_fashion_mnist
+    from torch_model.learners import accuracy
 
     class Oracle:   # predicts label 3 for every image
         def eval(self):
@@ -169,7 +170,7 @@ def test_evaluate_counts_readable_images(fake_data):
 
     train, test = load_fashion_mnist(fake_data)                       # test labels 0..9
     source = data.FashionMNISTSource(train, test, resize=28, channels=1, batch_size=4)
-    assert D.evaluate(Oracle(), source, D.DistContext()) == pytest.approx(1 / 10)
+    assert accuracy(Oracle(), source, D.DistContext()) == pytest.approx(1 / 10)
 
 
 # ----------------------------------------------------------------------------------------------- the CLI under torchrun
@@ -250,9 +251,9 @@ def test_backend_and_workers_defaults(monkeypatch):
     from torch_model.imagefolder import default_workers
 
     cfg = SimpleNamespace(backend="numpy")
-    assert D.check_backend(D.DistContext(), cfg) is cfg      # one process: any backend
+    assert D.check_can_distribute(D.DistContext(), cfg) is cfg      # one process: any backend
     with pytest.raises(ValueError, match="--backend numpy cannot run under torchrun"):
-        D.check_backend(D.DistContext(rank=0, world_size=2, backend="gloo"), cfg)
+        D.check_can_distribute(D.DistContext(rank=0, world_size=2, backend="gloo"), cfg)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert default_workers() == 8                            # 15 free CPUs, capped at 8

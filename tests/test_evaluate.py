@@ -13,7 +13,8 @@ from conftest import write_fake_fashion_mnist
 from probe_checkpoint import shared_probe_checkpoint
 from torch_model.cli import main as alexnet_main
 from torch_model.data import CLASS_NAMES, load_split, to_input
-from torch_model.evaluate import Evaluation, load_checkpoint, make_predictor, predict_dataset
+from torch_model.checkpoint import load
+from torch_model.evaluate import Evaluation, make_predictor, predict_dataset
 from torch_model.model import alexnet
 
 N_TEST = 40
@@ -94,7 +95,7 @@ def _assert_same_predictions(logits, expected, what):
 
 
 def test_numpy_backend_gives_torchs_predictions(probe, real_data_dir):
-    ckpt = load_checkpoint(probe)
+    ckpt = load(probe)
     test = load_split(real_data_dir, "test").subset(6)
     ref = predict_dataset(make_predictor(ckpt, "torch"), test, 6, progress=False)               # (6, 10)
     assert torch.equal(ref.argmax(1), _plain_torch_predictions(probe, test.images).argmax(1))
@@ -108,7 +109,7 @@ def test_triton_predictor_holds_the_checkpoint(probe):
     checkpoint's weights; the GPU test below compares its predictions with torch's."""
     from triton_kernels.modules import TritonConv2d, TritonMaxPool2d
 
-    ckpt = load_checkpoint(probe)
+    ckpt = load(probe)
     learner = make_predictor(ckpt, "triton")
     kinds = [type(m) for m in learner.net]
     assert kinds.count(TritonConv2d) == 5 and kinds.count(TritonMaxPool2d) == 3
@@ -119,7 +120,7 @@ def test_triton_predictor_holds_the_checkpoint(probe):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the interpreter: minutes per image)")
 def test_gpu_triton_backend_gives_torchs_predictions(probe, real_data_dir):
-    ckpt = load_checkpoint(probe)
+    ckpt = load(probe)
     test = load_split(real_data_dir, "test").subset(64).to("cuda")
     flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False   # exact fp32 on both sides
@@ -145,7 +146,7 @@ def test_train_leaves_its_pictures(tmp_path):
     assert report["images"] == 10 and report["accuracy"] == pytest.approx(result.test_acc, abs=1e-12)
     # and the run's own checkpoints load in evaluate: last.pt (learner state) and best.pt (weights)
     for name in ("best.pt", "last.pt"):
-        ckpt = load_checkpoint(out / name)
+        ckpt = load(out / name)
         assert ckpt.resize == 224 and ckpt.seed == 0 and ckpt.epoch == 1
     # the command line makes them unless told not to (fit's own default is off: tests and benchmarks call it)
     from torch_model.cli import build_parser
@@ -259,7 +260,7 @@ def test_paper_variant_evaluate_visualize_export(paper_run, real_data_dir, tmp_p
     """A paper-variant run's checkpoint: 3x227x227 input (the grey image repeated), its own keys, every command."""
     from numpy_ref import walkthrough
 
-    ckpt = load_checkpoint(paper_run)
+    ckpt = load(paper_run)
     assert (ckpt.variant, ckpt.resize, ckpt.channels) == ("paper", 227, 3)
     test = load_split(real_data_dir, "test").subset(2)
     with torch.no_grad():

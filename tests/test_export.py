@@ -78,7 +78,7 @@ def _run_checkpoint(path, variant, resize, pixels, seed, data_dir):
 def test_the_walkthrough_feeds_the_run_s_input_and_gets_visualize_s_probabilities(
         variant, resize, pixels, real_data_dir, tmp_path, capsys):
     from numpy_ref import walkthrough
-    from torch_model.evaluate import load_checkpoint
+    from torch_model.checkpoint import load
     from torch_model.visualize import activations, model_input, numpy_model, softmax
 
     best = _run_checkpoint(tmp_path / "best.pt", variant, resize, pixels, seed=3, data_dir=real_data_dir)
@@ -90,7 +90,7 @@ def test_the_walkthrough_feeds_the_run_s_input_and_gets_visualize_s_probabilitie
         assert str(entries["input.pixels"]) == pixels and ("input.mean" in entries.files) == (pixels != "unit")
 
     index = 5
-    ckpt = load_checkpoint(best)                                  # visualize's way: its own functions, in order
+    ckpt = load(best)                                  # visualize's way: its own functions, in order
     images = load_split(real_data_dir, "test").images
     x_vis = model_input(images[index:index + 1], ckpt)           # (1, C, R, R) float64, from float32 arithmetic
     vis_probs = softmax(activations(numpy_model(ckpt.state, variant=variant), x_vis)[-1][0])   # (10,)

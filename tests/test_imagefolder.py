@@ -499,12 +499,12 @@ def _folder_run(tmp_path, data, name, workers, **kw):
 
 
 def _same_run(a, b, what):
-    from torch_model.checkpoint import load_checkpoint
+    from torch_model.checkpoint import read
 
     keep = ("epoch", "loss", "train_acc", "test_acc", "examples")
     assert [{k: h[k] for k in keep} for h in a.history] == [{k: h[k] for k in keep} for h in b.history], what
-    wa = load_checkpoint(a.out_dir / "last.pt")["learner"]["model"]
-    wb = load_checkpoint(b.out_dir / "last.pt")["learner"]["model"]
+    wa = read(a.out_dir / "last.pt")["learner"]["model"]
+    wb = read(b.out_dir / "last.pt")["learner"]["model"]
     differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not differ, f"{what}: weights {differ} differ"
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from torch_model import alexnet, num_parameters
 from torch_model.summary import layer_summary
-from torch_model.checkpoint import load_checkpoint
+from torch_model.checkpoint import read
 from torch_model.train import TrainConfig, fit
 
 SEED_KEYS = [f"{i}.{p}" for i in (0, 3, 6, 8, 10, 14, 17, 20) for p in ("weight", "bias")]
@@ -107,12 +107,12 @@ def test_resume_equals_uninterrupted(tmp_path, real_data_dir):
     assert (tmp_path / "cut" / "curves.png").is_file()
     resumed = fit(_tiny(tmp_path, "cut", resume=True))
     assert _strip_times(resumed.history) == _strip_times(full.history)
-    a = load_checkpoint(tmp_path / "full" / "last.pt")["learner"]["model"]
-    b = load_checkpoint(tmp_path / "cut" / "last.pt")["learner"]["model"]
+    a = read(tmp_path / "full" / "last.pt")["learner"]["model"]
+    b = read(tmp_path / "cut" / "last.pt")["learner"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "cut" / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,loss,train_acc,test_acc,examples_per_sec") and len(lines) == 3
-    best = load_checkpoint(tmp_path / "full" / "best.pt")
+    best = read(tmp_path / "full" / "best.pt")
     assert list(best["model"]) == SEED_KEYS
 
 
@@ -134,7 +134,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, real_data_dir, 
     result = fit(_tiny(tmp_path, "nan", epochs=3), on_epoch_end=poison)
     assert result.status == "nan" and len(result.history) == 1
     assert "loss became nan at epoch 2, step 1" in capsys.readouterr().out
-    saved = load_checkpoint(tmp_path / "nan" / "last.pt")
+    saved = read(tmp_path / "nan" / "last.pt")
     assert saved["epoch"] == 1 and torch.isfinite(saved["learner"]["model"]["20.weight"]).all()
 
 

@@ -16,7 +16,7 @@ import torch
 
 from torch_model import checkpoint, cli, train
 from torch_model.files import WriteError, atomic_write
-from torch_model.checkpoint import CheckpointWriteError, load_checkpoint
+from torch_model.checkpoint import CheckpointWriteError, read
 from torch_model.train import TrainConfig, fit
 
 
@@ -84,7 +84,7 @@ def test_resume_continues_the_recorded_run(tmp_path, fake_data, capsys):
     p = _main(capsys, "train", "--resume", "--out", out, "--no-progress")
     assert p.returncode == 0, p.stderr
     assert "epoch 2/2:" in p.stdout and "epoch 1/2" not in p.stdout and "20 train / 10 test images" in p.stdout
-    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    assert read(out / "last.pt")["epoch"] == 2
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
 
     finished = [_stat(out / name) for name in ("config.json", "last.pt", "metrics.csv")]
@@ -97,7 +97,7 @@ def test_resume_continues_the_recorded_run(tmp_path, fake_data, capsys):
 
     p = _main(capsys, "train", "--resume", "--out", out, "--epochs", "3", "--no-progress")   # extend the run
     assert p.returncode == 0, p.stderr
-    assert "epoch 3/3:" in p.stdout and load_checkpoint(out / "last.pt")["epoch"] == 3
+    assert "epoch 3/3:" in p.stdout and read(out / "last.pt")["epoch"] == 3
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
 
     # `cp R/best.pt R/last.pt`, then --resume: one line naming the file and what is missing; nothing overwritten
@@ -158,7 +158,7 @@ def test_a_failed_checkpoint_write_keeps_the_last_one_and_the_metrics(tmp_path, 
     message = str(info.value)
     assert message.startswith(f"{out / 'last.pt'}: cannot write it (No space left on device)") and "\n" not in message
     assert "epoch 2 (loss " in message and "is not saved and" in message and "still holds epoch 1" in message
-    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert read(out / "last.pt")["epoch"] == 1
     assert len((out / "metrics.csv").read_text().splitlines()) == 2       # the record is the checkpoint's
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "curves.png", "last.pt", "metrics.csv"]
 

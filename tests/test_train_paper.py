@@ -9,7 +9,7 @@ import torch
 from torch_model import cli
 from torch_model.learners import make_learner
 from torch_model.data import load_split, pixel_mean
-from torch_model.checkpoint import load_checkpoint
+from torch_model.checkpoint import read
 from torch_model.config import resume_config
 from torch_model.data import batches
 from torch_model.train import TrainConfig, fit, resolve_config
@@ -39,11 +39,11 @@ def test_paper_variant_trains_and_resumes(tmp_path, fake_data):
     # the mean image the run subtracted is the one of the images it trained on, and both checkpoints carry it
     train_images = load_split(fake_data, "train").images[:4].to(torch.float64)          # (4, 28, 28)
     for name in ("last.pt", "best.pt"):
-        assert_close_verbose(load_checkpoint(tmp_path / "full" / name)["pixel_mean"], train_images.mean(0),
+        assert_close_verbose(read(tmp_path / "full" / name)["pixel_mean"], train_images.mean(0),
                              atol=1e-4, rtol=0, what=f"{name} pixel_mean")
-    best = load_checkpoint(tmp_path / "full" / "best.pt")["model"]
+    best = read(tmp_path / "full" / "best.pt")["model"]
     assert best["0.weight"].shape == (96, 3, 11, 11) and best["22.weight"].shape == (10, 4096)
-    last = load_checkpoint(tmp_path / "full" / "last.pt")["learner"]["optimizer"]
+    last = read(tmp_path / "full" / "last.pt")["learner"]["optimizer"]
     assert last["param_groups"][0]["momentum"] == 0.9 and last["param_groups"][0]["weight_decay"] == 5e-4
     assert all("momentum_buffer" in s for s in last["state"].values()) and len(last["state"]) == 16
 
@@ -57,10 +57,10 @@ def test_paper_variant_trains_and_resumes(tmp_path, fake_data):
         fit(_paper(tmp_path / "cut", fake_data, momentum=0.0, resume=True))
     resumed = fit(resume_config(tmp_path / "cut", {"progress": False}))   # what `--resume --out cut` runs
     assert _history(resumed) == _history(full)
-    assert torch.equal(load_checkpoint(tmp_path / "cut" / "last.pt")["pixel_mean"],
-                       load_checkpoint(tmp_path / "full" / "last.pt")["pixel_mean"])
-    a = load_checkpoint(tmp_path / "full" / "last.pt")["learner"]
-    b = load_checkpoint(tmp_path / "cut" / "last.pt")["learner"]
+    assert torch.equal(read(tmp_path / "cut" / "last.pt")["pixel_mean"],
+                       read(tmp_path / "full" / "last.pt")["pixel_mean"])
+    a = read(tmp_path / "full" / "last.pt")["learner"]
+    b = read(tmp_path / "cut" / "last.pt")["learner"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["optimizer"]["state"][i]["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
                for i in a["optimizer"]["state"])
@@ -72,7 +72,7 @@ def test_a_resumed_paper_run_needs_its_recorded_mean_image(tmp_path, fake_data):
     assert fit(_paper(tmp_path / "cut", fake_data, epochs=2, batch_size=2, limit_train=2, limit_test=2),
                on_epoch_end=interrupt).status == "interrupted"
     last = tmp_path / "cut" / "last.pt"
-    checkpoint = load_checkpoint(last)
+    checkpoint = read(last)
     del checkpoint["pixel_mean"]
     torch.save(checkpoint, last)
     with pytest.raises(ValueError, match=r"last\.pt: a --pixels mean-subtracted run's checkpoint without its"):
@@ -149,7 +149,7 @@ def test_paper_variant_through_numpy_ref(tmp_path, fake_data):
     result = fit(_paper(tmp_path / "np", fake_data, backend="numpy", epochs=1, batch_size=2, limit_train=2,
                         limit_test=2))
     assert result.status == "completed" and result.config.backend == "numpy"
-    opt = load_checkpoint(tmp_path / "np" / "last.pt")["learner"]["optimizer"]
+    opt = read(tmp_path / "np" / "last.pt")["learner"]["optimizer"]
     assert (opt["momentum"], opt["weight_decay"]) == (0.9, 5e-4)
     assert [b.shape for b in opt["momentum_buffer"][:1]] == [(96, 3, 11, 11)]
 
@@ -157,7 +157,8 @@ def test_paper_variant_through_numpy_ref(tmp_path, fake_data):
 def test_evaluate_feeds_a_mean_subtracted_run_as_it_was_trained(tmp_path, fake_data):
     """`alexnet evaluate` of a --pixels mean-subtracted checkpoint centres the pixels with the run's own mean image:
     its accuracy is the one the run measured on the same test images (both float32 here)."""
-    from torch_model.evaluate import Evaluation, load_checkpoint as load_for_eval, make_predictor, predict_dataset
+    from torch_model.checkpoint import load as load_for_eval
+    from torch_model.evaluate import Evaluation, make_predictor, predict_dataset
 
     result = fit(_paper(tmp_path / "R", fake_data, epochs=1))
     ckpt = load_for_eval(tmp_path / "R" / "best.pt")

@@ -11,7 +11,7 @@ from conftest import assert_close_verbose
 from probe_checkpoint import shared_probe_checkpoint
 from torch_model.cli import main as alexnet_main
 from torch_model.data import load_split, to_input
-from torch_model.evaluate import load_checkpoint
+from torch_model.checkpoint import load
 from torch_model.model import alexnet
 from torch_model.plots import initial_conv1
 from torch_model.visualize import numpy_model, saliency, to_pixels
@@ -27,7 +27,7 @@ def probe(real_data_dir):
 def test_saliency_numpy_backward_equals_torch_autograd_float64(probe, real_data_dir):
     """d score / d input from numpy_ref's backward == torch autograd's, on the 224x224 input and carried back
     through the bilinear resize to the 28x28 pixels (to_pixels), float64 both sides."""
-    ckpt = load_checkpoint(probe)
+    ckpt = load(probe)
     test = load_split(real_data_dir, "test")
     pixels = (test.images[[0, 7]].double() / 255).unsqueeze(1).requires_grad_(True)   # (2, 1, 28, 28), two classes
     xt = F.interpolate(pixels, size=(224, 224), mode="bilinear", align_corners=False)   # (2, 1, 224, 224)
@@ -68,7 +68,7 @@ def test_visualize_writes_pictures_and_probabilities(probe, real_data_dir, tmp_p
         assert (out / name).read_bytes()[:8] == PNG, name
     test = load_split(real_data_dir, "test")
     net = alexnet(init=False).eval()
-    net.load_state_dict(load_checkpoint(probe).state)
+    net.load_state_dict(load(probe).state)
     with torch.no_grad():
         probs = torch.softmax(net(to_input(test.images[9995:9996])), 1)[0]   # (10,)
     from torch_model.data import CLASS_NAMES

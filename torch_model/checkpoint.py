@@ -15,18 +15,22 @@ from __future__ import annotations
 import csv
 import json
 import os
+import zipfile
 import shutil
 import signal
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
-from torch_model.learners import Learner
+from torch_model.data import CLASS_NAMES, PIXELS
 from torch_model.files import WriteError, atomic_write, current_umask
+from torch_model.learners import Learner
+from torch_model.model import INPUT_SHAPES, VARIANTS, check_resize
 
 LOCK_NAME = ".lock"
 # every file a run writes into its folder: a new run refuses a folder that holds any of them (a resume continues them)
@@ -230,15 +234,18 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: Path) -> dict:
+def read(path: str | Path, flag: str = "") -> dict:
+    """Whatever torch.save wrote at path, as plain tensors and values (weights_only: no code runs); ValueError
+    naming the file when it is not a checkpoint. `load` (below) checks the weights inside; the resume, last.pt."""
+    where = f"{flag} {path}".strip()
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{where}: not a readable checkpoint (not written by torch.save, or damaged)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as exc:  # a damaged file: name it, never a bare traceback (nor torch's paragraphs of advice)
         text = str(exc).split("WeightsUnpickler error:")[-1]      # torch's own reason, after its advice
         reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {reason})") from exc
+        raise ValueError(f"{where}: not a readable checkpoint ({exc.__class__.__name__}: {reason})") from exc
 
 
 # what last.pt holds (save_epoch writes it); best.pt holds epoch, test_acc, model and config only
@@ -268,7 +275,7 @@ def _load_resume_checkpoint(path: Path) -> dict:
         why = (f"its metrics.csv records {rows} epoch(s) but no checkpoint holds them (a --no-checkpoint run cannot "
                f"be continued)" if rows else f"{path.parent / 'config.json'} not found: no run was started there")
         raise ValueError(f"--resume: {path} not found; {why}")
-    checkpoint = load_checkpoint(path)
+    checkpoint = read(path)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: not a training checkpoint (a {type(checkpoint).__name__}, expected a dict with "
                          f"{', '.join(LAST_KEYS)})")
@@ -307,3 +314,158 @@ def write_metrics(out: Path, history: list[dict]) -> None:
         w.writeheader()
         w.writerows(history)
     atomic_write(out / "metrics.csv", write, mode="w")
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+@dataclass
+class Checkpoint:
+    """The weights of one trained AlexNet (torch's state_dict keys, float32 CPU tensors) and its run's config
+    (which says the variant, d2l or paper, and the resize)."""
+    path: Path
+    state: dict[str, torch.Tensor]
+    config: dict = field(default_factory=dict)
+    epoch: int | None = None
+    pixel_mean: torch.Tensor | None = None   # (28, 28): the run fed raw 0..255 pixels minus this mean image
+    recorded: bool = True                    # False: no run config inside or beside it (a bare state_dict)
+
+    @property
+    def resize(self) -> int:
+        return int(self.config.get("resize") or INPUT_SHAPES[self.variant][1])
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed")
+
+    @property
+    def variant(self) -> str:
+        return self.config.get("variant") or "d2l"     # runs recorded before variants existed are d2l's
+
+    @property
+    def channels(self) -> int:
+        return INPUT_SHAPES[self.variant][0]           # grey images repeated to 3 channels for the paper's network
+
+    @property
+    def pixels(self) -> str:
+        return self.config.get("pixels") or "unit"     # runs recorded before --pixels existed fed [0, 1] pixels
+
+    def feeding(self) -> str:
+        """How the run fed its network, in words: input size, channels and pixels."""
+        grey = ", each grey image repeated to 3 channels" if self.channels == 3 else ""
+        pixels = ("raw 0..255 pixels minus the run's mean training image" if self.pixel_mean is not None
+                  else "pixels in [0, 1]")
+        return f"{self.resize}x{self.resize} input{grey}, {pixels}"
+
+    def assumption_note(self) -> str | None:
+        """For a checkpoint that records no run config: the one line saying what is assumed about its inputs."""
+        if self.recorded:
+            return None
+        default = " (the paper variant's default)" if self.variant == "paper" else ""
+        return (f"note: {self.path} records no run config (a bare state_dict): assuming its {self.variant} AlexNet "
+                f"was fed a {self.feeding()}; a --pixels mean-subtracted run{default} was fed raw 0..255 pixels minus "
+                f"its mean training image, which only its best.pt or last.pt carries")
+
+    def describe(self) -> str:
+        return f"{self.path}" + (f" (epoch {self.epoch})" if self.epoch is not None else "")
+
+
+def _expected_shapes(variant: str) -> dict[str, tuple[int, ...]]:
+    from torch_model.model import alexnet
+
+    with torch.device("meta"):                      # shapes only: no memory, no init
+        net = alexnet(len(CLASS_NAMES), init=False, variant=variant)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def load(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
+    """The trained weights of best.pt, last.pt or a bare state_dict, checked; every problem is a ValueError naming
+    the file: missing, unreadable, no weights, another network's weights than its variant's (shape, number of
+    classes), non-finite weights, a resize the model cannot take."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; pass a checkpoint file such as {path / 'best.pt'}")
+    if not path.is_file():
+        raise ValueError(f"{flag} {path}: no such file")
+    obj = read(path, flag)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{flag} {path}: holds a {type(obj).__name__}, not a checkpoint dict")
+    state = _find_weights(obj)
+    if state is None:
+        keys = ", ".join(map(str, list(obj)[:6])) or "none"
+        raise ValueError(f"{flag} {path}: no model weights inside (keys: {keys}); expected alexnet train's "
+                         f"best.pt or last.pt, or a state_dict")
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else _config_beside(path, flag)
+    recorded = bool(config)
+    if "variant" not in config:   # a bare state_dict, or a run from before variants: its keys tell
+        config = {**config, "variant": "paper" if "22.weight" in state else "d2l"}
+    ckpt = Checkpoint(path, {}, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None,
+                      recorded=recorded)
+    check_fashion_mnist_run(ckpt, flag)
+    expected = _expected_shapes(ckpt.variant)
+    last = [k for k in expected if k.endswith(".weight")][-1]          # the output layer: (classes, 4096)
+    if last in state and state[last].ndim == 2 and state[last].shape[0] != len(CLASS_NAMES):
+        raise ValueError(f"{flag} {path}: a {state[last].shape[0]}-class model; Fashion-MNIST has "
+                         f"{len(CLASS_NAMES)} classes")
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{flag} {path}: not the {ckpt.variant} AlexNet's weights (missing keys {missing[:4]}, "
+                         f"unexpected keys {unexpected[:4]})")
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != shape:
+            raise ValueError(f"{flag} {path}: {key} has shape {tuple(state[key].shape)}, the {ckpt.variant} "
+                             f"AlexNet's is {shape}")
+        if not torch.isfinite(state[key]).all():
+            raise ValueError(f"{flag} {path}: {key} holds NaN or inf (weights of a diverged run)")
+    ckpt.state = {k: state[k].detach().to(torch.float32).contiguous() for k in expected}  # NCHW, float32, CPU
+    if ckpt.pixels == "mean-subtracted":           # --pixels mean-subtracted (the paper variant's default)
+        ckpt.pixel_mean = recorded_pixel_mean(obj, f"{flag} {path}")
+    check_resize(ckpt.resize, flag=f"{flag} {path}: the run's resize", variant=ckpt.variant)
+    return ckpt
+
+
+def check_fashion_mnist_run(ckpt: Checkpoint, flag: str = "--checkpoint") -> None:
+    """evaluate, visualize and export feed a network Fashion-MNIST's test images, the way `alexnet train` fed them
+    (its pixels, its class names): a checkpoint of another dataset, or of a variant or pixel mode they do not know,
+    is refused naming the checkpoint and what it was trained on."""
+    config, path = ckpt.config, ckpt.path
+    if ckpt.variant not in VARIANTS:
+        raise ValueError(f"{flag} {path}: the run's variant {ckpt.variant!r} is none of {VARIANTS}")
+    dataset = config.get("dataset") or "fashion-mnist"   # runs recorded before --dataset existed: Fashion-MNIST
+    if dataset != "fashion-mnist":
+        where = f" --data-dir {config['data_dir']}" if config.get("data_dir") else ""
+        raise ValueError(f"{flag} {path}: trained on --dataset {dataset}{where}, not Fashion-MNIST; evaluate, "
+                         f"visualize and export work on Fashion-MNIST's test images, class names and pixels only, "
+                         f"which would give meaningless numbers for this network (its accuracy on its own "
+                         f"evaluation images is in its run's metrics.csv)")
+    if ckpt.pixels not in PIXELS:
+        raise ValueError(f"{flag} {path}: the run fed its network --pixels {ckpt.pixels!r}, none of {PIXELS}")
+
+
+def _find_weights(obj: dict) -> dict[str, torch.Tensor] | None:
+    """best.pt: obj["model"]; last.pt: obj["learner"]["model"]; a bare state_dict: obj itself."""
+    for candidate in (obj.get("model"), (obj.get("learner") or {}).get("model") if isinstance(obj.get("learner"),
+                                                                                            dict) else None, obj):
+        if isinstance(candidate, dict) and candidate and all(isinstance(v, torch.Tensor) for v in candidate.values()):
+            return candidate
+    return None
+
+
+def _config_beside(path: Path, flag: str) -> dict:
+    config_path = path.parent / "config.json"
+    if not config_path.is_file():
+        return {}
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{flag} {path}: {config_path} is not readable JSON ({exc})") from exc
+    return config if isinstance(config, dict) else {}
+
+
+def recorded_pixel_mean(obj: dict, where: str) -> torch.Tensor:
+    """The (28, 28) mean training image a --pixels mean-subtracted run centred its inputs with (best.pt and last.pt
+    carry it: a resume and an evaluation subtract the same one)."""
+    mean = obj.get("pixel_mean")
+    if not isinstance(mean, torch.Tensor) or tuple(mean.shape) != (28, 28):
+        raise ValueError(f"{where}: a --pixels mean-subtracted run's checkpoint without its (28, 28) 'pixel_mean' "
+                         f"(the mean training image its inputs were centred with)")
+    return mean.to(torch.float32)

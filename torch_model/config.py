@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from torch_model import distributed as D
+from torch_model import distributed
 from torch_model.checkpoint import RUN_FILES, RunLock, check_out_folder, load_resume_checkpoint, metrics_rows
 from torch_model.data import PIXELS
 from torch_model.device import AMP_CHOICES, check_amp, cpu_default_amp, default_backend, resolve_device
@@ -82,7 +82,7 @@ class TrainConfig:
     workers: int | None = None       # DataLoader decoding processes for imagefolder (None: up to 8, CPUs allowing)
     mean: list[float] | None = None  # per-channel normalization (imagefolder); None: measured on the training set
     std: list[float] | None = None
-    dist_timeout: float = D.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before giving up (torchrun)
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others (torchrun)
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -154,7 +154,7 @@ def check_data_settings(cfg: TrainConfig) -> None:
 
 
 def header(cfg: TrainConfig, n_train: int, n_test: int, device, start_epoch: int, out: Path,
-           ctx: D.DistContext) -> list[str]:
+           ctx: distributed.DistContext) -> list[str]:
     """What runs, on what, and why: the settled config as the lines printed before the first epoch."""
     lines = []
     if cfg.preset.startswith("quick") and cfg.dataset == "imagefolder":
@@ -344,7 +344,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--std", type=lambda t: parse_channels(t, "--std"), help="imagefolder: per-channel std")
     parser.add_argument("--dist-timeout", type=float,
                         help=f"torchrun: seconds a process waits for the others before stopping with an error "
-                             f"(default {D.DEFAULT_TIMEOUT_S:g}): a rank that died or hangs stops the run, no hang")
+                             f"(default {distributed.DEFAULT_TIMEOUT_S:g}): a rank that died or hangs stops the run, "
+                             f"no hang")
     parser.add_argument("--out", help="run folder (default runs/DATE-TIME-BACKEND, made unique)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out as its config.json records it (other flags must agree; "

@@ -179,10 +179,17 @@ def batches(ds: FashionMNIST, batch_size: int, resize: int | None = 224, shuffle
     grey channel repeated to `channels` (3 for the paper's network)."""
     for _, idx in local_batches(len(ds), batch_size, seed, shuffle, rank, world_size):
         idx = idx.to(ds.labels.device)                               # (b,)
-        X = to_input(ds.images[idx], resize)                         # (b, 1, R, R) in [0, 1]
-        if pixel_mean is not None:
-            X = subtract_mean(X, pixel_mean)                         # (b, 1, R, R) 0..255, centred
-        yield (X.expand(-1, channels, -1, -1) if channels != 1 else X), ds.labels[idx]
+        yield model_input(ds.images[idx], resize, channels, pixel_mean), ds.labels[idx]
+
+
+def model_input(images: torch.Tensor, resize: int | None = 224, channels: int = 1,
+                pixel_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (b, 28, 28) -> float32 (b, C, R, R): the [0, 1] pixels resized (`to_input`), minus the mean training
+    image for a --pixels mean-subtracted run (`subtract_mean`), the grey channel repeated to C (a view)."""
+    X = to_input(images, resize)                                     # (b, 1, R, R) in [0, 1]
+    if pixel_mean is not None:
+        X = subtract_mean(X, pixel_mean)                             # (b, 1, R, R) 0..255, centred
+    return X.expand(-1, channels, -1, -1) if channels != 1 else X
 
 
 class FashionMNISTSource:

@@ -21,7 +21,6 @@ the identity: one process trains exactly as it does without torchrun.
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import sys
 from contextlib import contextmanager
@@ -212,7 +211,7 @@ def barrier(ctx: DistContext, what: str = "waiting for every rank") -> None:
             dist.barrier()
 
 
-def check_backend(ctx: DistContext, cfg):
+def check_can_distribute(ctx: DistContext, cfg):
     """cfg (a TrainConfig) if its backend can run here; under torchrun only torch and triton can."""
     backend = cfg.backend
     if ctx.enabled and backend not in ("torch", "triton"):
@@ -268,24 +267,3 @@ def restore_rng(ctx: DistContext, checkpoint: dict, seed: int, epoch: int) -> st
     saved = len(states) if states else 1
     return (f"note: the run was saved by {saved} process(es) and resumes on {ctx.world_size}: the same batches, "
             f"but the dropout draws of each process restart from a seeded stream")
-
-
-# ----------------------------------------------------------------------------------------------- evaluation
-
-def evaluate(learner, source, ctx: DistContext, progress: bool = False, desc: str = "test") -> float:
-    """Accuracy over the source's evaluation images, dropout off: each rank counts its shard of every batch, the
-    counts are summed over the ranks (unreadable images are left out of both)."""
-    from tqdm import tqdm
-
-    learner.eval()
-    correct = seen = 0
-    bar = tqdm(source.test_batches(), total=math.ceil(len(source.test) / source.batch_size), desc=desc,
-               unit="batch", leave=False, disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    for X, y in bar:
-        if len(y):
-            correct += (learner.predict(X).argmax(dim=1) == y).sum().item()
-            seen += len(y)
-    correct, seen = sum_over_ranks(ctx, correct, seen, what="summing the evaluation counts")
-    if not seen:
-        raise ValueError(f"none of the {len(source.test)} evaluation images could be read")
-    return correct / seen

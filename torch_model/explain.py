@@ -47,7 +47,7 @@ from numpy_ref import functional as Fn
 from numpy_ref.gradcheck import rel_error
 from numpy_ref.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from torch_model.data import CLASS_NAMES, find_data_dir, load_split, to_input
-from torch_model.evaluate import load_checkpoint
+from torch_model.checkpoint import load
 from torch_model.visualize import numpy_model, softmax, to_pixels
 
 PAGE_DIR = Path(__file__).parent / "explain_site"   # the page's files (package data of torch_model)
@@ -94,7 +94,7 @@ def load_model(checkpoint: str | None, untrained: bool, seed: int) -> Model:
     if untrained:
         return Model(untrained_state(seed), f"untrained: d2l's init from seed {seed} (the network before "
                                             f"training; expect about 10% for every class)", trained=False)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load(checkpoint)
     if ckpt.variant != "d2l":
         raise ValueError(f"--checkpoint {ckpt.path}: the {ckpt.variant} AlexNet; the explainer takes d2l's")
     if ckpt.resize != 224 or ckpt.pixel_mean is not None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torch_model.evaluate import Checkpoint, load_checkpoint
+from torch_model.checkpoint import Checkpoint, load
 from torch_model.files import atomic_write
 
 
@@ -43,7 +43,7 @@ def feeding_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
 def export_npz(checkpoint: str | Path, out: str | Path) -> dict[str, np.ndarray]:
     """Write the checkpoint's weights and its input.* entries to `out` (atomically); return the weights."""
     check_out(out)
-    return write_npz(load_checkpoint(checkpoint), out)
+    return write_npz(load(checkpoint), out)
 
 
 def check_out(out: str | Path) -> None:
@@ -69,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_out(args.out)
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load(args.checkpoint)
     note = ckpt.assumption_note()
     if note:
         print(note, flush=True)

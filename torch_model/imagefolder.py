@@ -605,23 +605,26 @@ def decide_normalization(splits: Splits, variant: str, size: int, mean: list[flo
     return channel_stats(ds, STATS_SAMPLE, seed, workers)
 
 
+def on_one_process(fn, *args, what: str = ""):
+    """The `share` of a single process: call fn here (torchrun's is distributed.from_main: rank 0 calls it and sends
+    the result to every rank)."""
+    return fn(*args)
+
+
 def open_image_folder(data_dir: str | os.PathLike, variant: str, size: int, batch_size: int, seed: int,
                       workers: int, device: torch.device, mean: list[float] | None = None,
                       std: list[float] | None = None, limit_train: int | None = None, limit_test: int | None = None,
-                      ctx=None, given_as: str = "given") -> ImageFolderSource:
-    """find_splits and the limits (seeded subsets) on rank 0, sent to the others (one scan of the folder, the
-    same image list everywhere: every machine must hold the files at the same paths); the normalization given, or
-    measured on rank 0 and sent; the source for this rank."""
-    from torch_model import distributed as D
-
-    ctx = ctx if ctx is not None else D.DistContext(device=device)
-
+                      rank: int = 0, world_size: int = 1, share=on_one_process,
+                      given_as: str = "given") -> ImageFolderSource:
+    """find_splits and the limits (seeded subsets), then the normalization given or measured, each decided once
+    by `share` (under torchrun: on rank 0 and sent to the others, so one scan of the folder gives the same image
+    list everywhere: every machine must hold the files at the same paths); the source for this rank."""
     def scan() -> Splits:
         splits = find_splits(data_dir, seed)
         return Splits(seeded_subset(splits.train, limit_train, seed), seeded_subset(splits.val, limit_test, seed),
                       splits.how)
 
-    splits = D.from_main(ctx, scan, what=f"receiving rank 0's list of the images in {data_dir}")
-    norm = D.from_main(ctx, decide_normalization, splits, variant, size, mean, std, seed, workers, given_as,
-                       what="receiving the normalization measured on rank 0")
-    return ImageFolderSource(splits, variant, size, batch_size, workers, device, norm, ctx.rank, ctx.world_size)
+    splits = share(scan, what=f"receiving rank 0's list of the images in {data_dir}")
+    norm = share(decide_normalization, splits, variant, size, mean, std, seed, workers, given_as,
+                 what="receiving the normalization measured on rank 0")
+    return ImageFolderSource(splits, variant, size, batch_size, workers, device, norm, rank, world_size)

@@ -17,6 +17,7 @@ unless momentum / weight_decay are given (the paper's 0.9 and 5e-4): the same ar
 """
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -24,13 +25,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 import numpy_ref
 from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
 from numpy_ref.layers import Dropout
 
 from torch_model.device import check_amp
-from torch_model.distributed import DistContext, collective
+from torch_model.distributed import DistContext, collective, sum_over_ranks
 from torch_model.model import alexnet
 
 LEARNER_BACKENDS = ("torch", "triton", "numpy")
@@ -235,6 +237,27 @@ class DistributedLearner:
         if finite.item() == 0:
             return float("nan"), logits.detach().float()[:n_local]
         return (local.item() / n_local if n_local else 0.0), logits.detach().float()[:n_local]
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+def accuracy(learner: Learner, source, ctx: DistContext | None = None, progress: bool = False,
+             desc: str = "test") -> float:
+    """Accuracy over the source's evaluation images, dropout off: each rank counts its shard of every batch, the
+    counts are summed over the ranks (unreadable images are left out of both)."""
+    ctx = ctx if ctx is not None else DistContext()
+    learner.eval()
+    correct = seen = 0
+    bar = tqdm(source.test_batches(), total=math.ceil(len(source.test) / source.batch_size), desc=desc,
+               unit="batch", leave=False, disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    for X, y in bar:
+        if len(y):
+            correct += (learner.predict(X).argmax(dim=1) == y).sum().item()
+            seen += len(y)
+    correct, seen = sum_over_ranks(ctx, correct, seen, what="summing the evaluation counts")
+    if not seen:
+        raise ValueError(f"none of the {len(source.test)} evaluation images could be read")
+    return correct / seen
 
 
 # ----------------------------------------------------------------------------------------------- making one

@@ -26,17 +26,17 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from torch_model import distributed as D
+from torch_model import distributed
 from torch_model.checkpoint import (PICTURES, CheckpointWriteError, RunLock, check_free_space, checkpoint_bytes,
-                                    clear_stale_files, make_run_folder, remove_empty_folder, restore_rng_state,
-                                    rng_state, save_checkpoint, say, sigint_deferred, unfinished_files, write_config,
-                                    write_metrics)
+                                    clear_stale_files, make_run_folder, recorded_pixel_mean, remove_empty_folder,
+                                    restore_rng_state, rng_state, save_checkpoint, say, sigint_deferred,
+                                    unfinished_files, write_config, write_metrics)
 from torch_model.config import (ESTIMATE_AFTER_STEPS, TrainConfig, check_run_folder, config_from_args,  # noqa: F401
                                 configure, estimate, header, resolve_config)  # configure: the CLI's
 from torch_model.data import FashionMNISTSource, load_fashion_mnist, pixel_mean
 from torch_model.device import resolve_device
 from torch_model.files import WriteError
-from torch_model.learners import DistributedLearner, Learner, make_learner
+from torch_model.learners import DistributedLearner, Learner, accuracy, make_learner
 from torch_model.model import INPUT_SHAPES
 from torch_model.plots import plot_curves
 
@@ -80,24 +80,26 @@ class NonFiniteLoss(RuntimeError):
 # ----------------------------------------------------------------------------------------------- the loop
 
 def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | None = None,
-        log: Callable[[str], None] = say, ctx: D.DistContext | None = None) -> TrainResult:
+        log: Callable[[str], None] = say, ctx: distributed.DistContext | None = None) -> TrainResult:
     """Train as the config says; returns the per-epoch history. Bad settings, data or checkpoints raise ValueError
     before any file is made or changed; a failed write raises OSError naming the file.
     on_epoch_end(epoch, row, learner) runs after each epoch is saved (tests use it to interrupt or poison).
     Under torchrun (ctx: distributed.setup's, made here when not given) every process trains its shard of each
     global batch; rank 0 alone decides the run folder, writes every file and logs (torch_model/distributed.py)."""
     if ctx is None:
-        ctx = D.setup(cfg.device, cfg.dist_timeout)
+        ctx = distributed.setup(cfg.device, cfg.dist_timeout)
         try:
             return fit(cfg, on_epoch_end, log, ctx)
         finally:
-            D.teardown(ctx)
+            distributed.teardown(ctx)
     t_start = time.perf_counter()
     log = log if ctx.is_main else (lambda line: None)
-    cfg = D.from_main(ctx, lambda: D.check_backend(ctx, resolve_config(cfg)), what="receiving the run's settings")
-    checkpoint = D.from_main(ctx, check_run_folder, cfg, what="receiving the checkpoint rank 0 resumes from")
+    cfg = distributed.from_main(ctx, lambda: distributed.check_can_distribute(ctx, resolve_config(cfg)),
+                                what="receiving the run's settings")
+    checkpoint = distributed.from_main(ctx, check_run_folder, cfg, what="receiving the checkpoint rank 0 resumes from")
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
-    if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs and not unfinished_files(Path(cfg.out), cfg.pictures and cfg.dataset == "fashion-mnist"):
+    if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs and not unfinished_files(
+            Path(cfg.out), cfg.pictures and cfg.dataset == "fashion-mnist"):
         return TrainResult(history=list(checkpoint["history"]), out_dir=Path(cfg.out), device=str(device),
                            status="nothing to do", config=cfg)
     run = prepare(cfg, checkpoint, ctx)
@@ -123,7 +125,7 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             raise
         return out
 
-    out = D.from_main(ctx, open_run_folder, what="waiting for rank 0 to open the run folder")
+    out = distributed.from_main(ctx, open_run_folder, what="waiting for rank 0 to open the run folder")
     for line in [*run.notes, *header(cfg, len(run.train_ds), len(run.test_ds), run.device, run.start_epoch, out,
                                       run.ctx)]:
         log(line)
@@ -168,7 +170,7 @@ class Run:
     stop_reason: str = ""
     source: object = None           # what the epochs read: a FashionMNISTSource (data.py) or an
                                     # ImageFolderSource (imagefolder.py)
-    ctx: D.DistContext = field(default_factory=D.DistContext)
+    ctx: distributed.DistContext = field(default_factory=distributed.DistContext)
     warned: set = field(default_factory=set)   # unreadable images already named in a warning
     pixel_mean: torch.Tensor | None = None   # (28, 28) mean training image (--pixels mean-subtracted), else None
 
@@ -177,10 +179,10 @@ class Run:
         return INPUT_SHAPES[self.cfg.variant][0]
 
 
-def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None = None) -> Run:
+def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: distributed.DistContext | None = None) -> Run:
     """Load the data, build the learner, restore the checkpoint: every check that needs them, no file written.
     Under torchrun (ctx enabled): this rank's shard of the data, and the learner wrapped in DDP."""
-    ctx = ctx if ctx is not None else D.DistContext(device=resolve_device(cfg.device))
+    ctx = ctx if ctx is not None else distributed.DistContext(device=resolve_device(cfg.device))
     device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     notes = []
     channels = INPUT_SHAPES[cfg.variant][0]
@@ -189,7 +191,8 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
 
         workers = cfg.workers if cfg.workers is not None else default_workers()
         source = open_image_folder(cfg.data_dir, cfg.variant, cfg.resize, cfg.batch_size, cfg.seed, workers, device,
-                                   cfg.mean, cfg.std, cfg.limit_train, cfg.limit_test, ctx,
+                                   cfg.mean, cfg.std, cfg.limit_train, cfg.limit_test, ctx.rank, ctx.world_size,
+                                   share=lambda fn, *args, what: distributed.from_main(ctx, fn, *args, what=what),
                                    given_as="recorded in config.json" if cfg.resume else "given")
         cfg = replace(cfg, mean=source.norm.mean, std=source.norm.std)   # recorded: a resume normalizes the same
         notes += source.notes
@@ -216,14 +219,14 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
     learner = make_learner(cfg.backend, cfg.lr, device, num_classes=len(source.classes), amp=cfg.amp, seed=cfg.seed,
                            channels_last=cfg.channels_last, variant=cfg.variant, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay)
-    D.seed_rank(ctx, cfg.seed)                      # ranks 1..: their own dropout streams (rank 0: the seed's)
+    distributed.seed_rank(ctx, cfg.seed)            # ranks 1..: their own dropout streams (rank 0: the seed's)
     history, start_epoch, best_acc = [], 0, -1.0
     if checkpoint is not None:
         path = Path(cfg.out) / "last.pt"
         try:
             learner.load_state_dict(checkpoint["learner"])
             if ctx.enabled or "rng_ranks" in checkpoint:
-                note = D.restore_rng(ctx, checkpoint, cfg.seed, checkpoint["epoch"])
+                note = distributed.restore_rng(ctx, checkpoint, cfg.seed, checkpoint["epoch"])
                 notes += [note] if note else []
             else:
                 restore_rng_state(checkpoint["rng"])
@@ -231,10 +234,7 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: D.DistContext | None
             what = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             raise ValueError(f"{path}: does not fit the {cfg.backend} backend's model and optimizer ({what})") from exc
         if mean is not None:                      # the recorded mean image (the same images give the same one)
-            if not isinstance(checkpoint.get("pixel_mean"), torch.Tensor) or checkpoint["pixel_mean"].shape != (28, 28):
-                raise ValueError(f"{path}: a --pixels mean-subtracted run's checkpoint without its (28, 28) "
-                                 f"'pixel_mean'")
-            mean = source.pixel_mean = checkpoint["pixel_mean"].to(torch.float32)
+            mean = source.pixel_mean = recorded_pixel_mean(checkpoint, str(path))
         history = list(checkpoint["history"])
         start_epoch = checkpoint["epoch"]
         best_acc = max((h["test_acc"] for h in history), default=-1.0)
@@ -250,7 +250,8 @@ def train_epochs(run: Run, out: Path, on_epoch_end, log: Callable[[str], None]) 
     try:
         for epoch in range(run.start_epoch, cfg.epochs):
             if cfg.checkpoint:
-                D.from_main(run.ctx, check_free_space, out, run.checkpoint_bytes, what="rank 0's free-space check")
+                distributed.from_main(run.ctx, check_free_space, out, run.checkpoint_bytes,
+                                      what="rank 0's free-space check")
             row = train_epoch(run, epoch, log)
             save_epoch(run, out, row)
             skipped = f", {row['skipped']} unreadable image(s) skipped" if row.get("skipped") else ""
@@ -293,16 +294,17 @@ def train_epoch(run: Run, epoch: int, log: Callable[[str], None] = say) -> dict:
         seen += len(y)
         bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:  # d2l's animator: 5 points an epoch
-            g_loss, g_correct, g_seen = D.sum_over_ranks(ctx, loss_sum, correct, seen)
+            g_loss, g_correct, g_seen = distributed.sum_over_ranks(ctx, loss_sum, correct, seen)
             curve.append([epoch + (step + 1) / steps, g_loss / max(g_seen, 1), g_correct / max(g_seen, 1)])
-    loss_sum, correct, seen = D.sum_over_ranks(ctx, loss_sum, correct, seen, what="summing the epoch's counts")
+    loss_sum, correct, seen = distributed.sum_over_ranks(ctx, loss_sum, correct, seen,
+                                                         what="summing the epoch's counts")
     if not seen:
         raise ValueError(f"none of the {len(run.train_ds)} training images could be read in epoch {epoch + 1}")
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    test_acc = D.evaluate(learner, run.source, ctx, cfg.progress, "test")
+    test_acc = accuracy(learner, run.source, ctx, cfg.progress, "test")
     skipped = report_skipped(run, log)
     return dict(epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
                 examples_per_sec=seen / train_seconds, examples=int(seen), train_seconds=train_seconds,
@@ -312,8 +314,8 @@ def train_epoch(run: Run, epoch: int, log: Callable[[str], None] = say) -> dict:
 def report_skipped(run: Run, log: Callable[[str], None], most: int = 10) -> int:
     """The unreadable images of the epoch (training and evaluation, every rank's): each named in a warning the first
     time (at most `most` an epoch), all counted."""
-    skipped = [s for rank in D.all_gather_object(run.ctx, run.source.take_skipped(), what="gathering skipped images")
-               for s in rank]
+    gathered = distributed.all_gather_object(run.ctx, run.source.take_skipped(), what="gathering skipped images")
+    skipped = [s for rank in gathered for s in rank]
     new = [(path, reason) for path, reason in skipped if path not in run.warned]
     for path, reason in new[:most]:
         log(f"warning: skipped unreadable image {path} ({reason})")
@@ -330,7 +332,7 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
     rewrites metrics.csv from it. When a checkpoint cannot be written (a full disk) the epoch is not recorded: the
     error names the file and the epoch's numbers, and the earlier last.pt is intact."""
     cfg, epoch = run.cfg, row["epoch"]
-    rng_ranks = D.gather_rng_states(run.ctx) if run.ctx.enabled and cfg.checkpoint else None
+    rng_ranks = distributed.gather_rng_states(run.ctx) if run.ctx.enabled and cfg.checkpoint else None
     if not run.ctx.is_main:                         # rank 0 writes; the others keep the same history
         run.history.append(row)
         return
@@ -390,14 +392,14 @@ def run(args: argparse.Namespace) -> int:
     """One process, or one of torchrun's. Under torchrun rank 0 settles the settings, prints and writes; a failure
     on rank 0 is its one line (the others stop quietly), a lost rank is one line on each of the others (exit status
     1); every process ends through distributed.exit_now (not the process group's teardown, which can abort)."""
-    ctx = D.setup(args.device or "auto", args.dist_timeout or D.DEFAULT_TIMEOUT_S)
+    ctx = distributed.setup(args.device or "auto", args.dist_timeout or distributed.DEFAULT_TIMEOUT_S)
     if not ctx.enabled:
         return report(args, ctx)
     try:
         status = report(args, ctx)     # no barrier after it: rank 0 may still draw pictures while the others leave
-    except D.RankZeroError:
+    except distributed.RankZeroError:
         status = 2                                  # rank 0 printed why
-    except D.RankFailure as exc:
+    except distributed.RankFailure as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr, flush=True)
         status = 1
     except (ValueError, OSError) as exc:            # what cli.main prints for one process
@@ -406,12 +408,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("alexnet train: interrupted", file=sys.stderr, flush=True)
         status = 130
-    D.exit_now(status)
+    distributed.exit_now(status)
 
 
-def report(args: argparse.Namespace, ctx: D.DistContext) -> int:
+def report(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
     """Train as the flags say and print the outcome (rank 0): d2l's two lines, the run folder; the exit status."""
-    cfg = D.from_main(ctx, config_from_args, args, what="receiving the run's settings from rank 0")
+    cfg = distributed.from_main(ctx, config_from_args, args, what="receiving the run's settings from rank 0")
     result = fit(cfg, ctx=ctx)
     if not ctx.is_main:
         return {"interrupted": 130, "nan": 3}.get(result.status, 0)

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_model.data import CLASS_NAMES, find_data_dir, load_split, subtract_mean, to_input
-from torch_model.evaluate import Checkpoint, load_checkpoint, output_dir
+from torch_model.checkpoint import Checkpoint, load
+from torch_model.data import CLASS_NAMES, find_data_dir, load_split, model_input as fed_to_model
+from torch_model.evaluate import output_dir
 from torch_model.plots import plot_feature_maps, plot_filters, plot_saliency
 
 SALIENCY_IMAGES = 6
@@ -125,11 +126,7 @@ def probabilities_table(probs: np.ndarray, label: int) -> str:
 def model_input(images: torch.Tensor, ckpt: Checkpoint) -> np.ndarray:
     """uint8 (N, 28, 28) -> float64 (N, C, R, R) as the run fed its model (the grey image repeated to C channels;
     raw 0..255 pixels minus the mean training image for a --pixels mean-subtracted run)."""
-    x = to_input(images, ckpt.resize)                                 # (N, 1, R, R) in [0, 1]
-    if ckpt.pixel_mean is not None:
-        x = subtract_mean(x, ckpt.pixel_mean)                         # (N, 1, R, R) 0..255, centred
-    x = x.double()
-    return x.expand(-1, ckpt.channels, -1, -1).numpy()                # (N, C, R, R)
+    return fed_to_model(images, ckpt.resize, ckpt.channels, ckpt.pixel_mean).double().numpy()   # (N, C, R, R)
 
 
 def visualize(ckpt: Checkpoint, test_images: torch.Tensor, test_labels: torch.Tensor, index: int, out: Path) -> dict:
@@ -169,7 +166,7 @@ def visualize(ckpt: Checkpoint, test_images: torch.Tensor, test_labels: torch.Te
 def run(args: argparse.Namespace) -> int:
     test = load_split(find_data_dir(args.data_dir), "test")
     check_index(args.index, len(test))
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load(args.checkpoint)
     out = output_dir(args.out, ckpt.path)
     note = ckpt.assumption_note()
     if note:
