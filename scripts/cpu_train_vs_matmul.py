@@ -1,13 +1,14 @@
-"""`alexnet train`'s own examples/sec against the CPU's bf16 matmul, measured in one run, glibc's malloc defaults
-against keep_freed_memory.
+"""`alexnet train`'s own examples/sec against the CPU's bf16 matmul, measured in one run: this checkout, the same
+with glibc's malloc defaults, and optionally another checkout of the project (the code before a change).
 
-    python scripts/cpu_train_vs_matmul.py [--rounds 2] [--limit-train 3840]
+    python scripts/cpu_train_vs_matmul.py [--rounds 2] [--limit-train 3840] [--baseline OTHER_CHECKOUT]
 
 A bf16 4096^3 matmul (6 after 2 warm-ups, timed together), then `alexnet train --limit-train N --limit-test 128
---epochs 1 --no-checkpoint --no-pictures` with ALEXNET_GLIBC_MALLOC=1 (glibc's defaults) and without (what the
-command sets: torch_model.device.keep_freed_memory), --rounds times interleaved, then the matmul again. Prints each
-run's examples/sec and the best of each allocator as TFLOP/s (5.6 GFLOP per training image) and as a fraction of
-the mean of the two matmul figures.
+--epochs 1 --no-checkpoint --no-pictures` for each contestant, --rounds times interleaved, then the matmul again:
+this checkout as the command runs it (torch_model.device.keep_freed_memory), with ALEXNET_GLIBC_MALLOC=1 (glibc's
+defaults), and with --baseline, the other checkout's code (`git worktree add ../before HEAD~1`). Prints each run's
+examples/sec and the best of each contestant as TFLOP/s (5.6 GFLOP per training image) and as a fraction of the
+mean of the two matmul figures.
 """
 from __future__ import annotations
 
@@ -36,34 +37,41 @@ def matmul_tflops(n: int = 4096, reps: int = 6) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2, help="runs per allocator, interleaved (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per contestant, interleaved (default 2)")
     parser.add_argument("--limit-train", type=int, default=3840, help="training images per run (default 3840)")
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="also run another checkout of the project")
     args = parser.parse_args()
     if args.rounds < 1 or args.limit_train < 1:
         parser.error("--rounds and --limit-train must be >= 1")
+    if args.baseline and not os.path.isdir(os.path.join(args.baseline, "torch_model")):
+        parser.error(f"--baseline {args.baseline}: no torch_model/ in it (expected a checkout of this project)")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    contestants = {"glibc defaults": (here, dict(ALEXNET_GLIBC_MALLOC="1")), "this checkout": (here, {})}
+    if args.baseline:   # run from there: `python -m torch_model` imports the package of the working folder first
+        other = os.path.abspath(args.baseline)
+        contestants[f"baseline {args.baseline}"] = (other, dict(PYTHONPATH=other))
     before = matmul_tflops()
     print(f"bf16 matmul {before:.3f} TFLOP/s", flush=True)
-    rates: dict[str, list[float]] = {"1": [], "0": []}
+    rates: dict[str, list[float]] = {name: [] for name in contestants}
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.rounds):
-            for glibc in ("1", "0"):
-                out = os.path.join(tmp, f"run-{rnd}-{glibc}")
+            for i, (name, (cwd, env)) in enumerate(contestants.items()):
                 cmd = [sys.executable, "-m", "torch_model", "train", "--limit-train", str(args.limit_train),
                        "--limit-test", "128", "--epochs", "1", "--no-checkpoint", "--no-pictures", "--no-progress",
-                       "--out", out]
-                p = subprocess.run(cmd, env=dict(os.environ, ALEXNET_GLIBC_MALLOC=glibc), capture_output=True,
-                                   text=True)
+                       "--out", os.path.join(tmp, f"run-{rnd}-{i}")]
+                p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True)
                 found = re.search(r"([\d.]+) examples/sec", p.stdout)
                 if p.returncode or not found:
-                    print(f"alexnet train failed (exit {p.returncode}): {p.stderr.strip()[-500:]}", file=sys.stderr)
+                    print(f"{name}: alexnet train failed (exit {p.returncode}): {p.stderr.strip()[-500:]}",
+                          file=sys.stderr)
                     return 1
-                rates[glibc].append(float(found.group(1)))
-                print(f"round {rnd + 1} ALEXNET_GLIBC_MALLOC={glibc}: {found.group(1)} examples/sec", flush=True)
+                rates[name].append(float(found.group(1)))
+                print(f"round {rnd + 1} {name}: {found.group(1)} examples/sec", flush=True)
     after = matmul_tflops()
     print(f"bf16 matmul {after:.3f} TFLOP/s", flush=True)
     peak = (before + after) / 2
-    for glibc, name in (("1", "glibc defaults"), ("0", "keep_freed_memory")):
-        best = max(rates[glibc])
+    for name in contestants:
+        best = max(rates[name])
         print(f"{name}: best {best:.1f} examples/sec x 5.6 GFLOP = {best * FLOP_PER_IMAGE / 1e12:.3f} TFLOP/s = "
               f"{best * FLOP_PER_IMAGE / 1e12 / peak:.1%} of the bf16 matmul ({peak:.3f} TFLOP/s)")
     return 0
