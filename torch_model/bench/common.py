@@ -1,97 +1,31 @@
-"""What `alexnet bench layers`, `bench train` and `bench lessons` share, one concern per module:
-
-    machine.py      who ran it: machine_info (the results file's name), versions, today / now_iso
-    timing.py       the timer (time_ms), input Rotation, precision switches, measure_peaks / matmul_peak
-    layer_specs.py  LayerSpec, alexnet_specs, paper_lrn_specs: the layers timed and their napkin math (FLOPs, bytes)
-    results.py      the results file: schema (validate_results), load, merge, save_run (atomic)
-    report.py       tables, the README's markdown, the PNG charts, finish(); `python -m` re-renders the README
-
-This module re-exports all of them under one name (`from torch_model.bench import common as C`) and holds the
-command-line pieces the benches share (flags, list parsers, the failure report).
+"""What the benches share on their command line and in their output: the flags and list parsers, the dtypes a
+figure is measured in, the printed table, and the results file, one JSON row appended per figure to
+`<out-dir>/<machine>.jsonl` (one file per machine: every run's rows, in the order measured; each row carries the
+machine, the date and the peaks it is set against, so it stands on its own).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
-from torch_model.bench.layer_specs import LayerSpec, alexnet_specs, paper_lrn_specs, train_step_flops  # noqa: F401
-from torch_model.bench.machine import import_triton_kernels, machine_info, now_iso, today  # noqa: F401
-from torch_model.bench.report import (  # noqa: F401
-    BEGIN,
-    DEFAULT_README,
-    END,
-    baseline_impl,
-    best_by_impl,
-    describe,
-    finish,
-    format_table,
-    goal,
-    latest_gpu_results,
-    layer_rows,
-    main,
-    plot_layers,
-    plot_lessons,
-    plot_train,
-    render_markdown,
-    seed_rows,
-    summary_rows,
-    train_rows,
-    update_readme,
-)
-from torch_model.bench.results import (  # noqa: F401
-    CPU_IMPLS,
-    DEFAULT_OUT_DIR,
-    DTYPES,
-    GPU_IMPLS,
-    LAYER_KEY,
-    LAYER_ORDER,
-    LESSON_KEY,
-    PASSES,
-    REL_ERR_TOL,
-    REQUIRED,
-    SECTION_KEYS,
-    SEED_KEY,
-    TRAIN_KEY,
-    atomic_write_bytes,
-    clean_json,
-    load_results,
-    merge_results,
-    results_path,
-    save_run,
-    validate_results,
-    write_json,
-)
-from torch_model.bench.timing import (  # noqa: F401
-    Rotation,
-    check_dtypes,
-    cudnn_benchmark,
-    matmul_peak,
-    measure_peaks,
-    precision,
-    sync,
-    time_ms,
-    torch_dtype,
-)
-from torch_model.device import resolve_device  # noqa: F401  (C.resolve_device in the benches)
+DEFAULT_OUT_DIR = Path("docs/benchmarks/results")
+DTYPES = ("bf16", "tf32", "fp32")        # fp32 = strict fp32 (TF32 off); on a CPU the only one there is
+# relative error (||out - ref|| / ||ref|| against float64) above which a figure is flagged as wrong, per dtype
+REL_ERR_TOL = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 5e-2}
 
 
-def report_failures(failures: list[str]) -> int:
-    """Print the figures that failed (each was recorded and the run went on); the exit status: 1 if any."""
-    if failures:
-        print(f"{len(failures)} figure(s) FAILED:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-    return 1 if failures else 0
-
+# ----------------------------------------------------------------------------------------------- flags
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if there is one) | cpu | cuda[:N]")
     parser.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR),
-                        help="where <date>-<machine>.json and its PNG charts go (default: %(default)s)")
-    parser.add_argument("--update-readme", nargs="?", const=str(DEFAULT_README), default=None, metavar="README",
-                        help="afterwards, re-render the results tables in README (default %(const)s) from the "
-                             "newest GPU results file in --out-dir")
+                        help="each figure is appended as one JSON row to <out-dir>/<machine>.jsonl "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -121,5 +55,69 @@ def positive_int(text: str) -> int:
     return value
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def report_failures(failures: list[str]) -> int:
+    """Print the figures that failed (each was recorded and the run went on); the exit status: 1 if any."""
+    if failures:
+        print(f"{len(failures)} figure(s) FAILED:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+def num(value) -> str:
+    """3 significant figures, no exponent for everyday magnitudes; '' for None."""
+    if value is None:
+        return ""
+    if value == 0 or not 1e-3 <= abs(value) < 1e7:
+        return f"{value:.3g}"
+    return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], markdown: bool = False) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    fmt = lambda r: "  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in cells[1:]])
+
+
+def clean_json(value):
+    """NaN/inf -> None, so the file stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def append_rows(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
+    """Append each row as one line of JSON to path (created with its folder), flushed and fsync'd: a run cut short
+    keeps every row written before it stopped."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(clean_json(r), allow_nan=False, default=str) + "\n" for r in rows)
+    with open(path, "a") as f:
+        if f.tell() and not _ends_with_newline(path):
+            f.write("\n")
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """Every row of a results file, in the order appended."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

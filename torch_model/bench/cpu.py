@@ -66,9 +66,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torch_model.bench import common as C
-from torch_model.bench.layer_specs import POOL_TRAFFIC
+from torch_model.bench.common import append_rows, clean_json, format_table, num, positive_int, report_failures
+from torch_model.bench.layer_specs import POOL_TRAFFIC, alexnet_specs, train_step_flops
+from torch_model.bench.timing import cpu_time_ms, machine_info, measure_peaks, now_iso, today
 from torch_model.bench.train import RESIZE, make_bench_learner
+from torch_model.files import atomic_write
 
 CPU = torch.device("cpu")
 # Not under docs/benchmarks/results/: that folder holds the GPU benches' results files (one JSON object each, one
@@ -104,30 +106,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", choices=("bf16", "none"),
                         help="bf16: autocast with channels_last weights and batches; none: the seed's fp32 NCHW "
                              "(default: what `alexnet train` picks on this CPU)")
-    parser.add_argument("--batch", type=C.positive_int, default=DEFAULTS["batch"], help="default: %(default)s")
-    parser.add_argument("--steps", type=C.positive_int, default=DEFAULTS["steps"],
+    parser.add_argument("--batch", type=positive_int, default=DEFAULTS["batch"], help="default: %(default)s")
+    parser.add_argument("--steps", type=positive_int, default=DEFAULTS["steps"],
                         help="timed steps (default: %(default)s)")
-    parser.add_argument("--warmup-steps", type=C.positive_int, default=DEFAULTS["warmup_steps"],
+    parser.add_argument("--warmup-steps", type=positive_int, default=DEFAULTS["warmup_steps"],
                         help="untimed steps first, the first one reported as setup (default: %(default)s)")
-    parser.add_argument("--profile-steps", type=C.positive_int, default=DEFAULTS["profile_steps"],
+    parser.add_argument("--profile-steps", type=positive_int, default=DEFAULTS["profile_steps"],
                         help="steps under torch.profiler after the timed ones (default: %(default)s)")
-    parser.add_argument("--threads", type=C.positive_int, help="torch.set_num_threads (default: torch's own)")
-    parser.add_argument("--matmul-size", type=C.positive_int, default=DEFAULTS["matmul_size"], metavar="N",
+    parser.add_argument("--threads", type=positive_int, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--matmul-size", type=positive_int, default=DEFAULTS["matmul_size"], metavar="N",
                         help="the reference matmul is N x N x N (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default: %(default)s, the seed's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model and the random batches")
     loop = parser.add_argument_group("the training loop beside the bare step")
     loop.add_argument("--no-loop", action="store_true", help="skip torch_model.train.fit (needs no data)")
-    loop.add_argument("--loop-train", type=C.positive_int,
+    loop.add_argument("--loop-train", type=positive_int,
                       help=f"training images for the loop's one epoch (default: {DEFAULTS['loop_train']})")
-    loop.add_argument("--loop-test", type=C.positive_int,
+    loop.add_argument("--loop-test", type=positive_int,
                       help=f"test images it evaluates (default: {DEFAULTS['loop_test']})")
     loop.add_argument("--data-dir", help="Fashion-MNIST folder (default: FASHION_MNIST_DIR, ...)")
     malloc = parser.add_argument_group("glibc's malloc against keep_freed_memory")
     malloc.add_argument("--compare-malloc", action="store_true",
                         help=f"run everything in two child processes, {MALLOC_ENV}=1 (glibc's defaults) and "
                              f"keep_freed_memory, and print them side by side")
-    malloc.add_argument("--rounds", type=C.positive_int, default=1,
+    malloc.add_argument("--rounds", type=positive_int, default=1,
                         help="--compare-malloc: run the pair this many times, alternating; medians are printed "
                              "(default: %(default)s)")
     parser.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR),
@@ -179,7 +181,7 @@ def step_rows(batch: int, amp: str) -> list[Row]:
     from torch_model.model import alexnet
 
     b = 2 if amp == "bf16" else 4
-    specs = C.alexnet_specs(batch, RESIZE)
+    specs = alexnet_specs(batch, RESIZE)
     elements = output_elements(batch)
     _, record, dx_writes = POOL_TRAFFIC["torch-cpu"]
     rows: list[Row] = []
@@ -452,7 +454,7 @@ def _rates(entry: dict, ref_tflops: float, copy_gb_per_s: float) -> None:
 # ----------------------------------------------------------------------------------------------- measuring
 
 def matmul_rate(n: int, dtype: torch.dtype) -> dict:
-    """An n^3 matmul on torch's threads, two input sets in turn (C.time_ms: median of 5 after a warm-up)."""
+    """An n^3 matmul on torch's threads, two input sets in turn (median of 5 after a warm-up)."""
     gen = torch.Generator().manual_seed(1234)
     a = [torch.randn(n, n, generator=gen).to(dtype) for _ in range(2)]
     b = [torch.randn(n, n, generator=gen).to(dtype) for _ in range(2)]
@@ -462,7 +464,7 @@ def matmul_rate(n: int, dtype: torch.dtype) -> dict:
         i = next(turn) % 2
         return a[i] @ b[i]
 
-    t = C.time_ms(mm, CPU, repeat=5)
+    t = cpu_time_ms(mm, repeat=5)
     return {"n": n, "dtype": str(dtype).removeprefix("torch."), "ms": t["ms"],
             "tflops": 2 * n**3 / (t["ms"] * 1e-3) / 1e12, "timer": t["timer"]}
 
@@ -522,6 +524,16 @@ def training_loop(batch: int, amp: str, channels_last: bool, lr: float, seed: in
             "loss": first["loss"]}
 
 
+def recorded_argv() -> list[str]:
+    """The command line as a results line records it: without --child-json and its path (a temporary file the
+    parent reads back, nothing to reproduce)."""
+    argv = sys.argv[1:]
+    if "--child-json" in argv:
+        i = argv.index("--child-json")
+        argv = argv[:i] + argv[i + 2:]
+    return argv
+
+
 def allocator() -> str:
     """How this process's malloc treats freed memory (the CLI set it before the command; set again to know)."""
     from torch_model.device import keep_freed_memory
@@ -533,12 +545,12 @@ def allocator() -> str:
 
 def measure(args, amp: str, channels_last: bool, why: str) -> dict:
     """The whole measurement in this process: matmul, timed steps, profile, loop."""
-    info = C.machine_info(CPU)
-    started = C.now_iso()
-    result = {**info, "date": C.today(), "started": started, "threads": torch.get_num_threads(),
+    info = machine_info(CPU)
+    started = now_iso()
+    result = {**info, "date": today(), "started": started, "threads": torch.get_num_threads(),
               "allocator": allocator(), "batch": args.batch, "amp": amp,
               "layout": "channels_last" if channels_last else "nchw", "why": why, "resize": RESIZE, "lr": args.lr,
-              "seed": args.seed, "argv": sys.argv[1:]}
+              "seed": args.seed, "argv": recorded_argv()}
     say(f"alexnet bench cpu on {info['device_name']}: torch {info['torch']}, {result['threads']} threads, "
         f"{result['allocator']}; batch {args.batch}, amp {amp}, {result['layout']} ({why})")
     say(f"the matmul rate: {args.matmul_size}^3 bf16{'' if amp == 'bf16' else ' and fp32'} ...")
@@ -546,10 +558,10 @@ def measure(args, amp: str, channels_last: bool, why: str) -> dict:
     if amp != "bf16":
         matmul["fp32"] = matmul_rate(args.matmul_size, torch.float32)
     ref = matmul["bf16" if amp == "bf16" else "fp32"]["tflops"]
-    peaks = C.measure_peaks(CPU)
+    peaks = measure_peaks(CPU)
     copy_gb_per_s = 1e3 * peaks["copy_tb_per_s"]
     result.update(matmul=matmul, ref_dtype="bf16" if amp == "bf16" else "fp32", ref_tflops=ref,
-                  copy_gb_per_s=copy_gb_per_s, flops_per_image=C.train_step_flops(1, RESIZE))
+                  copy_gb_per_s=copy_gb_per_s, flops_per_image=train_step_flops(1, RESIZE))
 
     torch.manual_seed(args.seed)
     learner = make_bench_learner("torch", "bf16" if amp == "bf16" else "fp32", args.lr, CPU, None,
@@ -557,7 +569,7 @@ def measure(args, amp: str, channels_last: bool, why: str) -> dict:
     learner.train()
     data = random_batches(args.batch, args.seed)
     say(f"the step: {args.warmup_steps} warm-up + {args.steps} timed ...")
-    result["step"] = time_steps(learner, data, args.warmup_steps, args.steps, C.train_step_flops(args.batch, RESIZE),
+    result["step"] = time_steps(learner, data, args.warmup_steps, args.steps, train_step_flops(args.batch, RESIZE),
                                 ref)
     result["step"]["bf16_fraction"] = result["step"]["tflops"] / matmul["bf16"]["tflops"]
     say(f"the profile: {args.profile_steps} steps under torch.profiler ...")
@@ -569,26 +581,17 @@ def measure(args, amp: str, channels_last: bool, why: str) -> dict:
         say(f"the training loop: torch_model.train.fit, 1 epoch of {args.loop_train} images ...")
         result["loop"] = training_loop(args.batch, amp, channels_last, args.lr, args.seed, args.data_dir,
                                        args.loop_train, args.loop_test)
-    return C.clean_json(result)
+    return clean_json(result)
 
 
 # ----------------------------------------------------------------------------------------------- printing
 
-def _num(value) -> str:
-    """3 significant figures, no exponent for everyday magnitudes; '' for None."""
-    if value is None:
-        return ""
-    if value == 0 or not 1e-3 <= abs(value) < 1e7:
-        return f"{value:.3g}"
-    return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
-
-
 def _work(r: dict) -> str:
-    return f"{_num(r['flops'] / 1e9)} GFLOP" if r["flops"] else f"{_num(r['bytes'] / 1e6)} MB" if r["bytes"] else ""
+    return f"{num(r['flops'] / 1e9)} GFLOP" if r["flops"] else f"{num(r['bytes'] / 1e6)} MB" if r["bytes"] else ""
 
 
 def _rate(r: dict) -> str:
-    return f"{_num(r['tflops'])} TFLOP/s" if r["tflops"] else f"{_num(r['gb_per_s'])} GB/s" if r["gb_per_s"] else ""
+    return f"{num(r['tflops'])} TFLOP/s" if r["tflops"] else f"{num(r['gb_per_s'])} GB/s" if r["gb_per_s"] else ""
 
 
 def _pct(x) -> str:
@@ -598,30 +601,30 @@ def _pct(x) -> str:
 def profile_table(result: dict) -> str:
     rows = []
     for r in result["profile"]["rows"]:
-        top = ", ".join(f"{k} {_num(v)}" for k, v in list(r["ops"].items())[:2])
-        rows.append([r["row"], r["kind"], _work(r), _num(r["ms"]), _pct(r["share"]), _rate(r),
+        top = ", ".join(f"{k} {num(v)}" for k, v in list(r["ops"].items())[:2])
+        rows.append([r["row"], r["kind"], _work(r), num(r["ms"]), _pct(r["share"]), _rate(r),
                      _pct(r["peak_fraction"]), top])
     p = result["profile"]
-    rows.append(["total", "", "", _num(p["total_ms"]), "100%", "", "", f"{p['events']} events"])
-    return C.format_table(["row", "kind", "work", "ms/step", "share", "rate", "% mm|copy", "top ops (ms)"], rows)
+    rows.append(["total", "", "", num(p["total_ms"]), "100%", "", "", f"{p['events']} events"])
+    return format_table(["row", "kind", "work", "ms/step", "share", "rate", "% mm|copy", "top ops (ms)"], rows)
 
 
 def summary_lines(result: dict) -> list[str]:
     s, p, mm = result["step"], result["profile"], result["matmul"]
-    lines = [f"matmul {mm['bf16']['n']}^3 bf16: {_num(mm['bf16']['tflops'])} TFLOP/s"
-             + (f", fp32: {_num(mm['fp32']['tflops'])} TFLOP/s" if "fp32" in mm else "")
-             + f"; copy {_num(result['copy_gb_per_s'])} GB/s",
-             f"step: {_num(s['img_per_s'])} img/s ({_num(s['step_ms'])} ms, p20-p80 {_num(s['step_ms_p20'])}-"
-             f"{_num(s['step_ms_p80'])}), {_num(result['flops_per_image'] / 1e9)} GFLOP per image -> "
-             f"{_num(s['tflops'])} TFLOP/s = {_pct(s['peak_fraction'])} of the {result['ref_dtype']} matmul"
+    lines = [f"matmul {mm['bf16']['n']}^3 bf16: {num(mm['bf16']['tflops'])} TFLOP/s"
+             + (f", fp32: {num(mm['fp32']['tflops'])} TFLOP/s" if "fp32" in mm else "")
+             + f"; copy {num(result['copy_gb_per_s'])} GB/s",
+             f"step: {num(s['img_per_s'])} img/s ({num(s['step_ms'])} ms, p20-p80 {num(s['step_ms_p20'])}-"
+             f"{num(s['step_ms_p80'])}), {num(result['flops_per_image'] / 1e9)} GFLOP per image -> "
+             f"{num(s['tflops'])} TFLOP/s = {_pct(s['peak_fraction'])} of the {result['ref_dtype']} matmul"
              + ("" if result["ref_dtype"] == "bf16" else f" ({_pct(s['bf16_fraction'])} of bf16's)")
-             + f"; {_num(s['minor_faults_per_step'])} minor page faults per step",
-             f"profiled: {_num(p['wall_ms'])} ms per step ({100 * (p['wall_ms'] / s['step_ms'] - 1):+.0f}% against "
+             + f"; {num(s['minor_faults_per_step'])} minor page faults per step",
+             f"profiled: {num(p['wall_ms'])} ms per step ({100 * (p['wall_ms'] / s['step_ms'] - 1):+.0f}% against "
              f"the timed step: the profiler's own cost, and noise); rows from {p['steps']} steps"]
     loop = result.get("loop")
     lines.append("the alexnet train loop beside it: " + (
-        f"{_num(loop['examples_per_sec'])} img/s (torch_model.train.fit, {loop['images']} images, set-up and "
-        f"data loading included) against the bare step's {_num(s['img_per_s'])}" if loop else "not run (--no-loop)"))
+        f"{num(loop['examples_per_sec'])} img/s (torch_model.train.fit, {loop['images']} images, set-up and "
+        f"data loading included) against the bare step's {num(s['img_per_s'])}" if loop else "not run (--no-loop)"))
     return lines
 
 
@@ -634,7 +637,7 @@ def compare_tables(results: dict[str, dict]) -> str:
         if a is None and b is None:
             return
         ratio = (a / b if better is min else b / a) if a and b else None
-        summary.append([label, _num(a), _num(b), _num(ratio)])
+        summary.append([label, num(a), num(b), num(ratio)])
 
     pair("img/s (timed steps)", lambda r: r["step"]["img_per_s"], max)
     pair("step ms", lambda r: r["step"]["step_ms"])
@@ -643,14 +646,14 @@ def compare_tables(results: dict[str, dict]) -> str:
     pair("profiled step ms", lambda r: r["profile"]["wall_ms"])
     pair("loop img/s (fit)", lambda r: r["loop"]["examples_per_sec"] if r["loop"] else None, max)
     pair("bf16 matmul TFLOP/s", lambda r: r["matmul"]["bf16"]["tflops"], max)
-    first = C.format_table(["", "glibc", "kept", "kept better by x"], summary)
+    first = format_table(["", "glibc", "kept", "kept better by x"], summary)
     rows = []
     for a, b in zip(g["profile"]["rows"], k["profile"]["rows"]):
-        rows.append([a["row"], _work(a), _num(a["ms"]), _num(b["ms"]), _pct(a["share"]), _pct(b["share"]),
-                     _rate(a), _rate(b), _num(a["ms"] / b["ms"]) if b["ms"] > 0 else ""])
-    rows.append(["total", "", _num(g["profile"]["total_ms"]), _num(k["profile"]["total_ms"]), "100%", "100%", "", "",
-                 _num(g["profile"]["total_ms"] / k["profile"]["total_ms"])])
-    second = C.format_table(["row", "work", "ms glibc", "ms kept", "share glibc", "share kept", "rate glibc",
+        rows.append([a["row"], _work(a), num(a["ms"]), num(b["ms"]), _pct(a["share"]), _pct(b["share"]),
+                     _rate(a), _rate(b), num(a["ms"] / b["ms"]) if b["ms"] > 0 else ""])
+    rows.append(["total", "", num(g["profile"]["total_ms"]), num(k["profile"]["total_ms"]), "100%", "100%", "", "",
+                 num(g["profile"]["total_ms"] / k["profile"]["total_ms"])])
+    second = format_table(["row", "work", "ms glibc", "ms kept", "share glibc", "share kept", "rate glibc",
                              "rate kept", "glibc/kept"], rows)
     return first + "\n\n" + second
 
@@ -679,7 +682,7 @@ def plot_profile(results: dict[str, dict], path: Path, title: str) -> Path:
         ys = [i + (j - (len(labels) - 1) / 2) * width for i in range(n)]
         bars = ax.barh(ys, [r["ms"] for r in rows], width, color=[COLOURS[r["kind"]] for r in rows],
                        edgecolor="black", linewidth=0.3, **style)
-        ax.bar_label(bars, labels=[_num(r["ms"]) for r in rows], fontsize=6, padding=2)
+        ax.bar_label(bars, labels=[num(r["ms"]) for r in rows], fontsize=6, padding=2)
     ax.set_yticks(range(n), [r["row"] for r in first], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("ms per training step (torch.profiler, self time)")
@@ -691,13 +694,13 @@ def plot_profile(results: dict[str, dict], path: Path, title: str) -> Path:
     ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    C.atomic_write_bytes(path, lambda f: fig.savefig(f, format="png"))
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
     return path
 
 
 def _title(result: dict, img_per_s: dict[str, float]) -> str:
-    rates = ", ".join(f"{_num(v)} img/s" if len(img_per_s) == 1 else f"{k} {_num(v)} img/s"
+    rates = ", ".join(f"{num(v)} img/s" if len(img_per_s) == 1 else f"{k} {num(v)} img/s"
                       for k, v in img_per_s.items())
     return (f"{result['device_name']}, torch {result['torch']}, {result['threads']} threads, {result['date']}\n"
             f"training step, batch {result['batch']}, amp {result['amp']}, {result['layout']}: {rates}")
@@ -706,14 +709,8 @@ def _title(result: dict, img_per_s: dict[str, float]) -> str:
 def save(out_dir: str, line: dict, results: dict[str, dict]) -> list[Path]:
     """Append the run's line to <out_dir>/<machine>.jsonl and draw <machine>-<amp>-step-profile.png beside it."""
     first = next(iter(results.values()))
-    out = Path(out_dir)
-    path = out / f"{first['machine']}.jsonl"
-    text = json.dumps(C.clean_json(line), allow_nan=False, default=str) + "\n"
-    old = path.read_text() if path.exists() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
-    C.atomic_write_bytes(path, lambda f: f.write(old + text), mode="w")
-    png = plot_profile(results, out / f"{first['machine']}-{first['amp']}-step-profile.png",   # one per precision
+    path = append_rows(Path(out_dir) / f"{first['machine']}.jsonl", [line])
+    png = plot_profile(results, path.parent / f"{first['machine']}-{first['amp']}-step-profile.png",  # one per amp
                        _title(first, {k: r["step"]["img_per_s"] for k, r in results.items()}))
     return [path, png]
 
@@ -759,7 +756,7 @@ def median_result(results: list[dict]) -> dict:
 def compare_malloc(args, amp: str) -> int:
     """Each round: a child with glibc's defaults, then one with keep_freed_memory; their results side by side."""
     runs: dict[str, list[dict]] = {a: [] for a in ALLOCATORS}
-    started = C.now_iso()
+    started = now_iso()
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-cpu-") as tmp:
         for rnd in range(args.rounds):
             for alloc in ALLOCATORS:
@@ -774,7 +771,7 @@ def compare_malloc(args, amp: str) -> int:
                 cmd = [sys.executable, "-m", "torch_model", "bench", "cpu", *child_argv(args, amp, json_path)]
                 done = subprocess.run(cmd, env=env)
                 if done.returncode != 0:
-                    return C.report_failures([f"{alloc} round {rnd + 1}: the child exited {done.returncode} "
+                    return report_failures([f"{alloc} round {rnd + 1}: the child exited {done.returncode} "
                                               f"(its output is above); nothing was written"])
                 runs[alloc].append(json.loads(Path(json_path).read_text()))
     results = {a: median_result(rs) for a, rs in runs.items()}
@@ -784,7 +781,7 @@ def compare_malloc(args, amp: str) -> int:
           f"({MALLOC_ENV}=1), kept = keep_freed_memory; rows are torch.profiler self times per step")
     g = results["glibc_defaults"]
     line = {"mode": "compare-malloc", **{k: g[k] for k in SETTINGS if k in g}, "started": started,
-            "argv": sys.argv[1:], "rounds": args.rounds, "runs": runs}
+            "argv": recorded_argv(), "rounds": args.rounds, "runs": runs}
     written = save(args.out_dir, line, {SHORT[a]: results[a] for a in ALLOCATORS})
     say("wrote " + ", ".join(map(str, written)))
     return 0
@@ -824,9 +821,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = measure(args, amp, channels_last, why)
     if args.child_json:
-        C.write_json(args.child_json, result)
-        say(f"done: {_num(result['step']['img_per_s'])} img/s, "
-            f"{_num(result['step']['minor_faults_per_step'])} minor page faults per step")
+        Path(args.child_json).write_text(json.dumps(result, allow_nan=False))
+        say(f"done: {num(result['step']['img_per_s'])} img/s, "
+            f"{num(result['step']['minor_faults_per_step'])} minor page faults per step")
         return 0
     print()
     for line in summary_lines(result):

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_model.bench import common as C
+from torch_model.bench.common import format_table, positive_int
+from torch_model.bench.timing import machine_info, now_iso
+from torch_model.files import atomic_write
 
 SYNTHETIC_SIZE = (500, 375)     # (W, H)
 SYNTHETIC_CLASSES = 10
@@ -103,15 +105,15 @@ def worker_counts(text: str) -> list[int]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="an image folder (CLASS/IMAGE); default: synthetic JPEGs (--make)")
-    parser.add_argument("--make", type=C.positive_int, default=512,
+    parser.add_argument("--make", type=positive_int, default=512,
                         help="synthetic 500x375 JPEGs to write when there is no --data-dir (default: %(default)s)")
     parser.add_argument("--workers", type=worker_counts,
                         help="comma-separated worker counts (default: 0, 1, 2, 4, ... up to the CPU count)")
-    parser.add_argument("--batch", type=C.positive_int, default=128, help="batch size (default: %(default)s)")
+    parser.add_argument("--batch", type=positive_int, default=128, help="batch size (default: %(default)s)")
     parser.add_argument("--variant", choices=("paper", "d2l"), default="paper",
                         help="paper: RGB, short side 256, random 227 crop, flip; d2l: grey, --size square")
-    parser.add_argument("--size", type=C.positive_int, help="crop size (default: 227 paper, 224 d2l)")
-    parser.add_argument("--limit", type=C.positive_int, help="time only the first N images of --data-dir")
+    parser.add_argument("--size", type=positive_int, help="crop size (default: 227 paper, 224 d2l)")
+    parser.add_argument("--limit", type=positive_int, help="time only the first N images of --data-dir")
     parser.add_argument("--out", help="also write the figures as JSON here (atomically)")
 
 
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     cpus = os.cpu_count() or 1
     workers = args.workers or [0] + [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= cpus]
     size = args.size or (227 if args.variant == "paper" else 224)
-    info = C.machine_info(torch.device("cpu"))
+    info = machine_info(torch.device("cpu"))
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         if args.data_dir:
             root, source = Path(args.data_dir), f"--data-dir {args.data_dir}"
@@ -141,15 +143,16 @@ def run(args: argparse.Namespace) -> int:
                   f"{r['images']} images in {r['seconds']:.2f} s, untimed first pass {r['warmup_pass_s']:.2f} s; "
                   f"{r['cpu_ms_per_image']:.1f} CPU ms per image)", flush=True)
     print()
-    print(C.format_table(["workers", "images/s", "per worker", "CPU ms / image", "images timed"],
+    print(format_table(["workers", "images/s", "per worker", "CPU ms / image", "images timed"],
                          [[r["workers"], f"{r['img_per_s']:.0f}", f"{r['img_per_s_per_worker']:.0f}",
                            f"{r['cpu_ms_per_image']:.1f}", r["images"]] for r in rows], markdown=True))
     best = min(r["cpu_ms_per_image"] for r in rows)
     print(f"\nCPU cost: {best:.1f} ms per image at best, i.e. about {1e3 / best:.0f} images/s per core that does "
           f"nothing else (all processes' CPU time, the workers' included, over the images they delivered)")
     if args.out:
-        data = dict(machine=info, date=C.now_iso(), source=source, pillow=_pillow(), load_average=load, rows=rows)
-        C.atomic_write_bytes(Path(args.out), lambda f: f.write(json.dumps(data, indent=1) + "\n"), mode="w")
+        data = dict(machine=info, date=now_iso(), source=source, pillow=_pillow(), load_average=load, rows=rows)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(args.out), lambda f: f.write(json.dumps(data, indent=1) + "\n"), mode="w")
         print(f"wrote {args.out}")
     return 0
 

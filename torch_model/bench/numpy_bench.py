@@ -16,6 +16,8 @@ on a machine shared with other jobs.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 GOAL_RATIO = 1.5
 
@@ -53,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy_ref
     from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
-    from torch_model.bench.common import format_table, machine_info, now_iso, write_json
+    from torch_model.bench.common import clean_json, format_table
+    from torch_model.bench.timing import machine_info, now_iso
+    from torch_model.files import atomic_write
     from torch_model.model import alexnet
 
     for name in ("batch", "repeat"):
@@ -152,9 +156,12 @@ def run(args: argparse.Namespace) -> int:
           f"{whole['numpy_cpu_ms']:.0f} ms vs {whole['torch_cpu_ms']:.0f} ms = {whole['cpu_ratio']:.2f}x")
     if args.json:
         info = machine_info(torch.device("cpu"))
-        write_json(args.json, {"bench": "numpy", "date": now_iso(), **info, "dtype": args.dtype, "layout": "NCHW",
-                               "batch": args.batch, "threads": threads, "blas_threads": blas_note,
-                               "repeat": args.repeat, "rows": records, "goal_ratio": GOAL_RATIO})
+        data = {"bench": "numpy", "date": now_iso(), **info, "dtype": args.dtype, "layout": "NCHW", "batch": args.batch,
+                "threads": threads, "blas_threads": blas_note, "repeat": args.repeat, "rows": records,
+                "goal_ratio": GOAL_RATIO}
+        text = json.dumps(clean_json(data), indent=1, allow_nan=False) + "\n"
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(args.json), lambda f: f.write(text), mode="w")
         print(f"wrote {args.json}")
     return 0
 

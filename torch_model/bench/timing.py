@@ -1,21 +1,85 @@
-"""How every benchmark figure is timed: the timer (do_bench on a GPU, perf_counter medians on a CPU), input sets
-rotated past the L2, the precision switches (TF32 on/off, cudnn.benchmark), and the matmul and copy peaks measured
-in the same run that every figure is set against (`floor_ms = max(FLOPs / matmul peak, bytes / copy bandwidth)`)."""
+"""Who ran a benchmark and against what it is judged: the machine's facts (its short name names the results file),
+the date, the precision switches (TF32 on/off, cudnn.benchmark), and the matmul and copy peaks measured in the same
+run that every figure is set against (`floor_ms = max(FLOPs / matmul peak, bytes / copy bandwidth)`).
+
+The kernels' own timer and input rotation are triton_kernels/testing.py's. The benches that time no kernel (cpu,
+numpy, loader) never import triton_kernels: Triton is optional off Linux x86-64, and importing triton_kernels on
+a machine without CUDA turns on its interpreter. So a CPU figure here is timed by cpu_time_ms.
+"""
 from __future__ import annotations
 
-import math
+import datetime as _dt
+import os
+import platform
+import re
 import statistics
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# ----------------------------------------------------------------------------------------------- the machine
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(device: torch.device) -> dict:
+    """Who ran this: the machine's short name (the results file's name), versions, the device."""
+    import numpy
+
+    from importlib import metadata
+
+    try:  # the version without importing triton: imported before triton_kernels sets TRITON_INTERPRET, triton
+        triton_version = metadata.version("triton")  # would leave its own @jit helpers un-interpreted
+    except metadata.PackageNotFoundError:  # triton is optional for the torch path (not on this platform)
+        triton_version = None
+    cpu = device.type != "cuda"
+    info = {"torch": torch.__version__, "triton": triton_version, "numpy": numpy.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "cpu_model": _cpu_model(),
+            "cpu_count": os.cpu_count(), "cpu": cpu}
+    if cpu:
+        info["machine"] = f"cpu-{_slug(info['cpu_model'])}-{os.cpu_count()}cores"
+        info["device_name"] = f"CPU: {info['cpu_model']} ({os.cpu_count()} cores)"
+    else:
+        props = torch.cuda.get_device_properties(device)
+        name = torch.cuda.get_device_name(device)
+        info.update(machine=_slug(name).removeprefix("nvidia-") or "cuda", device_name=name, cuda=torch.version.cuda,
+                    sm_count=props.multi_processor_count, l2_bytes=getattr(props, "L2_cache_size", None),
+                    memory_bytes=props.total_memory, capability=f"{props.major}.{props.minor}")
+    return info
+
+
+def import_triton_kernels() -> None:
+    """Import triton_kernels before anything imports triton. On a machine without CUDA, triton_kernels sets
+    TRITON_INTERPRET=1, which only takes effect if triton itself is imported afterwards: creating any torch
+    optimizer imports torch._dynamo, which imports triton, and then the interpreted kernels fail with
+    "Cannot call @triton.jit'd outside of the scope of a kernel"."""
+    import triton_kernels  # noqa: F401
+
+
+def today() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------- precision
 
 @contextmanager
 def precision(dtype: str) -> Iterator[None]:
@@ -29,6 +93,22 @@ def precision(dtype: str) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@contextmanager
+def cudnn_benchmark() -> Iterator[None]:
+    """cudnn.benchmark on ("the best cuDNN": its fastest algorithm per shape), restored on exit."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
@@ -45,20 +125,11 @@ def check_dtypes(dtypes: Sequence[str], device: torch.device, flag: str = "--dty
                          f"interpreter does not support bf16); use {flag} fp32 or run on a GPU")
 
 
-# ----------------------------------------------------------------------------------------------- the timer
+# ----------------------------------------------------------------------------------------------- the peaks
 
-def time_ms(fn: Callable[[], object], device: torch.device, *, warmup_ms: float = 25, rep_ms: float = 100,
-            repeat: int = 5) -> dict:
-    """Median time of fn() in ms, with the 20th/80th percentiles as its spread.
-
-    GPU: triton.testing.do_bench (CUDA events, warm-up, the L2 flushed before every call; fn rotates its inputs
-    too). CPU: one warm-up call, then the median of `repeat` perf_counter timings."""
-    if device.type == "cuda":
-        from triton.testing import do_bench
-
-        med, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
-        return {"ms": float(med), "ms_p20": float(p20), "ms_p80": float(p80),
-                "timer": f"triton.testing.do_bench median (warmup {warmup_ms:g} ms, rep {rep_ms:g} ms)"}
+def cpu_time_ms(fn: Callable[[], object], repeat: int = 5) -> dict:
+    """triton_kernels.testing.time_ms's CPU timer: one warm-up call, then the median of `repeat` perf_counter
+    timings, with the 20th/80th percentiles."""
     fn()
     times = []
     for _ in range(max(1, repeat)):
@@ -70,59 +141,42 @@ def time_ms(fn: Callable[[], object], device: torch.device, *, warmup_ms: float 
             "timer": f"perf_counter median of {len(times)} (CPU)"}
 
 
-class Rotation:
-    """Several input sets used in turn, so repeated calls do not find their inputs already in the cache.
-    On the GPU there are enough sets for their inputs together to exceed twice the L2 (60 MB on an H200)."""
+def _time_ms(fn: Callable[[], object], device: torch.device) -> dict:
+    if device.type == "cuda":
+        from triton_kernels.testing import time_ms
 
-    def __init__(self, make: Callable[[int], tuple], set_bytes: int, device: torch.device, max_sets: int = 16):
-        if device.type == "cuda":
-            l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 60 * 2**20
-            n = min(max_sets, max(2, math.ceil(2 * l2 / max(1, set_bytes))))
-        else:
-            n = 2
-        self.sets = [make(i) for i in range(n)]
-        self.i = 0
-
-    def __len__(self) -> int:
-        return len(self.sets)
-
-    def next(self) -> tuple:
-        s = self.sets[self.i % len(self.sets)]
-        self.i += 1
-        return s
+        return time_ms(fn, device)
+    return cpu_time_ms(fn)
 
 
-def measure_peaks(device: torch.device, dtypes: Iterable[str] = ("bf16",), progress: bool = True) -> dict:
+def measure_peaks(device: torch.device, dtypes: Iterable[str] = ("bf16",)) -> dict:
     """The ceilings every figure of this run is compared with, measured now on this device.
 
     GPU: an 8192^3 matmul (bf16 always, plus TF32/fp32 when the run measures them) and a 1 GiB device copy.
     CPU: no bf16 or TF32 peak there, so an fp32 matmul (1024^3) and a 64 MiB copy, said so in "how"."""
     gen = torch.Generator(device=device).manual_seed(1234)
-    if device.type == "cuda":
-        n, copy_elems = 8192, 2**28
-    else:
-        n, copy_elems = 1024, 2**24
+    gpu = device.type == "cuda"
+    n, copy_elems = (8192, 2**28) if gpu else (1024, 2**24)
     peak: dict = {"bf16_matmul_tflops": None}
-    wanted = ["bf16", *[d for d in dtypes if d != "bf16"]] if device.type == "cuda" else ["fp32"]
-    for dtype in wanted:
+    for dtype in ["bf16", *[d for d in dtypes if d != "bf16"]] if gpu else ["fp32"]:
         a = [torch.randn(n, n, generator=gen, device=device).to(torch_dtype(dtype)) for _ in range(2)]
         b = [torch.randn(n, n, generator=gen, device=device).to(torch_dtype(dtype)) for _ in range(2)]
-        rot = iter(range(10**12))
+        turn = iter(range(10**12))
 
         def mm():
-            i = next(rot) % 2
+            i = next(turn) % 2
             return a[i] @ b[i]
 
         with precision(dtype):
-            t = time_ms(mm, device, repeat=5)
+            t = _time_ms(mm, device)
         peak[f"{dtype}_matmul_tflops"] = 2 * n**3 / (t["ms"] * 1e-3) / 1e12
         del a, b
     src = torch.randn(copy_elems, generator=gen, device=device)
     dst = torch.empty_like(src)
-    t = time_ms(lambda: dst.copy_(src), device, repeat=5)
+    t = _time_ms(lambda: dst.copy_(src), device)
     peak["copy_tb_per_s"] = 2 * src.nbytes / (t["ms"] * 1e-3) / 1e12
     del src, dst
-    if device.type == "cuda":
+    if gpu:
         peak["how"] = (f"{n}x{n}x{n} matmul per dtype (torch, random data, 2 input sets), "
                        f"{copy_elems * 4 / 2**30:.0f} GiB fp32 device copy (read + write counted), do_bench medians")
     else:
@@ -136,12 +190,14 @@ def matmul_peak(peak: dict, dtype: str) -> float | None:
     return peak.get(f"{dtype}_matmul_tflops") or peak.get("fp32_matmul_tflops")
 
 
-@contextmanager
-def cudnn_benchmark() -> Iterator[None]:
-    """cudnn.benchmark on ("the best cuDNN": its fastest algorithm per shape), restored on exit."""
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = saved
+def describe(info: dict, peak: dict) -> str:
+    """One line: the device, the versions and the peaks measured in this run."""
+    rates = ", ".join(f"{d} matmul {_3g(peak[f'{d}_matmul_tflops'])} TFLOP/s" for d in ("bf16", "tf32", "fp32")
+                      if peak.get(f"{d}_matmul_tflops"))
+    line = (f"{info['device_name']}, {today()}, torch {info['torch']}, triton {info['triton']}; measured peaks: "
+            f"{rates}, copy {_3g(peak['copy_tb_per_s'])} TB/s")
+    return line + ("; CPU machine, Triton in its interpreter: smoke-test numbers, NOT GPU results" if info["cpu"] else "")
+
+
+def _3g(x: float) -> str:
+    return f"{x:.3g}"

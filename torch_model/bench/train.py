@@ -1,4 +1,5 @@
-"""`alexnet bench train`: training-step throughput (images/s) of the seed AlexNet per backend, and the full seed run.
+"""`alexnet bench train`: training-step throughput (images/s) of the seed AlexNet, four ways (--impls), and the
+full seed run.
 
     torch     eager PyTorch (cuDNN convs, cuBLAS linears)
     compile   the same model through torch.compile(mode="max-autotune") (forward and backward compiled)
@@ -13,13 +14,13 @@ The napkin math: one step is 3x the forward FLOPs of every conv and linear (2x f
 image, so ~712 GFLOP at batch 128; TFLOP/s and the fraction of the matmul peak measured in the same run.
 Dtypes: tf32 (fp32 weights, TF32 tensor cores), bf16 (autocast), fp32 (TF32 off).
 
---seed-run adds, per backend (not compile: the training loop has no compile switch) and dtype, the wall time of the
-seed's full run through torch_model.train.fit (10 epochs over 60,000 images plus evaluation on 10,000) and its
-test accuracy.
+--seed-run adds, for torch and triton and per dtype, the wall time of the seed's full run through
+torch_model.train.fit (10 epochs over 60,000 images plus evaluation on 10,000) and its test accuracy.
 
 On a machine without CUDA it is a smoke test: batch 2, 2 timed steps, fp32, torch CPU in place of cuDNN, compile
 skipped, triton only when asked (the interpreter needs minutes per 224x224 step), a seed run of 1 epoch on 8
-images; marked "cpu": true, never GPU results.
+images; marked "cpu": true, never GPU results. Each figure is appended to <out-dir>/<machine>.jsonl as soon as it
+is measured; the table is printed at the end.
 """
 from __future__ import annotations
 
@@ -29,62 +30,68 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from torch_model.bench import common as C
+from torch_model.bench.common import (DTYPES, add_common_flags, append_rows, csv_choices, format_table, num,
+                                      positive_int, report_failures)
+from torch_model.bench.layer_specs import train_step_flops
+from torch_model.bench.timing import (check_dtypes, cudnn_benchmark, describe, import_triton_kernels, machine_info,
+                                      matmul_peak, measure_peaks, now_iso, precision, sync, today)
+from torch_model.device import resolve_device
 
-BACKENDS = ("torch", "compile", "triton", "ddp")
+IMPLS = ("torch", "compile", "triton", "ddp")
 COMPILE_MODES = ("max-autotune", "max-autotune-no-cudagraphs", "default", "reduce-overhead")
 RESIZE = 224  # the seed model's first Linear takes 256x5x5: the train step runs at the seed's input size
 GPU_DEFAULTS = dict(batch=128, steps=20, warmup_steps=3, dtypes=["tf32", "bf16"], epochs=10)
 CPU_DEFAULTS = dict(batch=2, steps=2, warmup_steps=1, dtypes=["fp32"], epochs=1)
-
-
 LAYOUTS = ("nchw", "channels_last")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backends", type=C.csv_choices(BACKENDS, "backend"),
+    parser.add_argument("--impls", "--backends", dest="impls", type=csv_choices(IMPLS, "impl"),
                         help="torch (eager, cuDNN), compile (torch.compile), triton (our kernels), ddp (torch through "
                              "DistributedDataParallel on one device: its overhead); default: all on a "
                              "GPU, torch on a CPU (a 224x224 step through the Triton interpreter takes over 5 "
-                             "minutes; ask for it with --backends torch,triton); compile is GPU-only")
-    parser.add_argument("--dtypes", type=C.csv_choices(C.DTYPES, "dtype"),
+                             "minutes; ask for it with --impls torch,triton); compile is GPU-only")
+    parser.add_argument("--dtypes", type=csv_choices(DTYPES, "dtype"),
                         help="tf32, bf16 (autocast), fp32 (TF32 off); default tf32,bf16 on a GPU, fp32 on a CPU")
-    parser.add_argument("--layouts", type=C.csv_choices(LAYOUTS, "layout"), default=["nchw"],
+    parser.add_argument("--layouts", type=csv_choices(LAYOUTS, "layout"), default=["nchw"],
                         help="nchw and/or channels_last (NHWC weights and batches, `alexnet train --channels-last`); "
                              "default: nchw")
-    parser.add_argument("--batch", type=C.positive_int, help="batch size (default 128 on a GPU, 2 on a CPU)")
-    parser.add_argument("--steps", type=C.positive_int, help="timed steps per figure (default 20 on a GPU, 2 on a CPU)")
-    parser.add_argument("--warmup-steps", type=C.positive_int,
+    parser.add_argument("--batch", type=positive_int, help="batch size (default 128 on a GPU, 2 on a CPU)")
+    parser.add_argument("--steps", type=positive_int, help="timed steps per figure (default 20 on a GPU, 2 on a CPU)")
+    parser.add_argument("--warmup-steps", type=positive_int,
                         help="untimed steps first, the first one reported as setup (default 3 on a GPU, 1 on a CPU)")
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="max-autotune",
-                        help="torch.compile mode of the compile backend (default: %(default)s)")
+                        help="torch.compile mode of the compile figures (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default: %(default)s, the seed's)")
     seed = parser.add_argument_group("the full seed run (--seed-run)")
     seed.add_argument("--seed-run", action="store_true",
-                      help="also train through torch_model.train.fit per backend and dtype: wall seconds, test acc")
-    seed.add_argument("--epochs", type=C.positive_int, help="seed-run epochs (default 10 on a GPU, 1 on a CPU)")
-    seed.add_argument("--limit-train", type=C.positive_int,
+                      help="also train through torch_model.train.fit (torch, triton) per dtype: wall seconds, test acc")
+    seed.add_argument("--epochs", type=positive_int, help="seed-run epochs (default 10 on a GPU, 1 on a CPU)")
+    seed.add_argument("--limit-train", type=positive_int,
                       help="seed-run training images (default all 60,000 on a GPU, 4 batches on a CPU)")
-    seed.add_argument("--limit-test", type=C.positive_int,
+    seed.add_argument("--limit-test", type=positive_int,
                       help="seed-run test images (default all 10,000 on a GPU, 4 batches on a CPU)")
     seed.add_argument("--data-dir", help="Fashion-MNIST folder for --seed-run (default: FASHION_MNIST_DIR, ...)")
-    C.add_common_flags(parser)
+    add_common_flags(parser)
 
 
 # ----------------------------------------------------------------------------------------------- one figure
 
-def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device, compile_mode: str,
+def make_bench_learner(impl: str, dtype: str, lr: float, device: torch.device, compile_mode: str,
                        layout: str = "nchw"):
+    """The learner `alexnet train` builds for the model's kernels (triton for impl triton, else torch's), then
+    wrapped by DDP (impl ddp) or its net compiled (impl compile)."""
     from torch_model.learners import make_learner
 
-    learner = make_learner("triton" if backend == "triton" else "torch", lr=lr, device=device,
+    learner = make_learner("triton" if impl == "triton" else "torch", lr=lr, device=device,
                            amp="bf16" if dtype == "bf16" else "none", channels_last=layout == "channels_last")
-    if backend == "ddp":
+    if impl == "ddp":
         return one_process_ddp(learner)
-    if backend == "compile":
+    if impl == "compile":
         torch._dynamo.reset()
         # TorchLearner steps self.net; the compiled module shares its parameters with the optimizer's.
         learner.net = torch.compile(learner.net, mode=compile_mode)
@@ -93,7 +100,7 @@ def make_bench_learner(backend: str, dtype: str, lr: float, device: torch.device
 
 def one_process_ddp(learner):
     """`learner` through DDP in a process group of one (gloo on a CPU, NCCL on a GPU; a HashStore, no network):
-    what `alexnet bench train --backends ddp` times against the plain step, i.e. the cost of DDP's hooks, gradient
+    what `alexnet bench train --impls ddp` times against the plain step, i.e. the cost of DDP's hooks, gradient
     buckets and all-reduces, and of the step's two small all-reduces, on one device. End the group with
     `end_one_process_group()`."""
     import torch.distributed as dist
@@ -102,8 +109,8 @@ def one_process_ddp(learner):
     from torch_model.learners import DistributedLearner
 
     if not dist.is_initialized():
-        backend = "nccl" if learner.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        dist.init_process_group("nccl" if learner.device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
+                                world_size=1)
     ctx = DistContext(0, 1, 0, dist.get_backend(), DEFAULT_TIMEOUT_S, learner.device)
     return DistributedLearner(learner, ctx)
 
@@ -115,19 +122,19 @@ def end_one_process_group() -> None:
         dist.destroy_process_group()
 
 
-def measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
+def measure_step(impl: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
                  layout: str = "nchw") -> dict:
     try:
-        return _measure_step(backend, dtype, batch, steps, warmup_steps, args, device, peak, layout)
+        return _measure_step(impl, dtype, batch, steps, warmup_steps, args, device, peak, layout)
     finally:
-        if backend == "ddp":
+        if impl == "ddp":
             end_one_process_group()
 
 
-def _measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
+def _measure_step(impl: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
                   layout: str) -> dict:
     torch.manual_seed(args.seed)
-    learner = make_bench_learner(backend, dtype, args.lr, device, args.compile_mode, layout)
+    learner = make_bench_learner(impl, dtype, args.lr, device, args.compile_mode, layout)
     learner.train()
     g = torch.Generator(device=device).manual_seed(args.seed)
     # 4 different batches in turn (fresh data each step, as training sees); images in [0, 1) like ToTensor's
@@ -136,64 +143,64 @@ def _measure_step(backend: str, dtype: str, batch: int, steps: int, warmup_steps
     losses = []
     # which dtype the convs really compute in (autocast casts only the ops it knows; a custom op gets fp32)
     conv_dtypes: set[str] = set()
-    hooks = [] if backend == "compile" else [
+    hooks = [] if impl == "compile" else [
         m.register_forward_hook(lambda m, i, o: conv_dtypes.add(str(o.dtype).removeprefix("torch.")))
         for m in learner.net.modules() if isinstance(m, torch.nn.Conv2d)]
-    C.sync(device)
+    sync(device)
     t0 = time.perf_counter()
     losses.append(learner.step(*data[0])[0])  # compile / autotune / cuDNN search happen here
-    C.sync(device)
+    sync(device)
     setup_s = time.perf_counter() - t0
     for h in hooks:
         h.remove()
     if dtype == "bf16" and "float32" in conv_dtypes:
-        print(f"note: {backend} bf16: the convs ran in float32 under bf16 autocast (an op with no autocast rule "
+        print(f"note: {impl} bf16: the convs ran in float32 under bf16 autocast (an op with no autocast rule "
               f"gets fp32 inputs): this figure is not an all-bf16 step", flush=True)
     for i in range(1, warmup_steps):
         losses.append(learner.step(*data[i % 4])[0])
     times = []
     for i in range(steps):
         X, y = data[(warmup_steps + i) % 4]
-        C.sync(device)
+        sync(device)
         t0 = time.perf_counter()
         loss, _ = learner.step(X, y)  # returns loss.item(): the host waits for the step, as the loop does
-        C.sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
         losses.append(loss)
     if not all(math.isfinite(v) for v in losses):
-        raise ValueError(f"{backend} {dtype}: the loss became {losses[-1]} (non-finite) during the benchmark")
+        raise ValueError(f"{impl} {dtype}: the loss became {losses[-1]} (non-finite) during the benchmark")
     step_s = statistics.median(times)
-    flops = C.train_step_flops(batch, RESIZE)
+    flops = train_step_flops(batch, RESIZE)
     tflops = flops / step_s / 1e12
-    mm_peak = C.matmul_peak(peak, dtype)
+    mm_peak = matmul_peak(peak, dtype)
     q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
     return {
-        "backend": backend, "dtype": dtype, "layout": layout, "batch": batch, "img_per_s": batch / step_s,
+        "impl": impl, "dtype": dtype, "layout": layout, "batch": batch, "img_per_s": batch / step_s,
         "img_per_s_mean": batch * len(times) / sum(times), "step_ms": 1e3 * step_s,
         "step_ms_p20": 1e3 * q[0], "step_ms_p80": 1e3 * q[3], "steps": steps, "warmup_steps": warmup_steps,
         "setup_s": round(setup_s, 3), "flops": flops, "tflops": tflops,
         "peak_fraction": tflops / mm_peak if mm_peak else None, "resize": RESIZE,
         "first_loss": losses[0], "last_loss": losses[-1],
         "amp": "bf16" if dtype == "bf16" else "none", "conv_dtypes": sorted(conv_dtypes) or None,
-        "compile_mode": args.compile_mode if backend == "compile" else None,
+        "compile_mode": args.compile_mode if impl == "compile" else None,
         "timer": "perf_counter per step, synchronized, median",
-        "interpreter": device.type != "cuda" and backend == "triton",
+        "interpreter": device.type != "cuda" and impl == "triton",
     }
 
 
-def seed_run(backend: str, dtype: str, batch: int, epochs: int, limit_train, limit_test, args, device) -> dict:
+def seed_run(impl: str, dtype: str, batch: int, epochs: int, limit_train, limit_test, args, device) -> dict:
     """The seed's training run through the project's own loop (torch_model.train.fit), in a throw-away folder."""
     from torch_model.train import TrainConfig, fit
 
-    with tempfile.TemporaryDirectory(prefix="alexnet-seed-run-") as tmp, C.precision(dtype):
+    with tempfile.TemporaryDirectory(prefix="alexnet-seed-run-") as tmp, precision(dtype):
         cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=args.lr, resize=RESIZE, device=str(device),
-                          seed=args.seed, data_dir=args.data_dir, out=f"{tmp}/run", backend=backend,
+                          seed=args.seed, data_dir=args.data_dir, out=f"{tmp}/run", backend=impl,
                           amp="bf16" if dtype == "bf16" else "none", limit_train=limit_train,
                           limit_test=limit_test, progress=not args.no_progress,
                           checkpoint=False)  # the seed run's time is training + evaluation, not disk writes
         result = fit(cfg)
     return {
-        "backend": backend, "dtype": dtype, "epochs": epochs, "seconds": result.seconds,
+        "impl": impl, "dtype": dtype, "epochs": epochs, "seconds": result.seconds,
         "test_acc": result.test_acc, "batch": batch, "limit_train": limit_train, "limit_test": limit_test,
         "train_images": limit_train or 60000, "status": result.status,
         "examples_per_sec": result.examples_per_sec,
@@ -204,122 +211,112 @@ def seed_run(backend: str, dtype: str, batch: int, epochs: int, limit_train, lim
 
 # ----------------------------------------------------------------------------------------------- the run
 
-def measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm, entries, failures,
-                  save) -> None:
-    """One figure per (backend, dtype, layout), appended to `entries` (or to `failures`), saved after each."""
-    todo = [(b, dt, lay) for dt in dtypes for b in backends for lay in args.layouts]
-    bar = tqdm(todo, desc="train step", unit="figure", disable=args.no_progress, dynamic_ncols=True)
-    for backend, dtype, layout in bar:
-        bar.set_postfix_str(f"{backend} {dtype} {layout}")
-        try:
-            with C.precision(dtype):
-                entries.append(measure_step(backend, dtype, batch, steps, warmup_steps, args, device, peak,
-                                            layout))
-        except Exception as exc:  # record, go on, exit 1: one failure must not cost the whole GPU run
-            failures.append(f"train {backend} {dtype} {layout}: {type(exc).__name__}: {exc}")
-            bar.write(f"FAILED {failures[-1]}")
-            continue
-        finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        save()
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    device = C.resolve_device(args.device)
-    if "triton" in (args.backends or ()):
-        C.import_triton_kernels()
+    device = resolve_device(args.device)
+    if "triton" in (args.impls or ()):
+        import_triton_kernels()
     gpu = device.type == "cuda"
     d = GPU_DEFAULTS if gpu else CPU_DEFAULTS
     batch = args.batch or d["batch"]
     steps = args.steps or d["steps"]
     warmup_steps = args.warmup_steps or d["warmup_steps"]
     dtypes = args.dtypes or d["dtypes"]
-    C.check_dtypes(dtypes, device)
+    check_dtypes(dtypes, device)
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"--lr must be a positive number, got {args.lr}")
     seed_flags = [f for f in ("epochs", "limit_train", "limit_test", "data_dir") if getattr(args, f) is not None]
     if seed_flags and not args.seed_run:
         raise ValueError(f"--{seed_flags[0].replace('_', '-')} is a --seed-run setting: add --seed-run")
     skipped = []
-    if args.backends is None and not gpu:
+    if args.impls is None and not gpu:
         skipped.append("triton not measured by default on a CPU: one 224x224 training step through the Triton "
-                       "interpreter takes over 5 minutes (--backends torch,triton to insist)")
-    backends = list(args.backends or (BACKENDS if gpu else ["torch"]))
-    if not gpu and "compile" in backends:
-        backends.remove("compile")
+                       "interpreter takes over 5 minutes (--impls torch,triton to insist)")
+    impls = list(args.impls or (IMPLS if gpu else ["torch"]))
+    if not gpu and "compile" in impls:
+        impls.remove("compile")
         skipped.append("torch.compile skipped on a CPU (max-autotune targets the GPU; torch.compile of the Triton "
                        "ops does not run under the interpreter)")
-    if not backends:
-        raise ValueError("--backends: nothing left to measure on this machine (compile is GPU-only)")
-    seed_backends = [b for b in backends if b not in ("compile", "ddp")]
-    if args.seed_run and "compile" in backends:
+    if not impls:
+        raise ValueError("--impls: nothing left to measure on this machine (compile is GPU-only)")
+    if args.seed_run and "compile" in impls:
         skipped.append("no seed run for compile: torch_model.train has no torch.compile switch")
-    if args.seed_run and "ddp" in backends:
+    if args.seed_run and "ddp" in impls:
         skipped.append("no seed run for ddp: DDP training runs under torchrun (docs/distributed.md)")
 
-    info = C.machine_info(device)
+    info = machine_info(device)
     print(f"alexnet bench train on {info['device_name']}: batch {batch}, {steps} timed steps after "
-          f"{warmup_steps} warm-up, backends {','.join(backends)}, dtypes {','.join(dtypes)}", flush=True)
+          f"{warmup_steps} warm-up, {','.join(impls)}, dtypes {','.join(dtypes)}", flush=True)
     if not gpu:
         print("CPU smoke run: torch CPU kernels, Triton in its interpreter; NOT GPU results", flush=True)
     for line in skipped:
         print(f"note: {line}", flush=True)
 
-    t_run, started = time.perf_counter(), C.now_iso()
-    entries: list[dict] = []
-    seeds: list[dict] = []
-    failures: list[str] = []
-
-    def result(complete: bool) -> dict:
-        ref = {(e["dtype"], e["batch"]): e["img_per_s"] for e in entries if e["backend"] == "torch"}
-        for e in entries:
-            r = ref.get((e["dtype"], e["batch"]))
-            e["vs_torch"] = e["img_per_s"] / r if r else None
-        run_meta = {"started": started, "seconds": round(time.perf_counter() - t_run, 1), "complete": complete,
-                    "argv": sys.argv[1:], "batch": batch, "steps": steps, "warmup_steps": warmup_steps,
-                    "compile_mode": args.compile_mode, "peak": peak, "skipped": skipped, "failures": failures,
-                    "cudnn_benchmark": True}
-        out = {**info, "date": C.today(), "peak": peak, "train": entries, "runs": {"train": run_meta}}
-        if args.seed_run:
-            out["seed_run"] = seeds
-            out["runs"]["seed_run"] = {"started": started, "argv": sys.argv[1:], "complete": complete}
-        return C.clean_json(out)
-
-    def save() -> None:  # after every figure: a run cut short (a timeout) keeps what it measured
-        C.save_run(args.out_dir, result(complete=False))
-
-    with C.cudnn_benchmark():
+    t_run = time.perf_counter()
+    path = Path(args.out_dir) / f"{info['machine']}.jsonl"
+    entries, seeds, failures = [], [], []
+    with cudnn_benchmark():
         print("measuring the peaks (matmul, copy) ...", flush=True)
-        peak = C.measure_peaks(device, dtypes)
-        measure_steps(backends, dtypes, batch, steps, warmup_steps, args, device, peak, tqdm, entries, failures,
-                      save)
+        peak = measure_peaks(device, dtypes)
+        run_facts = {**info, "date": today(), "started": now_iso(), "argv": sys.argv[1:], "peak": peak}
+        todo = [(i, dt, lay) for dt in dtypes for i in impls for lay in args.layouts]
+        bar = tqdm(todo, desc="train step", unit="figure", disable=args.no_progress, dynamic_ncols=True)
+        for impl, dtype, layout in bar:
+            bar.set_postfix_str(f"{impl} {dtype} {layout}")
+            try:
+                with precision(dtype):
+                    entries.append(measure_step(impl, dtype, batch, steps, warmup_steps, args, device, peak, layout))
+            except Exception as exc:  # record, go on, exit 1: one failure must not cost the whole GPU run
+                failures.append(f"train {impl} {dtype} {layout}: {type(exc).__name__}: {exc}")
+                bar.write(f"FAILED {failures[-1]}")
+                continue
+            finally:
+                if gpu:
+                    torch.cuda.empty_cache()
+            append_rows(path, [{"bench": "train", **run_facts, **entries[-1]}])  # a run cut short keeps it
         if args.seed_run:
             epochs = args.epochs or d["epochs"]
             limit_train = args.limit_train or (None if gpu else 4 * batch)
             limit_test = args.limit_test or (None if gpu else 4 * batch)
             for dtype in dtypes:
-                for backend in seed_backends:
-                    print(f"seed run: {backend} {dtype}, {epochs} epoch(s), batch {batch}", flush=True)
+                for impl in [i for i in impls if i in ("torch", "triton")]:
+                    print(f"seed run: {impl} {dtype}, {epochs} epoch(s), batch {batch}", flush=True)
                     try:
-                        seeds.append(seed_run(backend, dtype, batch, epochs, limit_train, limit_test, args, device))
+                        seeds.append(seed_run(impl, dtype, batch, epochs, limit_train, limit_test, args, device))
                     except Exception as exc:  # no data too: the step figures above are kept and written
-                        failures.append(f"seed run {backend} {dtype}: {type(exc).__name__}: {exc}")
+                        failures.append(f"seed run {impl} {dtype}: {type(exc).__name__}: {exc}")
                         print(f"FAILED {failures[-1]}", flush=True)
                         continue
-                    save()
+                    append_rows(path, [{"bench": "train --seed-run", **run_facts, **seeds[-1]}])
 
-    final = result(complete=True)
     print()
-    print(C.describe(final))
-    print(C.format_table(*C.train_rows(final)))
-    print(f"one step = {C.train_step_flops(1) / 1e9:.2f} GFLOP per image (3x forward of every conv and linear, conv1 "
+    print(describe(info, peak))
+    print(format_table(*step_rows(entries)))
+    print(f"one step = {train_step_flops(1) / 1e9:.2f} GFLOP per image (3x forward of every conv and linear, conv1 "
           f"2x); % peak: of the {'matmul peak of the dtype' if gpu else 'fp32 matmul peak'} measured above")
-    if args.seed_run:
+    if seeds:
         print()
-        print(C.format_table(*C.seed_rows(final)))
-    print(f"done in {final['runs']['train']['seconds']:.0f} s")
-    C.finish(args.out_dir, final, "train", args.update_readme)
-    return C.report_failures(failures)
+        print(format_table(["impl", "dtype", "epochs", "train images", "seconds", "test acc", "status"],
+                           [[e["impl"], e["dtype"], e["epochs"], e["train_images"], f"{e['seconds']:.1f}",
+                             f"{e['test_acc']:.4f}", e["status"]] for e in seeds]))
+    print(f"done in {time.perf_counter() - t_run:.0f} s, appended to {path}")
+    return report_failures(failures)
+
+
+def step_rows(entries: list[dict]) -> tuple[list[str], list[list]]:
+    """One row per figure; x torch: its img/s over the best eager-torch figure's (over layouts) at its dtype and
+    batch."""
+    ref: dict = {}
+    for e in entries:
+        if e["impl"] == "torch":
+            ref[(e["dtype"], e["batch"])] = max(ref.get((e["dtype"], e["batch"]), 0), e["img_per_s"])
+    rows = []
+    for e in sorted(entries, key=lambda e: (e["dtype"], e["batch"], e["impl"], e["layout"])):
+        r = ref.get((e["dtype"], e["batch"]))
+        frac = e["peak_fraction"]
+        rows.append([e["impl"], e["dtype"], e["layout"], e["batch"], num(e["img_per_s"]), num(e["step_ms"]),
+                     num(e["tflops"]), "" if frac is None else f"{100 * frac:.0f}",
+                     f"{e['img_per_s'] / r:.2f}" if r else "", ",".join(e["conv_dtypes"] or [])])
+    return ["impl", "dtype", "layout", "batch", "img/s", "step ms", "TFLOP/s", "% peak", "x torch",
+            "convs ran in"], rows

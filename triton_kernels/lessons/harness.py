@@ -1,6 +1,7 @@
-"""What every lesson shares and no kernel needs: argument checks, AlexNet's layers, the inputs and reference a step
-is checked against, the self-check each step runs as `python -m triton_kernels.lessons.<step>`, and the timing a step
-prints of itself on a GPU (`alexnet bench lessons` builds on the same pieces).
+"""What every lesson shares and no kernel needs: argument checks, AlexNet's layers, the inputs and ops a step is
+checked against, the self-check each step runs as `python -m triton_kernels.lessons.<step>`, and the timing a step
+prints of itself on a GPU (`figure`, which `alexnet bench lessons` calls for each of its figures). The inputs,
+passes, float64 reference, error and timer themselves are triton_kernels/testing.py's.
 
 Legend: N batch, C channels in, F filters out, H/W input, OH/OW output, K kernel, s stride, p padding.
     OH = (H + 2*p - K) // s + 1
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import importlib
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 from triton_kernels._common import INTERPRET
 from triton_kernels.lessons import CHAINS, STEPS
+from triton_kernels.testing import PASSES, pass_err, reference, rel_err, time_pass
+from triton_kernels.testing import make_inputs as layer_inputs
 
 # AlexNet's layers at 224x224 (torch_model/model.py; tests/test_triton_lessons.py holds the two equal).
 CONVS = {  # name: (C, F, K, stride, padding, H = W)
@@ -23,7 +25,6 @@ CONVS = {  # name: (C, F, K, stride, padding, H = W)
     "conv4": (384, 384, 3, 1, 1, 12), "conv5": (384, 256, 3, 1, 1, 12)}
 POOLS = {"pool1": (96, 3, 2, 0, 54), "pool2": (256, 3, 2, 0, 26), "pool3": (256, 3, 2, 0, 12)}  # (C, K, s, p, H)
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3")  # in the network's order
-PASSES = ("fwd", "fwd+bwd")
 # The CPU self-check's sizes: each layer's K, stride and padding, few channels (odd counts), tiny odd images.
 SMALL = {"conv1": (1, 5, 23), "conv2": (3, 5, 7), "conv3": (3, 5, 5), "conv4": (5, 3, 6), "conv5": (3, 7, 5),
          "pool1": (3, 0, 9), "pool2": (2, 0, 8), "pool3": (3, 0, 7)}  # (C, F, H)
@@ -94,27 +95,23 @@ def bias_relu(out: torch.Tensor, bias, relu: bool) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------ inputs, ops, reference
 
+def layer_shapes(layer: str, batch: int, small: bool = False) -> tuple:
+    """(kind, x shape (N, C, H, W), output shape (N, F, OH, OW), kernel) of one layer, at the SMALL sizes or
+    AlexNet's own."""
+    pool = layer in POOLS
+    c, f, k, s, p, h = (POOLS[layer][0],) + POOLS[layer] if pool else CONVS[layer]
+    if small:
+        c, f, h = SMALL[layer]
+        f = c if pool else f
+    oh = (h + 2 * p - k) // s + 1
+    return "pool" if pool else "conv", (batch, c, h, h), (batch, f, oh, oh), k
+
+
 def make_inputs(layer: str, batch: int, dtype, device, seed: int = 0, small: bool = False,
                 layout: str = "nchw", grad: bool = False) -> tuple:
     """Random inputs (never zeros) for one layer: (x, w, b, dy) for a conv, (x, dy) for a pool."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    rnd = lambda *shape: torch.randn(*shape, generator=g, device=device)  # noqa: E731
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    if layer in POOLS:
-        c, k, s, p, h = POOLS[layer]
-        c, _, h = SMALL[layer] if small else (c, 0, h)
-        oh = (h + 2 * p - k) // s + 1
-        x = rnd(batch, c, h, h).to(dtype).contiguous(memory_format=fmt)
-        return x.requires_grad_(grad), rnd(batch, c, oh, oh).to(dtype).contiguous(memory_format=fmt)
-    c, f, k, s, p, h = CONVS[layer]
-    if small:
-        c, f, h = SMALL[layer]
-    oh = (h + 2 * p - k) // s + 1
-    x = rnd(batch, c, h, h).to(dtype).contiguous(memory_format=fmt)
-    w = (rnd(f, c, k, k) * (2.0 / (c * k * k)) ** 0.5).to(dtype).contiguous(memory_format=fmt)
-    b = (rnd(f) * 0.1).to(dtype)
-    dy = rnd(batch, f, oh, oh).to(dtype).contiguous(memory_format=fmt)
-    return x.requires_grad_(grad and layer != "conv1"), w.requires_grad_(grad), b.requires_grad_(grad), dy
+    kind, x_shape, y_shape, k = layer_shapes(layer, batch, small)
+    return layer_inputs(kind, x_shape, y_shape, k, dtype, device, seed, layout, grad, dx=layer != "conv1")
 
 
 def make_op(impl: str, layer: str):
@@ -138,35 +135,6 @@ def make_op(impl: str, layer: str):
             return lambda x: F.max_pool2d(x, k, s, p)
         return lambda x, w, b: F.relu(F.conv2d(x, w, b, stride=s, padding=p))
     raise ValueError(f"impl must be a step {STEPS}, 'production' or 'cudnn', got {impl!r}")
-
-
-def run_pass(op, pss: str, inputs: tuple) -> tuple:
-    """One call: the forward under no_grad ("fwd"), or forward + the gradients of the inputs that want one."""
-    *args, dy = inputs
-    if pss == "fwd":
-        with torch.no_grad():
-            return op(*args), []
-    out = op(*args)
-    return out, list(torch.autograd.grad(out, [a for a in args if a.requires_grad], dy))
-
-
-def reference(layer: str, inputs: tuple) -> tuple:
-    """Forward and gradients in float64 through eager torch, from the same inputs."""
-    *args, dy = inputs
-    args64 = [a.detach().double().requires_grad_(a.requires_grad) for a in args]
-    out = make_op("cudnn", layer)(*args64)
-    wanted = [a for a in args64 if a.requires_grad]
-    return out.detach(), list(torch.autograd.grad(out, wanted, dy.double())) if wanted else []
-
-
-def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    """||got - ref|| / ||ref|| over the elements that are not NaN; inf when the NaNs are not in the same places."""
-    got = got.detach().double()
-    nan = torch.isnan(ref)
-    if not torch.equal(torch.isnan(got), nan):
-        return float("inf")
-    got, ref = got[~nan], ref[~nan]
-    return (got - ref).norm().item() / max(ref.norm().item(), 1e-30)
 
 
 def worst(got: torch.Tensor, ref: torch.Tensor) -> str:
@@ -267,22 +235,6 @@ def self_check(step: str, device: torch.device) -> list[str]:
 
 # ------------------------------------------------------------------------------------ timing (a GPU's, mostly)
 
-def time_ms(fn, device: torch.device, repeat: int = 3) -> float:
-    """Median time of fn() in ms: triton.testing.do_bench on a GPU (the Triton tutorials' timer: warm-up, the L2
-    flushed before every call); on a CPU one warm-up call and the median of `repeat` perf_counter timings."""
-    if device.type == "cuda":
-        from triton.testing import do_bench
-
-        return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
-    fn()
-    times = []
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
-
-
 def layout_of(impl: str, kind: str) -> str:
     """The layout a figure runs in: a step's LAYOUT (default NCHW); production convs in channels_last."""
     if impl == "production":
@@ -290,6 +242,21 @@ def layout_of(impl: str, kind: str) -> str:
     if impl in STEPS:
         return getattr(importlib.import_module(f"triton_kernels.lessons.{impl}"), "LAYOUT", "nchw")
     raise ValueError(f"impl must be a step {STEPS} or 'production', got {impl!r}")
+
+
+def figure(layer: str, pss: str, impl: str, batch: int, dtype, device, seed: int = 0, small: bool = False,
+           layout: str | None = None, **timer) -> dict:
+    """One timed figure: `impl` (a step, "production" or "cudnn") on one layer and pass, in `layout` (default: the
+    one the step is written for), its first call checked against float64 torch, then timed (testing.time_pass)."""
+    kind, x_shape, y_shape, _ = layer_shapes(layer, batch, small)
+    layout = layout or layout_of(impl, kind)
+    make = lambda i: make_inputs(layer, batch, dtype, device, seed * 1000 + i, small, layout,  # noqa: E731
+                                 grad=pss == "fwd+bwd")
+    ref_op = make_op("cudnn", layer)
+    t = time_pass(make_op(impl, layer), pss, make, device,
+                  check=lambda got, inputs: pass_err(got, reference(ref_op, inputs)), **timer)
+    return {"layer": layer, "kind": kind, "pass": pss, "impl": impl, "layout": layout, "batch": batch, **t,
+            "err_ok": bool(t["rel_err"] <= REL_TOL[dtype]), "x_shape": list(x_shape), "dy_shape": list(y_shape)}
 
 
 def step_timings(step: str, device: torch.device, batch: int = 128, dtype=torch.bfloat16) -> list[dict]:
@@ -308,24 +275,16 @@ def step_timings(step: str, device: torch.device, batch: int = 128, dtype=torch.
             if step not in chain:
                 continue
             i = chain.index(step)
-            figures = [(impl, layout_of(impl, mod.KIND)) for impl in chain[max(0, i - 1):i + 1]]
+            figures = [(impl, None) for impl in chain[max(0, i - 1):i + 1]]
             figures += [("cudnn", "nchw"), ("cudnn", "channels_last")]
-            timed = {}
-            for impl, layout in figures:
-                inputs = make_inputs(layer, batch, dtype, device, small=small, layout=layout, grad=pss == "fwd+bwd")
-                op = make_op(impl, layer)
-                out, grads = run_pass(op, pss, inputs)
-                ref_out, ref_grads = reference(layer, inputs)
-                err = max([rel_err(out, ref_out)] + [rel_err(g, r) for g, r in zip(grads, ref_grads)])
-                timed[(impl, layout)] = time_ms(lambda: run_pass(op, pss, inputs), device)
-                rows.append({"layer": layer, "pass": pss, "impl": "torch" if impl == "cudnn" else impl,
-                             "layout": layout, "ms": timed[(impl, layout)], "rel_err": err,
-                             "err_ok": err <= REL_TOL[dtype]})
-            best_torch = min(timed[("cudnn", "nchw")], timed[("cudnn", "channels_last")])
-            prev = timed.get((chain[i - 1], layout_of(chain[i - 1], mod.KIND))) if i > 0 else None
-            for row in rows[-len(figures):]:
-                row["x_torch"] = best_torch / row["ms"]
-                row["x_previous"] = prev / row["ms"] if prev is not None and row["impl"] == step else None
+            timed = [figure(layer, pss, impl, batch, dtype, device, small=small, layout=layout)
+                     for impl, layout in figures]
+            best_torch = min(r["ms"] for r in timed if r["impl"] == "cudnn")
+            prev = timed[0]["ms"] if i > 0 else None
+            for r in timed:
+                rows.append({**r, "impl": "torch" if r["impl"] == "cudnn" else r["impl"],
+                             "x_torch": best_torch / r["ms"],
+                             "x_previous": prev / r["ms"] if prev is not None and r["impl"] == step else None})
     print(f"{'layer':<6} {'pass':<8} {'impl':<22} {'layout':<14} {'ms':>9} {'x torch':>8} {'x previous':>10}  err")
     for r in rows:
         prev = f"{r['x_previous']:.2f}" if r["x_previous"] is not None else "-"
