@@ -58,7 +58,7 @@ STEPS=(
     "codegen|240|$PY -m triton_kernels.codegen --jobs $CODEGEN_JOBS --json '$OUT/results/codegen_sm90.json'"
     "gpu_tests|130|$PY -m pytest -m gpu -p no:cacheprovider --continue-on-collection-errors -rs -q --durations=15 --junitxml '$OUT/gpu_tests.xml' tests/"
     "bench_layers|80|$PY -m torch_model bench layers --out-dir '$OUT/results' --no-progress ${BENCH_LAYERS_ARGS---impls triton,cudnn --rep-ms 50}"
-    "bench_train|60|$PY -m torch_model bench train --out-dir '$OUT/results' --no-progress ${BENCH_TRAIN_ARGS---backends torch,triton,ddp}"
+    "bench_train|60|$PY -m torch_model bench train --out-dir '$OUT/results' --no-progress ${BENCH_TRAIN_ARGS---impls torch,triton,ddp}"
     "seed_run|170|$PY -m torch_model train --backend triton --amp bf16 --preset full --epochs 10 --out '$OUT/seed_run' --no-progress --no-checkpoint ${TRAIN_ARGS:-}"
 )
 BACKGROUND="codegen"  # runs beside the others (it only compiles, on the CPU); waited for before the summary

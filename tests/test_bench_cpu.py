@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from torch_model.bench import common as C
 from torch_model.bench import cpu
+from torch_model.bench.layer_specs import train_step_flops
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--batch", "2", "--steps", "1", "--warmup-steps", "1", "--profile-steps", "1", "--matmul-size", "64"]
@@ -50,7 +50,7 @@ def test_gemm_rows_are_summarys_flops():
             bwd = rows[f"{name} dX"].flops + rows[f"{name} dW"].flops
         assert bwd == (1 if name == "conv1" else 2) * fwd, name
     per_image = sum(r.flops for r in rows.values())
-    assert per_image == C.train_step_flops(1) and 5.5e9 < per_image < 5.6e9
+    assert per_image == train_step_flops(1) and 5.5e9 < per_image < 5.6e9
     assert sum(r.flops for r in cpu.step_rows(128, "bf16")) == 128 * per_image
     assert {r.kind for r in rows.values() if r.flops} == {"gemm"}
 
@@ -168,9 +168,9 @@ def test_smoke_run_prints_the_table_and_appends_a_line(tmp_path, fake_data, caps
     assert (line["amp"], line["layout"], line["batch"], line["ref_dtype"]) == ("bf16", "channels_last", 2, "bf16")
     step = line["step"]
     assert step["img_per_s"] == pytest.approx(2e3 / step["step_ms"])
-    assert step["tflops"] == pytest.approx(C.train_step_flops(2) / step["step_ms"] / 1e9)
+    assert step["tflops"] == pytest.approx(train_step_flops(2) / step["step_ms"] / 1e9)
     assert step["peak_fraction"] == pytest.approx(step["tflops"] / line["matmul"]["bf16"]["tflops"])
-    assert step["minor_faults_per_step"] >= 0 and line["flops_per_image"] == C.train_step_flops(1)
+    assert step["minor_faults_per_step"] >= 0 and line["flops_per_image"] == train_step_flops(1)
     prof = line["profile"]
     assert [r["row"] for r in prof["rows"]] == [r.name for r in cpu.step_rows(2, "bf16")]
     assert sum(r["ms"] for r in prof["rows"]) == pytest.approx(prof["total_ms"])
@@ -203,6 +203,7 @@ def test_compare_malloc_runs_both_allocators_side_by_side(tmp_path, capsys):
     assert len(glibc) == len(kept) == 1
     assert glibc[0]["allocator"] == f"glibc defaults ({cpu.MALLOC_ENV}=1)"
     assert kept[0]["allocator"] != glibc[0]["allocator"]
+    assert "--child-json" not in glibc[0]["argv"] and "--amp" in glibc[0]["argv"]  # no temporary path recorded
     assert (out / f"{line['machine']}-{line['amp']}-step-profile.png").read_bytes()[:8] == PNG_MAGIC
 
 

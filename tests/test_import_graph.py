@@ -104,6 +104,9 @@ def test_the_graph_sees_the_packages_and_function_level_imports():
     assert {"numpy_ref.functional", "triton_kernels.conv", "torch_model.cli"} <= set(graph)
     # torch_model.bench.lessons imports the lessons' harness inside its functions only: still an arrow
     assert "triton_kernels.lessons.harness" in graph["torch_model.bench.lessons"]
+    # what the lessons and the benches share sits below both
+    assert "triton_kernels.testing" in graph["triton_kernels.lessons.harness"]
+    assert "triton_kernels.testing" in graph["torch_model.bench.layers"]
 
 
 def test_no_arrow_points_up():

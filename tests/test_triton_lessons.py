@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import triton_kernels  # noqa: F401  (first: on a CPU it sets TRITON_INTERPRET before anything imports triton)
 from conftest import assert_close_verbose
-from triton_kernels.lessons import CHAINS, CONV_STEPS, POOL_STEPS, STEPS, harness
+from triton_kernels.lessons import CONV_STEPS, POOL_STEPS, STEPS, harness
 
 REPO = Path(__file__).resolve().parents[1]
 # The sm_90 codegen tool; main renames it triton_kernels.codegen: this one constant is all that changes.
@@ -215,7 +215,7 @@ def test_step_timings_without_the_benchmark_package(capsys):
 
 
 def test_harness_layers_are_alexnets():
-    from torch_model.bench.common import alexnet_specs
+    from torch_model.bench.layer_specs import alexnet_specs
 
     specs = {s.name: s for s in alexnet_specs(batch=1)}
     for name, (c, f, k, s, p, h) in harness.CONVS.items():
@@ -268,9 +268,10 @@ def test_codegen_facts_per_step(tmp_path):
 
 
 def test_bench_lessons_small_on_this_machine(tmp_path, capsys):
-    from torch_model.bench import common as C
-    from torch_model.bench import lessons
+    from torch_model.bench import layers, lessons
+    from torch_model.bench.common import read_rows
     from torch_model.cli import main
+    from triton_kernels.testing import PASSES
 
     out = tmp_path / "results"
     argv = ["bench", "lessons", "--layers", "conv3,pool3", "--out-dir", str(out), "--no-progress"]
@@ -278,18 +279,18 @@ def test_bench_lessons_small_on_this_machine(tmp_path, capsys):
         argv += ["--batch", "2", "--dtype", "fp32", "--warmup-ms", "1", "--rep-ms", "3"]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    (path,) = out.glob("*.json")
-    data = C.validate_results(json.loads(path.read_text()), str(path))
+    (path,) = out.glob("*.jsonl")
+    rows = read_rows(path)
     base = "cudnn" if DEVICE.type == "cuda" else "torch-cpu"
-    got = {(e["layer"], e["pass"], e["step"], e["layout"]) for e in data["lessons"]}
+    got = {(e["layer"], e["pass"], e["step"], e["layout"]) for e in rows}
     want = {(layer, pss, impl if impl != "cudnn" else base, layout)
-            for layer, pss, impl, layout in lessons.plan(["conv3", "pool3"], C.PASSES)}
-    assert got == want
-    for e in data["lessons"]:
-        assert e["err_ok"] and e["ms"] > 0 and e["vs_cudnn"] > 0, e
-        chain = CHAINS[(e["kind"], e["pass"])]
-        assert (e["vs_previous"] is None) is (e["step"] not in chain[1:]), e
+            for layer, pss, impl, layout in lessons.plan(["conv3", "pool3"], PASSES)}
+    assert got == want and {e["bench"] for e in rows} == {"lessons"}
+    for e in rows:
+        assert e["err_ok"] and e["ms"] > 0 and e["gb_per_s"] > 0, e
+        assert (e["tflops"] is not None) is (e["kind"] == "conv"), e
     if DEVICE.type == "cpu":
-        assert data["cpu"] is True and "NOT GPU results" in text
-    assert path.with_name(path.stem + "-lessons.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert lessons.LAYERS == harness.LAYERS and C.PASSES == harness.PASSES  # the bench times the lessons' own
+        assert all(e["cpu"] for e in rows) and "NOT GPU results" in text
+    assert "x previous" in text and "x cudnn" in text
+    # the bench times the lessons' own layers and passes
+    assert lessons.LAYERS == harness.LAYERS and layers.PASSES == PASSES == harness.PASSES
