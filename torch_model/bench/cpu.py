@@ -1,50 +1,19 @@
 """`alexnet bench cpu`: where the CPU training step's time goes, layer by layer, set against the CPU's own matmul.
 
-One run measures, on torch's threads (--threads to pick):
+One run measures, on torch's threads (--threads to pick): the reference rates (a bf16 --matmul-size^3 matmul, an
+fp32 one too with --amp none, and the copy bandwidth of timing.measure_peaks); the step (learner.step(X, y) of the
+learner `alexnet train` builds here, batch 128 of random 1x224x224 images: img/s, TFLOP/s, the fraction of the
+matmul rate, minor page faults per step); the profile (--profile-steps more steps under torch.profiler, every op's
+self time in exactly one row, so the rows add up to the profiled step); and the real loop beside it
+(torch_model.train.fit for one epoch on --loop-train images). --compare-malloc runs all of it in two child
+processes, glibc's malloc defaults (ALEXNET_GLIBC_MALLOC=1) and torch_model.device.keep_freed_memory (what the CLI
+sets), --rounds times alternately, and prints them side by side (medians over the rounds).
 
-    matmul    a bf16 4096^3 matmul (and an fp32 one with --amp none): the rate every GEMM row is set against; the
-              copy bandwidth of `bench layers`' CPU peaks (a 64 MiB copy): what the memory rows are set against
-    step      learner.step(X, y) of the learner `alexnet train` builds here (bf16 autocast + channels_last where
-              the CPU computes bf16 natively, else the seed's fp32 NCHW; --amp picks), batch 128 of random
-              1x224x224 images, --steps timed after --warmup-steps: img/s, TFLOP/s, the fraction of the matmul
-              rate (one step = 3x the forward FLOPs of every conv and linear, 2x for conv1: ~5.56 GFLOP per
-              image, the napkin math of `bench train`), and the minor page faults per step (getrusage)
-    profile   --profile-steps more steps of the same learner under torch.profiler; every op's self time goes to
-              exactly one row (below), so the rows add up to the profiled step
-    loop      the real loop beside it: torch_model.train.fit for one epoch on --loop-train images, its
-              examples/sec (data loading and the first step's set-up included, as `alexnet train` reports it)
-
---compare-malloc runs all of it twice, in two child processes, glibc's malloc defaults (ALEXNET_GLIBC_MALLOC=1)
-and torch_model.device.keep_freed_memory (what the CLI sets), --rounds times alternately, and prints them side
-by side (medians over the rounds).
-
-The rows. Layers are found by forward hooks that open a torch.profiler.record_function range around every
-layer's forward and note which autograd nodes that forward made (their sequence numbers); the backward's events
-carry the sequence number of their node, so they find their layer too. An event's self time goes to the first
-of these that applies:
-
-    python      the self time of this bench's own ranges: Python between ops (Module.__call__, the hooks)
-    alloc/fill  empty*, resize_, fill_, zero_, zeros*, ones*, full*: allocation and zero-filling, wherever it
-                happens (max_pool2d's backward zero-fills its grad_input before it scatters into it)
-    casts       a copy_ between dtypes, or anything inside a to/_to_copy that changes a dtype: the autocast casts
-                of the weights and the input (forward) and of the weight gradients back to fp32 (ToCopyBackward0)
-    layout      anything inside a contiguous/clone/to that copies without changing the dtype (NCHW <-> NHWC), and
-                Flatten (a channels_last tensor must be copied to be flattened in NCHW order); the reorders
-                oneDNN makes inside its own conv calls are invisible here and stay in the conv rows
-    conv<k>     fwd: mkldnn_convolution; bwd: convolution_backward, which computes dW and dX in one call (conv1:
-                dW only, its input is the data)
-    fc<k>       fwd: addmm; dX and dW: the two mm of AddmmBackward0 (told apart by their shapes), the bias sum in dW
-    pool<k>     max_pool2d_with_indices forward / backward
-    relu, dropout, loss   forward / backward of every ReLU, both Dropouts, the cross-entropy
-    optimizer   SGD's step and zero_grad, and AccumulateGrad (the gradients handed to .grad)
-    other       everything else inside the step (loss.item(), detach, ...)
-
-Napkin work per row (N batch, b bytes per activation: 2 under bf16 autocast, 4 in fp32; P parameters): GEMM rows
-their FLOPs (layer_specs.LayerSpec.flops); pools what ATen's kernels move (layer_specs.POOL_TRAFFIC, the zero-fill
-counted in alloc/fill); relu 2E*b forward (read x, write y), 3E*b backward (dy, y, dx) over E outputs; dropout
-3E*b each way (x, mask, y / dy, mask, dx); SGD 12P (read p and g, write p, fp32); casts 6 bytes per element
-each way (read fp32, write bf16 / read bf16, write fp32) for P, the input and the logits; alloc/fill the pools'
-zero-filled grad_input. Layout, python and other have none (their bytes are not known from the shapes).
+How an op finds its row (forward hooks open a record_function range around every layer's forward and note the
+autograd nodes it made; the backward's events carry their node's sequence number): the first of python, alloc/fill,
+casts, layout, conv<k>, fc<k>, pool<k>, relu, dropout, loss, optimizer, other that applies, and each row's napkin
+work (FLOPs for GEMM rows from layer_specs, bytes for the others): docs/benchmarks/README.md, "The CPU training
+step", tells both in full.
 """
 from __future__ import annotations
 
@@ -52,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -60,7 +28,6 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
-from itertools import count
 from pathlib import Path
 
 import torch
@@ -68,8 +35,8 @@ from torch import nn
 
 from torch_model.bench.common import append_rows, clean_json, format_table, num, positive_int, report_failures
 from torch_model.bench.layer_specs import POOL_TRAFFIC, alexnet_specs, train_step_flops
-from torch_model.bench.timing import cpu_time_ms, machine_info, measure_peaks, now_iso, today
-from torch_model.bench.train import RESIZE, make_bench_learner
+from torch_model.bench.timing import machine_info, matmul_rate, measure_peaks, now_iso, today
+from torch_model.bench.train import RESIZE, fit_in_tmp, make_bench_learner, random_batches, time_steps
 from torch_model.files import atomic_write
 
 CPU = torch.device("cpu")
@@ -453,69 +420,12 @@ def _rates(entry: dict, ref_tflops: float, copy_gb_per_s: float) -> None:
 
 # ----------------------------------------------------------------------------------------------- measuring
 
-def matmul_rate(n: int, dtype: torch.dtype) -> dict:
-    """An n^3 matmul on torch's threads, two input sets in turn (median of 5 after a warm-up)."""
-    gen = torch.Generator().manual_seed(1234)
-    a = [torch.randn(n, n, generator=gen).to(dtype) for _ in range(2)]
-    b = [torch.randn(n, n, generator=gen).to(dtype) for _ in range(2)]
-    turn = count()
-
-    def mm():
-        i = next(turn) % 2
-        return a[i] @ b[i]
-
-    t = cpu_time_ms(mm, repeat=5)
-    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "ms": t["ms"],
-            "tflops": 2 * n**3 / (t["ms"] * 1e-3) / 1e12, "timer": t["timer"]}
-
-
-def random_batches(batch: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """4 batches in turn, as `bench train` feeds its step: images in [0, 1) like ToTensor's, labels 0..9."""
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.rand(batch, 1, RESIZE, RESIZE, generator=g),       # (N, 1, 224, 224)
-             torch.randint(0, 10, (batch,), generator=g))              # (N,)
-            for _ in range(4)]
-
-
-def time_steps(learner, data: list, warmup: int, steps: int, flops: int, ref_tflops: float) -> dict:
-    """--warmup-steps, then --steps timed one by one (learner.step reads the loss back: the host waits), with the
-    minor page faults of the timed steps (the process's, from getrusage)."""
-    t0 = time.perf_counter()
-    losses = [learner.step(*data[0])[0]]        # oneDNN creates its primitives here
-    setup_s = time.perf_counter() - t0
-    for i in range(1, warmup):
-        losses.append(learner.step(*data[i % len(data)])[0])
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        losses.append(learner.step(*data[(warmup + i) % len(data)])[0])
-        times.append(time.perf_counter() - t0)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    if not all(math.isfinite(v) for v in losses):
-        raise ValueError(f"the loss became {losses[-1]} (non-finite) during the benchmark")
-    step_s = statistics.median(times)
-    q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
-    batch = data[0][0].shape[0]
-    tflops = flops / step_s / 1e12
-    return {"img_per_s": batch / step_s, "step_ms": 1e3 * step_s, "step_ms_p20": 1e3 * q[0],
-            "step_ms_p80": 1e3 * q[3], "steps": steps, "warmup_steps": warmup, "setup_s": setup_s,
-            "minor_faults_per_step": faults / steps, "flops": flops, "tflops": tflops,
-            "peak_fraction": tflops / ref_tflops, "first_loss": losses[0], "last_loss": losses[-1],
-            "timer": "perf_counter per step, median"}
-
-
 def training_loop(batch: int, amp: str, channels_last: bool, lr: float, seed: int, data_dir, limit_train: int,
                   limit_test: int) -> dict:
     """One epoch of the real loop (torch_model.train.fit) in a throw-away folder: d2l's examples/sec."""
-    from torch_model.train import TrainConfig, fit
-
-    with tempfile.TemporaryDirectory(prefix="alexnet-bench-cpu-") as tmp:
-        cfg = TrainConfig(epochs=1, batch_size=batch, lr=lr, resize=RESIZE, device="cpu", seed=seed,
-                          data_dir=data_dir, out=f"{tmp}/run", backend="torch", amp=amp, channels_last=channels_last,
-                          limit_train=limit_train, limit_test=limit_test, progress=False, checkpoint=False,
-                          pictures=False)
-        result = fit(cfg, log=lambda line: None)
+    result = fit_in_tmp(quiet=True, epochs=1, batch_size=batch, lr=lr, device="cpu", seed=seed, data_dir=data_dir,
+                        backend="torch", amp=amp, channels_last=channels_last, limit_train=limit_train,
+                        limit_test=limit_test, progress=False, pictures=False)
     if result.status != "completed":
         raise ValueError(f"the training loop ended {result.status!r}")
     first = result.history[0]
@@ -554,9 +464,9 @@ def measure(args, amp: str, channels_last: bool, why: str) -> dict:
     say(f"alexnet bench cpu on {info['device_name']}: torch {info['torch']}, {result['threads']} threads, "
         f"{result['allocator']}; batch {args.batch}, amp {amp}, {result['layout']} ({why})")
     say(f"the matmul rate: {args.matmul_size}^3 bf16{'' if amp == 'bf16' else ' and fp32'} ...")
-    matmul = {"bf16": matmul_rate(args.matmul_size, torch.bfloat16)}
+    matmul = {"bf16": matmul_rate(args.matmul_size, torch.bfloat16, CPU)}
     if amp != "bf16":
-        matmul["fp32"] = matmul_rate(args.matmul_size, torch.float32)
+        matmul["fp32"] = matmul_rate(args.matmul_size, torch.float32, CPU)
     ref = matmul["bf16" if amp == "bf16" else "fp32"]["tflops"]
     peaks = measure_peaks(CPU)
     copy_gb_per_s = 1e3 * peaks["copy_tb_per_s"]
@@ -567,11 +477,12 @@ def measure(args, amp: str, channels_last: bool, why: str) -> dict:
     learner = make_bench_learner("torch", "bf16" if amp == "bf16" else "fp32", args.lr, CPU, None,
                                  "channels_last" if channels_last else "nchw")
     learner.train()
-    data = random_batches(args.batch, args.seed)
+    data = random_batches(args.batch, args.seed, CPU)
     say(f"the step: {args.warmup_steps} warm-up + {args.steps} timed ...")
-    result["step"] = time_steps(learner, data, args.warmup_steps, args.steps, train_step_flops(args.batch, RESIZE),
-                                ref)
-    result["step"]["bf16_fraction"] = result["step"]["tflops"] / matmul["bf16"]["tflops"]
+    step = time_steps(learner, data, args.warmup_steps, args.steps, CPU)
+    tflops = train_step_flops(args.batch, RESIZE) / (step["step_ms"] * 1e-3) / 1e12
+    result["step"] = {**step, "flops": train_step_flops(args.batch, RESIZE), "tflops": tflops,
+                      "peak_fraction": tflops / ref, "bf16_fraction": tflops / matmul["bf16"]["tflops"]}
     say(f"the profile: {args.profile_steps} steps under torch.profiler ...")
     prof = profile_steps(learner, data, args.profile_steps)
     result["profile"] = summarize(prof, step_rows(args.batch, amp), ref, copy_gb_per_s)

@@ -117,16 +117,11 @@ def pool_tap_bytes(kernel: int) -> int:
     return 1 if taps <= 127 else 2 if taps <= 32767 else 4
 
 
-# What each implementation's max pool moves besides x, out, dy and dx, per impl (the `impl` of a results entry):
-#   (record bytes per output written by a forward under no_grad, record bytes per output written by a training
-#    forward and read by its backward, how many times the backward writes dx)
-#   triton     triton_kernels/pool.py: no record under no_grad; in training the tap of each maximum in one byte;
-#              the backward gathers (one write per dx element, no zero-fill).
-#   compile    inductor: the same (its low-memory pool stores int8 window offsets; dead under no_grad).
-#   cudnn      torch's pool on CUDA is ATen's own kernel (not cuDNN): at::max_pool2d always runs
-#              max_pool2d_with_indices there (int64 indices, even under no_grad), and the backward zero-fills dx
-#              (gradInput.zero_()) before its gather kernel writes it.
-#   torch-cpu  ATen on a CPU: no indices under no_grad (x needs no gradient), int64 in training, dx zero-filled.
+# What each implementation's max pool moves besides x, out, dy and dx (the `impl` of a figure): (record bytes per
+# output written by a forward under no_grad, record bytes per output written by a training forward and read by its
+# backward, how many times the backward writes dx). Ours and inductor's: a 1-byte tap in training only, a gather
+# backward; ATen's on CUDA (the "cudnn" figures: torch does not use cuDNN here): int64 indices always and dx
+# zero-filled first; ATen's on a CPU: no indices under no_grad. docs/benchmarks/README.md, "Napkin math".
 POOL_TRAFFIC = {
     "triton": (0, "taps", 1),
     "compile": (0, "taps", 1),
@@ -135,23 +130,10 @@ POOL_TRAFFIC = {
 }
 
 
-# What each implementation's LRN kernels read + write, as (multiple of E, multiple of Ep) elements, for
-# (the forward under no_grad, the forward in training, the backward). E = N*C*H*W, Ep = N*(C+n-1)*H*W; the
-# window's re-reads of a neighbouring channel are served by L1/L2 and not counted (docs/triton_lrn.md).
-#   triton     triton_kernels/lrn.py: the forward reads x and writes out (1 kernel, no_grad or not: only x is kept);
-#              the backward reads x and dy and writes dx (1 kernel: s recomputed from x).
-#   cudnn      eager torch.nn.functional.local_response_norm on CUDA (no cuDNN in it; "cudnn" is the eager figure's
-#              name): mul, constant_pad_nd (fill_ + copy_), avg_pool3d, mul, add, pow, div = 8 kernels,
-#              (7E + Ep) read + (7E + Ep) written, the same under no_grad; its backward 16 kernels, 24E read and
-#              14E + 2Ep written (avg_pool3d_backward zero-fills and writes the padded gradient); counted with
-#              torch.profiler (docs/triton_lrn.md's tables).
-#   torch-cpu  the same aten ops on a CPU: the same traffic.
-#   compile    inductor (from its generated code, torch 2.13; its CPU codegen, to be confirmed on the GPU): under
-#              no_grad one fused kernel reads x, writes out. In training the forward keeps the padded squares (Ep)
-#              and their window average (E) for the backward: reads x, Ep (the window), x and the average, writes
-#              Ep, the average and out = 5E + 2Ep; the backward reads dy, x, the average (3E), writes a gradient
-#              (E), reads it (E) to write the padded gradient (Ep), reads dy, x, the average and the padded
-#              gradient's window (4E) to write dx (E) = 10E + Ep.
+# What each implementation's LRN kernels read + write, as (multiple of E, multiple of Ep) elements, for (the forward
+# under no_grad, the forward in training, the backward); E = N*C*H*W, Ep = N*(C+n-1)*H*W, a window's re-reads of
+# neighbouring channels left to the caches. Derived in docs/triton_lrn.md (ours, eager torch's 8 + 16 kernels
+# counted with torch.profiler) and docs/benchmarks/README.md (inductor's, read off its generated code).
 LRN_TRAFFIC = {
     "triton": ((2, 0), (2, 0), (3, 0)),
     "cudnn": ((14, 2), (14, 2), (38, 2)),

@@ -28,7 +28,6 @@ Each figure is appended to <out-dir>/<machine>.jsonl as soon as it is measured; 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from pathlib import Path
@@ -101,17 +100,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------------------------- the ops
 
-def _triton_precision_kwargs(fn, dtype: str) -> dict:
-    """fp32 in Triton's tl.dot defaults to TF32 on the GPU; pass the precision explicitly when the op takes it."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    if "input_precision" in params and dtype in ("fp32", "tf32"):
-        return {"input_precision": "ieee" if dtype == "fp32" else "tf32"}
-    return {}
-
-
 def make_op(spec: LayerSpec, impl: str, dtype: str, compile_mode: str):
     """f(x, w, b) -> relu(conv2d(x, w, b)) for a conv, f(x) -> max_pool2d(x) for a pool, f(x) ->
     local_response_norm(x, size, alpha, beta, k) for an LRN, as `impl` computes it."""
@@ -120,7 +108,8 @@ def make_op(spec: LayerSpec, impl: str, dtype: str, compile_mode: str):
         import triton_kernels
 
         if spec.kind == "conv":
-            extra = _triton_precision_kwargs(triton_kernels.conv2d_relu, dtype)
+            # fp32 in Triton's tl.dot defaults to TF32 on a GPU: the precision asked for, explicitly
+            extra = {"input_precision": "ieee" if dtype == "fp32" else "tf32"} if dtype != "bf16" else {}
             return lambda x, w, b: triton_kernels.conv2d_relu(x, w, b, stride=s, padding=p, **extra)
         if spec.kind == "lrn":
             from triton_kernels.lrn import local_response_norm

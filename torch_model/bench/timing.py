@@ -149,29 +149,34 @@ def _time_ms(fn: Callable[[], object], device: torch.device) -> dict:
     return cpu_time_ms(fn)
 
 
+def matmul_rate(n: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """An n^3 matmul through torch, two random input sets in turn: its median time and TFLOP/s."""
+    gen = torch.Generator(device=device).manual_seed(1234)
+    a = [torch.randn(n, n, generator=gen, device=device).to(dtype) for _ in range(2)]
+    b = [torch.randn(n, n, generator=gen, device=device).to(dtype) for _ in range(2)]
+    turn = iter(range(10**12))
+
+    def mm():
+        i = next(turn) % 2
+        return a[i] @ b[i]
+
+    t = _time_ms(mm, device)
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "ms": t["ms"],
+            "tflops": 2 * n**3 / (t["ms"] * 1e-3) / 1e12, "timer": t["timer"]}
+
+
 def measure_peaks(device: torch.device, dtypes: Iterable[str] = ("bf16",)) -> dict:
     """The ceilings every figure of this run is compared with, measured now on this device.
 
     GPU: an 8192^3 matmul (bf16 always, plus TF32/fp32 when the run measures them) and a 1 GiB device copy.
     CPU: no bf16 or TF32 peak there, so an fp32 matmul (1024^3) and a 64 MiB copy, said so in "how"."""
-    gen = torch.Generator(device=device).manual_seed(1234)
     gpu = device.type == "cuda"
     n, copy_elems = (8192, 2**28) if gpu else (1024, 2**24)
     peak: dict = {"bf16_matmul_tflops": None}
     for dtype in ["bf16", *[d for d in dtypes if d != "bf16"]] if gpu else ["fp32"]:
-        a = [torch.randn(n, n, generator=gen, device=device).to(torch_dtype(dtype)) for _ in range(2)]
-        b = [torch.randn(n, n, generator=gen, device=device).to(torch_dtype(dtype)) for _ in range(2)]
-        turn = iter(range(10**12))
-
-        def mm():
-            i = next(turn) % 2
-            return a[i] @ b[i]
-
         with precision(dtype):
-            t = _time_ms(mm, device)
-        peak[f"{dtype}_matmul_tflops"] = 2 * n**3 / (t["ms"] * 1e-3) / 1e12
-        del a, b
-    src = torch.randn(copy_elems, generator=gen, device=device)
+            peak[f"{dtype}_matmul_tflops"] = matmul_rate(n, torch_dtype(dtype), device)["tflops"]
+    src = torch.randn(copy_elems, generator=torch.Generator(device=device).manual_seed(1234), device=device)
     dst = torch.empty_like(src)
     t = _time_ms(lambda: dst.copy_(src), device)
     peak["copy_tb_per_s"] = 2 * src.nbytes / (t["ms"] * 1e-3) / 1e12

@@ -122,83 +122,94 @@ def end_one_process_group() -> None:
         dist.destroy_process_group()
 
 
+def random_batches(batch: int, seed: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """4 different batches to use in turn (fresh data each step, as training sees): images in [0, 1) like
+    ToTensor's, (N, 1, 224, 224), and labels 0..9, (N,)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    return [(torch.rand(batch, 1, RESIZE, RESIZE, generator=g, device=device),
+             torch.randint(0, 10, (batch,), generator=g, device=device)) for _ in range(4)]
+
+
+def time_steps(learner, data: list, warmup_steps: int, steps: int, device: torch.device, after_first=None) -> dict:
+    """warmup_steps untimed steps (the first, where compiling, autotuning, cuDNN's search or oneDNN's primitives
+    happen, timed apart as setup_s; after_first() runs after it), then `steps` timed one by one between two
+    synchronizations (learner.step reads the loss back: the host waits for the step, as the loop does), with the
+    process's minor page faults over the timed steps (getrusage)."""
+    import resource
+
+    sync(device)
+    t0 = time.perf_counter()
+    losses = [learner.step(*data[0])[0]]
+    sync(device)
+    setup_s = time.perf_counter() - t0
+    if after_first is not None:
+        after_first()
+    for i in range(1, warmup_steps):
+        losses.append(learner.step(*data[i % len(data)])[0])
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    times = []
+    for i in range(steps):
+        sync(device)
+        t0 = time.perf_counter()
+        losses.append(learner.step(*data[(warmup_steps + i) % len(data)])[0])
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    if not all(math.isfinite(v) for v in losses):
+        raise ValueError(f"the loss became {losses[-1]} (non-finite) during the benchmark")
+    step_s, batch = statistics.median(times), data[0][0].shape[0]
+    q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
+    return {"img_per_s": batch / step_s, "img_per_s_mean": batch * len(times) / sum(times), "step_ms": 1e3 * step_s,
+            "step_ms_p20": 1e3 * q[0], "step_ms_p80": 1e3 * q[3], "steps": steps, "warmup_steps": warmup_steps,
+            "setup_s": round(setup_s, 3), "minor_faults_per_step": faults / steps, "first_loss": losses[0],
+            "last_loss": losses[-1], "timer": "perf_counter per step, synchronized, median"}
+
+
 def measure_step(impl: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
                  layout: str = "nchw") -> dict:
+    torch.manual_seed(args.seed)
+    learner = make_bench_learner(impl, dtype, args.lr, device, args.compile_mode, layout)
     try:
-        return _measure_step(impl, dtype, batch, steps, warmup_steps, args, device, peak, layout)
+        learner.train()
+        # which dtype the convs really compute in (autocast casts only the ops it knows; a custom op gets fp32)
+        conv_dtypes: set[str] = set()
+        hooks = [] if impl == "compile" else [
+            m.register_forward_hook(lambda m, i, o: conv_dtypes.add(str(o.dtype).removeprefix("torch.")))
+            for m in learner.net.modules() if isinstance(m, torch.nn.Conv2d)]
+        t = time_steps(learner, random_batches(batch, args.seed, device), warmup_steps, steps, device,
+                       after_first=lambda: [h.remove() for h in hooks])
     finally:
         if impl == "ddp":
             end_one_process_group()
-
-
-def _measure_step(impl: str, dtype: str, batch: int, steps: int, warmup_steps: int, args, device, peak,
-                  layout: str) -> dict:
-    torch.manual_seed(args.seed)
-    learner = make_bench_learner(impl, dtype, args.lr, device, args.compile_mode, layout)
-    learner.train()
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    # 4 different batches in turn (fresh data each step, as training sees); images in [0, 1) like ToTensor's
-    data = [(torch.rand(batch, 1, RESIZE, RESIZE, generator=g, device=device),
-             torch.randint(0, 10, (batch,), generator=g, device=device)) for _ in range(4)]
-    losses = []
-    # which dtype the convs really compute in (autocast casts only the ops it knows; a custom op gets fp32)
-    conv_dtypes: set[str] = set()
-    hooks = [] if impl == "compile" else [
-        m.register_forward_hook(lambda m, i, o: conv_dtypes.add(str(o.dtype).removeprefix("torch.")))
-        for m in learner.net.modules() if isinstance(m, torch.nn.Conv2d)]
-    sync(device)
-    t0 = time.perf_counter()
-    losses.append(learner.step(*data[0])[0])  # compile / autotune / cuDNN search happen here
-    sync(device)
-    setup_s = time.perf_counter() - t0
-    for h in hooks:
-        h.remove()
     if dtype == "bf16" and "float32" in conv_dtypes:
         print(f"note: {impl} bf16: the convs ran in float32 under bf16 autocast (an op with no autocast rule "
               f"gets fp32 inputs): this figure is not an all-bf16 step", flush=True)
-    for i in range(1, warmup_steps):
-        losses.append(learner.step(*data[i % 4])[0])
-    times = []
-    for i in range(steps):
-        X, y = data[(warmup_steps + i) % 4]
-        sync(device)
-        t0 = time.perf_counter()
-        loss, _ = learner.step(X, y)  # returns loss.item(): the host waits for the step, as the loop does
-        sync(device)
-        times.append(time.perf_counter() - t0)
-        losses.append(loss)
-    if not all(math.isfinite(v) for v in losses):
-        raise ValueError(f"{impl} {dtype}: the loss became {losses[-1]} (non-finite) during the benchmark")
-    step_s = statistics.median(times)
     flops = train_step_flops(batch, RESIZE)
-    tflops = flops / step_s / 1e12
+    tflops = flops / t["step_ms"] / 1e9
     mm_peak = matmul_peak(peak, dtype)
-    q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
-    return {
-        "impl": impl, "dtype": dtype, "layout": layout, "batch": batch, "img_per_s": batch / step_s,
-        "img_per_s_mean": batch * len(times) / sum(times), "step_ms": 1e3 * step_s,
-        "step_ms_p20": 1e3 * q[0], "step_ms_p80": 1e3 * q[3], "steps": steps, "warmup_steps": warmup_steps,
-        "setup_s": round(setup_s, 3), "flops": flops, "tflops": tflops,
-        "peak_fraction": tflops / mm_peak if mm_peak else None, "resize": RESIZE,
-        "first_loss": losses[0], "last_loss": losses[-1],
-        "amp": "bf16" if dtype == "bf16" else "none", "conv_dtypes": sorted(conv_dtypes) or None,
-        "compile_mode": args.compile_mode if impl == "compile" else None,
-        "timer": "perf_counter per step, synchronized, median",
-        "interpreter": device.type != "cuda" and impl == "triton",
-    }
+    return {"impl": impl, "dtype": dtype, "layout": layout, "batch": batch, **t, "flops": flops, "tflops": tflops,
+            "peak_fraction": tflops / mm_peak if mm_peak else None, "resize": RESIZE,
+            "amp": "bf16" if dtype == "bf16" else "none", "conv_dtypes": sorted(conv_dtypes) or None,
+            "compile_mode": args.compile_mode if impl == "compile" else None,
+            "interpreter": device.type != "cuda" and impl == "triton"}
+
+
+def fit_in_tmp(quiet: bool = False, **settings):
+    """torch_model.train.fit at the seed's input size in a throw-away folder, no checkpoints (the time measured is
+    training and evaluation, not disk writes); settings are TrainConfig's; quiet: no log lines."""
+    from torch_model.train import TrainConfig, fit
+
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
+        cfg = TrainConfig(resize=RESIZE, out=f"{tmp}/run", checkpoint=False, **settings)
+        return fit(cfg, log=lambda line: None) if quiet else fit(cfg)
 
 
 def seed_run(impl: str, dtype: str, batch: int, epochs: int, limit_train, limit_test, args, device) -> dict:
-    """The seed's training run through the project's own loop (torch_model.train.fit), in a throw-away folder."""
-    from torch_model.train import TrainConfig, fit
-
-    with tempfile.TemporaryDirectory(prefix="alexnet-seed-run-") as tmp, precision(dtype):
-        cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=args.lr, resize=RESIZE, device=str(device),
-                          seed=args.seed, data_dir=args.data_dir, out=f"{tmp}/run", backend=impl,
-                          amp="bf16" if dtype == "bf16" else "none", limit_train=limit_train,
-                          limit_test=limit_test, progress=not args.no_progress,
-                          checkpoint=False)  # the seed run's time is training + evaluation, not disk writes
-        result = fit(cfg)
+    """The seed's training run through the project's own loop (torch_model.train.fit)."""
+    with precision(dtype):
+        result = fit_in_tmp(epochs=epochs, batch_size=batch, lr=args.lr, device=str(device), seed=args.seed,
+                            data_dir=args.data_dir, backend=impl, amp="bf16" if dtype == "bf16" else "none",
+                            limit_train=limit_train, limit_test=limit_test, progress=not args.no_progress)
     return {
         "impl": impl, "dtype": dtype, "epochs": epochs, "seconds": result.seconds,
         "test_acc": result.test_acc, "batch": batch, "limit_train": limit_train, "limit_test": limit_test,
