@@ -197,12 +197,8 @@ def matmul_peak(peak: dict, dtype: str) -> float | None:
 
 def describe(info: dict, peak: dict) -> str:
     """One line: the device, the versions and the peaks measured in this run."""
-    rates = ", ".join(f"{d} matmul {_3g(peak[f'{d}_matmul_tflops'])} TFLOP/s" for d in ("bf16", "tf32", "fp32")
+    rates = ", ".join(f"{d} matmul {peak[f'{d}_matmul_tflops']:.3g} TFLOP/s" for d in ("bf16", "tf32", "fp32")
                       if peak.get(f"{d}_matmul_tflops"))
     line = (f"{info['device_name']}, {today()}, torch {info['torch']}, triton {info['triton']}; measured peaks: "
-            f"{rates}, copy {_3g(peak['copy_tb_per_s'])} TB/s")
-    return line + ("; CPU machine, Triton in its interpreter: smoke-test numbers, NOT GPU results" if info["cpu"] else "")
-
-
-def _3g(x: float) -> str:
-    return f"{x:.3g}"
+            f"{rates}, copy {peak['copy_tb_per_s']:.3g} TB/s")
+    return line + ("; a CPU: smoke-test numbers, Triton in its interpreter, NOT GPU results" if info["cpu"] else "")

@@ -122,7 +122,7 @@ def end_one_process_group() -> None:
         dist.destroy_process_group()
 
 
-def random_batches(batch: int, seed: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def random_batches(batch: int, seed: int, device: torch.device = torch.device("cpu")) -> list[tuple]:
     """4 different batches to use in turn (fresh data each step, as training sees): images in [0, 1) like
     ToTensor's, (N, 1, 224, 224), and labels 0..9, (N,)."""
     g = torch.Generator(device=device).manual_seed(seed)
