@@ -120,7 +120,7 @@ def test_no_cycles():
     assert not found, f"modules importing each other: {found}"
 
 
-def test_the_lessons_and_the_bench_no_longer_import_each_other():
+def test_the_lessons_and_the_bench_do_not_import_each_other():
     graph = import_graph()
     assert not any(t.startswith("torch_model") for t in graph["triton_kernels.lessons.harness"])
     assert not any(c & {"triton_kernels.lessons.harness", "torch_model.bench.lessons"} for c in cycles(graph))
