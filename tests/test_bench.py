@@ -137,7 +137,7 @@ def test_lrn_specs_are_the_paper_models_shapes():
             assert x_shape == y_shape
             assert (spec.N, spec.C * div, spec.H, spec.W) == x_shape
     assert [(s.C, s.H) for s in paper_lrn_specs(1, 68, 16)] == [(6, 15), (16, 7)]
-    with pytest.raises(ValueError, match="--resize 10: the paper variant's conv before lrn1"):
+    with pytest.raises(ValueError, match="--resize 10: the paper variant's conv1 gets a 10x10 input"):
         paper_lrn_specs(batch=1, resize=10)
 
 

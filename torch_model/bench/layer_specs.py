@@ -19,6 +19,8 @@ Per layer (N batch, C channels in, F filters out, H/W input, OH/OW output, K ker
 """
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -146,40 +148,10 @@ def alexnet_specs(batch: int = 128, resize: int = 224, channel_div: int = 1) -> 
     """conv1..conv5, pool1..pool3, fc1..fc3 of the seed's nn.Sequential, with their input shapes, read off the
     model itself (built on the meta device: no memory). channel_div > 1 scales every channel count down (a CPU
     smoke run in the interpreter); the first conv keeps its 1 input channel."""
-    from torch import nn
-
     from torch_model.model import alexnet
 
-    if batch < 1 or resize < 1 or channel_div < 1:
-        raise ValueError(f"batch, resize and channel_div must be >= 1, got {batch}, {resize}, {channel_div}")
     with torch.device("meta"):
-        net = alexnet(init=False)
-    specs: list[LayerSpec] = []
-    C, H, W = 1, resize, resize
-    counts = {"conv": 0, "pool": 0, "linear": 0}
-    prefix = {"conv": "conv", "pool": "pool", "linear": "fc"}
-
-    def scaled(c: int) -> int:
-        return c if c == 1 else max(1, c // channel_div)
-
-    for m in net:
-        if isinstance(m, nn.Conv2d):
-            kind, F, K, s, p = "conv", scaled(m.out_channels), m.kernel_size[0], m.stride[0], m.padding[0]
-        elif isinstance(m, nn.MaxPool2d):
-            kind, F, K, s, p = "pool", C, m.kernel_size, m.stride, m.padding
-        elif isinstance(m, nn.Linear):
-            kind, F, K, s, p = "linear", m.out_features, 1, 1, 0
-            F = F if m.out_features <= 10 else max(1, F // channel_div)
-            C, H, W = C * H * W, 1, 1
-        else:
-            continue
-        counts[kind] += 1
-        spec = LayerSpec(f"{prefix[kind]}{counts[kind]}", kind, batch, C, H, W, F, K, s, p, first=not specs)
-        if spec.OH < 1 or spec.OW < 1:
-            raise ValueError(f"--resize {resize}: {spec.name} gets a {H}x{W} input, smaller than its {K}x{K} window")
-        specs.append(spec)
-        C, H, W = F, spec.OH, spec.OW
-    return specs
+        return list(_walk(alexnet(init=False), batch, resize, channel_div))
 
 
 def paper_lrn_specs(batch: int = 128, resize: int = 227, channel_div: int = 1) -> list[LayerSpec]:
@@ -187,35 +159,45 @@ def paper_lrn_specs(batch: int = 128, resize: int = 227, channel_div: int = 1) -
     torch's LocalResponseNorm(**PAPER_LRN)) with their input shapes, read off the model itself (built on the meta
     device) for a resize x resize input: 96x55x55 and 256x27x27 at the paper's 227. channel_div > 1 divides their
     channel counts (a CPU smoke run in the interpreter)."""
-    from torch import nn
-
     from torch_model.model import alexnet
+
+    with torch.device("meta"):
+        layers = _walk(alexnet(variant="paper", init=False), batch, resize, channel_div, "the paper variant's ")
+        return list(itertools.islice((s for s in layers if s.kind == "lrn"), 2))  # the layers after them unread
+
+
+def _walk(net, batch: int, resize: int, channel_div: int, whose: str = ""):
+    """A LayerSpec for each conv, pool, linear and LRN of `net` in turn, named conv<k>, pool<k>, fc<k>, lrn<k>, with
+    its input shape for a resize x resize image; channel_div divides every channel count but the data's and the
+    10 classes'."""
+    from torch import nn
 
     if batch < 1 or resize < 1 or channel_div < 1:
         raise ValueError(f"batch, resize and channel_div must be >= 1, got {batch}, {resize}, {channel_div}")
-    with torch.device("meta"):
-        net = alexnet(variant="paper", init=False)
-    specs: list[LayerSpec] = []
     C, H, W = net[0].in_channels, resize, resize
+    counts: Counter = Counter()
     for m in net:
+        lrn = ()
         if isinstance(m, nn.Conv2d):
-            step = LayerSpec("conv", "conv", batch, C, H, W, max(1, m.out_channels // channel_div),
-                             m.kernel_size[0], m.stride[0], m.padding[0])
+            kind, F, K = "conv", max(1, m.out_channels // channel_div), m.kernel_size[0]
+            s, p = m.stride[0], m.padding[0]
         elif isinstance(m, nn.MaxPool2d):
-            step = LayerSpec("pool", "pool", batch, C, H, W, C, m.kernel_size, m.stride, m.padding)
+            kind, F, K, s, p = "pool", C, m.kernel_size, m.stride, m.padding
+        elif isinstance(m, nn.Linear):
+            kind, F, K, s, p = "linear", m.out_features, 1, 1, 0
+            F = F if m.out_features <= 10 else max(1, F // channel_div)
+            C, H, W = C * H * W, 1, 1
         elif isinstance(m, nn.LocalResponseNorm):
-            specs.append(LayerSpec(f"lrn{len(specs) + 1}", "lrn", batch, C, H, W, C, 1, 1, 0,
-                                   lrn=(m.size, float(m.alpha), float(m.beta), float(m.k))))
-            if len(specs) == 2:
-                return specs
-            continue
+            kind, F, K, s, p, lrn = "lrn", C, 1, 1, 0, (m.size, float(m.alpha), float(m.beta), float(m.k))
         else:
             continue
-        if step.OH < 1 or step.OW < 1:
-            raise ValueError(f"--resize {resize}: the paper variant's {step.kind} before lrn{len(specs) + 1} gets a "
-                             f"{H}x{W} input, smaller than its {step.K}x{step.K} window")
-        C, H, W = step.F, step.OH, step.OW
-    raise AssertionError("alexnet(variant='paper') has two LocalResponseNorm layers")
+        counts[kind] += 1
+        name = f"{'fc' if kind == 'linear' else kind}{counts[kind]}"
+        spec = LayerSpec(name, kind, batch, C, H, W, F, K, s, p, first=sum(counts.values()) == 1, lrn=lrn)
+        if spec.OH < 1 or spec.OW < 1:
+            raise ValueError(f"--resize {resize}: {whose}{name} gets a {H}x{W} input, smaller than its {K}x{K} window")
+        yield spec
+        C, H, W = F, spec.OH, spec.OW
 
 
 def train_step_flops(batch: int, resize: int = 224) -> int:
