@@ -3,12 +3,12 @@ with glibc's malloc defaults, and optionally another checkout of the project (th
 
     python scripts/cpu_train_vs_matmul.py [--rounds 2] [--limit-train 3840] [--baseline OTHER_CHECKOUT]
 
-A bf16 4096^3 matmul (6 after 2 warm-ups, timed together), then `alexnet train --limit-train N --limit-test 128
---epochs 1 --no-checkpoint --no-pictures` for each contestant, --rounds times interleaved, then the matmul again:
-this checkout as the command runs it (torch_model.device.keep_freed_memory), with ALEXNET_GLIBC_MALLOC=1 (glibc's
-defaults), and with --baseline, the other checkout's code (`git worktree add ../before HEAD~1`). Prints each run's
-examples/sec and the best of each contestant as TFLOP/s (5.6 GFLOP per training image) and as a fraction of the
-mean of the two matmul figures.
+A bf16 4096^3 matmul (the median of 5 after 2 warm-ups) before every round and after the last; in each round
+`alexnet train --limit-train N --limit-test 128 --epochs 1 --no-checkpoint --no-pictures` once per contestant:
+this checkout as the command runs it (torch_model.device.keep_freed_memory), the same with ALEXNET_GLIBC_MALLOC=1
+(glibc's defaults), and with --baseline the other checkout's code (`git worktree add ../before HEAD~1`). Prints
+each run's examples/sec, and each contestant's best as TFLOP/s (5.6 GFLOP per training image) and as a fraction
+of the mean of the matmul figures.
 """
 from __future__ import annotations
 
@@ -25,14 +25,17 @@ import torch
 FLOP_PER_IMAGE = 5.6e9   # one training step: 3x the forward FLOPs of every conv and linear, 2x for conv1
 
 
-def matmul_tflops(n: int = 4096, reps: int = 6) -> float:
+def matmul_tflops(n: int = 4096, reps: int = 5) -> float:
+    """The median rate of `reps` single bf16 n^3 matmuls after two warm-ups (as `alexnet bench cpu` times it)."""
     a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
     for _ in range(2):
         a @ b
-    t = time.perf_counter()
+    times = []
     for _ in range(reps):
+        t = time.perf_counter()
         a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / sorted(times)[reps // 2] / 1e12
 
 
 def main() -> int:
@@ -50,11 +53,16 @@ def main() -> int:
     if args.baseline:   # run from there: `python -m torch_model` imports the package of the working folder first
         other = os.path.abspath(args.baseline)
         contestants[f"baseline {args.baseline}"] = (other, dict(PYTHONPATH=other))
-    before = matmul_tflops()
-    print(f"bf16 matmul {before:.3f} TFLOP/s", flush=True)
+    matmuls: list[float] = []
+
+    def matmul() -> None:
+        matmuls.append(matmul_tflops())
+        print(f"bf16 matmul {matmuls[-1]:.3f} TFLOP/s", flush=True)
+
     rates: dict[str, list[float]] = {name: [] for name in contestants}
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.rounds):
+            matmul()
             for i, (name, (cwd, env)) in enumerate(contestants.items()):
                 cmd = [sys.executable, "-m", "torch_model", "train", "--limit-train", str(args.limit_train),
                        "--limit-test", "128", "--epochs", "1", "--no-checkpoint", "--no-pictures", "--no-progress",
@@ -67,9 +75,8 @@ def main() -> int:
                     return 1
                 rates[name].append(float(found.group(1)))
                 print(f"round {rnd + 1} {name}: {found.group(1)} examples/sec", flush=True)
-    after = matmul_tflops()
-    print(f"bf16 matmul {after:.3f} TFLOP/s", flush=True)
-    peak = (before + after) / 2
+    matmul()
+    peak = sum(matmuls) / len(matmuls)
     for name in contestants:
         best = max(rates[name])
         print(f"{name}: best {best:.1f} examples/sec x 5.6 GFLOP = {best * FLOP_PER_IMAGE / 1e12:.3f} TFLOP/s = "

@@ -31,11 +31,13 @@ def run_precision(amp: str, steps: int | None, data_dir: str | None) -> tuple[li
     from tqdm import tqdm
 
     from torch_model.config import TrainConfig, resolve_config
+    from torch_model.cpu_layers import use_cpu_layers
     from torch_model.learners import accuracy
     from torch_model.train import prepare
 
     cfg = resolve_config(TrainConfig(epochs=1, amp=amp, device="cpu", data_dir=data_dir))
     run = prepare(cfg, None)
+    use_cpu_layers(run.learner.net)   # the fp32 learner too: the same dropout masks as the bf16 one draws
     n_steps = math.ceil(len(run.train_ds) / cfg.batch_size)
     n_steps = n_steps if steps is None else min(steps, n_steps)
     losses: list[float] = []

@@ -107,6 +107,8 @@ def test_every_op_lands_in_exactly_one_row_and_its_layers():
                 pool_by_input[tuple(x.shape)] = n
             x = m(x)
     fc = {n: (m.in_features, m.out_features) for n, kind, m in layers if kind == "fc"}
+    conv1 = learner.net[0]
+    conv1_patch = conv1.in_channels * conv1.kernel_size[0] * conv1.kernel_size[1] + 1     # + the bias's ones
     seen = set()
     for e, row in zip(prof.events, prof.rows_of):
         shapes = e.input_shapes
@@ -122,7 +124,9 @@ def test_every_op_lands_in_exactly_one_row_and_its_layers():
             expect = "relu bwd"
         elif e.name == "aten::clamp_min":
             expect = "relu fwd"
-        elif e.name == "aten::mm":                      # only the linears' backwards multiply matrices with mm
+        elif e.name == "aten::mm" and shapes[1][1] == conv1_patch:   # conv1's dW: dy.T @ im2col (cpu_layers.py)
+            expect = "conv1 bwd"
+        elif e.name == "aten::mm":                      # else only the linears' backwards multiply with mm
             a, b = shapes[0], shapes[1]
             (name,) = [n for n, (fan_in, fan_out) in fc.items()
                        if (a, b) in (([2, fan_out], [fan_out, fan_in]), ([fan_out, 2], [2, fan_in]),

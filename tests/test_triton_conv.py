@@ -633,11 +633,11 @@ def test_gpu_torch_compile_of_conv2d_relu():
 
 
 def test_output_size_formula_is_torchs():
-    """_common.conv_output_size, the one formula conv.py uses, against torch's own shapes (meta tensors: no data)."""
+    """numpy_ref.geometry.conv_output_size, the one formula conv.py uses, against torch's own shapes (meta tensors)."""
     for h in (1, 2, 5, 13, 224):
         for k, s, p, d in ((1, 1, 0, 1), (3, 1, 1, 1), (11, 4, 1, 1), (5, 2, 2, 1), (3, 3, 0, 2), (2, 1, 0, 3)):
             if h + 2 * p < d * (k - 1) + 1:
                 continue
             want = F.conv2d(torch.empty(1, 1, h, h, device="meta"), torch.empty(1, 1, k, k, device="meta"),
                             stride=s, padding=p, dilation=d).shape[-1]
-            assert _common.conv_output_size(h, k, s, 2 * p, d) == want, (h, k, s, p, d)
+            assert conv_mod.conv_output_size(h, k, s, p, d) == want, (h, k, s, p, d)

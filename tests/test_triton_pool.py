@@ -364,11 +364,11 @@ def test_gpu_torch_compile():
 
 
 def test_output_size_formula_is_torchs():
-    """_common.pool_output_size, the one formula pool.py uses, against torch's own shapes, ceil_mode included."""
+    """numpy_ref.geometry.pool_output_size, the one formula pool.py uses, against torch's shapes, ceil_mode included."""
     for h in (1, 2, 5, 8, 10, 13, 54):
         for k, s, p, d in ((1, 1, 0, 1), (2, 2, 0, 1), (3, 2, 0, 1), (3, 2, 1, 1), (2, 3, 1, 1), (3, 2, 1, 2)):
             for ceil_mode in (False, True):
                 if h + 2 * p < d * (k - 1) + 1:
                     continue
                 want = F.max_pool2d(torch.empty(1, 1, h, h, device="meta"), k, s, p, d, ceil_mode).shape[-1]
-                assert _common.pool_output_size(h, k, s, p, d, ceil_mode) == want, (h, k, s, p, d, ceil_mode)
+                assert pool_mod.pool_output_size(h, k, s, p, d, ceil_mode) == want, (h, k, s, p, d, ceil_mode)

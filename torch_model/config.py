@@ -29,9 +29,9 @@ PRESETS = {
     # fits in ~10 minutes on 2 CPU cores: one epoch on the first QUICK_LIMIT_TRAIN images, then the full test set
     "quick": dict(epochs=1, limit_train=None, limit_test=None),
 }
-# the quick preset's training images per (amp, channels_last), ~10 minutes on 2 idle cores at the rates of
-# docs/benchmarks/README.md (CPU section): bf16 + channels_last trains ~140-170 images/s, so one whole epoch, the
-# seed's first (the full run's epoch 1, image for image); fp32 NCHW ~32 images/s, so 100 steps of 128
+# the quick preset's training images per (amp, channels_last), at most ~10 minutes on 2 idle cores at the rates of
+# docs/benchmarks/README.md (CPU section): bf16 + channels_last trains ~120 (avx512_bf16) to ~225 (AMX) images/s,
+# so one whole epoch, the seed's first (5 to 8 minutes); fp32 NCHW ~32 images/s, so 100 steps of 128
 ESTIMATE_AFTER_STEPS = 20      # the run's duration is estimated from its own rate once this many steps are timed
 QUICK_LIMIT_TRAIN = {("none", False): 12800, ("bf16", True): 60000}
 # Each variant's settings when its flag is not given. d2l: the seed's plain SGD on [0, 1] pixels at 224x224. paper:

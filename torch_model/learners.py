@@ -31,10 +31,10 @@ import numpy_ref
 from numpy_ref.functional import cross_entropy_backward, cross_entropy_forward
 from numpy_ref.layers import Dropout
 
+from torch_model.cpu_layers import use_cpu_layers
 from torch_model.device import check_amp
 from torch_model.distributed import DistContext, collective, sum_over_ranks
 from torch_model.model import alexnet
-from torch_model.patch_conv import use_patch_conv1
 
 LEARNER_BACKENDS = ("torch", "triton", "numpy")
 
@@ -61,7 +61,7 @@ class TorchLearner:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(device=device, memory_format=self.memory_format)
         if device.type == "cpu" and channels_last:
-            use_patch_conv1(self.net)   # conv1's weight gradient as one GEMM (torch_model/patch_conv.py)
+            use_cpu_layers(self.net)    # conv1's weight gradient as one GEMM, a faster dropout mask
         self.device = device
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.loss_fn = nn.CrossEntropyLoss()

@@ -93,26 +93,6 @@ def pair(value, name: str, minimum: int | None = None) -> tuple[int, int]:
     return (int(out[0]), int(out[1]))
 
 
-def conv_output_size(size: int, kernel: int, stride: int = 1, pad_total: int = 0, dilation: int = 1) -> int:
-    """The convolution's output size along one dimension (pad_total = both sides' padding, 2*pad if symmetric):
-
-        OH = (H + pad_total - dil*(KH-1) - 1) // stride + 1
-    """
-    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
-    """torch's pooling_output_shape along one dimension:
-
-        OH = (H + 2*pad - dil*(KH-1) - 1 [+ stride-1 if ceil_mode]) // stride + 1
-
-    then, with ceil_mode, a last window that would start inside the right padding is dropped."""
-    out = (size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
 def check_tensor(t, name: str, ndims: Sequence[int] | None = None, shapes: str | None = None,
                  allow_empty: bool = False, min_ndim: int | None = None) -> None:
     """t is a torch.Tensor with t.dim() in ndims, or at least min_ndim dims (`shapes` spells them for the message,

@@ -44,12 +44,12 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from numpy_ref.geometry import conv_output_size
 from triton_kernels._common import (
     INTERPRET,
     check_device,
     check_same_dtype,
     check_tensor,
-    conv_output_size,
     launcher,
     pair,
     strides_like_channels_last,
@@ -494,8 +494,8 @@ def _check_geometry(x, weight, bias, stride, pad4, dilation, groups, input_preci
                          f"{tuple(x.shape)}")
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {PRECISIONS} or None, got {input_precision!r}")
-    oh = conv_output_size(h, kh, stride[0], pad4[0] + pad4[1], dilation[0])
-    ow = conv_output_size(w, kw, stride[1], pad4[2] + pad4[3], dilation[1])
+    oh = conv_output_size(h, kh, stride[0], (pad4[0], pad4[1]), dilation[0])
+    ow = conv_output_size(w, kw, stride[1], (pad4[2], pad4[3]), dilation[1])
     _check_int32(x, "x")
     _check_int32(weight, "weight")
     if n * f * oh * ow > 2**31:

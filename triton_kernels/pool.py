@@ -29,13 +29,13 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from numpy_ref.geometry import pool_output_size
 from triton_kernels._common import (
     elementwise_configs,
     check_device,
     check_tensor,
     launcher,
     pair,
-    pool_output_size,
     strides_like_channels_last,
 )
 

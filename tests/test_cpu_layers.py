@@ -1,4 +1,6 @@
-"""conv1's weight gradient as one GEMM over im2col's patches (torch_model.patch_conv) against nn.Conv2d's."""
+"""The CPU learner's stand-ins (torch_model.cpu_layers) against the layers they replace: conv1 with its weight
+gradient as one GEMM over im2col's patches against nn.Conv2d, dropout with a torch.rand mask against the
+definition of inverted dropout."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +8,7 @@ import torch
 from torch import nn
 
 from torch_model.model import alexnet
-from torch_model.patch_conv import PatchConv2d, im2col, use_patch_conv1
+from torch_model.cpu_layers import PatchConv2d, RandDropout, im2col, use_cpu_layers, use_patch_conv1
 
 # (in_channels, size, padding): d2l's conv1 (1 channel, padding 1) and the paper's (3 channels, unpadded), small
 CASES = [(1, 35, 1), (3, 39, 0)]
@@ -82,10 +84,44 @@ def test_swap_shares_parameters_and_keys():
     assert not use_patch_conv1(nn.Sequential(nn.Conv2d(96, 8, 3)))   # many channels: oneDNN's direct conv is fine
 
 
-def test_cpu_channels_last_learner_takes_it():
-    """The CPU's default (bf16 autocast + channels_last) takes the GEMM gradient; fp32 NCHW, the reference, does not."""
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_rand_dropout_is_inverted_dropout(p):
+    """Each unit kept with probability 1 - p and scaled by 1 / (1 - p), the rest zero; the gradient takes the same
+    mask; eval mode is the identity; the same seed gives the same mask."""
+    drop = RandDropout(p)
+    x = (torch.rand(256, 4096) + 0.5).requires_grad_()
+    torch.manual_seed(1)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.01        # 1M draws: the standard error is ~5e-4
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+    torch.manual_seed(1)
+    assert torch.equal(drop(x), y)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_rand_dropout_under_bf16_autocast_keeps_the_dtype():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = RandDropout(0.5)(torch.ones(8, 16, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and set(y.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_cpu_channels_last_learner_takes_them():
+    """The CPU's default (bf16 autocast + channels_last) takes both; fp32 NCHW, the reference, keeps nn's layers."""
     from torch_model.learners import make_learner
 
     cpu = torch.device("cpu")
-    assert isinstance(make_learner("torch", 0.01, cpu, channels_last=True).net[0], PatchConv2d)
-    assert type(make_learner("torch", 0.01, cpu).net[0]) is nn.Conv2d
+    fast = make_learner("torch", 0.01, cpu, channels_last=True).net
+    assert isinstance(fast[0], PatchConv2d)
+    assert [type(m) for m in fast if isinstance(m, nn.Dropout)] == [RandDropout, RandDropout]
+    assert list(fast.state_dict()) == list(alexnet().state_dict())
+    plain = make_learner("torch", 0.01, cpu).net
+    assert type(plain[0]) is nn.Conv2d and not any(isinstance(m, RandDropout) for m in plain)
+
+
+def test_use_cpu_layers_keeps_dropout_rates():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Dropout(0.3), nn.ReLU(), nn.Dropout(0.7))
+    use_cpu_layers(net)
+    assert isinstance(net[1], RandDropout) and net[1].p == 0.3 and net[3].p == 0.7

@@ -1,4 +1,10 @@
-"""AlexNet's conv1 on the CPU: oneDNN's forward, and its weight gradient as one matrix product over the patches.
+"""Two layers of the d2l network in the form a CPU runs fastest, swapped in by the CPU learner (same math, same
+parameters and state_dict keys; `use_cpu_layers`):
+
+- conv1: oneDNN's forward, and its weight gradient as one matrix product over the patches (PatchConv2d);
+- Dropout: the keep mask from torch.rand instead of bernoulli_ (RandDropout).
+
+conv1.
 
 conv1 sees 1 input channel (d2l; 3 in the paper's network) through an 11x11 window at stride 4. oneDNN's forward
 handles that well, but its weight gradient runs at a tenth of the machine's matrix-product rate
@@ -13,6 +19,12 @@ For d2l's conv1 at batch 128: cols is (373,248, 122), 91 MB in bf16, built in th
 (13 MB) and freed after it; the GEMM is 8.7 GFLOP. The input needs no gradient, so no col2im is run (an input that
 does require one gets oneDNN's). Same parameters and state_dict keys as nn.Conv2d; the weight gradient equals
 oneDNN's up to the order of the sums.
+
+Dropout. `F.dropout` draws its mask with `bernoulli_`, which on the CPU takes ~6 ms for a (128, 4096) batch,
+4x torch.rand's time for the same count of uniforms; a mask `torch.rand(x.shape) >= p` keeps each unit with the
+same probability 1 - p and scales by 1 / (1 - p) as F.dropout does (inverted dropout), from the same generator,
+so a seeded run stays deterministic and a resumed one equals an uninterrupted one. The masks themselves differ
+from bernoulli_'s (another use of the random stream).
 """
 from __future__ import annotations
 
@@ -60,6 +72,26 @@ class PatchConv2d(nn.Conv2d):
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
         with torch.autocast("cpu", enabled=False):     # the Function casts as autocast would: x, W, b to dtype
             return _Conv1.apply(x.to(dtype), self.weight, self.bias, self.stride, self.padding)
+
+
+class RandDropout(nn.Dropout):
+    """nn.Dropout whose keep mask is torch.rand(x.shape) >= p (see the module's docstring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.inplace:
+            return super().forward(x)
+        if self.p == 1:
+            return x * 0
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+
+
+def use_cpu_layers(net: nn.Sequential) -> None:
+    """Swap conv1 for a PatchConv2d and every nn.Dropout for a RandDropout, sharing the Parameters."""
+    use_patch_conv1(net)
+    for i, layer in enumerate(net):
+        if type(layer) is nn.Dropout:
+            net[i] = RandDropout(layer.p, layer.inplace)
 
 
 def use_patch_conv1(net: nn.Sequential) -> bool:
