@@ -24,7 +24,7 @@ from torch.distributed.distributed_c10d import _set_pg_timeout
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import assert_close_verbose  # noqa: E402
 from torch_model import data  # noqa: E402
-from torch_model import distributed as D  # noqa: E402
+from torch_model import distributed  # noqa: E402
 
 
 def small_alexnet():
@@ -36,7 +36,7 @@ def small_alexnet():
                          nn.Linear(16 * 2 * 2, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
 
 
-def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
+def compare_with_one_process(ctx: distributed.DistContext, backend: str) -> None:
     from torch_model.learners import DistributedLearner, TorchLearner
 
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
         loss, logits = learner.step(X[mine], y[mine])
         ref_loss, ref_logits = ref.step(X, y)
         assert logits.shape == (len(mine), 10)
-        total = D.sum_over_ranks(ctx, loss * len(mine))[0]
+        total = distributed.sum_over_ranks(ctx, loss * len(mine))[0]
         assert abs(total / global_n - ref_loss) <= 1e-5 * abs(ref_loss), (backend, total / global_n, ref_loss)
         for (name, p), q in zip(net.named_parameters(), ref.net.parameters()):
             # float32 sums of up to a few thousand products per element, in another order (per rank, then
@@ -70,11 +70,11 @@ def compare_with_one_process(ctx: D.DistContext, backend: str) -> None:
             assert_close_verbose(p, q, atol=1e-6, rtol=1e-5, what=f"{backend}: {name} after the step")
 
 
-def check(ctx: D.DistContext) -> None:
+def check(ctx: distributed.DistContext) -> None:
 
     # the same permutation everywhere; the shards of each global batch partition it, in order
     batches = list(data.local_batches(11, 4, seed=7, shuffle=True, rank=ctx.rank, world_size=ctx.world_size))
-    everyone = D.all_gather_object(ctx, [idx.tolist() for _, idx in batches])
+    everyone = distributed.all_gather_object(ctx, [idx.tolist() for _, idx in batches])
     order = data.epoch_order(11, 7, True).tolist()
     assert [a + b for a, b in zip(*everyone)] == [order[s:s + 4] for s in range(0, 11, 4)], everyone
 
@@ -87,22 +87,22 @@ def check(ctx: D.DistContext) -> None:
     labels = torch.arange(23) % 3
     mine = data.shard_range(23, ctx.rank, ctx.world_size)
     correct = int((labels[mine.start:mine.stop] == 1).sum())
-    assert D.sum_over_ranks(ctx, correct, len(mine)) == (int((labels == 1).sum()), 23)
+    assert distributed.sum_over_ranks(ctx, correct, len(mine)) == (int((labels == 1).sum()), 23)
 
     # ranks that see different data: a ValueError on every rank, naming both values
     try:
-        D.check_same_everywhere(ctx, 100 + ctx.rank, "the number of training images")
+        distributed.check_same_everywhere(ctx, 100 + ctx.rank, "the number of training images")
     except ValueError as exc:
         assert "rank 0: 100, rank 1: 101" in str(exc), exc
     else:
         raise AssertionError("check_same_everywhere accepted different values")
-    D.check_same_everywhere(ctx, 5, "a shared value")
+    distributed.check_same_everywhere(ctx, 5, "a shared value")
 
     # decisions made on rank 0 reach every rank; its failure is one error there and a quiet stop elsewhere
-    assert D.from_main(ctx, lambda: {"rank": ctx.rank}) == {"rank": 0}
+    assert distributed.from_main(ctx, lambda: {"rank": ctx.rank}) == {"rank": 0}
     try:
-        D.from_main(ctx, lambda: int("x"))
-    except D.RankZeroError as exc:
+        distributed.from_main(ctx, lambda: int("x"))
+    except distributed.RankZeroError as exc:
         assert ctx.rank == 1 and "rank 0 stopped the run: invalid literal" in str(exc), exc
     except ValueError:
         assert ctx.rank == 0
@@ -115,13 +115,13 @@ def main() -> int:
     timeout = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
     # Joining and the first barrier get a minute: on a busy machine one rank may start seconds after the other.
     # Only then does the timeout under test apply, to the collective the scenario is about.
-    ctx = D.setup("cpu", timeout_s=max(timeout, 60.0))
+    ctx = distributed.setup("cpu", timeout_s=max(timeout, 60.0))
     assert ctx.enabled and ctx.backend == "gloo" and ctx.world_size == 2
     try:
         if scenario == "check":
             check(ctx)
         else:
-            D.barrier(ctx)                           # both alive so far
+            distributed.barrier(ctx)                           # both alive so far
             _set_pg_timeout(datetime.timedelta(seconds=timeout))
             ctx.timeout_s = timeout
             if ctx.rank == 1:
@@ -129,14 +129,14 @@ def main() -> int:
                     os._exit(1)
                 time.sleep(120)                      # "hang": the test kills this process
             t0 = time.perf_counter()
-            D.sum_over_ranks(ctx, 1.0, what="summing the epoch's counts")
+            distributed.sum_over_ranks(ctx, 1.0, what="summing the epoch's counts")
             raise AssertionError(f"rank 0 summed with a peer that is gone ({time.perf_counter() - t0:.1f} s)")
-        D.barrier(ctx)
-    except D.RankFailure as exc:
+        distributed.barrier(ctx)
+    except distributed.RankFailure as exc:
         print(f"RankFailure: {exc}", flush=True)
-        D.exit_now(3)                                # as `alexnet train` does (with status 1)
+        distributed.exit_now(3)                                # as `alexnet train` does (with status 1)
     print(f"ok {scenario} rank {ctx.rank}", flush=True)
-    D.exit_now(0)                                    # as `alexnet train` ends under torchrun
+    distributed.exit_now(0)                                    # as `alexnet train` ends under torchrun
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from torch_model import data
-from torch_model import distributed as D
+from torch_model import distributed
 from torch_model.data import FashionMNIST, batches
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -48,40 +48,40 @@ def test_epoch_order_and_shard_range():
 
 
 def test_one_process_context_is_the_identity(monkeypatch):
-    for var in D.TORCHRUN_VARS:
+    for var in distributed.TORCHRUN_VARS:
         monkeypatch.delenv(var, raising=False)
-    ctx = D.setup("cpu")
+    ctx = distributed.setup("cpu")
     assert not ctx.enabled and ctx.is_main and ctx.world_size == 1 and str(ctx) == "one process"
-    assert D.sum_over_ranks(ctx, 3, 4.5) == (3, 4.5)
-    assert D.broadcast_object(ctx, {"a": 1}) == {"a": 1}
-    assert D.all_gather_object(ctx, 7) == [7]
-    D.check_same_everywhere(ctx, 1, "x"), D.barrier(ctx), D.teardown(ctx)
+    assert distributed.sum_over_ranks(ctx, 3, 4.5) == (3, 4.5)
+    assert distributed.broadcast_object(ctx, {"a": 1}) == {"a": 1}
+    assert distributed.all_gather_object(ctx, 7) == [7]
+    distributed.check_same_everywhere(ctx, 1, "x"), distributed.barrier(ctx), distributed.teardown(ctx)
     with pytest.raises(ValueError, match="--dist-timeout"):
-        D.setup("cpu", timeout_s=0)
+        distributed.setup("cpu", timeout_s=0)
 
 
 def test_torchrun_environment_checks(monkeypatch):
     monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "1"), monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(ValueError, match="MASTER_ADDR"):
-        D.setup("cpu")
+        distributed.setup("cpu")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1"), monkeypatch.setenv("MASTER_PORT", "1")
     with pytest.raises(ValueError, match="cuda:LOCAL_RANK"):
-        D.setup("cuda:1")
+        distributed.setup("cuda:1")
 
 
 def test_which_errors_mean_a_lost_rank():
-    assert D._is_comm_failure(RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer"))
-    assert D._is_comm_failure(RuntimeError("Timed out waiting 3000ms for recv operation to complete"))
-    assert not D._is_comm_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
-    assert not D._is_comm_failure(ValueError("gloo"))
-    ctx = D.DistContext(rank=1, world_size=2, backend="gloo", timeout_s=7)
-    with pytest.raises(D.RankFailure, match=r"^rank 1 of 2: summing failed: .* within --dist-timeout 7 s .*"
+    assert distributed._is_comm_failure(RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer"))
+    assert distributed._is_comm_failure(RuntimeError("Timed out waiting 3000ms for recv operation to complete"))
+    assert not distributed._is_comm_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not distributed._is_comm_failure(ValueError("gloo"))
+    ctx = distributed.DistContext(rank=1, world_size=2, backend="gloo", timeout_s=7)
+    with pytest.raises(distributed.RankFailure, match=r"^rank 1 of 2: summing failed: .* within --dist-timeout 7 s .*"
                                             r"Connection closed by peer$"):
-        with D.collective(ctx, "summing"):
+        with distributed.collective(ctx, "summing"):
             raise RuntimeError("Connection closed by peer\n  more lines")
     with pytest.raises(RuntimeError, match="shapes"):                       # not translated
-        with D.collective(ctx, "summing"):
+        with distributed.collective(ctx, "summing"):
             raise RuntimeError("shapes cannot be multiplied")
 
 
@@ -170,7 +170,7 @@ def test_accuracy_counts_readable_images(fake_data):
 
     train, test = load_fashion_mnist(fake_data)                       # test labels 0..9
     source = data.FashionMNISTSource(train, test, resize=28, channels=1, batch_size=4)
-    assert accuracy(Oracle(), source, D.DistContext()) == pytest.approx(1 / 10)
+    assert accuracy(Oracle(), source, distributed.DistContext()) == pytest.approx(1 / 10)
 
 
 # ----------------------------------------------------------------------------------------------- the CLI under torchrun
@@ -228,20 +228,20 @@ def test_rng_restore_for_the_same_or_another_process_count():
     def draws():
         return torch.rand(3).tolist()
 
-    ctx = D.DistContext()                                   # one process (rank 0 of 1)
+    ctx = distributed.DistContext()                                   # one process (rank 0 of 1)
     torch.manual_seed(5)
-    saved = [D.rank_rng_state(ctx)]
+    saved = [distributed.rank_rng_state(ctx)]
     expected = draws()
     torch.manual_seed(6)
-    assert D.restore_rng(ctx, {"rng_ranks": saved, "rng": saved[0]}, seed=0, epoch=1) is None
+    assert distributed.restore_rng(ctx, {"rng_ranks": saved, "rng": saved[0]}, seed=0, epoch=1) is None
     assert draws() == expected                              # the same count: exactly where it was
-    two = [saved[0], D.rank_rng_state(ctx)]                 # saved by 2 processes, resumed on 1
-    note = D.restore_rng(ctx, {"rng_ranks": two, "rng": two[0]}, seed=0, epoch=1)
+    two = [saved[0], distributed.rank_rng_state(ctx)]                 # saved by 2 processes, resumed on 1
+    note = distributed.restore_rng(ctx, {"rng_ranks": two, "rng": two[0]}, seed=0, epoch=1)
     assert "saved by 2 process(es) and resumes on 1" in note and draws() == expected   # rank 0 keeps its stream
-    rank1 = D.DistContext(rank=1, world_size=3)
-    D.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)   # a single-process run resumed on 3: rank 1 reseeded
+    rank1 = distributed.DistContext(rank=1, world_size=3)
+    distributed.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)   # a single-process run resumed on 3: rank 1 reseeded
     first = draws()
-    D.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)
+    distributed.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)
     assert draws() == first != expected
 
 
@@ -251,9 +251,9 @@ def test_backend_and_workers_defaults(monkeypatch):
     from torch_model.imagefolder import default_workers
 
     cfg = SimpleNamespace(backend="numpy")
-    assert D.check_can_distribute(D.DistContext(), cfg) is cfg      # one process: any backend
+    assert distributed.check_can_distribute(distributed.DistContext(), cfg) is cfg      # one process: any backend
     with pytest.raises(ValueError, match="--backend numpy cannot run under torchrun"):
-        D.check_can_distribute(D.DistContext(rank=0, world_size=2, backend="gloo"), cfg)
+        distributed.check_can_distribute(distributed.DistContext(rank=0, world_size=2, backend="gloo"), cfg)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert default_workers() == 8                            # 15 free CPUs, capped at 8
@@ -285,16 +285,16 @@ def test_train_reports_a_lost_rank_in_one_line_and_exits_at_once(monkeypatch, ca
     from torch_model.cli import main
 
     def lost(cfg, ctx=None):
-        raise D.RankFailure("rank 1 of 2: the training step's all-reduce failed: another process died")
+        raise distributed.RankFailure("rank 1 of 2: the training step's all-reduce failed: another process died")
 
     def exit_now(status):     # the real one is os._exit: the test process must survive it
         raise SystemExit(status)
 
     # rank 0 of a torchrun pair whose peer is lost during fit (the collectives themselves are the 2-process tests')
-    monkeypatch.setattr(D, "setup", lambda device, timeout_s: D.DistContext(0, 2, 0, "gloo", timeout_s))
-    monkeypatch.setattr(D, "from_main", lambda ctx, fn, *args, what="": fn(*args))
+    monkeypatch.setattr(distributed, "setup", lambda device, timeout_s: distributed.DistContext(0, 2, 0, "gloo", timeout_s))
+    monkeypatch.setattr(distributed, "from_main", lambda ctx, fn, *args, what="": fn(*args))
     monkeypatch.setattr(train, "fit", lost)
-    monkeypatch.setattr(D, "exit_now", exit_now)
+    monkeypatch.setattr(distributed, "exit_now", exit_now)
     with pytest.raises(SystemExit) as info:
         main(["train", "--device", "cpu", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()

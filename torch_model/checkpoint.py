@@ -252,24 +252,11 @@ def read(path: str | Path, flag: str = "") -> dict:
 LAST_KEYS = ("epoch", "learner", "rng", "config", "history")
 
 
-_handed_over: dict = {}   # one last.pt read for its settings, kept until the run takes its state: read once
-
-
 def load_resume_checkpoint(path: Path) -> dict:
     """last.pt, checked to be one: ValueError naming the file and what is missing (a best.pt copied over it, any
-    other torch.save'd object). Its settings and its state are read by two steps of a resume (config_from_args,
-    then fit): the file is loaded once, the second read takes it from the first."""
+    other torch.save'd object). A resume reads it twice, for its settings (config_from_args) and for its state
+    (fit): the one record of the run, read from disk each time rather than kept in between."""
     path = Path(path)
-    key = (str(path.resolve()), *((path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else ()))
-    if key in _handed_over:
-        return _handed_over.pop(key)
-    checkpoint = _load_resume_checkpoint(path)
-    _handed_over.clear()
-    _handed_over[key] = checkpoint
-    return checkpoint
-
-
-def _load_resume_checkpoint(path: Path) -> dict:
     if not path.is_file():
         rows = metrics_rows(path.parent)
         why = (f"its metrics.csv records {rows} epoch(s) but no checkpoint holds them (a --no-checkpoint run cannot "
