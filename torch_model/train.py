@@ -1,5 +1,6 @@
-"""`alexnet train`: d2l's `train_ch6` for the seed AlexNet, grown up. Read top to bottom:
-fit -> prepare -> train_epochs -> train_epoch -> save_epoch -> finish, then the command (run, report).
+"""`alexnet train`: d2l's `train_ch6` for the seed AlexNet, grown up. Read top to bottom: fit -> prepare ->
+train_epochs -> train_epoch -> save_epoch -> finish, then the command (run -> train_from_args: config_from_args,
+fit, report).
 
 Where the rest lives: the settings (flags, presets, each variant's defaults, the resume record) in config.py; the run
 folder (atomic files, the lock, checkpoints, metrics.csv) in checkpoint.py; what a step runs (torch, Triton or NumPy)
@@ -394,9 +395,9 @@ def run(args: argparse.Namespace) -> int:
     1); every process ends through distributed.exit_now (not the process group's teardown, which can abort)."""
     ctx = distributed.setup(args.device or "auto", args.dist_timeout or distributed.DEFAULT_TIMEOUT_S)
     if not ctx.enabled:
-        return report(args, ctx)
+        return train_from_args(args, ctx)
     try:
-        status = report(args, ctx)     # no barrier after it: rank 0 may still draw pictures while the others leave
+        status = train_from_args(args, ctx)   # no barrier after it: rank 0 may still draw pictures as the others leave
     except distributed.RankZeroError:
         status = 2                                  # rank 0 printed why
     except distributed.RankFailure as exc:
@@ -411,10 +412,14 @@ def run(args: argparse.Namespace) -> int:
     distributed.exit_now(status)
 
 
-def report(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
-    """Train as the flags say and print the outcome (rank 0): d2l's two lines, the run folder; the exit status."""
+def train_from_args(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
+    """The command: settle the config (rank 0, sent to the others), fit, report; the exit status."""
     cfg = distributed.from_main(ctx, config_from_args, args, what="receiving the run's settings from rank 0")
-    result = fit(cfg, ctx=ctx)
+    return report(fit(cfg, ctx=ctx), cfg, ctx)
+
+
+def report(result: TrainResult, cfg: TrainConfig, ctx: distributed.DistContext) -> int:
+    """Print the outcome (rank 0): d2l's two lines and the run folder; the exit status."""
     if not ctx.is_main:
         return {"interrupted": 130, "nan": 3}.get(result.status, 0)
     if result.status == "nothing to do":

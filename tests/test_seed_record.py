@@ -1,0 +1,46 @@
+"""The committed record of the seed's full runs (docs/results/seed/ and its more_runs/): each is the seed's recipe run
+to the end, its files agree with each other, and the page quotes their figures."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+SEED = Path(__file__).resolve().parents[1] / "docs" / "results" / "seed"
+RUNS = [SEED, *sorted(p for p in (SEED / "more_runs").iterdir() if p.is_dir())]
+# the seed's recipe as d2l's chapter runs it; anything else in config.json is where and how it ran
+RECIPE = dict(epochs=10, batch_size=128, lr=0.01, resize=224, variant="d2l", momentum=0.0, weight_decay=0.0,
+              pixels="unit", limit_train=None, limit_test=None, dataset="fashion-mnist", backend="torch")
+
+
+def _rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_there_are_three_runs():
+    assert [p.name for p in RUNS[1:]] == ["seed0_again", "seed1"]
+
+
+@pytest.mark.parametrize("run", RUNS, ids=lambda p: p.name)
+def test_a_run_is_the_seed_recipe_run_to_the_end(run):
+    config = json.loads((run / "config.json").read_text())
+    assert {k: config[k] for k in RECIPE} == RECIPE
+    assert not str(config["out"]).startswith("/"), "a path of the machine it ran on"
+    rows = _rows(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
+    assert all(int(r["examples"]) == 60000 for r in rows)
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert evaluation["images"] == 10000
+    assert evaluation["accuracy"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-4)
+    assert (run / "curves.png").stat().st_size > 10_000
+
+
+def test_the_page_quotes_every_runs_figures():
+    page = (SEED / "README.md").read_text()
+    for run in RUNS:
+        last = _rows(run)[-1]
+        for figure in (f"{float(last['test_acc']):.4f}", f"{float(last['loss']):.3f}",
+                       f"{float(last['train_acc']):.3f}"):
+            assert figure in page, (run.name, figure)
+    assert "runs.png" in page and (SEED / "runs.png").is_file()
