@@ -228,18 +228,18 @@ def test_rng_restore_for_the_same_or_another_process_count():
     def draws():
         return torch.rand(3).tolist()
 
-    ctx = distributed.DistContext()                                   # one process (rank 0 of 1)
+    ctx = distributed.DistContext()                         # one process (rank 0 of 1)
     torch.manual_seed(5)
     saved = [distributed.rank_rng_state(ctx)]
     expected = draws()
     torch.manual_seed(6)
     assert distributed.restore_rng(ctx, {"rng_ranks": saved, "rng": saved[0]}, seed=0, epoch=1) is None
     assert draws() == expected                              # the same count: exactly where it was
-    two = [saved[0], distributed.rank_rng_state(ctx)]                 # saved by 2 processes, resumed on 1
+    two = [saved[0], distributed.rank_rng_state(ctx)]       # saved by 2 processes, resumed on 1
     note = distributed.restore_rng(ctx, {"rng_ranks": two, "rng": two[0]}, seed=0, epoch=1)
     assert "saved by 2 process(es) and resumes on 1" in note and draws() == expected   # rank 0 keeps its stream
     rank1 = distributed.DistContext(rank=1, world_size=3)
-    distributed.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)   # a single-process run resumed on 3: rank 1 reseeded
+    distributed.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)   # one process's run resumed on 3: reseeded
     first = draws()
     distributed.restore_rng(rank1, {"rng": saved[0]}, seed=0, epoch=1)
     assert draws() == first != expected
@@ -251,7 +251,7 @@ def test_backend_and_workers_defaults(monkeypatch):
     from torch_model.imagefolder import default_workers
 
     cfg = SimpleNamespace(backend="numpy")
-    assert distributed.check_can_distribute(distributed.DistContext(), cfg) is cfg      # one process: any backend
+    assert distributed.check_can_distribute(distributed.DistContext(), cfg) is cfg   # one process: any backend
     with pytest.raises(ValueError, match="--backend numpy cannot run under torchrun"):
         distributed.check_can_distribute(distributed.DistContext(rank=0, world_size=2, backend="gloo"), cfg)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
@@ -291,7 +291,8 @@ def test_train_reports_a_lost_rank_in_one_line_and_exits_at_once(monkeypatch, ca
         raise SystemExit(status)
 
     # rank 0 of a torchrun pair whose peer is lost during fit (the collectives themselves are the 2-process tests')
-    monkeypatch.setattr(distributed, "setup", lambda device, timeout_s: distributed.DistContext(0, 2, 0, "gloo", timeout_s))
+    monkeypatch.setattr(distributed, "setup",
+                        lambda device, timeout_s: distributed.DistContext(0, 2, 0, "gloo", timeout_s))
     monkeypatch.setattr(distributed, "from_main", lambda ctx, fn, *args, what="": fn(*args))
     monkeypatch.setattr(train, "fit", lost)
     monkeypatch.setattr(distributed, "exit_now", exit_now)
