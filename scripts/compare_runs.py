@@ -18,6 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from torch_model.files import atomic_write
+
 # settings that may differ between runs of one recipe: which sample it is, and where and how it was run
 VARYING = {"seed", "out", "resume", "data_dir", "device", "progress", "pictures", "checkpoint", "dist_timeout",
            "workers", "preset"}
@@ -78,7 +80,7 @@ def plot(runs: list[dict], path: Path, reference: float | None, reference_label:
     ax.set_title(f"{len(runs)} runs of one recipe: test accuracy per epoch", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))      # never half a PNG over an older one
     plt.close(fig)
 
 

@@ -3,7 +3,8 @@ with glibc's malloc defaults, and optionally another checkout of the project (th
 
     python scripts/cpu_train_vs_matmul.py [--rounds 2] [--limit-train 3840] [--baseline OTHER_CHECKOUT]
 
-A bf16 4096^3 matmul (the median of 5 after 2 warm-ups) before every round and after the last; in each round
+A bf16 4096^3 matmul (the median time of torch_model.bench.timing.matmul_rate, as `alexnet bench cpu` times it)
+before every round and after the last; in each round
 `alexnet train --limit-train N --limit-test 128 --epochs 1 --no-checkpoint --no-pictures` once per contestant:
 this checkout as the command runs it (torch_model.device.keep_freed_memory), the same with ALEXNET_GLIBC_MALLOC=1
 (glibc's defaults), and with --baseline the other checkout's code (`git worktree add ../before HEAD~1`). Prints
@@ -18,24 +19,12 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 
+from torch_model.bench.timing import matmul_rate
+
 FLOP_PER_IMAGE = 5.6e9   # one training step: 3x the forward FLOPs of every conv and linear, 2x for conv1
-
-
-def matmul_tflops(n: int = 4096, reps: int = 5) -> float:
-    """The median rate of `reps` single bf16 n^3 matmuls after two warm-ups (as `alexnet bench cpu` times it)."""
-    a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
-    for _ in range(2):
-        a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / sorted(times)[reps // 2] / 1e12
 
 
 def main() -> int:
@@ -56,7 +45,7 @@ def main() -> int:
     matmuls: list[float] = []
 
     def matmul() -> None:
-        matmuls.append(matmul_tflops())
+        matmuls.append(matmul_rate(4096, torch.bfloat16, torch.device("cpu"))["tflops"])
         print(f"bf16 matmul {matmuls[-1]:.3f} TFLOP/s", flush=True)
 
     rates: dict[str, list[float]] = {name: [] for name in contestants}

@@ -4,9 +4,7 @@ parameters and state_dict keys; `use_cpu_layers`):
 - conv1: oneDNN's forward, and its weight gradient as one matrix product over the patches (PatchConv2d);
 - Dropout: the keep mask from torch.rand instead of bernoulli_ (RandDropout).
 
-conv1.
-
-conv1 sees 1 input channel (d2l; 3 in the paper's network) through an 11x11 window at stride 4. oneDNN's forward
+conv1. It sees 1 input channel (d2l; 3 in the paper's network) through an 11x11 window at stride 4. oneDNN's forward
 handles that well, but its weight gradient runs at a tenth of the machine's matrix-product rate
 (docs/benchmarks/README.md, CPU section: 9% of the training step for 1% of its FLOPs). Written as a GEMM, with the
 batch and the output pixels as the long, reduced dimension, it is one call at the matmul's rate:
@@ -34,7 +32,9 @@ from torch import nn
 
 
 def im2col(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
-    """(N, C, H, W) -> (N*OH*OW, C*KH*KW + 1): every output pixel's window, one row each, and a column of ones."""
+    """(N, C, H, W) -> (N*OH*OW, C*KH*KW + 1): every output pixel's window, one row each, and a column of ones.
+    Its first C*KH*KW columns are the transpose of numpy_ref.functional's _im2col, (C*KH*KW, N*OH*OW): rows here,
+    so that dy.T @ cols reduces over the long dimension in one GEMM."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xp = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1)                   # (N, H+2p, W+2p, C)
     patches = xp.unfold(1, kh, sh).unfold(2, kw, sw)                       # (N, OH, OW, C, KH, KW): a view

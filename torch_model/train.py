@@ -382,7 +382,7 @@ def finish(run: Run, out: Path, status: str, log: Callable[[str], None]) -> None
 def curves_title(run: Run) -> str:
     cfg = run.cfg
     model = "AlexNet" if cfg.variant == "d2l" else f"AlexNet ({cfg.variant})"
-    return (f"{model} ({cfg.backend}, {run.device}), lr {cfg.lr}, batch {cfg.batch_size}, "
+    return (f"{model} ({cfg.backend}, {run.device}), lr {cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}, "
             f"{len(run.train_ds)} train / {len(run.test_ds)} test images")
 
 

@@ -78,7 +78,7 @@ PRECISIONS = ("tf32", "ieee")  # input_precision of fp32 tl.dot: TF32 tensor cor
 #   SMALL_C=True   k flattened over (kh, kw, c): no channel padding, but per-element (BLOCK_M, BLOCK_K) padding
 #                  tests, so it runs with a small BLOCK_K (AlexNet's conv1: C = 1, K = 121).
 # (Cg is left to specialize: "Cg divisible by 16" lets the compiler prove a channel chunk's mask uniform and
-# issue 16-byte async copies on channels_last inputs; the other sizes would only multiply recompilations.)
+# emit 16-byte async copies on channels_last inputs; the other sizes would only multiply recompilations.)
 @triton.jit(do_not_specialize=["M", "Fg", "K", "H", "W", "OH", "OW", "KH", "KW", "pad_h", "pad_w", "dil_h", "dil_w"])
 def _conv2d_fwd_kernel(
     # Pointers
