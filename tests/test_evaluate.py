@@ -133,12 +133,13 @@ def test_gpu_triton_backend_gives_torchs_predictions(probe, real_data_dir):
 
 
 def test_train_leaves_its_pictures(tmp_path):
-    from torch_model.train import TrainConfig, fit
+    from torch_model.config import TrainConfig, resolve_config
+    from torch_model.train import fit
 
     data = write_fake_fashion_mnist(tmp_path / "fm", n_train=8, n_test=10)
     out = tmp_path / "run"
-    result = fit(TrainConfig(epochs=1, batch_size=8, limit_train=8, data_dir=str(data), out=str(out),
-                             progress=False, pictures=True))
+    result = fit(resolve_config(TrainConfig(epochs=1, batch_size=8, limit_train=8, data_dir=str(data), out=str(out),
+                                            progress=False, pictures=True)))
     assert result.status == "completed"
     for name in ("confusion.png", "mistakes.png", "filters.png"):
         assert (out / name).read_bytes()[:8] == PNG, name

@@ -491,11 +491,11 @@ def test_bench_loader_bad_workers_is_one_line(value, message, capsys):
 
 def _folder_run(tmp_path, data, name, workers, **kw):
     """2 epochs of the d2l AlexNet at its smallest input (193) on a 16-image folder: 2 steps an epoch, with dropout."""
-    from torch_model.train import TrainConfig
+    from torch_model.config import TrainConfig, resolve_config
 
-    return TrainConfig(dataset="imagefolder", data_dir=str(data), workers=workers, epochs=2, batch_size=8, resize=193,
+    return resolve_config(TrainConfig(dataset="imagefolder", data_dir=str(data), workers=workers, epochs=2, batch_size=8, resize=193,
                        device="cpu", backend="torch", amp="none", seed=1, progress=False, out=str(tmp_path / name),
-                       **kw)
+                                      **kw))
 
 
 def _same_run(a, b, what):

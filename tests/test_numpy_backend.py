@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch_model import alexnet as torch_alexnet
 from torch_model.learners import make_learner
 from torch_model.learners import NumpyLearner
-from torch_model.train import TrainConfig, fit
+from torch_model.config import TrainConfig, resolve_config
+from torch_model.train import fit
 
 CPU = torch.device("cpu")
 
@@ -98,11 +99,11 @@ def test_alexnet_train_numpy_backend_end_to_end(fake_data, tmp_path):
     """A tiny run on fake IDX files through train.fit (the code every backend shares), then --resume."""
     cfg = dict(epochs=1, batch_size=2, limit_train=2, limit_test=2, device="cpu", backend="numpy",
                data_dir=str(fake_data), out=str(tmp_path / "run"), progress=False)
-    result = fit(TrainConfig(**cfg))
+    result = fit(resolve_config(TrainConfig(**cfg)))
     assert result.status == "completed" and len(result.history) == 1
     row = result.history[0]
     assert np.isfinite(row["loss"]) and 0 <= row["test_acc"] <= 1 and row["examples"] == 2
-    resumed = fit(TrainConfig(**{**cfg, "epochs": 2, "resume": True}))
+    resumed = fit(resolve_config(TrainConfig(**{**cfg, "epochs": 2, "resume": True})))
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert {"last.pt", "best.pt", "config.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)

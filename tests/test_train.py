@@ -10,7 +10,8 @@ from torch import nn
 from torch_model import alexnet, num_parameters
 from torch_model.summary import layer_summary
 from torch_model.checkpoint import read
-from torch_model.train import TrainConfig, fit
+from torch_model.config import TrainConfig, resolve_config
+from torch_model.train import fit
 
 SEED_KEYS = [f"{i}.{p}" for i in (0, 3, 6, 8, 10, 14, 17, 20) for p in ("weight", "bias")]
 # the seed's comment column: output shapes for one 1x1x224x224 image, layer by layer
@@ -88,7 +89,7 @@ def _tiny(tmp_path, name, **kw):
     base = dict(epochs=2, batch_size=16, limit_train=32, limit_test=16, out=str(tmp_path / name),
                 progress=False, seed=3)
     base.update(kw)
-    return TrainConfig(**base)
+    return resolve_config(TrainConfig(**base))
 
 
 def _strip_times(history):
@@ -124,6 +125,17 @@ def test_resume_refuses_changed_settings_and_overwrite(tmp_path, real_data_dir):
         fit(_tiny(tmp_path, "run", epochs=2, lr=0.1, resume=True))
     with pytest.raises(ValueError, match="last.pt not found"):
         fit(_tiny(tmp_path, "none", resume=True))
+
+
+def test_fit_trains_only_a_settled_config(tmp_path):
+    """The settings are decided once (config_from_args / resolve_config), never again inside fit: an unsettled
+    TrainConfig is refused, naming what is undecided, before any folder is made."""
+    with pytest.raises(ValueError, match=r"not settled \(lr, resize, backend, amp, channels_last, momentum, "
+                                         r"weight_decay, pixels undecided\)"):
+        fit(TrainConfig(epochs=1, out=str(tmp_path / "run"), progress=False))
+    assert not (tmp_path / "run").exists()
+    settled = resolve_config(TrainConfig(device="cpu"))
+    assert resolve_config(settled) == settled                  # settling a settled config changes nothing
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, real_data_dir, capsys):

@@ -17,7 +17,8 @@ import torch
 from torch_model import checkpoint, cli, train
 from torch_model.files import WriteError, atomic_write
 from torch_model.checkpoint import CheckpointWriteError, read
-from torch_model.train import TrainConfig, fit
+from torch_model.config import TrainConfig, resolve_config
+from torch_model.train import fit
 
 
 def _cli(*args, timeout=600):
@@ -49,7 +50,7 @@ def _tiny(out, data, **kw):
     base = dict(epochs=2, batch_size=16, limit_train=16, limit_test=10, out=str(out), data_dir=str(data),
                 progress=False, seed=1, lr=0.02)
     base.update(kw)
-    return TrainConfig(**base)
+    return resolve_config(TrainConfig(**base))
 
 
 def _stat(path: Path):
@@ -111,7 +112,7 @@ def test_resume_continues_the_recorded_run(tmp_path, fake_data, capsys):
 def test_resume_refuses_a_checkpoint_of_another_structure(tmp_path, fake_data):
     out = tmp_path / "R"
     out.mkdir()
-    cfg = train.resolve_config(_tiny(out, fake_data, amp="none"))
+    cfg = _tiny(out, fake_data, amp="none")
     checkpoint.write_config(out, asdict(cfg))
     for obj, expected in (([1, 2, 3], "a list"),
                           ({"weights": torch.zeros(2)}, "'epoch', 'learner', 'rng', 'config', 'history'")):

@@ -12,7 +12,8 @@ from torch_model.data import load_split, pixel_mean
 from torch_model.checkpoint import read
 from torch_model.config import resume_config
 from torch_model.data import batches
-from torch_model.train import TrainConfig, fit, resolve_config
+from torch_model.config import TrainConfig, resolve_config
+from torch_model.train import fit
 
 from conftest import assert_close_verbose
 
@@ -23,7 +24,7 @@ def _paper(out, data, **kw):
     base = dict(variant="paper", epochs=2, batch_size=4, limit_train=4, limit_test=4, out=str(out),
                 data_dir=str(data), progress=False, seed=2, amp="none")
     base.update(kw)
-    return TrainConfig(**base)
+    return resolve_config(TrainConfig(**base))
 
 
 def _history(result):

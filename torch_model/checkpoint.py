@@ -326,7 +326,7 @@ class Checkpoint:
 
     @property
     def variant(self) -> str:
-        return self.config.get("variant") or "d2l"     # runs recorded before variants existed are d2l's
+        return self.config.get("variant") or "d2l"     # load() tells a bare state_dict's from its keys
 
     @property
     def channels(self) -> int:
@@ -334,7 +334,7 @@ class Checkpoint:
 
     @property
     def pixels(self) -> str:
-        return self.config.get("pixels") or "unit"     # runs recorded before --pixels existed fed [0, 1] pixels
+        return self.config.get("pixels") or "unit"     # a bare state_dict: the seed's [0, 1] pixels assumed
 
     def feeding(self) -> str:
         """How the run fed its network, in words: input size, channels and pixels."""
@@ -383,7 +383,7 @@ def load(path: str | Path, flag: str = "--checkpoint") -> Checkpoint:
                          f"best.pt or last.pt, or a state_dict")
     config = obj.get("config") if isinstance(obj.get("config"), dict) else _config_beside(path, flag)
     recorded = bool(config)
-    if "variant" not in config:   # a bare state_dict, or a run from before variants: its keys tell
+    if "variant" not in config:   # a bare state_dict: its keys tell (the paper's has a 22.weight)
         config = {**config, "variant": "paper" if "22.weight" in state else "d2l"}
     ckpt = Checkpoint(path, {}, config, obj.get("epoch") if isinstance(obj.get("epoch"), int) else None,
                       recorded=recorded)
@@ -417,7 +417,7 @@ def check_fashion_mnist_run(ckpt: Checkpoint, flag: str = "--checkpoint") -> Non
     config, path = ckpt.config, ckpt.path
     if ckpt.variant not in VARIANTS:
         raise ValueError(f"{flag} {path}: the run's variant {ckpt.variant!r} is none of {VARIANTS}")
-    dataset = config.get("dataset") or "fashion-mnist"   # runs recorded before --dataset existed: Fashion-MNIST
+    dataset = config.get("dataset") or "fashion-mnist"   # a bare state_dict: Fashion-MNIST assumed
     if dataset != "fashion-mnist":
         where = f" --data-dir {config['data_dir']}" if config.get("data_dir") else ""
         raise ValueError(f"{flag} {path}: trained on --dataset {dataset}{where}, not Fashion-MNIST; evaluate, "

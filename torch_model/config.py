@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import torch
+
 from torch_model import distributed
 from torch_model.checkpoint import RUN_FILES, RunLock, check_out_folder, load_resume_checkpoint, metrics_rows
 from torch_model.data import PIXELS
@@ -48,6 +50,8 @@ RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "channels
                "variant", "momentum", "weight_decay", "dataset", "mean", "std", "pixels")
 # where a resumed run may differ from the recorded one: where it runs and how it reports
 RUNTIME_KEYS = ("device", "data_dir", "progress", "workers", "dist_timeout")
+# what resolve_config decides when it is None
+SETTLED_BY_RESOLVE = ("lr", "resize", "backend", "amp", "channels_last", "momentum", "weight_decay", "pixels")
 DATASETS = ("fashion-mnist", "imagefolder")
 MAX_SEED = (2**63 - 1) // 1000 - 1000   # seed * 1000 + epoch stays a valid torch seed
 
@@ -132,6 +136,16 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, **values)
 
 
+def check_settled(cfg: TrainConfig) -> TrainConfig:
+    """cfg, if nothing in it is left to decide: what `fit` trains is settled once, by config_from_args (the command)
+    or resolve_config (a program building its own TrainConfig), never again on the way."""
+    undecided = [name for name in SETTLED_BY_RESOLVE if getattr(cfg, name) is None]
+    if undecided:
+        raise ValueError(f"TrainConfig not settled ({', '.join(undecided)} undecided): pass it through "
+                         f"config.resolve_config (the command's config_from_args does) before training with it")
+    return cfg
+
+
 def check_data_settings(cfg: TrainConfig) -> None:
     """--dataset and the flags that go with it (image folders: torch_model/imagefolder.py), --dist-timeout."""
     if cfg.dataset not in DATASETS:
@@ -168,7 +182,7 @@ def header(cfg: TrainConfig, n_train: int, n_test: int, device, start_epoch: int
                      f"training images for {cfg.epochs} epoch(s){budget}, tested on {n_test} real test images. The "
                      f"full seed run is `alexnet train --preset full` (this run prints what it would take here once "
                      f"its first {ESTIMATE_AFTER_STEPS} steps are timed; minutes on a GPU).")
-    lines.append(f"training on {device} with the {cfg.backend} backend in {precision_note(cfg)}: "
+    lines.append(f"training on {device} with the {cfg.backend} backend in {precision_note(cfg, device)}: "
                  f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, resize {cfg.resize}, seed {cfg.seed}, "
                  f"{n_train} train / {n_test} test images")
     if cfg.variant != "d2l" or cfg.momentum or cfg.weight_decay:
@@ -211,10 +225,10 @@ def estimate(cfg: TrainConfig, rate: float, start_epoch: int, n_train: int) -> s
     return line
 
 
-def precision_note(cfg: TrainConfig) -> str:
+def precision_note(cfg: TrainConfig, device: torch.device) -> str:
     """What the header says about the precision and layout, and why."""
     what = ("bf16 autocast" if cfg.amp == "bf16" else "fp32") + (" + channels_last" if cfg.channels_last else "")
-    amp, channels_last, why = cpu_default_amp(resolve_device(cfg.device), cfg.backend)
+    amp, channels_last, why = cpu_default_amp(device, cfg.backend)
     return f"{what} ({why if (amp, channels_last) == (cfg.amp, cfg.channels_last) else 'as asked'})"
 
 
@@ -273,8 +287,8 @@ def check_run_folder(cfg: TrainConfig) -> dict | None:
 
 
 def resume_config(out: Path, given: dict) -> TrainConfig:
-    """`--resume --out R` with the flags `given` on the command line: R's recorded run. A given setting must agree
-    with the record, except --epochs (may extend the run) and where/how it runs (RUNTIME_KEYS)."""
+    """`--resume --out R` with the flags `given` on the command line: R's recorded run, settled. A given setting must
+    agree with the record, except --epochs (may extend the run) and where/how it runs (RUNTIME_KEYS)."""
     saved, record = recorded_settings(out)
     differ = []
     for key, value in given.items():
@@ -290,7 +304,7 @@ def resume_config(out: Path, given: dict) -> TrainConfig:
                          f"recorded in {record}; drop {'it' if len(differ) == 1 else 'them'} to continue "
                          f"the run as recorded, or start a new run with another --out")
     saved.update(resume=True, out=str(out))
-    return TrainConfig(**saved)
+    return resolve_config(TrainConfig(**saved))     # the record checked against this machine (device, precision)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -32,8 +32,8 @@ from torch_model.checkpoint import (PICTURES, CheckpointWriteError, RunLock, che
                                     clear_stale_files, make_run_folder, recorded_pixel_mean, remove_empty_folder,
                                     restore_rng_state, rng_state, save_checkpoint, say, sigint_deferred,
                                     unfinished_files, write_config, write_metrics)
-from torch_model.config import (ESTIMATE_AFTER_STEPS, TrainConfig, check_run_folder, config_from_args,  # noqa: F401
-                                configure, estimate, header, resolve_config)  # configure: the CLI's
+from torch_model.config import (ESTIMATE_AFTER_STEPS, TrainConfig, check_run_folder, check_settled,  # noqa: F401
+                                config_from_args, configure, estimate, header)  # configure: the CLI's
 from torch_model.data import FashionMNISTSource, load_fashion_mnist, pixel_mean
 from torch_model.device import resolve_device
 from torch_model.files import WriteError
@@ -82,8 +82,9 @@ class NonFiniteLoss(RuntimeError):
 
 def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | None = None,
         log: Callable[[str], None] = say, ctx: distributed.DistContext | None = None) -> TrainResult:
-    """Train as the config says; returns the per-epoch history. Bad settings, data or checkpoints raise ValueError
-    before any file is made or changed; a failed write raises OSError naming the file.
+    """Train as the settled config says (config_from_args or resolve_config decided it: check_settled); returns the
+    per-epoch history. A bad run folder, data or checkpoint raises ValueError before any file is made or changed;
+    a failed write raises OSError naming the file.
     on_epoch_end(epoch, row, learner) runs after each epoch is saved (tests use it to interrupt or poison).
     Under torchrun (ctx: distributed.setup's, made here when not given) every process trains its shard of each
     global batch; rank 0 alone decides the run folder, writes every file and logs (torch_model/distributed.py)."""
@@ -95,10 +96,10 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             distributed.teardown(ctx)
     t_start = time.perf_counter()
     log = log if ctx.is_main else (lambda line: None)
-    cfg = distributed.from_main(ctx, lambda: distributed.check_can_distribute(ctx, resolve_config(cfg)),
+    cfg = distributed.from_main(ctx, lambda: distributed.check_can_distribute(ctx, check_settled(cfg)),
                                 what="receiving the run's settings")
     checkpoint = distributed.from_main(ctx, check_run_folder, cfg, what="receiving the checkpoint rank 0 resumes from")
-    device = ctx.device if ctx.enabled else resolve_device(cfg.device)
+    device = ctx.device                             # resolved once, by distributed.setup
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs and not unfinished_files(
             Path(cfg.out), cfg.pictures and cfg.dataset == "fashion-mnist"):
         return TrainResult(history=list(checkpoint["history"]), out_dir=Path(cfg.out), device=str(device),
@@ -184,7 +185,7 @@ def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: distributed.DistCont
     """Load the data, build the learner, restore the checkpoint: every check that needs them, no file written.
     Under torchrun (ctx enabled): this rank's shard of the data, and the learner wrapped in DDP."""
     ctx = ctx if ctx is not None else distributed.DistContext(device=resolve_device(cfg.device))
-    device = ctx.device if ctx.enabled else resolve_device(cfg.device)
+    device = ctx.device
     notes = []
     channels = INPUT_SHAPES[cfg.variant][0]
     if cfg.dataset == "imagefolder":

@@ -15,7 +15,6 @@ Exits 1 when any spec fails, 2 when no spec matches.
 
 On a machine without CUDA `import triton_kernels` turns the interpreter on, and interpreted kernels cannot be
 compiled: main() then runs itself again in a fresh `python -m triton_kernels.codegen` with TRITON_INTERPRET=0.
-(The tool was called `inspect` before; that name shadowed the standard library's module.)
 """
 from __future__ import annotations
 

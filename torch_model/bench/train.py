@@ -197,10 +197,11 @@ def measure_step(impl: str, dtype: str, batch: int, steps: int, warmup_steps: in
 def fit_in_tmp(quiet: bool = False, **settings):
     """torch_model.train.fit at the seed's input size in a throw-away folder, no checkpoints (the time measured is
     training and evaluation, not disk writes); settings are TrainConfig's; quiet: no log lines."""
-    from torch_model.train import TrainConfig, fit
+    from torch_model.config import TrainConfig, resolve_config
+    from torch_model.train import fit
 
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
-        cfg = TrainConfig(resize=RESIZE, out=f"{tmp}/run", checkpoint=False, **settings)
+        cfg = resolve_config(TrainConfig(resize=RESIZE, out=f"{tmp}/run", checkpoint=False, **settings))
         return fit(cfg, log=lambda line: None) if quiet else fit(cfg)
 
 
