@@ -1,5 +1,5 @@
 """Every script in scripts/ answers --help (exit status 0, a description, nothing run); d2l_pixels.py, which the seed
- page quotes, also runs on a few real test images."""
+page quotes, also runs on a few real test images."""
 import os
 import re
 import subprocess
