@@ -12,12 +12,12 @@ two recipes unawares.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
 from pathlib import Path
 
+from torch_model.checkpoint import read_metrics
 from torch_model.files import atomic_write
 
 # settings that may differ between runs of one recipe: which sample it is, and where and how it was run
@@ -27,18 +27,12 @@ VARYING = {"seed", "out", "resume", "data_dir", "device", "progress", "pictures"
 
 def read_run(folder: Path) -> dict:
     """metrics.csv and config.json of a run folder; ValueError naming the file that is missing or unreadable."""
-    metrics, config = folder / "metrics.csv", folder / "config.json"
-    for path in (metrics, config):
-        if not path.is_file():
-            raise ValueError(f"{path}: not found (a RUN is a folder that `alexnet train` wrote)")
+    rows = read_metrics(folder)
+    config = folder / "config.json"
     try:
-        with open(metrics, newline="") as f:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
         cfg = json.loads(config.read_text())
-    except (OSError, ValueError, TypeError) as exc:
-        raise ValueError(f"{folder}: metrics.csv or config.json is not readable ({exc})") from None
-    if not rows or not all({"epoch", "loss", "train_acc", "test_acc"} <= set(r) for r in rows):
-        raise ValueError(f"{metrics}: no epoch rows with loss, train_acc and test_acc")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config}: not readable ({exc}; a RUN is a folder that `alexnet train` wrote)") from None
     return {"folder": folder, "rows": rows, "config": cfg}
 
 
@@ -113,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         last = run["rows"][-1]
         best = max(run["rows"], key=lambda r: r["test_acc"])
         finals.append(last["test_acc"])
-        rate = statistics.mean(r["examples_per_sec"] for r in run["rows"]) if "examples_per_sec" in last else 0.0
+        rate = statistics.mean(r["examples_per_sec"] for r in run["rows"])
         print(f"{run['label']:<32} {int(last['epoch']):>6} {rate:>7.1f} {last['loss']:>6.3f} {last['train_acc']:>6.3f} "
               f"{last['test_acc']:>7.4f}  {int(best['epoch'])} ({best['test_acc']:.4f})")
     spread = f", sample std {statistics.stdev(finals):.4f}" if len(finals) > 1 else ""

@@ -1,5 +1,7 @@
 """The seed model, `alexnet summary`, the training loop (resume, NaN stop) and the CLI's error handling."""
+import json
 import math
+import re
 import subprocess
 import sys
 
@@ -136,6 +138,19 @@ def test_fit_trains_only_a_settled_config(tmp_path):
     assert not (tmp_path / "run").exists()
     settled = resolve_config(TrainConfig(device="cpu"))
     assert resolve_config(settled) == settled                  # settling a settled config changes nothing
+
+
+def test_a_resumed_record_that_cannot_run_here_names_its_file(tmp_path):
+    """resume_config settles the recorded settings like a new run's; a bad one is the record's, not a flag's."""
+    from dataclasses import asdict
+
+    from torch_model.config import resume_config
+
+    record = {**asdict(resolve_config(TrainConfig(device="cpu"))), "amp": "fp16"}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=rf"the run recorded in {re.escape(str(tmp_path / 'config.json'))} cannot "
+                                         r"run here: --amp must be one of"):
+        resume_config(tmp_path, {})
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, real_data_dir, capsys):

@@ -303,6 +303,20 @@ def write_metrics(out: Path, history: list[dict]) -> None:
     atomic_write(out / "metrics.csv", write, mode="w")
 
 
+def read_metrics(out: Path) -> list[dict[str, float]]:
+    """write_metrics' rows back, every value a float; ValueError naming the file when it is missing, unreadable or
+    holds no epoch row with METRIC_FIELDS."""
+    path = Path(out) / "metrics.csv"
+    try:
+        with open(path, newline="") as f:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not readable ({exc})") from None
+    if not rows or not all(set(METRIC_FIELDS) <= set(row) for row in rows):
+        raise ValueError(f"{path}: no epoch rows with {', '.join(METRIC_FIELDS)}")
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------- reading
 
 @dataclass

@@ -304,7 +304,10 @@ def resume_config(out: Path, given: dict) -> TrainConfig:
                          f"recorded in {record}; drop {'it' if len(differ) == 1 else 'them'} to continue "
                          f"the run as recorded, or start a new run with another --out")
     saved.update(resume=True, out=str(out))
-    return resolve_config(TrainConfig(**saved))     # the record checked against this machine (device, precision)
+    try:                                            # the record checked against this machine (device, precision)
+        return resolve_config(TrainConfig(**saved))
+    except ValueError as exc:                       # a value of the record, not a flag given: name the file
+        raise ValueError(f"--resume: the run recorded in {record} cannot run here: {exc}") from None
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
