@@ -1,6 +1,7 @@
-"""`alexnet explain`: the site's numbers are numpy_ref's and torch's, the page's derivations (ReLU by sign, pool by
-numpy_ref's argmax, a conv unit re-added from the stored inputs and weights) give numpy_ref's values, the Triton
-view's block sizes are triton_kernels', and the server traces an upload and refuses bad ones with a message.
+"""`alexnet explain`: the site's numbers are numpy_ref's and torch's, the page's derivations (conv outputs from
+float64 sums and numpy_ref's float32 steps, ReLU by sign, pool by numpy_ref's argmax, a conv unit re-added from its
+inputs and weights) give numpy_ref's values, the Triton view's block sizes are triton_kernels', and the server
+traces an upload and refuses bad ones with a message.
 (The page itself, in Chromium: test_explain_browser.py.)"""
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from conftest import assert_close_verbose
 from torch_model.cli import main as alexnet_main
 from torch_model.data import load_split, to_input
-from torch_model.explain import (ExplainServer, MAX_UPLOAD_BYTES, load_model, pack, pool_select, read_image,
-                                 unpack)
+
+from torch_model.explain import (EXACT, ExplainServer, MAX_UPLOAD_BYTES, conv_sum64, float_steps, from_steps,
+                                 load_model, pack, pool_select, read_image, unpack)
 from torch_model.model import alexnet
 
 IMAGES = 3
@@ -87,8 +91,9 @@ def test_probabilities_equal_torch_forward_on_the_same_weights(site, test_split)
         assert meta["pred"] == int(want[k].argmax()) and meta["label"] == int(test_split.labels[idx[k]])
 
 
-def test_stored_conv_outputs_are_numpy_refs_float32_and_close_to_torch(site, test_split):
-    """Bit for bit what numpy_ref's float32 forward gives; and within float32 rounding of torch's."""
+def test_conv_outputs_rebuilt_from_the_site_are_numpy_refs_float32_and_close_to_torch(site, test_split):
+    """Rebuilt from the stored steps (read_image, as the page does): bit for bit what numpy_ref's float32 forward
+    gives; and within float32 rounding of torch's."""
     s = site_json(site)
     model = load_model(None, True, 0)
     _, a = read_image(site, "0")
@@ -99,7 +104,7 @@ def test_stored_conv_outputs_are_numpy_refs_float32_and_close_to_torch(site, tes
     for name, layer in zip(names, model.net32):
         h = layer.forward(h)
         if name.startswith("conv"):
-            assert a[name].dtype == np.float32 and np.array_equal(a[name], h[0]), name
+            assert a[name].dtype == np.float32 and np.array_equal(a[name].view(np.int32), h[0].view(np.int32)), name
     model.net32.clear_cache()
     _, touts = torch_forward(test_split.images[[s["images"][0]["index"]]])
     for name, t in touts.items():
@@ -210,6 +215,38 @@ def test_triton_view_takes_its_block_sizes_from_triton_kernels(site):
     assert tri["fwd_small_c"] == [{k: c[k] for k in keys} for c in tconv.SM90_FWD_SMALL_C_CONFIGS]
     assert tri["interpret"] == {k: tconv.INTERPRET_CONFIG[k] for k in keys}
     assert tri["small_c_below"] == tconv.SMALL_C_BELOW
+
+
+def test_conv_steps_rebuild_numpy_refs_values_in_another_summation_order(site):
+    """The page adds a conv layer in its own order: the stored steps must give numpy_ref's float32 values from a
+    float64 sum taken in an order other than the encoder's (here the input channels reversed)."""
+    s = site_json(site)
+    _, a = read_image(site, "0")
+    w = unpack((site / "data" / "weights.bin.gz").read_bytes(), s["weights"]["arrays"])
+    geo = next(g for g in s["layers"] if g["name"] == "conv2")
+    inp, weight, bias = conv_input(a, "conv2"), w["conv2.weight"], w["conv2.bias"]
+    ours, _ = conv_sum64(inp, weight, bias, geo["stride"], geo["padding"])
+    other, _ = conv_sum64(inp[::-1].copy(), weight[:, ::-1].copy(), bias, geo["stride"], geo["padding"])
+    assert (ours != other).any()                                   # the orders do round differently
+    steps, exact = a["conv2_steps"], a["conv2_exact"]
+    assert steps.dtype == np.int8 and 0 < exact.size < steps.size / 50
+    got = from_steps(float_steps(other.astype(np.float32)) + steps)
+    got[steps == EXACT] = exact
+    assert np.array_equal(got.view(np.int32), a["conv2"].view(np.int32))
+
+
+@given(st.integers(0, 2**32 - 1))
+@settings(max_examples=300, deadline=None)
+def test_float_steps_count_float32_numbers_in_order(bits):
+    a = np.array([bits], np.uint32).view(np.float32)
+    assume(np.isfinite(a[0]))
+    k = float_steps(a)
+    assert np.array_equal(from_steps(k).view(np.uint32), a.view(np.uint32))
+    up = from_steps(k + 1)[0]                                      # the next float32 number up
+    if a[0] == 0 and np.signbit(a[0]):
+        assert up == 0 and not np.signbit(up)                      # -0.0, then +0.0
+    elif a[0] < np.finfo(np.float32).max:
+        assert up == np.nextafter(a[0], np.float32(np.inf))
 
 
 def test_pack_round_trips_every_dtype():

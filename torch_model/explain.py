@@ -15,14 +15,14 @@ check of one weight per layer):
     SITE/data/weights.bin.gz             conv1..conv5 weights and biases, exact float32 (once per site)
     SITE/data/img-ID.json, .bin.gz       one image: its arrays (index in the .json) and the small numbers
 
-What an image's .bin.gz holds, and why (docs/explainer.md has the sizes): the 224x224 input and every conv
-layer's output before its ReLU in exact float32, numpy_ref's own numbers, because the arithmetic view re-adds a
-unit's products from the layer's input and must meet numpy_ref's value to 1e-4 relative; the ReLU outputs are
-the conv outputs where they are positive, and the pool outputs are the ReLU outputs at the window positions
-numpy_ref's max pool picked (its argmax, stored as uint8 0..8), so every conv layer's input is a selection of
-stored float32 numbers, bit for bit numpy_ref's. The backward's gradients are only drawn: int8, square-root
-companded (q = round(127 sign(g) sqrt(|g| / scale))). Arrays are byte-shuffled (byte planes) before gzip, which
-the browser undoes with DecompressionStream.
+What an image's .bin.gz holds, and why (docs/explainer.md has the sizes): the 224x224 input in float32; the
+conv outputs as float32 steps (encode_conv: the page sums each layer in float64 and steps the rounded sums to
+numpy_ref's float32 values, bit for bit, at ~0.5 byte a unit instead of ~2.3); the pool winners (numpy_ref's
+argmax, uint8 0..8), so that the ReLU outputs (the conv outputs where positive) and the pool outputs (the ReLU
+outputs at the winners), and with them every conv layer's input, are selections of numpy_ref's float32 numbers;
+fc6, fc7 and the logits in float32. The backward's gradients are only drawn: int8, square-root companded
+(q = round(127 sign(g) sqrt(|g| / scale))). Arrays are byte-shuffled (byte planes) before gzip, which the
+browser undoes with DecompressionStream.
 
 With --serve the page can also send a drawn or uploaded 28x28 grey image (POST /api/trace): it is traced as the
 test images are and opens as image uID. A bad upload (not an image, not 28x28, over 1 MB) is answered with a
@@ -206,9 +206,98 @@ def unpack(blob: bytes, index: dict) -> dict[str, np.ndarray]:
 
 
 def read_image(site: Path, image_id: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """One traced image of a built site: (its .json, its arrays)."""
+    """One traced image of a built site: (its .json, its arrays), the conv outputs rebuilt as the page rebuilds
+    them (decode_convs)."""
     meta = json.loads((site / "data" / f"img-{image_id}.json").read_text())
-    return meta, unpack((site / "data" / f"img-{image_id}.bin.gz").read_bytes(), meta["arrays"])
+    arrays = unpack((site / "data" / f"img-{image_id}.bin.gz").read_bytes(), meta["arrays"])
+    s = json.loads((site / "data" / "site.json").read_text())
+    weights = unpack((site / "data" / s["weights"]["file"]).read_bytes(), s["weights"]["arrays"])
+    return meta, decode_convs(arrays, weights, s["layers"])
+
+
+# ------------------------------------------------------------------- conv outputs: float64 sums + numpy_ref's steps
+#
+# numpy_ref's float32 conv outputs are 600,000 numbers per image whose low bits are the rounding of a float32 BLAS
+# matmul: stored as they are, they cost ~2.3 bytes each even gzipped. The page does not need them stored. Given
+# a layer's input (exact float32, a selection of the layer below's outputs) and the weights, it computes every
+# unit's sum itself in float64 (each product of two float32 numbers is exact in float64), rounds it to float32,
+# and moves it by the number of float32 steps numpy_ref's value lies away from that rounding (int8, about half of
+# them within -2..2: ~0.5 byte a unit gzipped). The result is numpy_ref's float32 value, bit for bit, in any
+# summation order: a float64 sum of n terms is within n 2^-53 sum|terms| of the exact sum, so wherever the exact
+# sum is farther than that from a float32 rounding boundary every order rounds alike. The units nearer a boundary than twice
+# that bound (judged from this side's float64 sum), and those more than 127 steps away (where the sum cancels
+# to near 0), carry their value itself: step code EXACT, the values in order in LAYER_exact.
+
+EXACT = -128          # the step code of a unit whose float32 value is stored in LAYER_exact
+
+
+def float_steps(a: np.ndarray) -> np.ndarray:
+    """float32 numbers as int64 keys in their order: consecutive float32 numbers have consecutive keys
+    (-0.0 is the step below +0.0)."""
+    b = a.astype(np.float32).view(np.int32).astype(np.int64)
+    return np.where(b >= 0, b, -(b & 0x7FFFFFFF) - 1)
+
+
+def from_steps(k: np.ndarray) -> np.ndarray:
+    """float_steps' inverse."""
+    b = np.where(k >= 0, k, (-(k + 1)) | 0x80000000)
+    return b.astype(np.uint32).view(np.float32)
+
+
+def conv_sum64(inp: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int,
+               padding: int) -> tuple[np.ndarray, np.ndarray]:
+    """A conv layer's sums in float64 from its float32 input (C, H, W) and weights, and the rounding bound of any
+    float64 summation order, n 2^-53 (sum|x w| + |b|) / (1 - n 2^-53) with n = C k k + 1 terms: both (F, OH, OW)."""
+    x, w, b = (np.asarray(a, np.float64) for a in (inp[None], weight, bias))
+    s, _ = Fn.conv2d_forward(x, w, b, stride, padding)
+    m, _ = Fn.conv2d_forward(np.abs(x), np.abs(w), np.abs(b), stride, padding)
+    u = (weight[0].size + 1) * 2.0 ** -53
+    return s[0], m[0] * u / (1 - u)
+
+
+def encode_conv(value: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int,
+                padding: int) -> tuple[np.ndarray, np.ndarray]:
+    """numpy_ref's float32 conv output `value` (F, OH, OW) as (steps int8 (F, OH, OW), exact float32 (m,))."""
+    s, bound = conv_sum64(inp, weight, bias, stride, padding)
+    r = s.astype(np.float32)
+    boundaries = [(r.astype(np.float64) + np.nextafter(r, np.float32(v)).astype(np.float64)) / 2
+                  for v in (np.inf, -np.inf)]
+    near = np.minimum(*(np.abs(s - m) for m in boundaries)) <= 2 * bound
+    steps = float_steps(value) - float_steps(r)
+    exact = near | (np.abs(steps) > 127)
+    steps[exact] = EXACT
+    return steps.astype(np.int8), value[exact].astype(np.float32)
+
+
+def decode_conv(steps: np.ndarray, exact: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+                stride: int, padding: int) -> np.ndarray:
+    """encode_conv's inverse, as the page's data.js does it: float32 (F, OH, OW)."""
+    s, _ = conv_sum64(inp, weight, bias, stride, padding)
+    out = from_steps(float_steps(s.astype(np.float32)) + steps.astype(np.int64))
+    out[steps == EXACT] = exact
+    return out
+
+
+def decode_convs(arrays: dict, weights: dict, layers: list[dict]) -> dict:
+    """The stored arrays with every conv output rebuilt (decode_conv), layer after layer as the page does: a conv
+    layer's input is the x, ReLU or pool output below it, derived by selection (ReLU by sign, pool at
+    numpy_ref's winners)."""
+    out = dict(arrays)
+    prev, conv = arrays["x"], None
+    for geo in layers:
+        name, kind = geo["name"], geo["kind"]
+        if kind == "Conv2d":
+            conv = name
+            prev = out[name] = decode_conv(arrays[f"{name}_steps"], arrays[f"{name}_exact"], prev,
+                                           weights[f"{name}.weight"], weights[f"{name}.bias"],
+                                           geo["stride"], geo["padding"])
+        elif kind == "ReLU":
+            prev = np.maximum(prev, 0)
+        elif kind == "MaxPool2d":
+            prev = pool_select(out, conv, name)
+        elif kind == "Flatten":
+            break                                                # the FC outputs are stored as they are
+    return out
 
 
 def compand(g: np.ndarray) -> tuple[np.ndarray, float]:
@@ -247,10 +336,12 @@ def trace(model: Model, image: np.ndarray, label: int | None, source: str) -> Tr
     x = to_input(torch.from_numpy(np.array(image, dtype=np.uint8))[None]).numpy()   # (1, 1, 224, 224) float32
     arrays: dict[str, np.ndarray] = {"image": image.astype(np.uint8), "x": x[0]}
 
-    outs, h = [], x                                              # float32 forward, layer by layer
+    outs, h, conv_inputs = [], x, {}                             # float32 forward, layer by layer
     for name, layer in zip(names, net32):
         if isinstance(layer, MaxPool2d):
             arrays[f"{name}_argmax"] = window_argmax(h, layer)   # (C, OH, OW) uint8
+        if isinstance(layer, Conv2d):
+            conv_inputs[name] = h[0]
         h = layer.forward(h)
         outs.append(h)
         if name.startswith("conv") or name in ("fc6", "fc7", "fc8"):
@@ -285,6 +376,11 @@ def trace(model: Model, image: np.ndarray, label: int | None, source: str) -> Tr
         "backward": backward, "gradcheck": gradcheck,
         "default_unit": default_unit(arrays),
     }
+    for name, layer in zip(names, net32):                        # stored as float32 steps from the float64 sums
+        if isinstance(layer, Conv2d):
+            steps, exact = encode_conv(arrays.pop(name), conv_inputs[name], layer.weight.data, layer.bias.data,
+                                       layer.stride, layer.padding)
+            arrays[f"{name}_steps"], arrays[f"{name}_exact"] = steps, exact
     return Trace(arrays, meta)
 
 

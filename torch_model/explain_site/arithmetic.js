@@ -84,6 +84,7 @@ export function renderArithmetic(state) {
     row("+ bias", fmt(T.bias, 9)),
     row("= this page's value", fmt(value, 9), "value"),
     row("numpy_ref's value (float32, im2col + BLAS)", fmt(reference, 9), "reference"),
+    row("numpy_ref's value vs this page's value rounded to float32", stepsNote(state, u, value)),
     row("difference", `${fmt(diff, 3)} (relative ${fmt(rel, 3)}); float32 rounding bound 2^-24 (n sum|products| + |bias| + |value|) = ${fmt(bound, 3)}`),
     row("verdict", rel <= 1e-4 || diff <= bound ? "equal (within float32 rounding)" : "DIFFERENT", "verdict"));
 
@@ -95,8 +96,19 @@ export function renderArithmetic(state) {
     channelPartials(T, state),
     el("p", { class: "note", text: "Each product is a float32 input times a float32 weight, exact in float64; "
       + "the page adds them in float64, numpy_ref in float32 (its matmul's own order), so the two agree to "
-      + "float32 rounding, not bit for bit." }));
+      + "float32 rounding, not bit for bit. The site stores numpy_ref's value as that count of float32 steps "
+      + "(one int8 a unit, instead of 4 bytes): the page sums the whole layer in float64, rounds each sum to "
+      + "float32 and steps it, which gives numpy_ref's numbers bit for bit." }));
   document.getElementById("arithmetic").dataset.rendered = "1";
+}
+
+// How many float32 numbers lie between numpy_ref's value and this page's float64 value rounded to float32.
+function stepsNote(state, u, value) {
+  const d = state.arrays[`${u.layer}_steps`].at(u.c, u.y, u.x);
+  if (d === -128) return "stored as it is (the sum sits too near a float32 rounding boundary, or cancels to near 0)";
+  if (d === 0) return "the same float32 number";
+  return `${Math.abs(d)} float32 step${Math.abs(d) === 1 ? "" : "s"} ${d > 0 ? "above" : "below"} `
+    + `${fmt(Math.fround(value), 9)}`;
 }
 
 function row(label, value, cls) {

@@ -1,6 +1,8 @@
 // Loading what `alexnet explain` wrote: site.json, the conv weights, one image's arrays; and the arrays the page
-// derives by selection only (no arithmetic): ReLU outputs are the conv outputs where positive, pool outputs are
-// the ReLU outputs at numpy_ref's argmax. Both are then bit for bit numpy_ref's float32 numbers.
+// derives from them. ReLU outputs are the conv outputs where positive, pool outputs the ReLU outputs at
+// numpy_ref's argmax (selection only). Conv outputs are summed here in float64 from the layer's input and the
+// weights, rounded to float32 and moved by numpy_ref's stored number of float32 steps (convOutput): all of them
+// bit for bit numpy_ref's float32 numbers.
 
 export class Tensor {
   // data: a typed array in C order; shape: [C, H, W] or [N]
@@ -66,13 +68,15 @@ export function poolSelect(input, argmax, layer) {
   return new Tensor(out, [C, OH, OW]);
 }
 
-// Every layer's output by name (x, conv1, relu1, pool1, ..., fc6, relu6, fc7, relu7, fc8), from the stored arrays.
-export function activations(arrays, layers) {
+// Every layer's output by name (x, conv1, relu1, pool1, ..., fc6, relu6, fc7, relu7, fc8), from the stored arrays
+// and the conv weights.
+export function activations(arrays, layers, weights) {
   const acts = { x: arrays.x };
   let prev = arrays.x;
   for (const layer of layers) {
     let t;
-    if (layer.kind === "Conv2d" || layer.kind === "Linear") t = arrays[layer.name];
+    if (layer.kind === "Conv2d") t = convOutput(prev, weights, layer, arrays);
+    else if (layer.kind === "Linear") t = arrays[layer.name];
     else if (layer.kind === "ReLU") t = relu(prev);
     else if (layer.kind === "MaxPool2d") t = poolSelect(prev, arrays[`${layer.name}_argmax`], layer);
     else if (layer.kind === "Flatten") t = new Tensor(prev.data, [prev.size]);
@@ -81,6 +85,62 @@ export function activations(arrays, layers) {
     prev = t;
   }
   return acts;
+}
+
+// A conv layer's sums in float64, in an order that keeps the inner loop long: for each input value, its products
+// with the F weights that meet it are added to F accumulators (zeros are skipped: the ReLU's and the padding's add
+// nothing); then the bias. Each product of two float32 numbers is exact in float64, and any order of adding lands
+// within float64 rounding of the exact sum.
+export function convSum64(input, W, b, layer) {
+  const [C, H, Wd] = input.shape;
+  const [F, OH, OW] = layer.out;
+  const k = layer.kernel, s = layer.stride, p = layer.padding;
+  const x = input.data, n = C * k * k, P = OH * OW;
+  const wt = new Float64Array(n * F);                // the weights as (c, kh, kw, f)
+  for (let f = 0; f < F; f++) for (let j = 0; j < n; j++) wt[j * F + f] = W[f * n + j];
+  const acc = new Float64Array(P * F);               // (oy, ox, f)
+  for (let c = 0; c < C; c++)
+    for (let kh = 0; kh < k; kh++)
+      for (let kw = 0; kw < k; kw++) {
+        const wb = ((c * k + kh) * k + kw) * F;
+        for (let oy = 0; oy < OH; oy++) {
+          const ih = oy * s - p + kh;
+          if (ih < 0 || ih >= H) continue;
+          for (let ox = 0; ox < OW; ox++) {
+            const iw = ox * s - p + kw;
+            if (iw < 0 || iw >= Wd) continue;
+            const v = x[(c * H + ih) * Wd + iw];
+            if (v === 0) continue;
+            const ab = (oy * OW + ox) * F;
+            for (let f = 0; f < F; f++) acc[ab + f] += v * wt[wb + f];
+          }
+        }
+      }
+  const out = new Float64Array(F * P);               // (f, oy, ox)
+  for (let f = 0; f < F; f++) for (let q = 0; q < P; q++) out[f * P + q] = acc[q * F + f] + b[f];
+  return out;
+}
+
+// numpy_ref's float32 output of a conv layer: the float64 sum rounded to float32, then moved by LAYER_steps[i]
+// float32 steps (numpy_ref's float32 matmul lands a few steps from the rounded sum); step code -128: the value is
+// the next one stored in LAYER_exact (where the sum lies too near a float32 rounding boundary for every order
+// of adding to round alike, or numpy_ref's value is over 127 steps away).
+export function convOutput(input, weights, layer, arrays) {
+  const sum = convSum64(input, weights[`${layer.name}.weight`].data, weights[`${layer.name}.bias`].data, layer);
+  const steps = arrays[`${layer.name}_steps`].data, exact = arrays[`${layer.name}_exact`].data;
+  const out = new Float32Array(sum);                 // rounded to float32, to nearest
+  const bits = new Int32Array(out.buffer);
+  let e = 0;
+  for (let i = 0; i < out.length; i++) {
+    const d = steps[i];
+    if (d === -128) { out[i] = exact[e++]; continue; }
+    if (d === 0) continue;
+    const b = bits[i];
+    const key = (b >= 0 ? b : -(b & 0x7fffffff) - 1) + d;   // float32 numbers in order: consecutive keys
+    bits[i] = key >= 0 ? key : (-(key + 1)) | 0x80000000;
+  }
+  if (e !== exact.length) throw new Error(`${layer.name}: ${exact.length} exact values stored, ${e} used`);
+  return new Tensor(out, layer.out);
 }
 
 // int8 square-root companded gradient -> float: g = sign(q) (q / 127)^2 * scale

@@ -12,6 +12,7 @@ import { renderUpload } from "./upload.js";
 
 const CONVS = ["conv1", "conv2", "conv3", "conv4", "conv5"];
 const state = {};
+window.explainer = state;   // to look around in the browser's console: explainer.acts.conv2, explainer.weights
 
 // A click on any map: a conv unit is taken apart as it is, a ReLU unit through its conv, a pool unit through the
 // window position that won (its conv unit), and the pool view opens on it.
@@ -57,7 +58,7 @@ async function loadImage(id) {
   document.body.dataset.ready = "0";
   const meta = await fetchJSON(`data/img-${id}.json`);
   const arrays = await fetchArrays(`data/img-${id}.bin.gz`, meta.arrays);
-  Object.assign(state, { id, meta, arrays, acts: activations(arrays, state.site.layers) });
+  Object.assign(state, { id, meta, arrays, acts: activations(arrays, state.site.layers, state.weights) });
   Object.assign(state, { unit: { ...meta.default_unit }, fcClass: null, fcPath: [], backClass: meta.pred,
     backStage: null, checkRow: null, userChecks: [], arithChannel: null });
   state.poolUnit = defaultPoolUnit(state, "pool1");
