@@ -89,9 +89,10 @@ class TrainConfig:
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others (torchrun)
 
 
-def resolve_config(cfg: TrainConfig) -> TrainConfig:
+def resolve_config(cfg: TrainConfig, device: torch.device | None = None) -> TrainConfig:
     """The config with every None decided (backend, amp, channels_last, resize, lr, momentum, weight_decay, pixels)
-    and every value checked: ValueError naming the flag. Does no I/O, so a bad run fails before it makes a folder."""
+    and every value checked: ValueError naming the flag. Does no I/O, so a bad run fails before it makes a folder.
+    device: cfg.device already resolved (resolve_device), when the caller has it."""
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -123,7 +124,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     values["pixels"] = default_pixels if cfg.pixels is None else cfg.pixels
     values["resize"] = defaults["resize"] if cfg.resize is None else cfg.resize
     check_resize(values["resize"], "--resize", cfg.variant)
-    device = resolve_device(cfg.device)
+    device = device if device is not None else resolve_device(cfg.device)
     backend = values["backend"] = cfg.backend or default_backend(device, cfg.variant)
     check_backend(backend, cfg.variant)
     amp, channels_last, _ = cpu_default_amp(device, backend)
@@ -396,9 +397,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ValueError("--resume needs --out, the folder of the run to continue")
         return replace(resume_config(Path(args.out), given), **runtime)
     preset = given.pop("preset", "auto")
+    device = resolve_device(given.get("device", "auto"))
     if preset == "auto":
-        preset = "full" if resolve_device(given.get("device", "auto")).type == "cuda" else "quick"
-    cfg = resolve_config(TrainConfig(**given, out=args.out, **runtime))
+        preset = "full" if device.type == "cuda" else "quick"
+    cfg = resolve_config(TrainConfig(**given, out=args.out, **runtime), device)
     values = dict(PRESETS[preset])
     if preset == "quick":
         values["limit_train"] = quick_limit_train(cfg)

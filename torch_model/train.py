@@ -96,8 +96,8 @@ def fit(cfg: TrainConfig, on_epoch_end: Callable[[int, dict, Learner], None] | N
             distributed.teardown(ctx)
     t_start = time.perf_counter()
     log = log if ctx.is_main else (lambda line: None)
-    cfg = distributed.from_main(ctx, lambda: distributed.check_can_distribute(ctx, check_settled(cfg)),
-                                what="receiving the run's settings")
+    # every rank holds the same settled config (the command's came from rank 0, checked there): the same error, if any
+    cfg = distributed.check_can_distribute(ctx, check_settled(cfg))
     checkpoint = distributed.from_main(ctx, check_run_folder, cfg, what="receiving the checkpoint rank 0 resumes from")
     device = ctx.device                             # resolved once, by distributed.setup
     if checkpoint is not None and checkpoint["epoch"] >= cfg.epochs and not unfinished_files(
@@ -415,7 +415,8 @@ def run(args: argparse.Namespace) -> int:
 
 def train_from_args(args: argparse.Namespace, ctx: distributed.DistContext) -> int:
     """The command: settle the config (rank 0, sent to the others), fit, report; the exit status."""
-    cfg = distributed.from_main(ctx, config_from_args, args, what="receiving the run's settings from rank 0")
+    cfg = distributed.from_main(ctx, lambda: distributed.check_can_distribute(ctx, config_from_args(args)),
+                                what="receiving the run's settings from rank 0")
     return report(fit(cfg, ctx=ctx), cfg, ctx)
 
 
