@@ -129,3 +129,30 @@ def alexnet(num_classes: int = 10, dtype=np.float32, seed: int | None = 0, init:
 
 def num_parameters(net: Module) -> int:
     return sum(p.data.size for p in net.parameters())
+
+
+SUFFIXED = {"ReLU": "relu", "LocalResponseNorm": "lrn", "MaxPool2d": "pool", "Dropout": "drop"}
+
+
+def layer_names(net) -> list[str]:
+    """Every layer's name as the 2012 paper numbers AlexNet's: conv1..conv5, fc6..fc8, and a ReLU, LRN, pool or
+    dropout after them named by the number of the conv or FC layer before it (relu1, lrn1, pool1, ..., pool5,
+    relu6, drop6, ..., fc8). By class name (a subclass's too), so numpy_ref's Sequential and torch's nn.Sequential
+    get the same names."""
+    names, conv, fc = [], 0, 5
+    for layer in net:
+        classes = [c.__name__ for c in type(layer).__mro__]
+        kind = next((c for c in classes if c in ("Conv2d", "Linear", "Flatten", *SUFFIXED)), classes[0])
+        if kind == "Conv2d":
+            conv += 1
+            names.append(f"conv{conv}")
+        elif kind == "Linear":
+            fc += 1
+            names.append(f"fc{fc}")
+        elif kind == "Flatten":
+            names.append("flatten")
+        elif kind in SUFFIXED:
+            names.append(f"{SUFFIXED[kind]}{fc if fc > 5 else conv}")
+        else:
+            raise ValueError(f"layer_names: a {kind} layer is not one of AlexNet's")
+    return names

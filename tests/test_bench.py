@@ -164,8 +164,8 @@ def test_specs_are_the_models_shapes():
     for h in hooks:
         h.remove()
     specs = alexnet_specs(batch=1)
-    assert [s.name for s in specs] == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3",
-                                       "fc1", "fc2", "fc3"]
+    assert [s.name for s in specs] == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5",
+                                       "fc6", "fc7", "fc8"]
     for spec, (x_shape, y_shape) in zip(specs, seen):
         if spec.kind == "linear":
             assert (spec.C, spec.F) == (x_shape[1], y_shape[1])
@@ -203,7 +203,7 @@ def test_rows_are_appended_one_line_each(tmp_path):
 
 def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
     out = tmp_path / "results"
-    args = parse(layers, ["--layers", "conv3,pool3", "--layouts", "nchw", "--impls", "triton,cudnn",
+    args = parse(layers, ["--layers", "conv3,pool5", "--layouts", "nchw", "--impls", "triton,cudnn",
                           "--repeat", "1", "--out-dir", str(out), "--no-progress", *DEVICE, *TINY])
     assert layers.run(args) == 0
     text = capsys.readouterr().out
@@ -216,7 +216,7 @@ def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
         peak = rows[0]["peak"]
         assert peak["bf16_matmul_tflops"] is None and peak["fp32_matmul_tflops"] > 0 and "CPU machine" in peak["how"]
     got = {(e["layer"], e["pass"], e["impl"]) for e in rows}
-    assert got == {(l, p, i) for l in ("conv3", "pool3") for p in PASSES for i in ("triton", BASE)}
+    assert got == {(l, p, i) for l in ("conv3", "pool5") for p in PASSES for i in ("triton", BASE)}
     for e in rows:
         assert e["dtype"] == "fp32" and e["layout"] == "nchw" and e["batch"] == 1 and e["ms"] > 0
         assert e["err_ok"] is True, f"{e['layer']} {e['pass']} {e['impl']}: rel_err {e['rel_err']}"
@@ -230,11 +230,11 @@ def test_layers_end_to_end_with_triton_in_the_interpreter(tmp_path, capsys):
             assert e["tflops"] is None
             assert e["peak_fraction"] == pytest.approx(e["gb_per_s"] / (e["peak"]["copy_tb_per_s"] * 1e3))
     # the printed table: one line per figure, x BASE = the baseline's time over this one's
-    lines = {tuple(line.split()[:4]): line.split() for line in text.splitlines() if line.startswith(("conv3", "pool3"))}
+    lines = {tuple(line.split()[:4]): line.split() for line in text.splitlines() if line.startswith(("conv3", "pool5"))}
     assert set(lines) == {(l, "fp32", p, i) for l, p, i in got}
     assert all(line[-2] == "1.00" for key, line in lines.items() if key[3] == BASE)  # x BASE of BASE itself
     # a second run appends its rows to the same file
-    assert layers.run(parse(layers, ["--layers", "pool3", "--impls", "cudnn", "--passes", "fwd", "--layouts", "nchw",
+    assert layers.run(parse(layers, ["--layers", "pool5", "--impls", "cudnn", "--passes", "fwd", "--layouts", "nchw",
                                      "--repeat", "1", "--out-dir", str(out), "--no-progress", *DEVICE, *TINY])) == 0
     again = rows_of(out)
     assert again[:len(rows)] == rows and len(again) == len(rows) + 1
@@ -377,13 +377,13 @@ def test_a_failing_or_wrong_figure_is_recorded_and_fails_the_run(tmp_path, monke
 
     monkeypatch.setattr(layers, "make_op", broken)
     out = tmp_path / "results"
-    args = parse(layers, ["--layers", "conv3,pool3", "--passes", "fwd", "--impls", "triton,cudnn", "--layouts",
+    args = parse(layers, ["--layers", "conv3,pool5", "--passes", "fwd", "--impls", "triton,cudnn", "--layouts",
                           "nchw", "--repeat", "1", "--out-dir", str(out), "--no-progress", *DEVICE, *TINY])
     assert layers.run(args) == 1
     err = capsys.readouterr().err
-    assert "conv3 fp32 fwd triton nchw: RuntimeError: boom" in err and "pool3 fp32 fwd triton nchw: WRONG" in err
+    assert "conv3 fp32 fwd triton nchw: RuntimeError: boom" in err and "pool5 fp32 fwd triton nchw: WRONG" in err
     got = {(e["layer"], e["impl"]): e["err_ok"] for e in rows_of(out)}
-    assert got == {("conv3", BASE): True, ("pool3", "triton"): False, ("pool3", BASE): True}
+    assert got == {("conv3", BASE): True, ("pool5", "triton"): False, ("pool5", BASE): True}
 
 
 def test_a_run_cut_short_keeps_what_it_measured(tmp_path, monkeypatch):
@@ -398,7 +398,7 @@ def test_a_run_cut_short_keeps_what_it_measured(tmp_path, monkeypatch):
 
     monkeypatch.setattr(layers, "measure_one", interrupted_after_one)
     out = tmp_path / "results"
-    args = parse(layers, ["--layers", "pool3", "--impls", "cudnn", "--repeat", "1", "--out-dir", str(out),
+    args = parse(layers, ["--layers", "pool5", "--impls", "cudnn", "--repeat", "1", "--out-dir", str(out),
                           "--no-progress", *DEVICE, *TINY])
     with pytest.raises(KeyboardInterrupt):
         layers.run(args)

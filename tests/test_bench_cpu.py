@@ -39,7 +39,7 @@ def test_gemm_rows_are_summarys_flops():
 
     rows = {r.name: r for r in cpu.step_rows(1, "bf16")}
     layers = [info for info in layer_summary() if info.name in ("Conv2d", "Linear")]
-    names = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3"]
+    names = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
     assert len(layers) == len(names)
     for name, info in zip(names, layers):
         fwd = info.flops - math.prod(info.shape)

@@ -79,6 +79,19 @@ def test_alexnet_structure_matches_torch():
         numpy_ref.alexnet(num_classes=0)
 
 
+@pytest.mark.parametrize("variant", ["d2l", "paper"])
+def test_layer_names_are_the_papers_and_the_same_for_numpy_and_torch(variant):
+    from numpy_ref.model import layer_names
+
+    names = layer_names(numpy_ref.alexnet(variant=variant, init=False))
+    assert names == layer_names(torch_alexnet(variant=variant, init=False))
+    lrn = ["lrn1"] if variant == "paper" else []
+    assert names[:4 + len(lrn)] == ["conv1", "relu1", *lrn, "pool1", "conv2"]
+    assert names[-9:] == ["pool5", "flatten", "fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"]
+    with pytest.raises(ValueError, match="BatchNorm2d"):
+        layer_names([nn.BatchNorm2d(3)])
+
+
 def test_paper_alexnet_structure_and_init_match_torch():
     tnet = torch_alexnet(num_classes=1000, variant="paper")
     net = numpy_ref.alexnet(variant="paper", num_classes=1000, seed=0)

@@ -274,7 +274,7 @@ def test_bench_lessons_small_on_this_machine(tmp_path, capsys):
     from triton_kernels.testing import PASSES
 
     out = tmp_path / "results"
-    argv = ["bench", "lessons", "--layers", "conv3,pool3", "--out-dir", str(out), "--no-progress"]
+    argv = ["bench", "lessons", "--layers", "conv3,pool5", "--out-dir", str(out), "--no-progress"]
     if DEVICE.type == "cuda":
         argv += ["--batch", "2", "--dtype", "fp32", "--warmup-ms", "1", "--rep-ms", "3"]
     assert main(argv) == 0
@@ -284,7 +284,7 @@ def test_bench_lessons_small_on_this_machine(tmp_path, capsys):
     base = "cudnn" if DEVICE.type == "cuda" else "torch-cpu"
     got = {(e["layer"], e["pass"], e["step"], e["layout"]) for e in rows}
     want = {(layer, pss, impl if impl != "cudnn" else base, layout)
-            for layer, pss, impl, layout in lessons.plan(["conv3", "pool3"], PASSES)}
+            for layer, pss, impl, layout in lessons.plan(["conv3", "pool5"], PASSES)}
     assert got == want and {e["bench"] for e in rows} == {"lessons"}
     for e in rows:
         assert e["err_ok"] and e["ms"] > 0 and e["gb_per_s"] > 0, e

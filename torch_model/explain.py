@@ -45,7 +45,8 @@ import torch
 
 from numpy_ref import functional as Fn
 from numpy_ref.gradcheck import rel_error
-from numpy_ref.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from numpy_ref.layers import Conv2d, Flatten, Linear, MaxPool2d
+from numpy_ref.model import layer_names
 from torch_model.data import CLASS_NAMES, find_data_dir, load_split, to_input
 from torch_model.checkpoint import load
 from torch_model.visualize import numpy_model, softmax, to_pixels
@@ -111,29 +112,6 @@ def load_model(checkpoint: str | None, untrained: bool, seed: int) -> Model:
     # the run's folder and file, not the whole path: the page names the run, not the machine it was built on
     return Model(ckpt.state, f"trained: {ckpt.path.parent.name}/{ckpt.path.name}{epoch}", trained=True,
                  evaluation=evaluation)
-
-
-def layer_names(net) -> list[str]:
-    """torch's Sequential indices named as the page names them: conv1 relu1 pool1 ... fc6 relu6 drop6 ... fc8."""
-    names, conv, fc = [], 0, 5
-    for layer in net:
-        if isinstance(layer, Conv2d):
-            conv += 1
-            names.append(f"conv{conv}")
-        elif isinstance(layer, Linear):
-            fc += 1
-            names.append(f"fc{fc}")
-        elif isinstance(layer, ReLU):
-            names.append(f"relu{fc if fc > 5 else conv}")
-        elif isinstance(layer, MaxPool2d):
-            names.append(f"pool{conv}")
-        elif isinstance(layer, Dropout):
-            names.append(f"drop{fc}")
-        elif isinstance(layer, Flatten):
-            names.append("flatten")
-        else:
-            raise ValueError(f"explain: layer {type(layer).__name__} is not in d2l's AlexNet")
-    return names
 
 
 def geometry(net) -> list[dict]:

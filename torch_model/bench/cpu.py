@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from numpy_ref.model import layer_names as alexnet_layer_names
 from torch_model.bench.common import append_rows, clean_json, format_table, num, positive_int, report_failures
 from torch_model.bench.layer_specs import POOL_TRAFFIC, alexnet_specs, train_step_flops
 from torch_model.bench.timing import machine_info, matmul_rate, measure_peaks, now_iso, today
@@ -118,15 +119,10 @@ class Row:
 
 
 def layer_names(net: nn.Module) -> list[tuple[str, str, nn.Module]]:
-    """(name, kind, module) for every layer of the Sequential: conv1..conv5, relu1..relu7, pool1..pool3, flatten,
-    fc1..fc3, dropout1, dropout2 (the names of `bench layers`: conv<k>, pool<k>, fc<k>)."""
-    counts: Counter = Counter()
-    out = []
-    for m in net.children():
-        kind = next((p for t, p in PREFIX if isinstance(m, t)), type(m).__name__.lower())
-        counts[kind] += 1
-        out.append((kind if kind == "flatten" else f"{kind}{counts[kind]}", kind, m))
-    return out
+    """(name, kind, module) for every layer of the Sequential: the names numpy_ref.model.layer_names gives (conv1..
+    conv5, relu1.., pool1, pool2, pool5, flatten, fc6..fc8, drop6, drop7), the kinds the profile's rows group by."""
+    return [(name, next(p for t, p in PREFIX if isinstance(m, t)), m)
+            for name, m in zip(alexnet_layer_names(net), net.children())]
 
 
 def output_elements(batch: int) -> dict[str, int]:
@@ -169,8 +165,8 @@ def step_rows(batch: int, amp: str) -> list[Row]:
                      Row(f"{s.name} bwd", "pool", "read dy and indices, scatter into dx",
                          bytes=b * y + record * y + (dx_writes - 1) * b * x)]
     relu = sum(n for name, n in elements.items() if name.startswith("relu"))
-    drop = sum(n for name, n in elements.items() if name.startswith("dropout"))
-    logits = elements["fc3"]
+    drop = sum(n for name, n in elements.items() if name.startswith("drop"))
+    logits = elements["fc8"]
     with torch.device("meta"):
         params = sum(p.numel() for p in alexnet(init=False).parameters())
     casts = 6 * (2 * params + batch * RESIZE * RESIZE + 2 * logits) if amp == "bf16" else None

@@ -20,10 +20,11 @@ Per layer (N batch, C channels in, F filters out, H/W input, OH/OW output, K ker
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
+
+from numpy_ref.model import layer_names
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ LRN_TRAFFIC = {
 
 
 def alexnet_specs(batch: int = 128, resize: int = 224, channel_div: int = 1) -> list[LayerSpec]:
-    """conv1..conv5, pool1..pool3, fc1..fc3 of the seed's nn.Sequential, with their input shapes, read off the
+    """conv1..conv5, pool1, pool2, pool5, fc6..fc8 of the seed's nn.Sequential, with their input shapes, read off the
     model itself (built on the meta device: no memory). channel_div > 1 scales every channel count down (a CPU
     smoke run in the interpreter); the first conv keeps its 1 input channel."""
     from torch_model.model import alexnet
@@ -167,16 +168,16 @@ def paper_lrn_specs(batch: int = 128, resize: int = 227, channel_div: int = 1) -
 
 
 def _walk(net, batch: int, resize: int, channel_div: int, whose: str = ""):
-    """A LayerSpec for each conv, pool, linear and LRN of `net` in turn, named conv<k>, pool<k>, fc<k>, lrn<k>, with
-    its input shape for a resize x resize image; channel_div divides every channel count but the data's and the
-    10 classes'."""
+    """A LayerSpec for each conv, pool, linear and LRN of `net` in turn, named as numpy_ref.model.layer_names names
+    them, with its input shape for a resize x resize image; channel_div divides every channel count but the data's
+    and the 10 classes'."""
     from torch import nn
 
     if batch < 1 or resize < 1 or channel_div < 1:
         raise ValueError(f"batch, resize and channel_div must be >= 1, got {batch}, {resize}, {channel_div}")
     C, H, W = net[0].in_channels, resize, resize
-    counts: Counter = Counter()
-    for m in net:
+    first = True
+    for name, m in zip(layer_names(net), net):
         lrn = ()
         if isinstance(m, nn.Conv2d):
             kind, F, K = "conv", max(1, m.out_channels // channel_div), m.kernel_size[0]
@@ -191,9 +192,8 @@ def _walk(net, batch: int, resize: int, channel_div: int, whose: str = ""):
             kind, F, K, s, p, lrn = "lrn", C, 1, 1, 0, (m.size, float(m.alpha), float(m.beta), float(m.k))
         else:
             continue
-        counts[kind] += 1
-        name = f"{'fc' if kind == 'linear' else kind}{counts[kind]}"
-        spec = LayerSpec(name, kind, batch, C, H, W, F, K, s, p, first=sum(counts.values()) == 1, lrn=lrn)
+        spec = LayerSpec(name, kind, batch, C, H, W, F, K, s, p, first=first, lrn=lrn)
+        first = False
         if spec.OH < 1 or spec.OW < 1:
             raise ValueError(f"--resize {resize}: {whose}{name} gets a {H}x{W} input, smaller than its {K}x{K} window")
         yield spec

@@ -43,8 +43,8 @@ from torch_model.bench.timing import (check_dtypes, cudnn_benchmark, describe, i
 from torch_model.device import resolve_device
 
 PASSES = ("fwd", "fwd+bwd")  # triton_kernels.testing.PASSES (not imported here: `--help` needs no Triton)
-# conv1..pool3 of d2l's AlexNet, then the paper variant's two LRNs: the order the table shows them in
-LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3", "lrn1", "lrn2")
+# conv1..pool5 of d2l's AlexNet, then the paper variant's two LRNs: the order the table shows them in
+LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "lrn1", "lrn2")
 LRN_LAYERS = tuple(name for name in LAYERS if name.startswith("lrn"))
 IMPLS = ("triton", "cudnn", "compile")
 LAYOUTS = ("nchw", "channels_last")
@@ -61,7 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "alexnet(variant='paper') (not in d2l's model): ours vs torch's F.local_response_norm.")
     parser.add_argument("--batch", type=positive_int, help="batch size (default 128 on a GPU, 1 on a CPU)")
     parser.add_argument("--layers", type=csv_choices(LAYERS, "layer"), default=list(LAYERS),
-                        help=f"comma-separated subset of {','.join(LAYERS)} (default: all). conv1..pool3 are "
+                        help=f"comma-separated subset of {','.join(LAYERS)} (default: all). conv1..pool5 are "
                              "d2l's AlexNet (the seed's); lrn1,lrn2 are the paper variant's two local response "
                              "normalizations (d2l's model has none), at its shapes after conv1 and conv2: 96x55x55 "
                              "and 256x27x27 on a 227x227 input")

@@ -1,8 +1,8 @@
 """`alexnet bench lessons`: every step of triton_kernels/lessons on AlexNet's layers, from step 1 to cuDNN.
 
-    conv1..conv5  step1_direct_conv, step2_implicit_gemm, step3_tap_walk (forward), step4_backward and
-                  step4b_fused_backward (fwd+bwd)
-    pool1..pool3  step5_pool_direct (forward), step6_pool_argmax (forward, fwd+bwd)
+    conv1..conv5         step1_direct_conv, step2_implicit_gemm, step3_tap_walk (forward), step4_backward and
+                         step4b_fused_backward (fwd+bwd)
+    pool1, pool2, pool5  step5_pool_direct (forward), step6_pool_argmax (forward, fwd+bwd)
 each beside `production` (triton_kernels.conv2d_relu / max_pool2d, what the lessons lead to) and `cudnn` (eager
 torch, cudnn.benchmark on, NCHW and channels_last: the faster is the reference of every ratio). Every conv step
 computes relu(conv2d(x, w) + b). A step runs in the layout it is written for (steps 3, 4 and 4b: channels_last,
@@ -32,7 +32,7 @@ from torch_model.device import resolve_device
 
 # The layers are the lessons' own (harness.LAYERS, imported lazily so that `--help` never imports Triton; the tests
 # hold them equal).
-LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3")
+LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")
 GPU_DEFAULTS = dict(batch=128, dtype="bf16")
 CPU_DEFAULTS = dict(batch=1, dtype="fp32")
 

@@ -23,11 +23,11 @@ from triton_kernels.testing import make_inputs as layer_inputs
 CONVS = {  # name: (C, F, K, stride, padding, H = W)
     "conv1": (1, 96, 11, 4, 1, 224), "conv2": (96, 256, 5, 1, 2, 26), "conv3": (256, 384, 3, 1, 1, 12),
     "conv4": (384, 384, 3, 1, 1, 12), "conv5": (384, 256, 3, 1, 1, 12)}
-POOLS = {"pool1": (96, 3, 2, 0, 54), "pool2": (256, 3, 2, 0, 26), "pool3": (256, 3, 2, 0, 12)}  # (C, K, s, p, H)
-LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3")  # in the network's order
+POOLS = {"pool1": (96, 3, 2, 0, 54), "pool2": (256, 3, 2, 0, 26), "pool5": (256, 3, 2, 0, 12)}  # (C, K, s, p, H)
+LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")  # in the network's order
 # The CPU self-check's sizes: each layer's K, stride and padding, few channels (odd counts), tiny odd images.
 SMALL = {"conv1": (1, 5, 23), "conv2": (3, 5, 7), "conv3": (3, 5, 5), "conv4": (5, 3, 6), "conv5": (3, 7, 5),
-         "pool1": (3, 0, 9), "pool2": (2, 0, 8), "pool3": (3, 0, 7)}  # (C, F, H)
+         "pool1": (3, 0, 9), "pool2": (2, 0, 8), "pool5": (3, 0, 7)}  # (C, F, H)
 ELEMENTWISE_SIZES = (1, 7, 256, 1000)  # the primer's self-check: one element, a partial block, a full one, several
 REL_TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}  # ||got - ref|| / ||ref|| vs float64
 
