@@ -202,9 +202,9 @@ def read_image(site: Path, image_id: str) -> tuple[dict, dict[str, np.ndarray]]:
 # and moves it by the number of float32 steps numpy_ref's value lies away from that rounding (int8, about half of
 # them within -2..2: ~0.5 byte a unit gzipped). The result is numpy_ref's float32 value, bit for bit, in any
 # summation order: a float64 sum of n terms is within n 2^-53 sum|terms| of the exact sum, so wherever the exact
-# sum is farther than that from a float32 rounding boundary every order rounds alike. The units nearer a boundary than twice
-# that bound (judged from this side's float64 sum), and those more than 127 steps away (where the sum cancels
-# to near 0), carry their value itself: step code EXACT, the values in order in LAYER_exact.
+# sum is farther than that from a float32 rounding boundary every order rounds alike. The units nearer a boundary
+# than twice that bound (judged from this side's float64 sum), and those more than 127 steps away (where the sum
+# cancels to near 0), carry their value itself: step code EXACT, the values in order in LAYER_exact.
 
 EXACT = -128          # the step code of a unit whose float32 value is stored in LAYER_exact
 

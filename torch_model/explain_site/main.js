@@ -65,8 +65,8 @@ async function loadImage(id) {
   Object.assign(state, { id, meta, arrays, acts: activations(arrays, state.site.layers, state.weights) });
   const units = state.site.layers.filter((l) => l.kind === "Conv2d")
     .reduce((n, l) => n + l.out.reduce((a, b) => a * b), 0);
-  status.textContent = `image ${id}: ${units.toLocaleString("en")} conv outputs summed here in float64 and stepped to `
-    + `numpy_ref's float32 values in ${Math.round(performance.now() - t0)} ms (view 2 says how)`;
+  status.textContent = `image ${id}: ${units.toLocaleString("en")} conv outputs summed here in float64 and `
+    + `stepped to numpy_ref's float32 values in ${Math.round(performance.now() - t0)} ms (view 2 says how)`;
   Object.assign(state, { unit: { ...meta.default_unit }, fcClass: null, fcPath: [], backClass: meta.pred,
     backStage: null, checkRow: null, userChecks: [], arithChannel: null });
   state.poolUnit = defaultPoolUnit(state, "pool1");
