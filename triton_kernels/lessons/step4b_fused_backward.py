@@ -53,8 +53,10 @@ KIND, PASSES, LAYOUT = "conv", ("fwd+bwd",), "channels_last"
 # `python -m triton_kernels.codegen --module triton_kernels.lessons.specs`.
 DGRAD_GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=16, num_warps=8, num_stages=3)
 WGRAD_GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=3)
+# interpreted, each program's K loop runs in Python: dgrad takes 64 rows a program, so conv1's 121 taps are walked
+# by a quarter as many programs
 _TINY = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=1, num_stages=1)
-DGRAD_CONFIG, WGRAD_CONFIG = (_TINY, _TINY) if INTERPRET else (DGRAD_GPU_CONFIG, WGRAD_GPU_CONFIG)
+DGRAD_CONFIG, WGRAD_CONFIG = (dict(_TINY, BLOCK_M=64), _TINY) if INTERPRET else (DGRAD_GPU_CONFIG, WGRAD_GPU_CONFIG)
 SPLIT_K = 4  # wgrad's K slices (conv.py derives it from the SM count); 4 shows the idea and stays cheap
 
 
