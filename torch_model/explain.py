@@ -183,11 +183,13 @@ def unpack(blob: bytes, index: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def read_image(site: Path, image_id: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """One traced image of a built site: (its .json, its arrays), the conv outputs rebuilt as the page rebuilds
-    them (decode_convs)."""
+def read_image(site: Path, image_id: str, convs: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """One traced image of a built site: (its .json, its arrays), with convs the conv outputs rebuilt as the page
+    rebuilds them (decode_convs: two float64 convs per layer)."""
     meta = json.loads((site / "data" / f"img-{image_id}.json").read_text())
     arrays = unpack((site / "data" / f"img-{image_id}.bin.gz").read_bytes(), meta["arrays"])
+    if not convs:
+        return meta, arrays
     s = json.loads((site / "data" / "site.json").read_text())
     weights = unpack((site / "data" / s["weights"]["file"]).read_bytes(), s["weights"]["arrays"])
     return meta, decode_convs(arrays, weights, s["layers"])
@@ -680,7 +682,7 @@ class ExplainHandler(http.server.SimpleHTTPRequestHandler):
             if not image_id.replace("u", "", 1).isdigit() or not (self.server.site / "data" /
                                                                  f"img-{image_id}.json").is_file():
                 raise ValueError(f"image {image_id!r}: no such image on this site")
-            meta, arrays = read_image(self.server.site, image_id)
+            meta, arrays = read_image(self.server.site, image_id, convs=False)     # the image is all it needs
             with self.server.lock:
                 row = check_one_weight(self.server.model, arrays["image"], meta["pred"], ask.get("layer"),
                                        ask.get("index"))
