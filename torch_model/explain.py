@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from numpy_ref import functional as Fn
+from numpy_ref.geometry import conv_output_size, pool_output_size
 from numpy_ref.gradcheck import rel_error
 from numpy_ref.layers import Conv2d, Flatten, Linear, MaxPool2d
 from numpy_ref.model import layer_names
@@ -123,7 +124,7 @@ def geometry(net) -> list[dict]:
             k = layer.kernel_size if isinstance(layer, Conv2d) else (layer.kernel_size,) * 2
             stride = layer.stride if isinstance(layer, Conv2d) else (layer.stride or layer.kernel_size)
             pad = layer.padding
-            oh = (shape[1] + 2 * pad - k[0]) // stride + 1
+            oh = (conv_output_size if isinstance(layer, Conv2d) else pool_output_size)(shape[1], k[0], stride, pad)
             channels = layer.out_channels if isinstance(layer, Conv2d) else shape[0]
             d.update(kernel=k[0], stride=stride, padding=pad)
             shape = (channels, oh, oh)

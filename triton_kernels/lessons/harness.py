@@ -14,6 +14,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from numpy_ref.geometry import conv_output_size, pool_output_size
+
 from triton_kernels._common import INTERPRET
 from triton_kernels.lessons import CHAINS, STEPS
 from triton_kernels.testing import PASSES, pass_err, reference, rel_err, time_pass
@@ -65,7 +67,7 @@ def check_conv_args(x, weight, bias, stride, padding) -> tuple[int, ...]:
         _check_tensor(bias, "bias", 1, x.dtype)
         if tuple(bias.shape) != (f,):
             raise ValueError(f"bias must have shape ({f},) for weight {tuple(weight.shape)}, got {tuple(bias.shape)}")
-    oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
     if oh < 1 or ow < 1:
         raise ValueError(f"weight {tuple(weight.shape)} does not fit x {tuple(x.shape)} padded by {padding}")
     return n, c, h, w, f, kh, kw, oh, ow
@@ -80,7 +82,7 @@ def check_pool_args(x, kernel_size, stride, padding) -> tuple[int, ...]:
     if p > k // 2:
         raise ValueError(f"padding must be at most kernel_size // 2 = {k // 2}, got {p}")
     n, c, h, w = x.shape
-    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    oh, ow = pool_output_size(h, k, s, p), pool_output_size(w, k, s, p)
     if oh < 1 or ow < 1:
         raise ValueError(f"kernel_size {k} does not fit x {tuple(x.shape)} padded by {p}")
     return n, c, h, w, k, s, p, oh, ow
@@ -103,7 +105,7 @@ def layer_shapes(layer: str, batch: int, small: bool = False) -> tuple:
     if small:
         c, f, h = SMALL[layer]
         f = c if pool else f
-    oh = (h + 2 * p - k) // s + 1
+    oh = (pool_output_size if pool else conv_output_size)(h, k, s, p)
     return "pool" if pool else "conv", (batch, c, h, h), (batch, f, oh, oh), k
 
 
