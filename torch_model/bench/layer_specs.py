@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from numpy_ref.geometry import conv_output_size
 from numpy_ref.model import layer_names
 
 
@@ -47,12 +48,11 @@ class LayerSpec:
 
     @property
     def OH(self) -> int:
-        # OH = (H + 2*pad - (K-1) - 1) // stride + 1
-        return (self.H + 2 * self.padding - self.K) // self.stride + 1
+        return conv_output_size(self.H, self.K, self.stride, self.padding)   # a pool's too (no dilation, floor)
 
     @property
     def OW(self) -> int:
-        return (self.W + 2 * self.padding - self.K) // self.stride + 1
+        return conv_output_size(self.W, self.K, self.stride, self.padding)
 
     def shapes(self) -> dict:
         shapes = {"N": self.N, "C": self.C, "H": self.H, "W": self.W, "F": self.F, "K": self.K,
