@@ -174,14 +174,15 @@ def test_every_view_renders(driver, static_url):
 
 
 def test_the_page_rebuilds_every_conv_output_bit_for_bit(driver, static_url, site, real_data_dir):
-    """The page sums each conv layer in float64 and steps it to numpy_ref's float32 values: every unit of every
-    conv layer, compared as bits (SHA-256 of the float32 bytes) with numpy_ref's own forward of the image."""
+    """The page resizes the image and sums each conv layer in float64, and steps them to numpy_ref's float32
+    values: the input x and every unit of every conv layer, compared as bits (SHA-256 of the float32 bytes) with
+    torch's resize and numpy_ref's own forward of the image."""
     import hashlib
 
     wait_ready(driver, static_url + "/index.html?image=0")
     got = driver.execute_script("""return (async () => {
         const out = {};
-        for (const name of ["conv1", "conv2", "conv3", "conv4", "conv5"]) {
+        for (const name of ["x", "conv1", "conv2", "conv3", "conv4", "conv5"]) {
           const d = await crypto.subtle.digest("SHA-256", window.explainer.acts[name].data);
           out[name] = Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
         }
@@ -189,8 +190,8 @@ def test_the_page_rebuilds_every_conv_output_bit_for_bit(driver, static_url, sit
     })();""")
     meta, _ = read_image(site, "0")
     x = to_input(load_split(real_data_dir, "test").images[[int(meta["source"].split("#")[1])]]).numpy()
-    model, want = load_model(None, True, 0), {}
-    h = x
+    model, h = load_model(None, True, 0), x
+    want = {"x": hashlib.sha256(np.ascontiguousarray(x[0], "<f4").tobytes()).hexdigest()}
     for g, layer in zip(json.loads((site / "data" / "site.json").read_text())["layers"], model.net32):
         h = layer.forward(h)
         if g["kind"] == "Conv2d":

@@ -15,9 +15,10 @@ check of one weight per layer):
     SITE/data/weights.bin.gz             conv1..conv5 weights and biases, exact float32 (once per site)
     SITE/data/img-ID.json, .bin.gz       one image: its arrays (index in the .json) and the small numbers
 
-What an image's .bin.gz holds, and why (docs/explainer.md has the sizes): the 224x224 input in float32; the
-conv outputs as float32 steps (encode_conv: the page sums each layer in float64 and steps the rounded sums to
-numpy_ref's float32 values, bit for bit, at ~0.5 byte a unit instead of ~2.3); the pool winners (numpy_ref's
+What an image's .bin.gz holds, and why (docs/explainer.md has the sizes): the 28x28 image; the 224x224 input
+and the conv outputs as float32 steps (encode_steps, encode_conv: the page resizes the image and sums each layer
+in float64, and steps the rounded results to torch's and numpy_ref's float32 values, bit for bit, at ~0.5 byte a
+number instead of ~2.3); the pool winners (numpy_ref's
 argmax, uint8 0..8), so that the ReLU outputs (the conv outputs where positive) and the pool outputs (the ReLU
 outputs at the winners), and with them every conv layer's input, are selections of numpy_ref's float32 numbers;
 fc6, fc7 and the logits in float32. The backward's gradients are only drawn: int8, square-root companded
@@ -236,35 +237,61 @@ def conv_sum64(inp: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: in
     return s[0], m[0] * u / (1 - u)
 
 
-def encode_conv(value: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int,
-                padding: int) -> tuple[np.ndarray, np.ndarray]:
-    """numpy_ref's float32 conv output `value` (F, OH, OW) as (steps int8 (F, OH, OW), exact float32 (m,))."""
-    s, bound = conv_sum64(inp, weight, bias, stride, padding)
-    r = s.astype(np.float32)
-    boundaries = [(r.astype(np.float64) + np.nextafter(r, np.float32(v)).astype(np.float64)) / 2
-                  for v in (np.inf, -np.inf)]
-    near = np.minimum(*(np.abs(s - m) for m in boundaries)) <= 2 * bound
-    steps = float_steps(value) - float_steps(r)
-    exact = near | (np.abs(steps) > 127)
+def encode_steps(value: np.ndarray, s: np.ndarray, exact: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """float32 `value` as (int8 steps from float64 `s` rounded to float32, the float32 values of the units coded
+    EXACT: those more than 127 steps away and those marked in `exact`)."""
+    steps = float_steps(value) - float_steps(s.astype(np.float32))
+    exact = np.abs(steps) > 127 if exact is None else exact | (np.abs(steps) > 127)
     steps[exact] = EXACT
     return steps.astype(np.int8), value[exact].astype(np.float32)
 
 
-def decode_conv(steps: np.ndarray, exact: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np.ndarray,
-                stride: int, padding: int) -> np.ndarray:
-    """encode_conv's inverse, as the page's data.js does it: float32 (F, OH, OW)."""
-    s, _ = conv_sum64(inp, weight, bias, stride, padding)
+def decode_steps(s: np.ndarray, steps: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """encode_steps' inverse, as the page's data.js does it: float32, the shape of `steps`."""
     out = from_steps(float_steps(s.astype(np.float32)) + steps.astype(np.int64))
     out[steps == EXACT] = exact
     return out
 
 
+def encode_conv(value: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int,
+                padding: int) -> tuple[np.ndarray, np.ndarray]:
+    """numpy_ref's float32 conv output `value` (F, OH, OW) as (steps int8 (F, OH, OW), exact float32 (m,)), the
+    units whose float64 sum lies within twice the rounding bound of a float32 rounding boundary coded EXACT."""
+    s, bound = conv_sum64(inp, weight, bias, stride, padding)
+    r = s.astype(np.float32)
+    boundaries = [(r.astype(np.float64) + np.nextafter(r, np.float32(v)).astype(np.float64)) / 2
+                  for v in (np.inf, -np.inf)]
+    return encode_steps(value, s, np.minimum(*(np.abs(s - m) for m in boundaries)) <= 2 * bound)
+
+
+def decode_conv(steps: np.ndarray, exact: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+                stride: int, padding: int) -> np.ndarray:
+    """encode_conv's inverse: float32 (F, OH, OW)."""
+    return decode_steps(conv_sum64(inp, weight, bias, stride, padding)[0], steps, exact)
+
+
+def resize64(image: np.ndarray) -> np.ndarray:
+    """The 28x28 uint8 image as the page resizes it to 224x224, in float64: pixels / 255, then torch's bilinear
+    (align_corners=False: source row (i + 0.5) / 8 - 0.5, clamped at 0), with the same operations in the same order
+    as data.js, so both sides get the same float64 numbers; numpy_ref's input x (torch's float32 resize) is then
+    stored as float32 steps from them. (1, 224, 224)."""
+    p = image.astype(np.float64) / 255                            # (28, 28)
+    src = np.maximum((np.arange(224, dtype=np.float64) + 0.5) * 0.125 - 0.5, 0.0)
+    i0 = np.floor(src).astype(np.int64)                           # (224,)
+    i1 = np.minimum(i0 + 1, 27)
+    l1 = src - i0
+    l0 = 1 - l1
+    row = lambda i: l0[None, :] * p[i][:, i0] + l1[None, :] * p[i][:, i1]   # noqa: E731 (224, 224)
+    return (l0[:, None] * row(i0) + l1[:, None] * row(i1))[None]
+
+
 def decode_convs(arrays: dict, weights: dict, layers: list[dict]) -> dict:
-    """The stored arrays with every conv output rebuilt (decode_conv), layer after layer as the page does: a conv
-    layer's input is the x, ReLU or pool output below it, derived by selection (ReLU by sign, pool at
-    numpy_ref's winners)."""
+    """The stored arrays with the input x (resize64) and every conv output (decode_conv) rebuilt, layer after
+    layer as the page does: a conv layer's input is the x, ReLU or pool output below it, derived by selection
+    (ReLU by sign, pool at numpy_ref's winners)."""
     out = dict(arrays)
-    prev, conv = arrays["x"], None
+    out["x"] = decode_steps(resize64(arrays["image"]), arrays["x_steps"], arrays["x_exact"])   # (1, 224, 224)
+    prev, conv = out["x"], None
     for geo in layers:
         name, kind = geo["name"], geo["kind"]
         if kind == "Conv2d":
@@ -357,6 +384,7 @@ def trace(model: Model, image: np.ndarray, label: int | None, source: str) -> Tr
         "backward": backward, "gradcheck": gradcheck,
         "default_unit": default_unit(arrays),
     }
+    arrays["x_steps"], arrays["x_exact"] = encode_steps(arrays.pop("x"), resize64(image))
     for name, layer in zip(names, net32):                        # stored as float32 steps from the float64 sums
         if isinstance(layer, Conv2d):
             steps, exact = encode_conv(arrays.pop(name), conv_inputs[name], layer.weight.data, layer.bias.data,

@@ -1,8 +1,8 @@
 // Loading what `alexnet explain` wrote: site.json, the conv weights, one image's arrays; and the arrays the page
 // derives from them. ReLU outputs are the conv outputs where positive, pool outputs the ReLU outputs at
-// numpy_ref's argmax (selection only). Conv outputs are summed here in float64 from the layer's input and the
-// weights, rounded to float32 and moved by numpy_ref's stored number of float32 steps (convOutput): all of them
-// bit for bit numpy_ref's float32 numbers.
+// numpy_ref's argmax (selection only). The input x (the 224x224 resize) and the conv outputs are computed here in
+// float64 (resize64, convSum64), rounded to float32 and moved by numpy_ref's stored number of float32 steps
+// (stepped): all of them bit for bit numpy_ref's float32 numbers.
 
 export class Tensor {
   // data: a typed array in C order; shape: [C, H, W] or [N]
@@ -71,8 +71,10 @@ export function poolSelect(input, argmax, layer) {
 // Every layer's output by name (x, conv1, relu1, pool1, ..., fc6, relu6, fc7, relu7, fc8), from the stored arrays
 // and the conv weights.
 export function activations(arrays, layers, weights) {
-  const acts = { x: arrays.x };
-  let prev = arrays.x;
+  const x = new Tensor(stepped(resize64(arrays.image.data), arrays.x_steps.data, arrays.x_exact.data, "x"),
+    arrays.x_steps.shape);
+  const acts = { x };
+  let prev = x;
   for (const layer of layers) {
     let t;
     if (layer.kind === "Conv2d") t = convOutput(prev, weights, layer, arrays);
@@ -121,14 +123,35 @@ export function convSum64(input, W, b, layer) {
   return out;
 }
 
-// numpy_ref's float32 output of a conv layer: the float64 sum rounded to float32, then moved by LAYER_steps[i]
-// float32 steps (numpy_ref's float32 matmul lands a few steps from the rounded sum); step code -128: the value is
-// the next one stored in LAYER_exact (where the sum lies too near a float32 rounding boundary for every order
-// of adding to round alike, or numpy_ref's value is over 127 steps away).
-export function convOutput(input, weights, layer, arrays) {
-  const sum = convSum64(input, weights[`${layer.name}.weight`].data, weights[`${layer.name}.bias`].data, layer);
-  const steps = arrays[`${layer.name}_steps`].data, exact = arrays[`${layer.name}_exact`].data;
-  const out = new Float32Array(sum);                 // rounded to float32, to nearest
+// The 28x28 uint8 image resized to 224x224 in float64: pixels / 255, then torch's bilinear (align_corners=False:
+// source row (i + 0.5) / 8 - 0.5, clamped at 0). explain.py's resize64 does the same operations in the same order,
+// so both get the same float64 numbers; the stored steps then give numpy_ref's input x (torch's float32 resize).
+export function resize64(image) {
+  const src = new Float64Array(224), i0 = new Int32Array(224), i1 = new Int32Array(224);
+  for (let i = 0; i < 224; i++) {
+    src[i] = Math.max((i + 0.5) * 0.125 - 0.5, 0);
+    i0[i] = Math.floor(src[i]);
+    i1[i] = Math.min(i0[i] + 1, 27);
+  }
+  const p = (y, x) => image[y * 28 + x] / 255;
+  const out = new Float64Array(224 * 224);
+  for (let y = 0; y < 224; y++) {
+    const ly1 = src[y] - i0[y], ly0 = 1 - ly1;
+    for (let x = 0; x < 224; x++) {
+      const lx1 = src[x] - i0[x], lx0 = 1 - lx1;
+      const top = lx0 * p(i0[y], i0[x]) + lx1 * p(i0[y], i1[x]);
+      const bottom = lx0 * p(i1[y], i0[x]) + lx1 * p(i1[y], i1[x]);
+      out[y * 224 + x] = ly0 * top + ly1 * bottom;
+    }
+  }
+  return out;
+}
+
+// numpy_ref's float32 numbers from float64 values computed here: each rounded to float32, then moved by steps[i]
+// float32 steps; step code -128: the value is the next one stored in `exact` (a conv sum too near a float32
+// rounding boundary for every order of adding to round alike, or numpy_ref's value over 127 steps away).
+export function stepped(values, steps, exact, name) {
+  const out = new Float32Array(values);              // rounded to float32, to nearest
   const bits = new Int32Array(out.buffer);
   let e = 0;
   for (let i = 0; i < out.length; i++) {
@@ -139,8 +162,15 @@ export function convOutput(input, weights, layer, arrays) {
     const key = (b >= 0 ? b : -(b & 0x7fffffff) - 1) + d;   // float32 numbers in order: consecutive keys
     bits[i] = key >= 0 ? key : (-(key + 1)) | 0x80000000;
   }
-  if (e !== exact.length) throw new Error(`${layer.name}: ${exact.length} exact values stored, ${e} used`);
-  return new Tensor(out, layer.out);
+  if (e !== exact.length) throw new Error(`${name}: ${exact.length} exact values stored, ${e} used`);
+  return out;
+}
+
+// numpy_ref's float32 output of a conv layer: its float64 sums (convSum64), stepped.
+export function convOutput(input, weights, layer, arrays) {
+  const sum = convSum64(input, weights[`${layer.name}.weight`].data, weights[`${layer.name}.bias`].data, layer);
+  const name = layer.name;
+  return new Tensor(stepped(sum, arrays[`${name}_steps`].data, arrays[`${name}_exact`].data, name), layer.out);
 }
 
 // int8 square-root companded gradient -> float: g = sign(q) (q / 127)^2 * scale
