@@ -18,10 +18,9 @@ check of one weight per layer):
 What an image's .bin.gz holds, and why (docs/explainer.md has the sizes): the 28x28 image; the 224x224 input
 and the conv outputs as float32 steps (encode_steps, encode_conv: the page resizes the image and sums each layer
 in float64, and steps the rounded results to torch's and numpy_ref's float32 values, bit for bit, at ~0.5 byte a
-number instead of ~2.3); the pool winners (numpy_ref's
-argmax, uint8 0..8), so that the ReLU outputs (the conv outputs where positive) and the pool outputs (the ReLU
-outputs at the winners), and with them every conv layer's input, are selections of numpy_ref's float32 numbers;
-fc6, fc7 and the logits in float32. The backward's gradients are only drawn: int8, square-root companded
+number instead of ~2.3); the pool winners (numpy_ref's argmax, uint8 0..8), so that the ReLU outputs (the conv
+outputs where positive) and the pool outputs (the ReLU outputs at the winners), and with them every conv layer's
+input, are selections of numpy_ref's float32 numbers; fc6, fc7 and the logits in float32. The backward's gradients are only drawn: int8, square-root companded
 (q = round(127 sign(g) sqrt(|g| / scale))). Arrays are byte-shuffled (byte planes) before gzip, which the
 browser undoes with DecompressionStream.
 
