@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from torch_model.bench.common import positive_int
 from torch_model.checkpoint import load
 from torch_model.data import load_fashion_mnist, to_input
 from torch_model.model import alexnet
@@ -35,12 +36,11 @@ def d2l_input(images: torch.Tensor, size: int) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="best.pt / last.pt of a d2l run: also compare its accuracy on each input")
-    parser.add_argument("--images", type=int, default=10000, help="the first N test images (default: all 10,000)")
-    parser.add_argument("--batch", type=int, default=100, help="images per forward pass (default 100)")
+    parser.add_argument("--images", type=positive_int, default=10000,
+                        help="the first N test images (default: all 10,000)")
+    parser.add_argument("--batch", type=positive_int, default=100, help="images per forward pass (default 100)")
     parser.add_argument("--data-dir", help="folder with the four IDX files (default: the usual places)")
     args = parser.parse_args(argv)
-    if args.images < 1 or args.batch < 1:
-        parser.error("--images and --batch must be >= 1")
     try:
         ckpt = load(args.checkpoint) if args.checkpoint else None
         if ckpt is not None and (ckpt.variant != "d2l" or ckpt.pixels != "unit"):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from numpy_ref.walkthrough import load_weights, resize_bilinear
 from torch_model.data import load_fashion_mnist, to_input
+from torch_model.bench.common import positive_int
 from torch_model.checkpoint import load
 from torch_model.model import alexnet
 
@@ -27,12 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a d2l run")
     parser.add_argument("--weights", required=True, metavar="FILE.npz", help="the same run's `alexnet export`")
-    parser.add_argument("--images", type=int, default=1000, help="the first N test images (default 1000)")
-    parser.add_argument("--batch", type=int, default=50, help="images per forward pass (default 50)")
+    parser.add_argument("--images", type=positive_int, default=1000, help="the first N test images (default 1000)")
+    parser.add_argument("--batch", type=positive_int, default=50, help="images per forward pass (default 50)")
     parser.add_argument("--data-dir", help="folder with the four IDX files (default: the usual places)")
     args = parser.parse_args(argv)
-    if args.images < 1 or args.batch < 1:
-        parser.error("--images and --batch must be >= 1")
     try:
         ckpt = load(args.checkpoint)
         if ckpt.variant != "d2l":

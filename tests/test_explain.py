@@ -225,8 +225,8 @@ def test_conv_steps_rebuild_numpy_refs_values_in_another_summation_order(site):
     w = unpack((site / "data" / "weights.bin.gz").read_bytes(), s["weights"]["arrays"])
     geo = next(g for g in s["layers"] if g["name"] == "conv2")
     inp, weight, bias = conv_input(a, "conv2"), w["conv2.weight"], w["conv2.bias"]
-    ours, _ = conv_sum64(inp, weight, bias, geo["stride"], geo["padding"])
-    other, _ = conv_sum64(inp[::-1].copy(), weight[:, ::-1].copy(), bias, geo["stride"], geo["padding"])
+    ours = conv_sum64(inp, weight, bias, geo["stride"], geo["padding"])
+    other = conv_sum64(inp[::-1].copy(), weight[:, ::-1].copy(), bias, geo["stride"], geo["padding"])
     assert (ours != other).any()                                   # the orders do round differently
     steps, exact = a["conv2_steps"], a["conv2_exact"]
     assert steps.dtype == np.int8 and 0 < exact.size < steps.size / 50

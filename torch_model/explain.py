@@ -20,9 +20,9 @@ and the conv outputs as float32 steps (encode_steps, encode_conv: the page resiz
 in float64, and steps the rounded results to torch's and numpy_ref's float32 values, bit for bit, at ~0.5 byte a
 number instead of ~2.3); the pool winners (numpy_ref's argmax, uint8 0..8), so that the ReLU outputs (the conv
 outputs where positive) and the pool outputs (the ReLU outputs at the winners), and with them every conv layer's
-input, are selections of numpy_ref's float32 numbers; fc6, fc7 and the logits in float32. The backward's gradients are only drawn: int8, square-root companded
-(q = round(127 sign(g) sqrt(|g| / scale))). Arrays are byte-shuffled (byte planes) before gzip, which the
-browser undoes with DecompressionStream.
+input, are selections of numpy_ref's float32 numbers; fc6, fc7 and the logits in float32. The backward's
+gradients are only drawn: int8, square-root companded (q = round(127 sign(g) sqrt(|g| / scale))). Arrays are
+byte-shuffled (byte planes) before gzip, which the browser undoes with DecompressionStream.
 
 With --serve the page can also send a drawn or uploaded 28x28 grey image (POST /api/trace): it is traced as the
 test images are and opens as image uID. A bad upload (not an image, not 28x28, over 1 MB) is answered with a
@@ -225,15 +225,18 @@ def from_steps(k: np.ndarray) -> np.ndarray:
     return b.astype(np.uint32).view(np.float32)
 
 
-def conv_sum64(inp: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int,
-               padding: int) -> tuple[np.ndarray, np.ndarray]:
-    """A conv layer's sums in float64 from its float32 input (C, H, W) and weights, and the rounding bound of any
-    float64 summation order, n 2^-53 (sum|x w| + |b|) / (1 - n 2^-53) with n = C k k + 1 terms: both (F, OH, OW)."""
+def conv_sum64(inp: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int, padding: int,
+               bound: bool = False):
+    """A conv layer's sums in float64 from its float32 input (C, H, W) and weights: (F, OH, OW). With bound, also
+    the rounding bound of any float64 summation order, n 2^-53 (sum|x w| + |b|) / (1 - n 2^-53) with n = C k k + 1
+    terms (F, OH, OW): one more conv, of the absolute values, which only the encoder needs."""
     x, w, b = (np.asarray(a, np.float64) for a in (inp[None], weight, bias))
-    s, _ = Fn.conv2d_forward(x, w, b, stride, padding)
-    m, _ = Fn.conv2d_forward(np.abs(x), np.abs(w), np.abs(b), stride, padding)
+    s = Fn.conv2d_forward(x, w, b, stride, padding)[0][0]
+    if not bound:
+        return s
+    m = Fn.conv2d_forward(np.abs(x), np.abs(w), np.abs(b), stride, padding)[0][0]
     u = (weight[0].size + 1) * 2.0 ** -53
-    return s[0], m[0] * u / (1 - u)
+    return s, m * u / (1 - u)
 
 
 def encode_steps(value: np.ndarray, s: np.ndarray, exact: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -256,7 +259,7 @@ def encode_conv(value: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np
                 padding: int) -> tuple[np.ndarray, np.ndarray]:
     """numpy_ref's float32 conv output `value` (F, OH, OW) as (steps int8 (F, OH, OW), exact float32 (m,)), the
     units whose float64 sum lies within twice the rounding bound of a float32 rounding boundary coded EXACT."""
-    s, bound = conv_sum64(inp, weight, bias, stride, padding)
+    s, bound = conv_sum64(inp, weight, bias, stride, padding, bound=True)
     r = s.astype(np.float32)
     boundaries = [(r.astype(np.float64) + np.nextafter(r, np.float32(v)).astype(np.float64)) / 2
                   for v in (np.inf, -np.inf)]
@@ -266,14 +269,15 @@ def encode_conv(value: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np
 def decode_conv(steps: np.ndarray, exact: np.ndarray, inp: np.ndarray, weight: np.ndarray, bias: np.ndarray,
                 stride: int, padding: int) -> np.ndarray:
     """encode_conv's inverse: float32 (F, OH, OW)."""
-    return decode_steps(conv_sum64(inp, weight, bias, stride, padding)[0], steps, exact)
+    return decode_steps(conv_sum64(inp, weight, bias, stride, padding), steps, exact)
 
 
 def resize64(image: np.ndarray) -> np.ndarray:
     """The 28x28 uint8 image as the page resizes it to 224x224, in float64: pixels / 255, then torch's bilinear
     (align_corners=False: source row (i + 0.5) / 8 - 0.5, clamped at 0), with the same operations in the same order
     as data.js, so both sides get the same float64 numbers; numpy_ref's input x (torch's float32 resize) is then
-    stored as float32 steps from them. (1, 224, 224)."""
+    stored as float32 steps from them. (numpy_ref.walkthrough.resize_bilinear is the same resize as two matmuls,
+    whose BLAS order and fused multiply-adds a page cannot repeat bit for bit.) (1, 224, 224)."""
     p = image.astype(np.float64) / 255                            # (28, 28)
     src = np.maximum((np.arange(224, dtype=np.float64) + 0.5) * 0.125 - 0.5, 0.0)
     i0 = np.floor(src).astype(np.int64)                           # (224,)

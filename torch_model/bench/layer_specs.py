@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from numpy_ref.geometry import conv_output_size
+from numpy_ref.geometry import conv_output_size, pool_output_size
 from numpy_ref.model import layer_names
 
 
@@ -46,13 +46,17 @@ class LayerSpec:
     first: bool = False  # the first layer: its input is the data, so the backward computes no dX
     lrn: tuple = ()      # an LRN's (size, alpha, beta, k), torch.nn.functional.local_response_norm's arguments
 
+    def _out(self, size: int) -> int:
+        size_of = pool_output_size if self.kind == "pool" else conv_output_size
+        return size_of(size, self.K, self.stride, self.padding)
+
     @property
     def OH(self) -> int:
-        return conv_output_size(self.H, self.K, self.stride, self.padding)   # a pool's too (no dilation, floor)
+        return self._out(self.H)
 
     @property
     def OW(self) -> int:
-        return conv_output_size(self.W, self.K, self.stride, self.padding)
+        return self._out(self.W)
 
     def shapes(self) -> dict:
         shapes = {"N": self.N, "C": self.C, "H": self.H, "W": self.W, "F": self.F, "K": self.K,
