@@ -153,6 +153,22 @@ def test_a_resumed_record_that_cannot_run_here_names_its_file(tmp_path):
         resume_config(tmp_path, {})
 
 
+def test_a_resumed_run_runs_where_the_flags_say_not_where_it_was_recorded(tmp_path):
+    """The process context (distributed.setup) comes from --device and --dist-timeout before the record is read, so
+    a resume checks the run for that device: a run recorded on cuda continues on this machine's `auto`."""
+    from dataclasses import asdict
+
+    from torch_model.config import resume_config
+
+    record = {**asdict(resolve_config(TrainConfig(device="cpu"))), "device": "cuda:3", "dist_timeout": 7.0}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    resumed = resume_config(tmp_path, {})
+    assert (resumed.device, resumed.dist_timeout) == ("auto", 300.0)
+    assert {k: v for k, v in asdict(resumed).items() if k not in ("device", "dist_timeout", "resume", "out")} == \
+        {k: v for k, v in record.items() if k not in ("device", "dist_timeout", "resume", "out")}
+    given = resume_config(tmp_path, {"device": "cpu", "dist_timeout": 9.0})
+    assert (given.device, given.dist_timeout) == ("cpu", 9.0)
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, real_data_dir, capsys):
     def poison(epoch, row, learner):
         with torch.no_grad():

@@ -50,6 +50,9 @@ RESUME_KEYS = ("batch_size", "lr", "resize", "seed", "backend", "amp", "channels
                "variant", "momentum", "weight_decay", "dataset", "mean", "std", "pixels")
 # where a resumed run may differ from the recorded one: where it runs and how it reports
 RUNTIME_KEYS = ("device", "data_dir", "progress", "workers", "dist_timeout")
+# decided by this process, not the record, when not given: the process context (distributed.setup) is made from the
+# flags before any record is read, so the settings it was made from must be the ones the run is checked with
+PROCESS_KEYS = ("device", "dist_timeout")
 # what resolve_config decides when it is None
 SETTLED_BY_RESOLVE = ("lr", "resize", "backend", "amp", "channels_last", "momentum", "weight_decay", "pixels")
 DATASETS = ("fashion-mnist", "imagefolder")
@@ -289,8 +292,11 @@ def check_run_folder(cfg: TrainConfig) -> dict | None:
 
 def resume_config(out: Path, given: dict) -> TrainConfig:
     """`--resume --out R` with the flags `given` on the command line: R's recorded run, settled. A given setting must
-    agree with the record, except --epochs (may extend the run) and where/how it runs (RUNTIME_KEYS)."""
+    agree with the record, except --epochs (may extend the run) and where/how it runs (RUNTIME_KEYS); the device and
+    the torchrun timeout are the flags' (default: auto, as a new run's), never the recorded ones: a run recorded on
+    cuda resumes on the machine it is continued on, checked for that machine."""
     saved, record = recorded_settings(out)
+    saved.update({key: getattr(TrainConfig, key) for key in PROCESS_KEYS})   # the flags' defaults, as for ctx
     differ = []
     for key, value in given.items():
         if key in RUNTIME_KEYS or key == "epochs":
