@@ -477,14 +477,6 @@ def workspace_text(ex: Exercise, prog: str = PROG) -> str:
             f"from __future__ import annotations\n\n" + (f"{imports}\n\n\n" if imports else "\n") + func_src)
 
 
-def solution_source(ex: Exercise) -> str:
-    """The project's own function, as the file a learner's would be once solved (what the tests check passes)."""
-    module, func = resolve(ex.target)
-    src = textwrap.dedent(inspect.getsource(func))
-    imports = "\n".join(import_lines(module, _free_names(ast.parse(src).body[0])))
-    return f"from __future__ import annotations\n\n{imports}\n\n\n{src}"
-
-
 # ----------------------------------------------------------------------------------------------------------
 # workspaces
 

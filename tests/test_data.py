@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import write_fake_fashion_mnist, write_idx
-from torch_model.data import (CLASS_NAMES, IMAGES_MAGIC, LABELS_MAGIC, DatasetError, batches, find_data_dir,
-                              load_fashion_mnist, load_split, read_idx, to_input)
+from numpy_ref.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from torch_model.data import (CLASS_NAMES, DatasetError, batches, find_data_dir, load_fashion_mnist, load_split,
+                              to_input)
 
 
 @pytest.mark.parametrize("gz", [True, False])

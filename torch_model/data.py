@@ -24,9 +24,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-# The IDX reader and its checks are torch-free and shared with numpy_ref.walkthrough; re-exported here.
-from numpy_ref.idx import (CLASS_NAMES, DEFAULT_DIRS, FILES, HOW_TO_GET, IMAGES_MAGIC, LABELS_MAGIC,  # noqa: F401
-                           DatasetError, find_file, load_split_arrays, missing_files, read_idx)
+# The IDX reader and its checks are torch-free and shared with numpy_ref.walkthrough.
+from numpy_ref.idx import CLASS_NAMES, DEFAULT_DIRS, FILES, HOW_TO_GET, DatasetError, find_file, load_split_arrays
 from numpy_ref.idx import find_data_dir as _find_explicit_or_default
 
 DOWNLOAD_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
