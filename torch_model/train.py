@@ -176,10 +176,6 @@ class Run:
     warned: set = field(default_factory=set)   # unreadable images already named in a warning
     pixel_mean: torch.Tensor | None = None   # (28, 28) mean training image (--pixels mean-subtracted), else None
 
-    @property
-    def channels(self) -> int:
-        return INPUT_SHAPES[self.cfg.variant][0]
-
 
 def prepare(cfg: TrainConfig, checkpoint: dict | None, ctx: distributed.DistContext | None = None) -> Run:
     """Load the data, build the learner, restore the checkpoint: every check that needs them, no file written.
