@@ -4,10 +4,11 @@
 
 Each RUN is a run folder (or a copy of one) holding `metrics.csv` and `config.json`, as `alexnet train` writes
 them. Prints one row per run (seed, epochs, images/s, final loss, train and test accuracy, its best epoch) and the
-mean and sample standard deviation of the final test accuracies; draws test accuracy (solid) and train accuracy
-(dotted) per epoch, one colour per run, with the reference as a horizontal line. A run whose config differs from
-the first run's in anything but the seed, the run folder or where it ran is named, so that one plot never mixes
-two recipes unawares.
+mean and sample standard deviation of the final test accuracies (at the last epoch every run reached, when one
+stopped early); draws test accuracy (solid) and train accuracy (dotted) per epoch, one colour per run, with the
+reference as a horizontal line. A run whose config differs from the first run's in anything but the seed, the run
+folder or where it ran is named, and so are those settings in the plot's title, so that one plot never mixes two
+recipes unawares.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def recipe_differences(first: dict, other: dict) -> list[str]:
     return [f"{k}: {first.get(k)!r} -> {other.get(k)!r}" for k in sorted(keys) if first.get(k) != other.get(k)]
 
 
-def plot(runs: list[dict], path: Path, reference: float | None, reference_label: str) -> None:
+def plot(runs: list[dict], path: Path, reference: float | None, reference_label: str, differ: list[str]) -> None:
+    """differ: the settings in which the runs' recipes differ (named in the title; none for runs of one recipe)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +73,8 @@ def plot(runs: list[dict], path: Path, reference: float | None, reference_label:
                     xycoords="axes fraction", fontsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"{len(runs)} runs of one recipe: test accuracy per epoch", fontsize=9)
+    kind = f"runs differing in {', '.join(differ)}" if differ else "runs of one recipe"
+    ax.set_title(f"{len(runs)} {kind}: test accuracy per epoch", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: fig.savefig(f, format="png"))      # never half a PNG over an older one
@@ -102,19 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         if differ:
             print(f"note: {run['label']} is not the recipe of {runs[0]['label']}: {'; '.join(differ)}")
     print(f"{'run':<32} {'epochs':>6} {'img/s':>7} {'loss':>6} {'train':>6} {'test':>7}  best epoch")
-    finals = []
     for run in runs:
         last = run["rows"][-1]
         best = max(run["rows"], key=lambda r: r["test_acc"])
-        finals.append(last["test_acc"])
         rate = statistics.mean(r["examples_per_sec"] for r in run["rows"])
         print(f"{run['label']:<32} {int(last['epoch']):>6} {rate:>7.1f} {last['loss']:>6.3f} {last['train_acc']:>6.3f} "
               f"{last['test_acc']:>7.4f}  {int(best['epoch'])} ({best['test_acc']:.4f})")
+    # the spread is taken at one epoch: the last, or the last that every run reached when one stopped early
+    ends = {int(run["rows"][-1]["epoch"]) for run in runs}
+    epoch = min(ends)
+    finals = [next(r["test_acc"] for r in run["rows"] if int(r["epoch"]) == epoch) for run in runs]
+    what = "final test accuracy" if len(ends) == 1 else f"test accuracy at epoch {epoch}, the last all runs reached,"
     spread = f", sample std {statistics.stdev(finals):.4f}" if len(finals) > 1 else ""
-    print(f"final test accuracy over {len(finals)} run(s): mean {statistics.mean(finals):.4f}{spread}, "
+    print(f"{what} over {len(finals)} run(s): mean {statistics.mean(finals):.4f}{spread}, "
           f"range {min(finals):.4f}..{max(finals):.4f}")
     if args.out:
-        plot(runs, Path(args.out), args.reference, args.reference_label)
+        differ = sorted({d.split(":")[0] for run in runs for d in recipe_differences(runs[0]["config"], run["config"])})
+        plot(runs, Path(args.out), args.reference, args.reference_label, differ)
         print(f"wrote {args.out}")
     return 0
 
