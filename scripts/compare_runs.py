@@ -37,9 +37,10 @@ def read_run(folder: Path) -> dict:
     return {"folder": folder, "rows": rows, "config": cfg}
 
 
-def recipe_differences(first: dict, other: dict) -> list[str]:
+def recipe_differences(first: dict, other: dict) -> dict[str, tuple]:
+    """{setting: (first's value, other's)} for every recipe setting (not in VARYING) on which the two disagree."""
     keys = (set(first) | set(other)) - VARYING
-    return [f"{k}: {first.get(k)!r} -> {other.get(k)!r}" for k in sorted(keys) if first.get(k) != other.get(k)]
+    return {k: (first.get(k), other.get(k)) for k in sorted(keys) if first.get(k) != other.get(k)}
 
 
 def plot(runs: list[dict], path: Path, reference: float | None, reference_label: str, differ: list[str]) -> None:
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         run["label"] = args.label[i] if args.label else f"{run['folder'].name} (seed {run['config'].get('seed')})"
         differ = recipe_differences(runs[0]["config"], run["config"])
         if differ:
-            print(f"note: {run['label']} is not the recipe of {runs[0]['label']}: {'; '.join(differ)}")
+            print(f"note: {run['label']} is not the recipe of {runs[0]['label']}: "
+                  + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differ.items()))
     print(f"{'run':<32} {'epochs':>6} {'img/s':>7} {'loss':>6} {'train':>6} {'test':>7}  best epoch")
     for run in runs:
         last = run["rows"][-1]
@@ -120,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{what} over {len(finals)} run(s): mean {statistics.mean(finals):.4f}{spread}, "
           f"range {min(finals):.4f}..{max(finals):.4f}")
     if args.out:
-        differ = sorted({d.split(":")[0] for run in runs for d in recipe_differences(runs[0]["config"], run["config"])})
-        plot(runs, Path(args.out), args.reference, args.reference_label, differ)
+        settings = sorted({k for run in runs for k in recipe_differences(runs[0]["config"], run["config"])})
+        plot(runs, Path(args.out), args.reference, args.reference_label, settings)
         print(f"wrote {args.out}")
     return 0
 
