@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -356,3 +357,28 @@ def test_pictures_that_could_not_be_written_are_named_and_drawn_on_resume(tmp_pa
     monkeypatch.setattr(plots, "atomic_write", real)
     assert cli.main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert all((out / name).exists() for name in checkpoint.PICTURES)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_during_a_save_waits_until_it_is_whole(sig):
+    """Ctrl-C or `kill PID` (after stop_on_sigterm) arriving while an epoch is saved: the save goes on to its end,
+    then the run stops (KeyboardInterrupt); a signal the process ignores stays ignored."""
+    saved = {s: signal.getsignal(s) for s in checkpoint.STOP_SIGNALS}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        checkpoint.stop_on_sigterm()
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with checkpoint.stops_deferred():
+                os.kill(os.getpid(), getattr(signal, sig))
+                time.sleep(0)                                 # the handler has run by now: a bytecode boundary
+                done.append("the rest of the save")
+        assert done == ["the rest of the save"]
+        assert signal.getsignal(getattr(signal, sig)) is signal.default_int_handler
+        signal.signal(getattr(signal, sig), signal.SIG_IGN)
+        with checkpoint.stops_deferred():
+            os.kill(os.getpid(), getattr(signal, sig))
+        assert signal.getsignal(getattr(signal, sig)) is signal.SIG_IGN
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -79,20 +79,22 @@ def test_killed_at_any_instant_resumes_to_the_same_metrics(at, data, uninterrupt
                                                   "mistakes.png"]
 
 
-def test_ctrl_c_mid_epoch_then_resume(data, uninterrupted, tmp_path, capsys):
-    """A real SIGINT at the first step of epoch 2 (the process says it is there): exit 130 with a one-line hint,
-    epoch 1 kept; --resume finishes the run with the uninterrupted metrics."""
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_kill_mid_epoch_then_resume(sig, data, uninterrupted, tmp_path, capsys):
+    """A real Ctrl-C (SIGINT) or `kill PID` (SIGTERM) at the first step of epoch 2 (the process says it is there):
+    exit 130 with a one-line hint, epoch 1 kept and its curves drawn; --resume finishes the run with the
+    uninterrupted metrics."""
     out = tmp_path / "R"
     proc = hooked("step:3", "pause", _args(out, data))
     try:
         wait_for_line(proc, "HOOK step:3 paused")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         stdout, stderr = proc.communicate(timeout=600)
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and f"alexnet train --resume --out {out}" in stdout
-    assert len(metrics(out)) == 1
+    assert len(metrics(out)) == 1 and (out / "curves.png").is_file()
     assert cli.main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     said = capsys.readouterr().out
     assert "epoch 2/2:" in said and "epoch 1/2:" not in said

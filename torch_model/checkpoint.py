@@ -8,7 +8,7 @@
 
 Every file is written whole beside the one it replaces and renamed over it (torch_model.files.atomic_write), so a
 kill -9 at any instant leaves the previous version or the new one, plus at most a temporary `.NAME.xxxx` that the
-next run on the folder clears. A Ctrl-C while an epoch is being saved waits until it is saved.
+next run on the folder clears. A Ctrl-C (or SIGTERM) while an epoch is being saved waits until it is saved.
 """
 from __future__ import annotations
 
@@ -214,18 +214,33 @@ class CheckpointWriteError(OSError):
         return self.message
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # Ctrl-C; `kill PID`, `timeout`, a scheduler's stop
+
+
+def stop_on_sigterm() -> None:
+    """A SIGTERM stops the run as a Ctrl-C does (KeyboardInterrupt): the epoch being saved is finished, curves.png is
+    drawn, and `--resume` continues it. Python's default for SIGTERM is to die on the spot. Not under torchrun, whose
+    agent stops its workers with SIGTERM when one of them has failed."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 @contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives inside the block until the block is done, then raise KeyboardInterrupt."""
+def stops_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C or SIGTERM that arrives inside the block until the block is done, then raise KeyboardInterrupt.
+    A signal the process ignores (SIGINT of a job started with `&` by a script) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pending = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.default_int_handler)
     if pending:
         raise KeyboardInterrupt
 

@@ -9,8 +9,9 @@ in learners.py; the batches in data.FashionMNISTSource or imagefolder.ImageFolde
 Each epoch prints a tqdm bar with its ETA, then loss, train acc (on the training batches with dropout on, as d2l counts
 it), test acc and examples/sec; the run ends with d2l's two lines, `loss L, train acc A, test acc T` and
 `N examples/sec on DEVICE`. After its first steps the run prints how long it will take at the rate it measured. A NaN or
-inf loss stops it and keeps the last good checkpoint; Ctrl-C stops it cleanly; `alexnet train --resume --out R`
-continues a run stopped at any instant (kill -9 included) to exactly the metrics of one that was never stopped.
+inf loss stops it and keeps the last good checkpoint; Ctrl-C or SIGTERM (`kill`) stops it cleanly;
+`alexnet train --resume --out R` continues a run stopped at any instant (kill -9 included) to exactly the metrics of
+one that was never stopped.
 On a CPU `--preset auto` is `quick` (one epoch on the first training images, the whole test set); `--preset full` is
 the seed's 10 epochs anywhere. `--variant paper`: docs/paper_variant.md; image folders and torchrun: docs/distributed.md.
 """
@@ -30,8 +31,8 @@ from tqdm import tqdm
 from torch_model import distributed
 from torch_model.checkpoint import (PICTURES, CheckpointWriteError, RunLock, check_free_space, checkpoint_bytes,
                                     clear_stale_files, make_run_folder, recorded_pixel_mean, remove_empty_folder,
-                                    restore_rng_state, rng_state, save_checkpoint, say, sigint_deferred,
-                                    unfinished_files, write_config, write_metrics)
+                                    restore_rng_state, rng_state, save_checkpoint, say, stop_on_sigterm,
+                                    stops_deferred, unfinished_files, write_config, write_metrics)
 from torch_model.config import (ESTIMATE_AFTER_STEPS, TrainConfig, check_run_folder, check_settled,  # noqa: F401
                                 config_from_args, configure, estimate, header)  # configure: the CLI's
 from torch_model.data import FashionMNISTSource, load_fashion_mnist, pixel_mean
@@ -335,7 +336,7 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
         run.history.append(row)
         return
     inputs = {} if run.pixel_mean is None else {"pixel_mean": run.pixel_mean.cpu()}  # what the weights expect
-    with sigint_deferred():
+    with stops_deferred():
         if cfg.checkpoint:
             try:
                 if row["test_acc"] > run.best_acc:
@@ -357,8 +358,8 @@ def save_epoch(run: Run, out: Path, row: dict) -> None:
 
 
 def finish(run: Run, out: Path, status: str, log: Callable[[str], None]) -> None:
-    """metrics.csv and curves.png of the epochs done (also after Ctrl-C, NaN or a failed save); the NaN stop says
-    what the folder really holds."""
+    """metrics.csv and curves.png of the epochs done (also after a Ctrl-C or SIGTERM, a NaN or a failed save); the NaN
+    stop says what the folder really holds."""
     if run.history:
         try:
             write_metrics(out, run.history)
@@ -392,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
     1); every process ends through distributed.exit_now (not the process group's teardown, which can abort)."""
     ctx = distributed.setup(args.device or "auto", args.dist_timeout or distributed.DEFAULT_TIMEOUT_S)
     if not ctx.enabled:
+        stop_on_sigterm()
         return train_from_args(args, ctx)
     try:
         status = train_from_args(args, ctx)   # no barrier after it: rank 0 may still draw pictures as the others leave
