@@ -51,7 +51,7 @@ if ! have_data; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
   else
     echo "setup: Fashion-MNIST not found and apt-get is not usable here; put the four IDX files in" \
-         "./data/fashion-mnist or set FASHION_MNIST_DIR (alexnet train will also try the official download)"
+         "./data/fashion-mnist or set FASHION_MNIST_DIR"
   fi
 fi
 

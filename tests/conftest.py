@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-os.environ["ALEXNET_NO_DOWNLOAD"] = "1"
 if not torch.cuda.is_available():
     # Triton kernels run in the interpreter on a CPU; set before anything imports triton (triton_kernels does the
     # same on import, but a test module may pull in triton first, e.g. through torch._dynamo).
@@ -101,7 +100,7 @@ def fake_data(tmp_path) -> Path:
 def real_data_dir() -> Path:
     from torch_model.data import find_data_dir
 
-    return find_data_dir(download=False)  # raises DatasetError (a failure, not a skip) when the data is missing
+    return find_data_dir()  # raises DatasetError (a failure, not a skip) when the data is missing
 
 
 def write_image_folder(root: Path, classes=("ant", "bee", "cat"), per_class: int = 3, size=(40, 30),

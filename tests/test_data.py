@@ -97,6 +97,21 @@ def test_missing_dir_and_files(tmp_path, monkeypatch):
         find_data_dir()
 
 
+def test_no_data_anywhere_says_how_to_get_it(tmp_path, monkeypatch):
+    """No folder holds the files: one error naming where it looked and how to install them (nothing is fetched)."""
+    import numpy_ref.idx
+    from torch_model import data
+
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+    empty = [tmp_path / "a", tmp_path / "b"]
+    monkeypatch.setattr(numpy_ref.idx, "DEFAULT_DIRS", empty)
+    monkeypatch.setattr(data, "DEFAULT_DIRS", empty)
+    with pytest.raises(DatasetError, match=rf"not found in {tmp_path / 'a'}, {tmp_path / 'b'}; .*apt-get install "
+                                           r"dataset-fashion-mnist"):
+        find_data_dir()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_data_dir_that_is_a_file(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(DatasetError, match=r"--data-dir .*afile: is a file, not a directory"):

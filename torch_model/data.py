@@ -9,14 +9,11 @@ the training set, on the training device) and each batch is converted and resize
 
 Where the files are looked for, in order: --data-dir (or FASHION_MNIST_DIR), ./data/fashion-mnist,
 /usr/share/datasets/fashion-mnist (Debian's `dataset-fashion-mnist` package); each of the four files may be
-gzipped (`.gz`) or raw. If none is found the official download into ./data/fashion-mnist is tried once.
+gzipped (`.gz`) or raw.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,11 +22,8 @@ import torch
 import torch.nn.functional as F
 
 # The IDX reader and its checks are torch-free and shared with numpy_ref.walkthrough.
-from numpy_ref.idx import CLASS_NAMES, DEFAULT_DIRS, FILES, HOW_TO_GET, DatasetError, find_file, load_split_arrays
+from numpy_ref.idx import CLASS_NAMES, DEFAULT_DIRS, HOW_TO_GET, DatasetError, load_split_arrays
 from numpy_ref.idx import find_data_dir as _find_explicit_or_default
-
-DOWNLOAD_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-
 
 # ----------------------------------------------------------------------------------------------- the dataset
 
@@ -58,34 +52,13 @@ class FashionMNIST:
         return torch.bincount(self.labels, minlength=len(CLASS_NAMES)).tolist()
 
 
-def find_data_dir(data_dir: str | os.PathLike | None = None, download: bool | None = None) -> Path:
-    """The first folder holding all four files. An explicit data_dir (or FASHION_MNIST_DIR) must hold them;
-    when no default folder does, the official download is tried once (unless ALEXNET_NO_DOWNLOAD=1)."""
+def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The first folder holding all four files (numpy_ref.idx.find_data_dir); DatasetError saying how to get them
+    when none does. Nothing is downloaded: `make` installs Debian's dataset-fashion-mnist (scripts/setup.sh)."""
     directory = _find_explicit_or_default(data_dir)
-    if directory is not None:
-        return directory
-    if download is None:
-        download = os.environ.get("ALEXNET_NO_DOWNLOAD", "0") != "1"
-    if download:
-        return _download(DEFAULT_DIRS[0])
-    raise DatasetError(f"Fashion-MNIST not found in {', '.join(map(str, DEFAULT_DIRS))}; {HOW_TO_GET}")
-
-
-def _download(dest: Path) -> Path:
-    """Try the official download once (30 MB), each file written atomically; a clear error when it fails."""
-    dest.mkdir(parents=True, exist_ok=True)
-    print(f"Fashion-MNIST not found; trying the official download into {dest} ...")
-    try:
-        for name in (n for names in FILES.values() for n in names):
-            if find_file(dest, name):
-                continue
-            with urllib.request.urlopen(DOWNLOAD_URL + name + ".gz", timeout=15) as response, \
-                    tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
-                shutil.copyfileobj(response, tmp)
-            os.replace(tmp.name, dest / f"{name}.gz")
-    except OSError as exc:
-        raise DatasetError(f"Fashion-MNIST not found and the download failed ({exc}); {HOW_TO_GET}") from exc
-    return dest
+    if directory is None:
+        raise DatasetError(f"Fashion-MNIST not found in {', '.join(map(str, DEFAULT_DIRS))}; {HOW_TO_GET}")
+    return directory
 
 
 def load_split(directory: str | os.PathLike, split: str) -> FashionMNIST:
