@@ -67,19 +67,23 @@ def test_compare_runs_prints_the_spread_the_page_quotes(tmp_path):
     assert p.returncode == 2 and f"{tmp_path / 'metrics.csv'}: not readable" in p.stderr, p.stderr
 
 
-FP32 = SEED / "fp32_seed0"          # more_runs/seed0_again again, in float32, stopped after whole epochs
+FP32 = SEED / "fp32_seed0"          # more_runs/seed0_again again, in float32
 TWIN = SEED / "more_runs" / "seed0_again"
 
 
 def test_the_float32_run_is_seed0_again_without_bf16():
     """Same recipe, seed, channels_last (so the same init, order and dropout masks) as its bf16 twin: only the
-    precision and the folder differ; each whole epoch of all 60,000 images is on the page beside the twin's."""
+    precision and the folder differ (and `resume`: it was stopped after epoch 6 and continued, which gives the
+    uninterrupted run's numbers, tests/test_train_kill.py); its ten epochs are on the page beside the twin's."""
     twin, fp32 = (json.loads((run / "config.json").read_text()) for run in (TWIN, FP32))
-    assert {k for k in twin.keys() | fp32.keys() if twin.get(k) != fp32.get(k)} == {"amp", "out"}
+    assert {k for k in twin.keys() | fp32.keys() if twin.get(k) != fp32.get(k)} == {"amp", "out", "resume"}
     assert (twin["amp"], fp32["amp"], fp32["channels_last"]) == ("bf16", "none", True)
     rows = read_metrics(FP32)
-    assert len(rows) >= 6 and [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
     assert all(int(r["examples"]) == 60000 for r in rows)
+    evaluation = json.loads((FP32 / "evaluation.json").read_text())
+    assert evaluation["images"] == 10000
+    assert evaluation["accuracy"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-4)
     lines = (SEED / "README.md").read_text().splitlines()
     for ours, theirs in zip(rows, read_metrics(TWIN)):
         row = f"| {int(ours['epoch'])} | {float(ours['test_acc']):.4f} | {float(theirs['test_acc']):.4f} |"
@@ -88,20 +92,25 @@ def test_the_float32_run_is_seed0_again_without_bf16():
 
 
 def test_compare_runs_takes_the_spread_where_every_run_has_an_epoch(tmp_path):
-    """A run stopped early is compared at its last epoch, the other's same epoch; the precision that differs is
-    named."""
+    """A run stopped early (the float32 run's first six epochs) is compared at its last epoch, the other's same
+    epoch; the precision that differs is named."""
     import os
+    import shutil
     import statistics
     import subprocess
     import sys
 
+    stopped = tmp_path / "fp32_stopped"
+    stopped.mkdir()
+    shutil.copy(FP32 / "config.json", stopped)
+    lines = (FP32 / "metrics.csv").read_text().splitlines(keepends=True)
+    (stopped / "metrics.csv").write_text("".join(lines[:1 + 6]))
     script = SEED.parents[2] / "scripts" / "compare_runs.py"
     env = dict(os.environ, PYTHONPATH=str(SEED.parents[2]))
-    p = subprocess.run([sys.executable, str(script), str(TWIN), str(FP32)], capture_output=True, text=True, env=env,
-                       timeout=600)
+    p = subprocess.run([sys.executable, str(script), str(TWIN), str(stopped)], capture_output=True, text=True,
+                       env=env, timeout=600)
     assert p.returncode == 0, p.stderr
-    epoch = len(read_metrics(FP32))
-    accs = [float(read_metrics(run)[epoch - 1]["test_acc"]) for run in (TWIN, FP32)]
+    accs = [float(read_metrics(run)[5]["test_acc"]) for run in (TWIN, stopped)]
     assert "amp: 'bf16' -> 'none'" in p.stdout, p.stdout
-    assert (f"test accuracy at epoch {epoch}, the last all runs reached, over 2 run(s): mean "
+    assert (f"test accuracy at epoch 6, the last all runs reached, over 2 run(s): mean "
             f"{statistics.mean(accs):.4f}") in p.stdout, p.stdout

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -370,14 +371,15 @@ def test_a_stop_signal_during_a_save_waits_until_it_is_whole(sig):
         done = []
         with pytest.raises(KeyboardInterrupt):
             with checkpoint.stops_deferred():
-                os.kill(os.getpid(), getattr(signal, sig))
-                time.sleep(0)                                 # the handler has run by now: a bytecode boundary
+                signal.pthread_kill(threading.get_ident(), getattr(signal, sig))   # to this thread: handled at
+                time.sleep(0)                                                       # its next call, here
                 done.append("the rest of the save")
         assert done == ["the rest of the save"]
         assert signal.getsignal(getattr(signal, sig)) is signal.default_int_handler
         signal.signal(getattr(signal, sig), signal.SIG_IGN)
         with checkpoint.stops_deferred():
-            os.kill(os.getpid(), getattr(signal, sig))
+            signal.pthread_kill(threading.get_ident(), getattr(signal, sig))
+            time.sleep(0)
         assert signal.getsignal(getattr(signal, sig)) is signal.SIG_IGN
     finally:
         for s, handler in saved.items():
