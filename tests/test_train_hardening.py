@@ -362,25 +362,30 @@ def test_pictures_that_could_not_be_written_are_named_and_drawn_on_resume(tmp_pa
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_stop_signal_during_a_save_waits_until_it_is_whole(sig):
-    """Ctrl-C or `kill PID` (after stop_on_sigterm) arriving while an epoch is saved: the save goes on to its end,
-    then the run stops (KeyboardInterrupt); a signal the process ignores stays ignored."""
+    """Ctrl-C or `kill PID` (inside sigterm_stops, as `alexnet train` runs) arriving while an epoch is saved: the save
+    goes on to its end, then the run stops (KeyboardInterrupt); a signal the process ignores stays ignored; the
+    SIGTERM handler is given back after the run."""
+    signum = getattr(signal, sig)
     saved = {s: signal.getsignal(s) for s in checkpoint.STOP_SIGNALS}
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        checkpoint.stop_on_sigterm()
-        done = []
-        with pytest.raises(KeyboardInterrupt):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with checkpoint.sigterm_stops():
+            done = []
+            with pytest.raises(KeyboardInterrupt):
+                with checkpoint.stops_deferred():
+                    signal.pthread_kill(threading.get_ident(), signum)   # to this thread: handled at its next
+                    time.sleep(0)                                         # call, here
+                    done.append("the rest of the save")
+            assert done == ["the rest of the save"]
+            assert signal.getsignal(signum) is signal.default_int_handler
+            signal.signal(signum, signal.SIG_IGN)
             with checkpoint.stops_deferred():
-                signal.pthread_kill(threading.get_ident(), getattr(signal, sig))   # to this thread: handled at
-                time.sleep(0)                                                       # its next call, here
-                done.append("the rest of the save")
-        assert done == ["the rest of the save"]
-        assert signal.getsignal(getattr(signal, sig)) is signal.default_int_handler
-        signal.signal(getattr(signal, sig), signal.SIG_IGN)
-        with checkpoint.stops_deferred():
-            signal.pthread_kill(threading.get_ident(), getattr(signal, sig))
-            time.sleep(0)
-        assert signal.getsignal(getattr(signal, sig)) is signal.SIG_IGN
+                signal.pthread_kill(threading.get_ident(), signum)
+                time.sleep(0)
+            assert signal.getsignal(signum) is signal.SIG_IGN
+            signal.signal(signum, signal.default_int_handler)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)

@@ -217,11 +217,19 @@ class CheckpointWriteError(OSError):
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # Ctrl-C; `kill PID`, `timeout`, a scheduler's stop
 
 
-def stop_on_sigterm() -> None:
-    """A SIGTERM stops the run as a Ctrl-C does (KeyboardInterrupt): the epoch being saved is finished, curves.png is
-    drawn, and `--resume` continues it. Python's default for SIGTERM is to die on the spot. Not under torchrun, whose
-    agent stops its workers with SIGTERM when one of them has failed."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+@contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """Inside the block a SIGTERM stops the run as a Ctrl-C does (KeyboardInterrupt): the epoch being saved is
+    finished, curves.png is drawn, and `--resume` continues it (Python's default is to die on the spot). The previous
+    handler is put back after; nothing changes off the main thread, where signals cannot be handled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from torch_model import distributed
 from torch_model.checkpoint import (PICTURES, CheckpointWriteError, RunLock, check_free_space, checkpoint_bytes,
                                     clear_stale_files, make_run_folder, recorded_pixel_mean, remove_empty_folder,
-                                    restore_rng_state, rng_state, save_checkpoint, say, stop_on_sigterm,
+                                    restore_rng_state, rng_state, save_checkpoint, say, sigterm_stops,
                                     stops_deferred, unfinished_files, write_config, write_metrics)
 from torch_model.config import (ESTIMATE_AFTER_STEPS, TrainConfig, check_run_folder, check_settled,  # noqa: F401
                                 config_from_args, configure, estimate, header)  # configure: the CLI's
@@ -392,9 +392,9 @@ def run(args: argparse.Namespace) -> int:
     on rank 0 is its one line (the others stop quietly), a lost rank is one line on each of the others (exit status
     1); every process ends through distributed.exit_now (not the process group's teardown, which can abort)."""
     ctx = distributed.setup(args.device or "auto", args.dist_timeout or distributed.DEFAULT_TIMEOUT_S)
-    if not ctx.enabled:
-        stop_on_sigterm()
-        return train_from_args(args, ctx)
+    if not ctx.enabled:            # (under torchrun the agent stops its workers with SIGTERM when one has failed)
+        with sigterm_stops():
+            return train_from_args(args, ctx)
     try:
         status = train_from_args(args, ctx)   # no barrier after it: rank 0 may still draw pictures as the others leave
     except distributed.RankZeroError:
