@@ -50,7 +50,7 @@ def plot(runs: list[dict], path: Path, reference: float | None, reference_label:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.5, 4.2), dpi=120)
     for i, run in enumerate(runs):
         colour = f"C{i}"
         epochs = [r["epoch"] for r in run["rows"]]
@@ -73,7 +73,7 @@ def plot(runs: list[dict], path: Path, reference: float | None, reference_label:
         ax.annotate(f"train acc of epoch(s) {', '.join(map(str, cut))} below the axis", (0.01, 0.01),
                     xycoords="axes fraction", fontsize=7)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside: no curve hidden
     kind = f"runs differing in {', '.join(differ)}" if differ else "runs of one recipe"
     ax.set_title(f"{len(runs)} {kind}: test accuracy per epoch", fontsize=9)
     fig.tight_layout()
